@@ -1,0 +1,30 @@
+# resdyn: reproduce "A qualitative theory of dynamical systems for assessing stability in ResNets".
+# Stages (DESIGN §6): prepare data → train → evaluate → trajectories → pairwise shards → gather →
+# shadowing shards → gather → Lipschitz → constants → tables, figures, report.
+# All logic lives in the package resdyn/; workflow_scripts/ are thin entry points.
+from snakemake.utils import min_version
+
+min_version("9.18")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/trajectories.smk"
+include: "rules/pairwise.smk"
+include: "rules/shadowing.smk"
+include: "rules/lipschitz.smk"
+include: "rules/constants.smk"
+include: "rules/tables.smk"
+
+
+report: "report/workflow.rst"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,88 @@
+# Config validation, wildcard constraints, output paths and input functions shared by every stage.
+import os
+import re
+
+from snakemake.utils import validate
+
+from resdyn.config import model_settings, training_settings
+
+# Fails at parse time with a message that names an unknown key or a bad value; fills in the defaults.
+validate(config, "../schemas/config.schema.yaml")
+
+# The scripts import the package from this checkout, also inside conda environments or on cluster nodes.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
+)
+
+RESULTS = config["results_dir"]
+DATASETS = list(config["datasets"])
+MODELS = list(config["models"])
+ENV = "../envs/resdyn.yaml"
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, DATASETS)),
+    model="|".join(map(re.escape, MODELS)),
+
+
+scattergather:
+    shards=config["analysis"]["shards"],
+
+
+def run_dir(*parts):
+    """results/{dataset}/{model}/<parts>: the per-(dataset, model) folder of DESIGN §7."""
+    return os.path.join(RESULTS, "{dataset}", "{model}", *parts)
+
+
+def log_path(name):
+    return os.path.join(RESULTS, "logs", "{dataset}", "{model}", f"{name}.log")
+
+
+def benchmark_path(name):
+    return os.path.join(RESULTS, "benchmarks", "{dataset}", "{model}", f"{name}.tsv")
+
+
+def package_sources(*modules):
+    """Package modules a cheap analysis rule depends on, as inputs, so that editing them reruns it.
+
+    The expensive stages (data, training, trajectories) deliberately do not list their modules: an edit to
+    resdyn/train.py must not silently retrain every model. Rerun those with `snakemake -R <rule>`.
+    """
+    return [os.path.join(workflow.basedir, "resdyn", f"{m}.py") for m in modules]
+
+
+def training_params(wildcards):
+    """Exactly the training settings of one (dataset, model): a change reruns only that pair's jobs."""
+    return training_settings(config, wildcards.dataset, wildcards.model)
+
+
+def model_entry(wildcards):
+    return model_settings(config, wildcards.model)
+
+
+def dataset_entry(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def analysis(key):
+    return config["analysis"][key]
+
+
+def per_run(path):
+    """Expand a per-(dataset, model) path over every configured pair."""
+    return expand(path, dataset=DATASETS, model=MODELS)
+
+
+def all_outputs():
+    outputs = per_run(run_dir("constants.json"))
+    outputs += per_run(run_dir("shadowing_curve.png"))
+    outputs += per_run(run_dir("figure2.png"))
+    outputs += per_run(run_dir("figure3.png"))
+    outputs += per_run(run_dir("table3_pairs.png"))
+    outputs += per_run(run_dir("best_orbit.png"))
+    outputs += [
+        os.path.join(RESULTS, "tables", f"table{k}.{ext}")
+        for k in (1, 2, 3)
+        for ext in ("csv", "md", "tex")
+    ]
+    return outputs

@@ -1,0 +1,55 @@
+# Stage 5: greedy pseudo-orbits from the nearest-neighbour tables, their shadowing errors (sharded over
+# orbits), and both g-shadowing estimates (DESIGN §3.2).
+
+
+rule shadowing_shard:
+    input:
+        trajectories=run_dir("trajectories.h5"),
+        pairs=run_dir("pairs.h5"),
+        code=package_sources("shadowing", "distances"),
+    output:
+        temp(run_dir("shards", "shadowing_{scatteritem}.h5")),
+    params:
+        chunk=analysis("chunk"),
+        device=analysis("device"),
+    resources:
+        gpu=1,
+    log:
+        log_path("shadowing_{scatteritem}"),
+    benchmark:
+        benchmark_path("shadowing_{scatteritem}")
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/shadowing_shard.py"
+
+
+rule shadowing_gather:
+    input:
+        shards=gather.shards(run_dir("shards", "shadowing_{scatteritem}.h5")),
+        pairs=run_dir("pairs.h5"),
+        code=package_sources("shadowing"),
+    output:
+        h5=run_dir("shadowing.h5"),
+        curve=report(
+            run_dir("shadowing_curve.csv"),
+            category="g-shadowing",
+            subcategory="{dataset} / {model}",
+            caption="../report/shadowing_curve_table.rst",
+        ),
+        plot=report(
+            run_dir("shadowing_curve.png"),
+            category="g-shadowing",
+            subcategory="{dataset} / {model}",
+            caption="../report/shadowing_curve.rst",
+        ),
+    params:
+        quantiles=analysis("curve_quantiles"),
+    log:
+        log_path("shadowing_gather"),
+    benchmark:
+        benchmark_path("shadowing_gather")
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/shadowing_gather.py"

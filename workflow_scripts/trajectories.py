@@ -1,0 +1,15 @@
+"""Snakemake entry point of rule trajectories: trajectories.h5 for one (dataset, model)."""
+from resdyn.io import log_to
+from resdyn.trajectories import write_trajectories
+
+with log_to(snakemake.log[0]):
+    write_trajectories(
+        snakemake.input.model,
+        snakemake.input.data,
+        snakemake.output[0],
+        dataset=snakemake.wildcards.dataset,
+        model_name=snakemake.wildcards.model,
+        batch_size=snakemake.params.batch_size,
+        store_states=snakemake.params.store_states,
+        device=snakemake.params.device,
+    )
