@@ -34,6 +34,11 @@ def run_dir(*parts):
     return os.path.join(RESULTS, "{dataset}", "{model}", *parts)
 
 
+def shard_path(kind):
+    """Pattern of one scatter shard's file, for scatter/gather (other wildcards escaped)."""
+    return os.path.join(RESULTS, "{{dataset}}", "{{model}}", "shards", kind + "_{scatteritem}.h5")
+
+
 def log_path(name):
     return os.path.join(RESULTS, "logs", "{dataset}", "{model}", f"{name}.log")
 
@@ -74,15 +79,14 @@ def per_run(path):
 
 
 def all_outputs():
-    outputs = per_run(run_dir("constants.json"))
-    outputs += per_run(run_dir("shadowing_curve.png"))
-    outputs += per_run(run_dir("figure2.png"))
-    outputs += per_run(run_dir("figure3.png"))
-    outputs += per_run(run_dir("table3_pairs.png"))
-    outputs += per_run(run_dir("best_orbit.png"))
-    outputs += [
-        os.path.join(RESULTS, "tables", f"table{k}.{ext}")
-        for k in (1, 2, 3)
-        for ext in ("csv", "md", "tex")
-    ]
-    return outputs
+    figures = os.path.join(RESULTS, "figures", "{name}_{dataset}_{model}.png")
+    return (
+        per_run(run_dir("constants.json"))
+        + per_run(run_dir("shadowing_curve.png"))
+        + expand(figures, name=["figure2", "figure3", "table3", "orbit"], dataset=DATASETS, model=MODELS)
+        + expand(
+            os.path.join(RESULTS, "tables", "{table}.{ext}"),
+            table=["table1", "table2", "table3"],
+            ext=["csv", "md", "tex"],
+        )
+    )

@@ -12,7 +12,6 @@ rule lipschitz:
     params:
         solver=config["lipschitz"]["solver"],
         eps=config["lipschitz"]["eps"],
-        batch_size=analysis("batch_size"),
         device=analysis("device"),
     log:
         log_path("lipschitz"),

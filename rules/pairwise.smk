@@ -26,7 +26,7 @@ rule pairwise_shard:
 
 rule pairwise_gather:
     input:
-        shards=gather.shards(run_dir("shards", "pairs_{scatteritem}.h5")),
+        shards=gather.shards(shard_path("pairs")),
         code=package_sources("distances"),
     output:
         run_dir("pairs.h5"),

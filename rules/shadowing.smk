@@ -11,7 +11,6 @@ rule shadowing_shard:
         temp(run_dir("shards", "shadowing_{scatteritem}.h5")),
     params:
         chunk=analysis("chunk"),
-        device=analysis("device"),
     resources:
         gpu=1,
     log:
@@ -26,7 +25,7 @@ rule shadowing_shard:
 
 rule shadowing_gather:
     input:
-        shards=gather.shards(run_dir("shards", "shadowing_{scatteritem}.h5")),
+        shards=gather.shards(shard_path("shadowing")),
         pairs=run_dir("pairs.h5"),
         code=package_sources("shadowing"),
     output:

@@ -1,16 +1,30 @@
 # Stage 8: the paper's tables (CSV, Markdown, LaTeX) and figures, collected into Snakemake's HTML report.
 
 TABLES = os.path.join(RESULTS, "tables")
+FIGURES = os.path.join(RESULTS, "figures")
 
 
-def table_outputs(number, caption):
-    """table{number}.csv as a report item (with its caption), .md and .tex beside it."""
-    stem = os.path.join(TABLES, f"table{number}")
+def table_stem(name):
+    return os.path.join(TABLES, name)
+
+
+def table_outputs(name, caption, **report_labels):
+    """{name}.csv as a report item with its caption; the .md and .tex written beside it."""
+    stem = table_stem(name)
     return {
-        "csv": report(stem + ".csv", category="Tables", caption=f"../report/{caption}"),
+        "csv": report(stem + ".csv", category="Tables", caption=f"../report/{caption}", **report_labels),
         "md": stem + ".md",
         "tex": stem + ".tex",
     }
+
+
+def figure(name, category, caption):
+    return report(
+        os.path.join(FIGURES, name + "_{dataset}_{model}.png"),
+        category=category,
+        subcategory="{dataset} / {model}",
+        caption=f"../report/{caption}",
+    )
 
 
 rule table1:
@@ -18,9 +32,9 @@ rule table1:
         metrics=per_run(run_dir("metrics.json")),
         code=package_sources("tables", "paper_reference"),
     output:
-        **table_outputs(1, "table1.rst"),
+        **table_outputs("table1", "table1.rst"),
     params:
-        runs=per_run("{dataset}/{model}"),
+        stem=table_stem("table1"),
         paper_reference=config["paper_reference"],
     log:
         os.path.join(RESULTS, "logs", "tables", "table1.log"),
@@ -37,9 +51,9 @@ rule table2:
         constants=per_run(run_dir("constants.json")),
         code=package_sources("tables", "paper_reference"),
     output:
-        **table_outputs(2, "table2.rst"),
+        **table_outputs("table2", "table2.rst"),
     params:
-        runs=per_run("{dataset}/{model}"),
+        stem=table_stem("table2"),
         paper_reference=config["paper_reference"],
     log:
         os.path.join(RESULTS, "logs", "tables", "table2.log"),
@@ -57,9 +71,9 @@ rule table3:
         trajectories=per_run(run_dir("trajectories.h5")),
         code=package_sources("tables"),
     output:
-        **table_outputs(3, "table3.rst"),
+        **table_outputs("table3", "table3.rst"),
     params:
-        runs=per_run("{dataset}/{model}"),
+        stem=table_stem("table3"),
         k=analysis("table3_pairs"),
     log:
         os.path.join(RESULTS, "logs", "tables", "table3.log"),
@@ -78,34 +92,19 @@ rule figures:
         pairs=run_dir("pairs.h5"),
         shadowing=run_dir("shadowing.h5"),
         constants=run_dir("constants.json"),
-        code=package_sources("figures"),
+        code=package_sources("figures", "tables"),
     output:
-        figure2=report(
-            run_dir("figure2.png"),
-            category="Figures 2-3",
+        figure2=figure("figure2", "Figures 2-3", "figure2.rst"),
+        figure3=figure("figure3", "Figures 2-3", "figure3.rst"),
+        pairs_png=figure("table3", "Table 3", "table3_pairs.rst"),
+        orbit_png=figure("orbit", "Tables 4-5", "best_orbit.rst"),
+        **table_outputs(
+            "orbit_{dataset}_{model}",
+            "best_orbit_table.rst",
             subcategory="{dataset} / {model}",
-            caption="../report/figure2.rst",
         ),
-        figure3=report(
-            run_dir("figure3.png"),
-            category="Figures 2-3",
-            subcategory="{dataset} / {model}",
-            caption="../report/figure3.rst",
-        ),
-        pairs_png=report(
-            run_dir("table3_pairs.png"),
-            category="Table 3",
-            subcategory="{dataset} / {model}",
-            caption="../report/table3_pairs.rst",
-        ),
-        orbit_png=report(
-            run_dir("best_orbit.png"),
-            category="Tables 4-5",
-            subcategory="{dataset} / {model}",
-            caption="../report/best_orbit.rst",
-        ),
-        orbit_csv=run_dir("best_orbit.csv"),
     params:
+        orbit_stem=table_stem("orbit_{dataset}_{model}"),
         k=analysis("table3_pairs"),
     log:
         log_path("figures"),

@@ -1,0 +1,464 @@
+"""Greedy pseudo-orbits and the g-shadowing constant (paper §2.3, §3, Appendix A; DESIGN §3.2).
+
+Notation: ``probs[i, t]`` = p_t(i) = g(x_t(i)) for N test images and depths t = 0..T, and
+d_t(i, j) = ‖p_t(i) − p_t(j)‖₂. All image indices here are rows of the trajectory file (map them through
+its ``/index`` to get test-set indices).
+
+Pseudo-orbits. A sequence (x_t) is a δ-pseudo-orbit of φ for g when d(g φ_{t+1}(x_t), g(x_{t+1})) ≤ δ for
+every t. Taking x_t = x_t(a_t), the state of test image a_t at depth t, the step φ_{t+1}(x_t) is the state
+of a_t at depth t+1, so the hop is d_{t+1}(a_t, a_{t+1}). From every test image a_0 = i we build one greedy
+pseudo-orbit (§3: "for all images, we selected the most similar image after passing through the block
+once"): a_{t+1} = argmin_{j ≠ a_t} d_{t+1}(a_t, j) (ties: smaller j), hop δ_t = d_{t+1}(a_t, a_{t+1}),
+orbit q_t = p_t(a_t) and δ(ξ) = max_t δ_t. An image may recur along an orbit.
+
+Shadowing error. ε(ξ) = min over all test images b of max_t ‖p_t(b) − q_t‖₂ (ties: smaller b), the
+smallest ε for which ξ is ε-shadowed by a true trajectory of the sample; b* is the shadowing image.
+
+Two estimates of Sh_g(φ) = liminf_{ε→0} sup S(g, φ, ε) / ε:
+
+- paper ("best tracing", Tables 2, 4, 5): the orbit with the smallest ε > 0 (ties: larger δ, then smaller
+  start); Sh = δ / ε.
+- curve: at each observed level ε (a distinct positive ε_k), δ*(ε) = min{δ_k : ε_k > ε}, the sampled
+  stand-in for sup S(g, φ, ε): every sampled pseudo-orbit with δ_k < δ*(ε) is ε-shadowed. r(ε) = δ*(ε) / ε
+  and Sh_curve = min r(ε) over the levels in the quantile window [Q_low, Q_high] of the observed ε_k.
+
+Degenerate inputs (never an inf or NaN in the results; JSON cannot hold them):
+
+- ε_k = 0 (an orbit traced exactly, e.g. by duplicate images): Definition 2 quantifies over ε > 0 and
+  δ/0 is undefined, so such orbits are counted (``n_exactly_shadowed``) but never chosen by the paper
+  estimate and never a curve level (they also never enter δ*(ε) for ε > 0, since ε_k > ε fails).
+- The largest observed level has no orbit with ε_k > ε: every sampled orbit is shadowed there, δ*(ε) is
+  unbounded by the sample, so that level is left out of the curve.
+- The window uses observed order statistics, Q_low = ε_(⌊q_low·(N−1)⌋) and Q_high = ε_(⌈q_high·(N−1)⌉)
+  (numpy ``method="lower"`` / ``"higher"``), so it always holds at least one observed ε_k (with linear
+  interpolation N = 2 would give a window between the two values and no level inside).
+- When no estimate can be formed (every ε_k = 0; or no defined level in the window, which is always the
+  case for N = 2, whose two orbits mirror each other and share one ε), ``value`` is ``None`` (JSON null)
+  and ``undefined_reason`` says why.
+
+The authors' code (KY-HDC/DS-ResNets) differs in two details that we do not follow: its chain excludes
+every image already visited (we take the nearest image at each depth, revisits allowed, as §3 and
+Definition 2 state), and it matches a depth-1 output against depth-0 states (an off-by-one; the hop here
+compares both images at the same depth t+1, as the definition of a pseudo-orbit requires).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+from resdyn.distances import min_max_distance
+from resdyn.io import InputError, atomic_output, open_h5
+
+DEFAULT_QUANTILES = (0.05, 0.95)
+CURVE_COLUMNS = ["epsilon", "delta_star", "ratio"]
+H5_KEYS = ("orbits", "hops", "delta", "epsilon", "shadow_image")
+
+
+class ShadowingPart(NamedTuple):
+    """Shadowing errors of orbits ``start..stop-1``, as one shard computes them."""
+
+    start: int
+    stop: int
+    epsilon: np.ndarray
+    shadow_image: np.ndarray
+
+
+@dataclass
+class ShadowingResult:
+    """Everything ``shadowing.h5`` holds: per orbit its images, hops, δ, ε and shadowing image."""
+
+    orbits: np.ndarray  # (N, T+1) int64, a_0..a_T
+    hops: np.ndarray  # (N, T) float64, δ_t = d_{t+1}(a_t, a_{t+1})
+    delta: np.ndarray  # (N,) float64, max_t δ_t
+    epsilon: np.ndarray  # (N,) float64
+    shadow_image: np.ndarray  # (N,) int64, b*
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def greedy_pseudo_orbits(nn_index: np.ndarray, nn_distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One greedy pseudo-orbit from every image, read off the per-depth nearest-neighbour tables.
+
+    a_0 = i, a_{t+1} = nn_index[t+1, a_t] = argmin_{j ≠ a_t} d_{t+1}(a_t, j), δ_t = nn_distance[t+1, a_t]
+    for t = 0..T−1 (DESIGN §3.2, paper §3). Row 0 of the tables is not used.
+
+    Args:
+        nn_index: (T+1, N) int, nearest j ≠ i at each depth (the merged pairwise table).
+        nn_distance: (T+1, N) float, the matching distances d_t(i, nn_index[t, i]).
+
+    Returns:
+        orbits (N, T+1) int64 with orbits[i, 0] = i, and hops (N, T) float64.
+
+    Raises:
+        InputError: shapes disagree, T < 1, N < 2, or a used entry is out of range, points to itself, or
+        is unfilled (−1 / inf, as in an unmerged shard).
+    """
+    nn_index = np.asarray(nn_index)
+    nn_distance = np.asarray(nn_distance, dtype=np.float64)
+    if nn_index.ndim != 2 or nn_index.shape != nn_distance.shape:
+        raise InputError(
+            f"nn_index {nn_index.shape} and nn_distance {nn_distance.shape} must both be (T+1, N)"
+        )
+    depths, n_images = nn_index.shape
+    if depths < 2:
+        raise InputError(f"nn_index has {depths} depth(s); a pseudo-orbit needs T >= 1 blocks")
+    if n_images < 2:
+        raise InputError(f"nn_index has N = {n_images} image(s); nearest neighbours need N >= 2")
+    if not np.issubdtype(nn_index.dtype, np.integer):
+        raise InputError(f"nn_index must hold integers, got dtype {nn_index.dtype}")
+    used_index = nn_index[1:]
+    used_distance = nn_distance[1:]
+    bad = (used_index < 0) | (used_index >= n_images) | (used_index == np.arange(n_images))
+    bad |= ~np.isfinite(used_distance) | (used_distance < 0)
+    if bad.any():
+        t, i = np.argwhere(bad)[0]
+        raise InputError(
+            f"nearest-neighbour table entry at depth {t + 1}, image {i} is invalid "
+            f"(index {nn_index[t + 1, i]}, distance {nn_distance[t + 1, i]}); "
+            "were all pairwise shards merged?"
+        )
+    orbits = np.empty((n_images, depths), dtype=np.int64)
+    hops = np.empty((n_images, depths - 1), dtype=np.float64)
+    orbits[:, 0] = np.arange(n_images)
+    for t in range(depths - 1):
+        current = orbits[:, t]
+        orbits[:, t + 1] = nn_index[t + 1, current]
+        hops[:, t] = nn_distance[t + 1, current]
+    return orbits, hops
+
+
+def shadowing_errors(
+    probs: np.ndarray, orbits: np.ndarray, start: int, stop: int, *, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shadowing error ε and shadowing image b* of orbits ``start..stop-1``.
+
+    ε(ξ) = min_b max_t ‖p_t(b) − q_t‖₂ with q_t = p_t(a_t), ties → smaller b (DESIGN §3.2). Each orbit
+    is computed on its own by :func:`resdyn.distances.min_max_distance` (float64, from differences), so
+    the result is identical for any split of 0..N into shards; ``chunk`` bounds its memory.
+
+    Args:
+        probs: (N, T+1, C) float64 probability trajectories.
+        orbits: (N_orbits, T+1) int image indices a_0..a_T (from :func:`greedy_pseudo_orbits`).
+        start, stop: the orbit rows of this shard, 0 <= start <= stop <= N_orbits.
+        chunk: rows per block passed through to ``min_max_distance``.
+
+    Returns:
+        eps (stop−start,) float64 and b_star (stop−start,) int64.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    orbits = np.asarray(orbits)
+    if probs.ndim != 3:
+        raise InputError(f"probs must be (N, T+1, C), got shape {probs.shape}")
+    n_images, depths, _ = probs.shape
+    if orbits.ndim != 2 or orbits.shape[1] != depths:
+        raise InputError(f"orbits must be (N, T+1) with T+1 = {depths}, got shape {orbits.shape}")
+    if not np.issubdtype(orbits.dtype, np.integer):
+        raise InputError(f"orbits must hold integers, got dtype {orbits.dtype}")
+    if not 0 <= start <= stop <= orbits.shape[0]:
+        raise InputError(f"orbit range {start}..{stop} is outside 0..{orbits.shape[0]}")
+    if orbits.size and (orbits.min() < 0 or orbits.max() >= n_images):
+        raise InputError(f"orbits hold image indices outside 0..{n_images - 1}")
+    if not np.isfinite(probs).all():
+        raise InputError("probs contain NaN or inf")
+    block = orbits[start:stop]
+    queries = probs[block, np.arange(depths)[None, :]]  # q_t = p_t(a_t): (M, T+1, C)
+    eps, b_star = min_max_distance(queries, probs, chunk=chunk)
+    return np.asarray(eps, dtype=np.float64), np.asarray(b_star, dtype=np.int64)
+
+
+def merge_shadowing(
+    parts: Iterable[ShadowingPart | tuple[int, int, np.ndarray, np.ndarray]], n_orbits: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join shard results into (eps (N,), b_star (N,)).
+
+    Orbits are independent, so merging is placing each shard's rows at ``start..stop-1``; the parts may
+    come in any order but must tile 0..N exactly (no gap, no overlap), N = ``n_orbits`` when given.
+    """
+    ordered = sorted((ShadowingPart(*part) for part in parts), key=lambda part: (part.start, part.stop))
+    if not ordered:
+        raise InputError("merge_shadowing got no parts")
+    expected = 0
+    for part in ordered:
+        if part.start != expected:
+            raise InputError(
+                f"shadowing parts do not tile the orbits: a part starts at {part.start}, expected {expected}"
+            )
+        size = part.stop - part.start
+        if np.shape(part.epsilon) != (size,) or np.shape(part.shadow_image) != (size,):
+            raise InputError(f"shadowing part {part.start}..{part.stop} holds arrays of the wrong length")
+        expected = part.stop
+    if n_orbits is not None and expected != n_orbits:
+        raise InputError(f"shadowing parts cover orbits 0..{expected}, expected 0..{n_orbits}")
+    eps = np.concatenate([np.asarray(part.epsilon, dtype=np.float64) for part in ordered])
+    b_star = np.concatenate([np.asarray(part.shadow_image, dtype=np.int64) for part in ordered])
+    return eps, b_star
+
+
+def _check_eps_delta(eps: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    eps = np.asarray(eps, dtype=np.float64)
+    delta = np.asarray(delta, dtype=np.float64)
+    if eps.ndim != 1 or eps.shape != delta.shape or eps.size == 0:
+        raise InputError(f"epsilon {eps.shape} and delta {delta.shape} must be equal-length non-empty 1-D")
+    for name, values in (("epsilon", eps), ("delta", delta)):
+        if not np.isfinite(values).all() or (values < 0).any():
+            k = int(np.flatnonzero(~np.isfinite(values) | (values < 0))[0])
+            raise InputError(f"{name}[{k}] = {values[k]!r}; expected a finite value >= 0")
+    return eps, delta
+
+
+def best_tracing(
+    eps: np.ndarray, delta: np.ndarray, orbits: np.ndarray, b_star: np.ndarray
+) -> dict[str, Any]:
+    """The paper's estimate (§3, Tables 2, 4, 5): the best-traced orbit and Sh = δ/ε.
+
+    The orbit k with the smallest ε_k > 0, ties broken by the larger δ_k, then the smaller start;
+    Sh = δ_k / ε_k. Orbits with ε_k = 0 are exactly shadowed and have no ratio (see the module docstring).
+
+    Returns:
+        dict with ``value`` (Sh, or None), ``epsilon``, ``delta``, ``orbit_start``, ``orbit`` (a_0..a_T),
+        ``shadow_image`` (b*), ``n_orbits``, ``n_exactly_shadowed`` and ``undefined_reason`` (None unless
+        ``value`` is None). When every ε_k = 0, the reported orbit is the one with the largest δ (ties:
+        smaller start) and ``value`` is None.
+    """
+    eps, delta = _check_eps_delta(eps, delta)
+    orbits = np.asarray(orbits)
+    b_star = np.asarray(b_star)
+    if orbits.ndim != 2 or orbits.shape[0] != eps.size or b_star.shape != eps.shape:
+        raise InputError(
+            f"orbits {orbits.shape} and shadow images {b_star.shape} must have one row per orbit ({eps.size})"
+        )
+    starts = np.arange(eps.size)
+    exact = eps == 0
+    candidates = starts[~exact] if (~exact).any() else starts
+    # lexsort: last key is primary. Smallest ε, then largest δ, then smallest start.
+    order = np.lexsort((candidates, -delta[candidates], eps[candidates]))
+    k = int(candidates[order[0]])
+    defined = bool(eps[k] > 0)
+    return {
+        "value": float(delta[k] / eps[k]) if defined else None,
+        "epsilon": float(eps[k]),
+        "delta": float(delta[k]),
+        "orbit_start": k,
+        "orbit": [int(a) for a in orbits[k]],
+        "shadow_image": int(b_star[k]),
+        "n_orbits": int(eps.size),
+        "n_exactly_shadowed": int(exact.sum()),
+        "undefined_reason": None
+        if defined
+        else f"all {eps.size} pseudo-orbits are exactly shadowed (epsilon = 0), so delta/epsilon is undefined",
+    }
+
+
+def shadowing_curve(
+    eps: np.ndarray,
+    delta: np.ndarray,
+    q_low: float = DEFAULT_QUANTILES[0],
+    q_high: float = DEFAULT_QUANTILES[1],
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The curve estimate: δ*(ε), r(ε) at every observed level and Sh_curve (DESIGN §3.2).
+
+    For each distinct observed ε > 0 except the largest, δ*(ε) = min{δ_k : ε_k > ε} and r(ε) = δ*(ε)/ε.
+    Sh_curve = min r(ε) over levels with Q_low ≤ ε ≤ Q_high, Q_low / Q_high the ``q_low`` / ``q_high``
+    quantiles of all ε_k taken as observed order statistics (numpy ``lower`` / ``higher``); ties in r go
+    to the smaller ε. This is the finite-sample stand-in for liminf_{ε→0} sup S(g, φ, ε)/ε (Definition 2):
+    the window drops the smallest levels, where δ* rests on nearly all orbits' minimum and r blows up as
+    1/ε, and the largest, where it rests on a handful of orbits.
+
+    Returns:
+        (curve, summary): curve has columns ``epsilon, delta_star, ratio`` ascending in ε (possibly no
+        rows); summary has ``value`` (or None), ``epsilon``, ``delta_star``, ``quantiles`` {q_low, q_high,
+        epsilon_low, epsilon_high}, ``n_orbits``, ``n_levels``, ``n_levels_in_window`` and ``undefined_reason``.
+    """
+    eps, delta = _check_eps_delta(eps, delta)
+    if not 0.0 <= q_low <= q_high <= 1.0:
+        raise ValueError(f"quantiles must satisfy 0 <= q_low <= q_high <= 1, got q_low={q_low}, q_high={q_high}")
+    order = np.argsort(eps, kind="stable")
+    eps_sorted = eps[order]
+    # suffix_min[k] = min δ over the orbits ranked k.. by ε; δ*(ε) reads it at the first ε_k > ε.
+    suffix_min = np.minimum.accumulate(delta[order][::-1])[::-1]
+    levels = np.unique(eps_sorted[eps_sorted > 0])
+    first_above = np.searchsorted(eps_sorted, levels, side="right")
+    has_delta_star = first_above < eps.size
+    levels = levels[has_delta_star]
+    delta_star = suffix_min[first_above[has_delta_star]]
+    curve = pd.DataFrame({"epsilon": levels, "delta_star": delta_star, "ratio": delta_star / levels})
+
+    epsilon_low = float(np.quantile(eps, q_low, method="lower"))
+    epsilon_high = float(np.quantile(eps, q_high, method="higher"))
+    in_window = (levels >= epsilon_low) & (levels <= epsilon_high)
+    summary: dict[str, Any] = {
+        "value": None,
+        "epsilon": None,
+        "delta_star": None,
+        "quantiles": {
+            "q_low": float(q_low),
+            "q_high": float(q_high),
+            "epsilon_low": epsilon_low,
+            "epsilon_high": epsilon_high,
+        },
+        "n_orbits": int(eps.size),
+        "n_levels": int(levels.size),
+        "n_levels_in_window": int(in_window.sum()),
+        "undefined_reason": None,
+    }
+    if in_window.any():
+        window_rows = np.flatnonzero(in_window)
+        best = int(window_rows[np.argmin(curve["ratio"].to_numpy()[window_rows])])
+        summary.update(
+            value=float(curve["ratio"].iloc[best]),
+            epsilon=float(curve["epsilon"].iloc[best]),
+            delta_star=float(curve["delta_star"].iloc[best]),
+        )
+    elif levels.size == 0:
+        n_positive = int(np.unique(eps[eps > 0]).size)
+        summary["undefined_reason"] = (
+            f"{n_positive} distinct positive epsilon level(s) among {eps.size} orbits; delta*(epsilon) needs "
+            "an orbit with a larger epsilon, so no level has a finite delta* (N = 2 always ends here)"
+        )
+    else:
+        summary["undefined_reason"] = (
+            f"none of the {levels.size} curve levels lies in the quantile window "
+            f"[{epsilon_low!r}, {epsilon_high!r}]"
+        )
+    return curve, summary
+
+
+def save_shadowing(
+    path: str | os.PathLike,
+    orbits: np.ndarray,
+    hops: np.ndarray,
+    epsilon: np.ndarray,
+    shadow_image: np.ndarray,
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``shadowing.h5`` atomically: /orbits (N, T+1) int64, /hops (N, T), /delta = max_t hops,
+    /epsilon (N,) float64, /shadow_image (N,) int64; attrs N, T and the caller's ``attrs``."""
+    orbits = np.asarray(orbits, dtype=np.int64)
+    hops = np.asarray(hops, dtype=np.float64)
+    epsilon = np.asarray(epsilon, dtype=np.float64)
+    shadow_image = np.asarray(shadow_image, dtype=np.int64)
+    n_orbits = orbits.shape[0]
+    if orbits.ndim != 2 or hops.shape != (n_orbits, orbits.shape[1] - 1) or hops.shape[1] < 1:
+        raise InputError(f"orbits {orbits.shape} and hops {hops.shape} must be (N, T+1) and (N, T), T >= 1")
+    if epsilon.shape != (n_orbits,) or shadow_image.shape != (n_orbits,):
+        raise InputError(f"epsilon {epsilon.shape} and shadow_image {shadow_image.shape} must be ({n_orbits},)")
+    import h5py
+
+    with atomic_output(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            handle.create_dataset("orbits", data=orbits)
+            handle.create_dataset("hops", data=hops)
+            handle.create_dataset("delta", data=hops.max(axis=1))
+            handle.create_dataset("epsilon", data=epsilon)
+            handle.create_dataset("shadow_image", data=shadow_image)
+            handle.attrs["N"] = n_orbits
+            handle.attrs["T"] = orbits.shape[1] - 1
+            for key, value in (attrs or {}).items():
+                handle.attrs[key] = value
+
+
+def load_shadowing(path: str | os.PathLike) -> ShadowingResult:
+    """Read ``shadowing.h5`` back, checking shapes and that /delta = max_t /hops; InputError names the key."""
+    with open_h5(path, required=H5_KEYS) as handle:
+        data = {key: handle[key][()] for key in H5_KEYS}
+        attrs = {key: _plain(value) for key, value in handle.attrs.items()}
+    orbits, hops = data["orbits"], data["hops"]
+    n_orbits = orbits.shape[0] if orbits.ndim == 2 else -1
+    expected = {
+        "orbits": (n_orbits, hops.shape[-1] + 1 if hops.ndim == 2 else -1),
+        "hops": (n_orbits, orbits.shape[-1] - 1),
+        "delta": (n_orbits,),
+        "epsilon": (n_orbits,),
+        "shadow_image": (n_orbits,),
+    }
+    for key, shape in expected.items():
+        if data[key].shape != shape:
+            raise InputError(f"{path}: /{key} has shape {data[key].shape}, expected {shape}")
+    if not np.array_equal(data["delta"], hops.max(axis=1)):
+        raise InputError(f"{path}: /delta is not the row maximum of /hops")
+    for key in ("hops", "epsilon"):
+        if not np.isfinite(data[key]).all():
+            raise InputError(f"{path}: /{key} holds NaN or inf")
+    return ShadowingResult(
+        orbits=orbits.astype(np.int64),
+        hops=hops.astype(np.float64),
+        delta=data["delta"].astype(np.float64),
+        epsilon=data["epsilon"].astype(np.float64),
+        shadow_image=data["shadow_image"].astype(np.int64),
+        attrs=attrs,
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def save_shadowing_curve(path: str | os.PathLike, curve: pd.DataFrame) -> None:
+    """Write ``shadowing_curve.csv`` atomically with columns epsilon, delta_star, ratio (full precision)."""
+    if list(curve.columns) != CURVE_COLUMNS:
+        raise InputError(f"curve columns {list(curve.columns)} must be {CURVE_COLUMNS}")
+    with atomic_output(path) as tmp:
+        curve.to_csv(tmp, index=False, float_format="%.17g")
+
+
+def plot_shadowing_curve(curve: pd.DataFrame, summary: Mapping[str, Any], out_png: str | os.PathLike) -> None:
+    """Plot δ*(ε) (top) and r(ε) = δ*(ε)/ε (bottom) on a log ε axis, shade the quantile window and mark
+    Sh_curve; an undefined curve gives a figure stating the reason. Written atomically as PNG."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_delta, ax_ratio) = plt.subplots(2, 1, sharex=True, figsize=(7, 6), constrained_layout=True)
+    quantiles = summary.get("quantiles", {})
+    counts = f"{summary.get('n_orbits', '?')} pseudo-orbits, {len(curve)} levels with a finite δ*"
+    fig.suptitle("g-shadowing curve estimate (DESIGN §3.2)\n" + counts, fontsize=11)
+    undefined = "Sh_curve undefined:\n" + textwrap.fill(summary.get("undefined_reason") or "", 60)
+    if not len(curve):
+        for ax in (ax_delta, ax_ratio):
+            ax.set_axis_off()
+        ax_delta.text(0.5, 0.5, undefined, ha="center", va="center", transform=ax_delta.transAxes, fontsize=10)
+    else:
+        eps = curve["epsilon"].to_numpy()
+        delta_star = curve["delta_star"].to_numpy()
+        ratio = curve["ratio"].to_numpy()
+        ax_delta.step(eps, delta_star, where="post", color="tab:blue", lw=1.2)
+        ax_delta.plot(eps, delta_star, "o", ms=3, color="tab:blue", label="δ*(ε) at observed levels")
+        ax_ratio.plot(eps, ratio, "o-", ms=3, lw=1, color="tab:green", label="r(ε) at observed levels")
+        ax_delta.set_xscale("log")
+        low, high = quantiles.get("epsilon_low"), quantiles.get("epsilon_high")
+        for ax, values in ((ax_delta, delta_star), (ax_ratio, ratio)):
+            positive = values[values > 0]
+            if positive.size and positive.max() / positive.min() > 50:
+                ax.set_yscale("log")
+            if low is not None and high is not None and low <= eps.max() and high >= eps.min():
+                ax.axvspan(max(low, eps.min()), min(high, eps.max()), color="0.88", zorder=0,
+                           label=f"window: {quantiles['q_low']:g}–{quantiles['q_high']:g} quantiles of ε_k")
+            ax.grid(True, which="major", alpha=0.4)
+        if summary.get("value") is not None:
+            ax_ratio.plot([summary["epsilon"]], [summary["value"]], marker="*", ms=14, color="tab:red",
+                          ls="none", label=f"Sh_curve = min r = {summary['value']:.4g} at ε = {summary['epsilon']:.3g}")
+            ax_delta.plot([summary["epsilon"]], [summary["delta_star"]], marker="*", ms=14, color="tab:red",
+                          ls="none", label=f"δ* = {summary['delta_star']:.3g} at the minimum")
+        ax_delta.set_ylabel("δ*(ε) = min{δ_k : ε_k > ε}")
+        ax_ratio.set_ylabel("r(ε) = δ*(ε) / ε")
+        ax_ratio.set_xlabel("shadowing level ε (log scale)")
+        if summary.get("value") is None:
+            ax_ratio.text(0.5, 0.5, undefined, ha="center", va="center", transform=ax_ratio.transAxes,
+                          fontsize=9, bbox={"facecolor": "white", "edgecolor": "tab:red"})
+        ax_delta.legend(loc="upper left", fontsize=8)
+        ax_ratio.legend(loc="upper right", fontsize=8)
+    with atomic_output(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,580 @@
+"""The paper's tables: Table 1 (performance), Table 2 (constants), Table 3 (closest class pairs) and the
+best-traced pseudo-orbit of Tables 4–5, each as a DataFrame and written as CSV, Markdown and LaTeX.
+
+Inputs are the stage outputs fixed in docs/ARCHITECTURE.md and DESIGN §6–7: ``metrics.json``,
+``constants.json``, ``pairs.h5``, ``trajectories.h5`` and ``shadowing.h5``. Every table keeps raw values
+in its cells (Python ints and floats, ``None`` for a missing value); only :func:`write_table` formats
+them, so the CSV keeps full precision while Markdown and LaTeX read like the paper (4 decimals, and
+scientific notation with 3 significant digits below 10⁻³). A missing value is written "n/a" everywhere.
+
+Row conventions: ``pairs.h5`` /E/pair and ``shadowing.h5`` /orbits and /shadow_image hold *rows* of
+``trajectories.h5`` (the order of ``/probs``), while ``constants.json`` holds test indices (its
+``g_expansive.pair``, ``g_shadowing.paper.orbit_start`` and ``shadow_image``, as resdyn.constants writes
+them); ``trajectories.h5`` /index maps a row to its test index and /order_in_class to its 1-based order
+within its class (DESIGN §5), which is what the tables show.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from resdyn.io import InputError, atomic_output, open_h5, read_json
+from resdyn.paper_reference import paper_table1, paper_table2
+
+PathLike = Union[str, os.PathLike]
+ResultKey = tuple[str, str]  # (dataset, model) as in the config
+
+PAPER_SUFFIX = " [paper]"
+NOT_AVAILABLE = "n/a"
+# Below this magnitude the paper switches to scientific notation (Table 2: 0.0031 but 4.14×10^-5).
+SCIENTIFIC_BELOW = 1e-3
+SCIENTIFIC_FROM = 1e5
+
+
+# ----------------------------------------------------------------------------------------------------
+# Formatting and writing
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def format_value(value: Any, latex: bool = False) -> str:
+    """Human-readable cell text, as the paper prints numbers.
+
+    None/NaN → "n/a"; integers as they are; a float x with 10⁻³ ≤ |x| < 10⁵ with 4 decimals (2.3583);
+    0 as "0"; any other float in scientific notation with 3 significant digits ("4.14e-05", or
+    ``$4.14\\times10^{-5}$`` when ``latex``); ±inf as "inf". Strings pass through (LaTeX-escaped when
+    ``latex``).
+    """
+    if _is_missing(value):
+        return NOT_AVAILABLE
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        x = float(value)
+        if math.isinf(x):
+            text = "inf" if x > 0 else "-inf"
+            return (r"$\infty$" if x > 0 else r"$-\infty$") if latex else text
+        if x == 0.0:
+            return "0"
+        if SCIENTIFIC_BELOW <= abs(x) < SCIENTIFIC_FROM:
+            return f"{x:.4f}"
+        mantissa, exponent = f"{x:.2e}".split("e")
+        if latex:
+            return f"${mantissa}\\times10^{{{int(exponent)}}}$"
+        return f"{mantissa}e{exponent}"
+    return latex_escape(str(value)) if latex else str(value)
+
+
+def _csv_value(value: Any) -> str:
+    """Full-precision cell text for the CSV (shortest repr that round-trips), "n/a" when missing."""
+    if _is_missing(value):
+        return NOT_AVAILABLE
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}
+_LATEX_UNICODE = {
+    "ε": r"$\varepsilon$", "δ": r"$\delta$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$",
+    "−": r"$-$", "‖": r"$\|$", "Ē": r"$\bar{E}$", "∞": r"$\infty$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials and write the Greek letters and symbols used in our headers as math."""
+    return "".join(_LATEX_SPECIALS.get(ch, _LATEX_UNICODE.get(ch, ch)) for ch in text)
+
+
+# Hand-written LaTeX for headers whose plain-text form would escape badly.
+_LATEX_HEADERS = {
+    "Lip_FC": r"$\mathrm{Lip}_{FC}$",
+    "Lip_FC" + PAPER_SUFFIX: r"$\mathrm{Lip}_{FC}$ [paper]",
+    "Lip(g) with softmax": r"$\mathrm{Lip}(g)$ with softmax",
+    "Sh best-tracing": r"$Sh$ best-tracing",
+    "Sh" + PAPER_SUFFIX: r"$Sh$ [paper]",
+    "Sh curve": r"$Sh$ curve",
+    "T_g ≥ Sh/Lip_FC": r"$T_g \geq Sh/\mathrm{Lip}_{FC}$",
+    "T_g" + PAPER_SUFFIX: r"$T_g$ [paper]",
+    "T_g ≥ Sh_curve/Lip_FC": r"$T_g \geq Sh_{curve}/\mathrm{Lip}_{FC}$",
+    "T_g ≥ Sh/Lip(g)": r"$T_g \geq Sh/\mathrm{Lip}(g)$",
+    "T_g ≥ Sh_curve/Lip(g)": r"$T_g \geq Sh_{curve}/\mathrm{Lip}(g)$",
+    "t*": r"$t^*$",
+    "Hop δ_{t−1}": r"Hop $\delta_{t-1}$",
+    "‖p_t(b*) − q_t‖": r"$\|p_t(b^*) - q_t\|$",
+}
+
+
+def write_table(df: pd.DataFrame, stem: PathLike) -> list[Path]:
+    """Write ``{stem}.csv`` (full precision), ``{stem}.md`` (pandas ``to_markdown``) and ``{stem}.tex``
+    (pandas ``to_latex``, booktabs), each atomically through :func:`resdyn.io.atomic_output`.
+
+    Numbers in Markdown and LaTeX follow :func:`format_value`; missing values are "n/a" in all three.
+    Returns the three paths.
+    """
+    stem = Path(stem)
+    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
+    csv_frame = df.map(_csv_value)
+    md_frame = df.map(format_value)
+    tex_frame = df.map(lambda v: format_value(v, latex=True))
+    tex_frame.columns = [_LATEX_HEADERS.get(str(c), latex_escape(str(c))) for c in df.columns]
+    with atomic_output(paths[0]) as tmp:
+        csv_frame.to_csv(tmp, index=False)
+    numeric = [_numeric_column(df[c]) for c in df.columns]
+    with atomic_output(paths[1]) as tmp:
+        # disable_numparse keeps our number strings verbatim (tabulate would drop "0.9870"'s last zero).
+        align = tuple("right" if is_number else "left" for is_number in numeric)
+        tmp.write_text(md_frame.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n")
+    with atomic_output(paths[2]) as tmp:
+        column_format = "".join("r" if is_number else "l" for is_number in numeric)
+        tmp.write_text(tex_frame.to_latex(index=False, escape=False, column_format=column_format))
+    return paths
+
+
+def _numeric_column(column: pd.Series) -> bool:
+    values = [v for v in column if not _is_missing(v)]
+    return bool(values) and all(isinstance(v, (int, float, np.integer, np.floating)) for v in values)
+
+
+def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    # object dtype keeps ints as ints and None as None (a float column would turn t* = 3 into 3.0).
+    return pd.DataFrame([[row.get(c) for c in columns] for row in rows], columns=list(columns), dtype=object)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading stage outputs
+
+
+def result_key(path: PathLike) -> ResultKey:
+    """(dataset, model) of a per-run result path ``results/{dataset}/{model}/<file>`` (DESIGN §7)."""
+    path = Path(path)
+    if len(path.parts) < 3:
+        raise InputError(f"{path}: expected a path of the form <results>/<dataset>/<model>/<file>")
+    return path.parent.parent.name, path.parent.name
+
+
+def _load_source(source: Union[Mapping[str, Any], PathLike], what: str, key: ResultKey) -> tuple[Mapping, str]:
+    """A result dict and the name errors should cite: the file path, or '<what> of dataset/model'."""
+    if isinstance(source, Mapping):
+        return source, f"{what} of {key[0]}/{key[1]}"
+    data = read_json(source)
+    if not isinstance(data, Mapping):
+        raise InputError(f"{source}: expected a JSON object at the top level")
+    return data, str(source)
+
+
+def _get(data: Mapping[str, Any], dotted: str, name: str) -> Any:
+    """``data[a][b]...`` for ``dotted`` = "a.b...", raising InputError naming the file and key."""
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise InputError(f"{name}: missing key '{dotted}'")
+        node = node[part]
+    return node
+
+
+def _number(data: Mapping[str, Any], dotted: str, name: str, integer: bool = False) -> Union[int, float, None]:
+    """A number (or None for JSON null) at ``dotted``; anything else is an InputError naming it."""
+    value = _get(data, dotted, name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{name}: key '{dotted}' must be a number or null, got {value!r}")
+    if integer:
+        if float(value) != int(value):
+            raise InputError(f"{name}: key '{dotted}' must be an integer, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _decode_names(raw: Any) -> list[str]:
+    if isinstance(raw, (bytes, str)):
+        import json
+
+        raw = json.loads(raw)
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(raw).ravel().tolist()]
+
+
+@dataclass
+class TrajectoryMeta:
+    """Per-row metadata of ``trajectories.h5`` (ARCHITECTURE "Trajectories")."""
+
+    labels: np.ndarray  # (N,) true class
+    pred: np.ndarray  # (N,) predicted class at t = T
+    index: np.ndarray  # (N,) test index of each row
+    order_in_class: np.ndarray  # (N,) 1-based order among test images of the same true class
+    class_names: list[str]
+    T: int
+    path: Path
+
+
+def load_trajectory_meta(path: PathLike) -> TrajectoryMeta:
+    """Read /labels, /pred, /index, /order_in_class and the ``class_names`` attr of ``trajectories.h5``."""
+    keys = ["probs", "labels", "pred", "index", "order_in_class"]
+    with open_h5(path, required=keys) as handle:
+        if "class_names" not in handle.attrs:
+            raise InputError(f"{path}: missing HDF5 attribute 'class_names'")
+        names = _decode_names(handle.attrs["class_names"])
+        n_rows, depths = handle["probs"].shape[:2]
+        arrays = {k: np.asarray(handle[k][()], dtype=np.int64) for k in keys[1:]}
+    for key, values in arrays.items():
+        if values.shape != (n_rows,):
+            raise InputError(f"{path}: '/{key}' has shape {values.shape}, expected ({n_rows},) as /probs")
+    if arrays["labels"].size and (arrays["labels"].min() < 0 or arrays["labels"].max() >= len(names)):
+        raise InputError(f"{path}: '/labels' outside 0..{len(names) - 1} (class_names has {len(names)})")
+    return TrajectoryMeta(arrays["labels"], arrays["pred"], arrays["index"], arrays["order_in_class"],
+                          names, depths - 1, Path(path))
+
+
+def load_test_images(data_path: PathLike, test_indices: Sequence[int]) -> np.ndarray:
+    """Test images (K, 32, 32, 3) uint8, ready for imshow, from ``results/data/{dataset}.h5`` /test/images."""
+    with open_h5(data_path, required=["test/images"]) as handle:
+        images = handle["test/images"]
+        shape = images.shape
+        if images.ndim != 4 or shape[1] not in (1, 3):
+            raise InputError(f"{data_path}: '/test/images' has shape {shape}, expected (N, 3, H, W)")
+        out = []
+        for index in test_indices:
+            if not 0 <= int(index) < images.shape[0]:
+                raise InputError(f"{data_path}: test index {index} outside 0..{images.shape[0] - 1}")
+            out.append(np.asarray(images[int(index)]))
+    stacked = np.stack(out) if out else np.zeros((0, shape[1]) + tuple(shape[2:]), np.uint8)
+    if stacked.shape[1] == 1:
+        stacked = np.repeat(stacked, 3, axis=1)
+    return np.ascontiguousarray(stacked.transpose(0, 2, 3, 1))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Table 1
+
+
+TABLE1_METRICS = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1 (macro)"),
+                  ("accuracy", "Accuracy"), ("loss", "Test loss")]
+
+
+def table1(metrics: Mapping[ResultKey, Union[Mapping[str, Any], PathLike]],
+           paper_reference: bool = False) -> pd.DataFrame:
+    """Table 1 of the paper (§3 "Training ResNets"): macro precision, recall and F1 (scikit-learn),
+    accuracy and mean test cross-entropy per (dataset, model), from each ``metrics.json``.
+
+    ``metrics`` maps (dataset, model) to a ``metrics.json`` path or its loaded dict; rows keep that order.
+    With ``paper_reference`` each metric the paper reports gets a "<metric> [paper]" column beside ours
+    (:mod:`resdyn.paper_reference`; the paper reports no accuracy, and rows the paper did not run get n/a).
+    """
+    rows, columns = [], ["Dataset", "Model"]
+    for _, label in TABLE1_METRICS:
+        columns.append(label)
+        if paper_reference and label != "Accuracy":
+            columns.append(label + PAPER_SUFFIX)
+    for key, source in metrics.items():
+        data, name = _load_source(source, "metrics", key)
+        row: dict[str, Any] = {"Dataset": key[0], "Model": key[1]}
+        paper = paper_table1(*key) or {}
+        for metric, label in TABLE1_METRICS:
+            row[label] = _number(data, metric, name)
+            row[label + PAPER_SUFFIX] = paper.get(metric)
+        rows.append(row)
+    return _frame(rows, columns)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Table 2
+
+TABLE2_COLUMNS = [
+    # (column, constants.json key or None for a derived cell, paper key or None)
+    ("g-expansive", "g_expansive.value", "g_expansive"),
+    ("pair (i, j)", None, None),
+    ("t*", "g_expansive.t_star", None),
+    ("Sh best-tracing", "g_shadowing.paper.value", "g_shadowing"),
+    ("ε", "g_shadowing.paper.epsilon", "epsilon"),
+    ("δ", "g_shadowing.paper.delta", "delta"),
+    ("Sh curve", "g_shadowing.curve.value", None),
+    ("Lip_FC", "lip.fc", "lip_fc"),
+    ("Lip(g) with softmax", "lip.g", None),
+    ("T_g ≥ Sh/Lip_FC", "t_g_lower.paper", "t_g_lower"),
+    ("T_g ≥ Sh_curve/Lip_FC", "t_g_lower.curve", None),
+    ("T_g ≥ Sh/Lip(g)", "t_g_lower.paper_lip_g", None),
+    ("T_g ≥ Sh_curve/Lip(g)", "t_g_lower.curve_lip_g", None),
+]
+# The paper's Table 2 names for the columns that carry a "[paper]" twin.
+_TABLE2_PAPER_LABELS = {"g-expansive": "g-expansive", "Sh best-tracing": "Sh", "ε": "ε", "δ": "δ",
+                        "Lip_FC": "Lip_FC", "T_g ≥ Sh/Lip_FC": "T_g"}
+
+
+def _pair_cell(data: Mapping[str, Any], name: str) -> Optional[str]:
+    """'i (class_i), j (class_j)' for the g-expansive pair (test indices), '(i, j)' without classes."""
+    pair = _get(data, "g_expansive.pair", name)
+    if pair is None:
+        return None
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+        raise InputError(f"{name}: key 'g_expansive.pair' must be [i, j] or null, got {pair!r}")
+    classes = data["g_expansive"].get("classes")
+    if isinstance(classes, (list, tuple)) and len(classes) == 2 and None not in classes:
+        return f"{pair[0]} ({classes[0]}), {pair[1]} ({classes[1]})"
+    return f"({pair[0]}, {pair[1]})"
+
+
+def table2(constants: Mapping[ResultKey, Union[Mapping[str, Any], PathLike]],
+           paper_reference: bool = False) -> pd.DataFrame:
+    """Table 2 of the paper (§3 "The constants of properties of dynamical systems") from each
+    ``constants.json`` (DESIGN §3, §7).
+
+    Columns: the g-expansive constant e = min over different-class pairs of max_t d_t (with its pair of
+    test indices and t*); the best-tracing g-shadowing estimate Sh = δ/ε with its ε and δ; the curve
+    estimate Sh_curve; Lip_FC = ‖W‖₂ and Lip(g) = ‖W‖₂/2 with the softmax; the Theorem 1 lower bounds
+    T_g ≥ Sh/Lip for both Sh estimates and both Lipschitz constants. With ``paper_reference`` the paper's
+    numbers stand in "[paper]" columns beside ours (its "Lip(g)" is our Lip_FC, see
+    :mod:`resdyn.paper_reference`). JSON nulls become n/a; a missing key is an InputError naming the file.
+    """
+    columns = ["Dataset", "Model"]
+    for column, _, paper_key in TABLE2_COLUMNS:
+        columns.append(column)
+        if paper_reference and paper_key is not None:
+            columns.append(_TABLE2_PAPER_LABELS[column] + PAPER_SUFFIX)
+    rows = []
+    for key, source in constants.items():
+        data, name = _load_source(source, "constants", key)
+        paper = paper_table2(*key) or {}
+        row: dict[str, Any] = {"Dataset": key[0], "Model": key[1], "pair (i, j)": _pair_cell(data, name)}
+        for column, json_key, paper_key in TABLE2_COLUMNS:
+            if json_key is not None:
+                row[column] = _number(data, json_key, name, integer=(column == "t*"))
+            if paper_key is not None:
+                row[_TABLE2_PAPER_LABELS[column] + PAPER_SUFFIX] = paper.get(paper_key)
+        rows.append(row)
+    return _frame(rows, columns)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Table 3
+
+
+def smallest_class_pairs(E: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """The ``k`` class pairs (a, b), a < b, with the smallest E[a, b], smallest first.
+
+    E is the symmetric C×C matrix of DESIGN §3.1 (E[a, b] = min over pairs with y_i = a, y_j = b of
+    max_t d_t(i, j)); NaN entries (no such pair) are skipped, the diagonal is never used, and ties go to
+    the smaller (a, b). Fewer than ``k`` pairs come back when fewer are finite.
+    """
+    E = np.asarray(E, dtype=np.float64)
+    if E.ndim != 2 or E.shape[0] != E.shape[1]:
+        raise ValueError(f"E must be a square C×C matrix, got shape {E.shape}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    a, b = np.triu_indices(E.shape[0], k=1)
+    values = E[a, b]
+    keep = ~np.isnan(values)
+    a, b, values = a[keep], b[keep], values[keep]
+    order = np.lexsort((b, a, values))[:k]  # last key is primary: value, then a, then b
+    return [(int(a[o]), int(b[o])) for o in order]
+
+
+@dataclass
+class ClosestPair:
+    """One Table 3 entry: the different-class pair realising E[a, b], oriented so image a is of class a."""
+
+    class_a: str
+    class_b: str
+    row_a: int  # rows of trajectories.h5
+    row_b: int
+    index_a: int  # test indices
+    index_b: int
+    order_a: int  # 1-based order within its class
+    order_b: int
+    t_star: int  # depth where the pair is farthest apart (0 = stem output, t = after block t)
+    distance: float  # E[a, b]
+
+
+def closest_pairs(pairs_path: PathLike, trajectories_path: PathLike, k: int) -> list[ClosestPair]:
+    """The K closest different-class pairs of one (dataset, model) (Table 3, §4): the ``k`` smallest
+    E[a, b] of ``pairs.h5`` (/E/value, /E/pair, /E/t_star) with the rows' test index and order within
+    class from ``trajectories.h5``.
+
+    The classes of the pair's rows (true or predicted, as the ``labels`` attr of pairs.h5 says) must be
+    {a, b}; otherwise the two files do not belong together and an InputError says so.
+    """
+    with open_h5(pairs_path, required=["E/value", "E/pair", "E/t_star"]) as handle:
+        E = np.asarray(handle["E/value"][()], dtype=np.float64)
+        E_pair = np.asarray(handle["E/pair"][()], dtype=np.int64)
+        E_t_star = np.asarray(handle["E/t_star"][()], dtype=np.int64)
+        label_kind = handle.attrs.get("labels", "true")
+    label_kind = label_kind.decode() if isinstance(label_kind, bytes) else str(label_kind)
+    C = E.shape[0] if E.ndim == 2 else -1
+    if E.ndim != 2 or E.shape != (C, C) or E_pair.shape != (C, C, 2) or E_t_star.shape != (C, C):
+        raise InputError(f"{pairs_path}: /E/value {E.shape}, /E/pair {E_pair.shape}, /E/t_star "
+                         f"{E_t_star.shape} are not (C, C), (C, C, 2), (C, C)")
+    meta = load_trajectory_meta(trajectories_path)
+    if len(meta.class_names) != C:
+        raise InputError(f"{trajectories_path}: {len(meta.class_names)} class_names but {pairs_path} has C = {C}")
+    labels = meta.pred if label_kind in ("pred", "predicted") else meta.labels
+    out = []
+    for a, b in smallest_class_pairs(E, k):
+        i, j = (int(v) for v in E_pair[a, b])
+        n_rows = labels.shape[0]
+        if not (0 <= i < n_rows and 0 <= j < n_rows):
+            raise InputError(f"{pairs_path}: /E/pair[{a}, {b}] = ({i}, {j}) outside 0..{n_rows - 1}")
+        if (labels[i], labels[j]) == (b, a):
+            i, j = j, i
+        elif (labels[i], labels[j]) != (a, b):
+            raise InputError(f"{pairs_path}: /E/pair[{a}, {b}] = ({i}, {j}) has classes ({labels[i]}, "
+                             f"{labels[j]}) in {trajectories_path}, expected {{{a}, {b}}}")
+        out.append(ClosestPair(meta.class_names[a], meta.class_names[b], i, j, int(meta.index[i]),
+                               int(meta.index[j]), int(meta.order_in_class[i]), int(meta.order_in_class[j]),
+                               int(E_t_star[a, b]), float(E[a, b])))
+    return out
+
+
+TABLE3_COLUMNS = ["Dataset", "Model", "Rank", "Class a", "Class b", "Order a", "Order b",
+                  "Test index a", "Test index b", "n-th block (t*)", "Distance"]
+
+
+def table3(sources: Mapping[ResultKey, tuple[PathLike, PathLike]], k: int) -> pd.DataFrame:
+    """Table 3 of the paper (§4): per (dataset, model), the ``k`` class pairs with the smallest E[a, b],
+    with each image's order within its class (and test index), t* (the depth, 0 = stem output, where the
+    pair's distance is largest) and the distance E[a, b].
+
+    ``sources`` maps (dataset, model) to (pairs.h5, trajectories.h5) paths.
+    """
+    rows = []
+    for key, (pairs_path, trajectories_path) in sources.items():
+        for rank, pair in enumerate(closest_pairs(pairs_path, trajectories_path, k), start=1):
+            rows.append({"Dataset": key[0], "Model": key[1], "Rank": rank, "Class a": pair.class_a,
+                         "Class b": pair.class_b, "Order a": pair.order_a, "Order b": pair.order_b,
+                         "Test index a": pair.index_a, "Test index b": pair.index_b,
+                         "n-th block (t*)": pair.t_star, "Distance": pair.distance})
+    return _frame(rows, TABLE3_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tables 4–5: the best-traced pseudo-orbit
+
+
+@dataclass
+class BestOrbit:
+    """The best-tracing pseudo-orbit ξ = (a_0..a_T) and its shadowing image b* (DESIGN §3.2, Tables 4–5)."""
+
+    rows: np.ndarray  # (T+1,) trajectories.h5 rows a_t
+    test_index: np.ndarray  # (T+1,)
+    classes: list[str]  # true class of a_t
+    orders: np.ndarray  # (T+1,) order within class of a_t
+    g_classes: list[str]  # argmax q_t = argmax p_t(a_t): the class g assigns at depth t
+    hops: np.ndarray  # (T,) δ_t = d_{t+1}(a_t, a_{t+1})
+    shadow_row: int
+    shadow_index: int
+    shadow_class: str
+    shadow_order: int
+    shadow_g_classes: list[str]  # argmax p_t(b*)
+    errors: np.ndarray  # (T+1,) ‖p_t(b*) − q_t‖₂; ε = max_t
+    epsilon: float
+    delta: float
+
+    @property
+    def T(self) -> int:
+        return int(self.hops.shape[0])
+
+
+def best_orbit(shadowing_path: PathLike, constants_path: PathLike, trajectories_path: PathLike) -> BestOrbit:
+    """The best-traced pseudo-orbit of one (dataset, model): the orbit that starts at the test image
+    ``g_shadowing.paper.orbit_start`` of ``constants.json``, read from ``shadowing.h5`` (/orbits, /hops,
+    /delta, /epsilon, /shadow_image, indexed by trajectory row), with labels, orders and probabilities
+    from ``trajectories.h5``.
+
+    Per depth it also recomputes ‖p_t(b*) − q_t‖₂ with q_t = p_t(a_t) in float64, whose maximum over t
+    is the shadowing error ε(ξ) of DESIGN §3.2. The files must agree: the orbit starts at its own row
+    and the ``shadow_image`` of constants.json (when not null) is the test index of /shadow_image.
+    """
+    constants = read_json(constants_path)
+    start_index = _number(constants, "g_shadowing.paper.orbit_start", str(constants_path), integer=True)
+    if start_index is None:
+        raise InputError(f"{constants_path}: key 'g_shadowing.paper.orbit_start' is null: no best orbit")
+    meta = load_trajectory_meta(trajectories_path)
+    matches = np.flatnonzero(meta.index == start_index)
+    if matches.size != 1:
+        raise InputError(f"{constants_path}: orbit_start {start_index} is not a test index of {trajectories_path} "
+                         f"(found {matches.size} times in /index)")
+    start = int(matches[0])
+    required = ["orbits", "hops", "delta", "epsilon", "shadow_image"]
+    with open_h5(shadowing_path, required=required) as handle:
+        n_orbits, depths = handle["orbits"].shape
+        if handle["hops"].shape != (n_orbits, depths - 1):
+            raise InputError(f"{shadowing_path}: /hops has shape {handle['hops'].shape}, "
+                             f"expected ({n_orbits}, {depths - 1})")
+        if n_orbits != meta.labels.shape[0]:
+            raise InputError(f"{shadowing_path}: {n_orbits} orbits, but {trajectories_path} has "
+                             f"{meta.labels.shape[0]} rows")
+        rows = np.asarray(handle["orbits"][start], dtype=np.int64)
+        hops = np.asarray(handle["hops"][start], dtype=np.float64)
+        delta = float(handle["delta"][start])
+        epsilon = float(handle["epsilon"][start])
+        shadow_row = int(handle["shadow_image"][start])
+    if rows[0] != start:
+        raise InputError(f"{shadowing_path}: /orbits[{start}, 0] = {rows[0]}, but an orbit starts at its own row")
+    if meta.T != depths - 1:
+        raise InputError(f"{trajectories_path}: T = {meta.T}, but {shadowing_path} has orbits of T = {depths - 1}")
+    n_rows = meta.labels.shape[0]
+    for row in list(rows) + [shadow_row]:
+        if not 0 <= row < n_rows:
+            raise InputError(f"{shadowing_path}: row {row} outside 0..{n_rows - 1} of {trajectories_path}")
+    stated_shadow = _number(constants, "g_shadowing.paper.shadow_image", str(constants_path), integer=True)
+    if stated_shadow is not None and stated_shadow != int(meta.index[shadow_row]):
+        raise InputError(f"{constants_path}: shadow_image {stated_shadow}, but {shadowing_path} gives test "
+                         f"index {int(meta.index[shadow_row])} for the orbit starting at {start_index}")
+    with open_h5(trajectories_path, required=["probs"]) as handle:
+        probs = handle["probs"]
+        q = np.stack([np.asarray(probs[row, t], dtype=np.float64) for t, row in enumerate(rows)])
+        shadow = np.asarray(probs[shadow_row], dtype=np.float64)
+    names = meta.class_names
+    return BestOrbit(
+        rows=rows, test_index=meta.index[rows], classes=[names[c] for c in meta.labels[rows]],
+        orders=meta.order_in_class[rows], g_classes=[names[c] for c in q.argmax(axis=1)], hops=hops,
+        shadow_row=shadow_row, shadow_index=int(meta.index[shadow_row]),
+        shadow_class=names[meta.labels[shadow_row]], shadow_order=int(meta.order_in_class[shadow_row]),
+        shadow_g_classes=[names[c] for c in shadow.argmax(axis=1)],
+        errors=np.linalg.norm(shadow - q, axis=1), epsilon=epsilon, delta=delta)
+
+
+BEST_ORBIT_COLUMNS = ["Dataset", "Model", "Image", "Test index", "Class", "Order in class", "g class at t",
+                      "Hop δ_{t−1}", "g class of b* at t", "‖p_t(b*) − q_t‖"]
+
+
+def best_orbit_table(orbit: BestOrbit, dataset: str, model: str) -> pd.DataFrame:
+    """Tables 4–5 as numbers: one row per orbit image a_t (t = 0..T) with its test index, class, order
+    within class, the class g assigns at depth t, the hop δ_{t−1} = d_t(a_{t−1}, a_t) that led to it,
+    b*'s class at depth t and the error ‖p_t(b*) − q_t‖₂; a last row for b* whose error cell is ε(ξ)."""
+    rows = []
+    for t in range(orbit.T + 1):
+        rows.append({"Dataset": dataset, "Model": model, "Image": f"a_{t}",
+                     "Test index": int(orbit.test_index[t]), "Class": orbit.classes[t],
+                     "Order in class": int(orbit.orders[t]), "g class at t": orbit.g_classes[t],
+                     "Hop δ_{t−1}": float(orbit.hops[t - 1]) if t > 0 else None,
+                     "g class of b* at t": orbit.shadow_g_classes[t],
+                     "‖p_t(b*) − q_t‖": float(orbit.errors[t])})
+    rows.append({"Dataset": dataset, "Model": model, "Image": "b*", "Test index": orbit.shadow_index,
+                 "Class": orbit.shadow_class, "Order in class": orbit.shadow_order,
+                 "‖p_t(b*) − q_t‖": orbit.epsilon})
+    return _frame(rows, BEST_ORBIT_COLUMNS)
+
+
+def concat_tables(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Stack per-(dataset, model) tables of the same columns, keeping raw values (object dtype)."""
+    frames = list(frames)
+    if not frames:
+        raise ValueError("no tables to stack")
+    return pd.concat(frames, ignore_index=True).astype(object)

@@ -1,0 +1,87 @@
+"""Shared fixtures: a temporary copy of the workflow and a helper that runs Snakemake inside it."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_PARTS = ("Snakefile", "rules", "schemas", "workflow_scripts", "envs", "report", "profiles", "resdyn",
+                  "config.yaml", "configs")
+
+# A configuration small enough to run the whole workflow in about a minute on 2 CPU cores: 240 digits for
+# training, 60 for testing, two tiny revised ResNets (T = 4), three shards.
+TINY_CONFIG = {
+    "datasets": {"digits": {"source": "sklearn-digits", "max_train": 240, "max_test": 60}},
+    "models": {
+        "tiny_a": {"blocks": [1, 1, 1, 1], "width": 16},
+        "tiny_b": {"blocks": [1, 1, 1, 1], "width": 16, "post_activation": False},
+    },
+    "training": {"epochs": 2, "lr": 0.003, "batch_size": 32, "seed": 0, "device": "cpu"},
+    "analysis": {"shards": 3, "chunk": 16, "batch_size": 32, "device": "cpu"},
+}
+
+
+class Workflow:
+    """A copy of the workflow in a temporary folder, driven through the real Snakemake command line."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def write_config(self, config: dict, name: str = "config.yaml") -> Path:
+        path = self.root / name
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def snakemake(self, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+        env = dict(os.environ, PYTHONPATH=str(self.root), OMP_NUM_THREADS="1")
+        cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+        proc = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                                 f"{proc.stderr[-6000:]}")
+        return proc
+
+    def scheduled_jobs(self, *args: str) -> dict[str, int]:
+        """Rule → number of jobs a dry run would schedule (empty when nothing is to be done)."""
+        proc = self.snakemake("-n", "--quiet", "rules", *args)
+        jobs: dict[str, int] = {}
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+                jobs[parts[0]] = int(parts[1])
+        return jobs
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+
+def copy_workflow(dest: Path) -> Workflow:
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in WORKFLOW_PARTS:
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / part)
+    return Workflow(dest)
+
+
+@pytest.fixture
+def workflow(tmp_path: Path) -> Workflow:
+    """A fresh copy of the workflow with the default config."""
+    return copy_workflow(tmp_path / "workflow")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Workflow:
+    """The whole workflow run once on TINY_CONFIG (shared by the end-to-end tests; do not modify it)."""
+    wf = copy_workflow(tmp_path_factory.mktemp("tiny") / "workflow")
+    wf.write_config(TINY_CONFIG)
+    wf.snakemake()
+    return wf

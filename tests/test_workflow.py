@@ -1,0 +1,128 @@
+"""The workflow as a user drives it: config validation, the DAG, and end-to-end runs on a tiny config."""
+from __future__ import annotations
+
+import copy
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import TINY_CONFIG, copy_workflow
+
+
+def test_default_dag_lists_every_stage(workflow):
+    jobs = workflow.scheduled_jobs()
+    # digits × {resnet18, resnet50}, 4 shards each for the pairwise and shadowing stages.
+    assert jobs["prepare_data"] == 1
+    assert jobs["train"] == 2
+    assert jobs["trajectories"] == 2
+    assert jobs["pairwise_shard"] == 8
+    assert jobs["pairwise_gather"] == 2
+    assert jobs["shadowing_shard"] == 8
+    assert jobs["constants"] == 2
+    assert jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
+
+
+def test_shard_count_comes_from_the_config(workflow):
+    jobs = workflow.scheduled_jobs("--config", "analysis={shards: 7}")
+    assert jobs["pairwise_shard"] == 14
+    assert jobs["shadowing_shard"] == 14
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (["no_such_key=1"], "'no_such_key' was unexpected"),
+        (["training={epochs: 0}"], "epochs"),
+        (["analysis={labels: guessed}"], "guessed"),
+        (["models={r: {blocks: [2, 2], colour: red}}"], "'colour' was unexpected"),
+        (["datasets={d: {source: torchvision}}"], "'name' is a required property"),
+        (["datasets={d: {source: ftp}}"], "'ftp' is not one of"),
+    ],
+)
+def test_bad_config_fails_naming_the_key(workflow, override, expected):
+    proc = workflow.snakemake("-n", "--config", *override, check=False)
+    assert proc.returncode != 0
+    assert "Error validating config file" in proc.stderr + proc.stdout
+    assert expected in proc.stderr + proc.stdout
+
+
+def test_schema_fills_defaults(workflow):
+    config = copy.deepcopy(TINY_CONFIG)
+    del config["analysis"]
+    workflow.write_config(config)
+    jobs = workflow.scheduled_jobs()
+    assert jobs["pairwise_shard"] == 2 * 4  # the schema's default shard count
+
+
+@pytest.mark.slow
+def test_tiny_run_produces_every_output(tiny_run):
+    for model in ("tiny_a", "tiny_b"):
+        run = tiny_run.path("results", "digits", model)
+        for name in ("model.pt", "train_log.csv", "metrics.json", "trajectories.h5", "pairs.h5",
+                     "shadowing.h5", "shadowing_curve.csv", "shadowing_curve.png", "lipschitz.json",
+                     "constants.json"):
+            assert (run / name).stat().st_size > 0, name
+        for name in ("figure2", "figure3", "table3", "orbit"):
+            assert tiny_run.path("results", "figures", f"{name}_digits_{model}.png").stat().st_size > 0
+        constants = json.loads((run / "constants.json").read_text())
+        assert constants["g_expansive"]["value"] > 0
+        assert 0 <= constants["g_expansive"]["t_star"] <= 4
+        lip = constants["lip"]
+        assert lip["g"] == pytest.approx(lip["fc"] / 2)
+        with h5py.File(run / "trajectories.h5") as handle:
+            assert handle["probs"].shape == (60, 5, 10)
+            weight = handle["head/weight"][()]
+        assert lip["fc"] == pytest.approx(np.linalg.norm(weight, 2), rel=1e-12)
+        paper = constants["g_shadowing"]["paper"]
+        if paper["value"] is not None:
+            assert constants["t_g_lower"]["paper"] == pytest.approx(paper["value"] / lip["fc"])
+    for k in (1, 2, 3):
+        for ext in ("csv", "md", "tex"):
+            assert tiny_run.path("results", "tables", f"table{k}.{ext}").stat().st_size > 0
+    # Temporary shard files are gone once gathered.
+    assert not list(tiny_run.path("results").rglob("shards/*.h5"))
+
+
+@pytest.mark.slow
+def test_finished_run_schedules_nothing(tiny_run):
+    assert tiny_run.scheduled_jobs() == {}
+
+
+@pytest.mark.slow
+def test_changing_one_models_training_reruns_only_that_model(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["models"]["tiny_b"]["training"] = {"epochs": 3}
+    tiny_run.write_config(config, "changed.yaml")
+    jobs = tiny_run.scheduled_jobs("--configfile", "changed.yaml", "--replace-workflow-config")
+    assert jobs["train"] == 1 and jobs["constants"] == 1
+    assert "prepare_data" not in jobs
+    listed = tiny_run.snakemake("-n", "--configfile", "changed.yaml", "--replace-workflow-config").stdout
+    assert "results/digits/tiny_b/model.pt" in listed
+    assert "results/digits/tiny_a/model.pt" not in listed
+
+
+@pytest.mark.slow
+def test_changing_an_analysis_setting_reruns_only_analysis(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["analysis"]["curve_quantiles"] = [0.1, 0.9]
+    tiny_run.write_config(config, "changed.yaml")
+    jobs = tiny_run.scheduled_jobs("--configfile", "changed.yaml", "--replace-workflow-config")
+    assert set(jobs) >= {"shadowing_gather", "constants"}
+    assert not set(jobs) & {"prepare_data", "train", "evaluate", "trajectories", "pairwise_shard"}
+
+
+@pytest.mark.slow
+def test_second_run_with_one_shard_gives_identical_constants(tiny_run, tmp_path):
+    """Determinism and shard invariance at once: a fresh run (training included) with 1 shard instead of 3
+    writes byte-identical constants.json files."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["analysis"]["shards"] = 1
+    wf = copy_workflow(tmp_path / "one_shard")
+    wf.write_config(config)
+    wf.snakemake("--until", "constants")
+    for model in TINY_CONFIG["models"]:
+        one = wf.path("results", "digits", model, "constants.json").read_bytes()
+        three = tiny_run.path("results", "digits", model, "constants.json").read_bytes()
+        assert one == three

@@ -1,0 +1,13 @@
+"""Snakemake entry point of rule shadowing_gather: shadowing.h5, the curve CSV and its plot."""
+from resdyn.analysis import gather_shadowing
+from resdyn.io import log_to
+
+with log_to(snakemake.log[0]):
+    gather_shadowing(
+        list(snakemake.input.shards),
+        snakemake.input.pairs,
+        snakemake.output.h5,
+        snakemake.output.curve,
+        snakemake.output.plot,
+        quantiles=snakemake.params.quantiles,
+    )
