@@ -1,0 +1,633 @@
+"""Exact all-pairs min-max reductions over probability trajectories (DESIGN §3.1, §3.2, §6; paper Def. 1–2).
+
+Notation: ``probs[i, t]`` = p_t(i) ∈ R^C for N images and depths t = 0..T (D = T+1), labels y_i ∈ 0..C−1,
+d_t(i, j) = ‖p_t(i) − p_t(j)‖₂. Arithmetic, shared bit for bit by every path and by the reference
+:func:`pairwise_bruteforce`: d_t = sqrt(Σ_c (p_t(i)_c − p_t(j)_c)²), the sum taken sequentially over
+c = 0..C−1 in float64 — always from differences, never ‖u‖² + ‖v‖² − 2u·v (off by ~4e-4 relative at
+d ~ 1e-7 in float64, everything lost in float32; DESIGN §6); sqrt correctly rounded; the mean over depths
+is the sequential sum over t = 0..T divided by D.
+
+Quantities (one :class:`PairwiseResult`):
+
+- E[a, b] = min over pairs i < j with {y_i, y_j} = {a, b} of max_t d_t(i, j), its pair and
+  t* = argmax_t d_t (ties: smaller t); Ē[a, b] the same with mean_t; symmetric, diagonal empty (NaN, −1).
+- the g-expansive constant e = min_{a<b} E[a, b] (= the min over all different-class pairs), pair, t*.
+- m_t = min over different-class pairs of d_t, with its pair.
+- nearest neighbours: nn_index[t, i] = argmin_{j ≠ i} d_t(i, j), nn_distance[t, i] (all classes).
+- Tie rule everywhere: equal values → the lexicographically smaller (i, j), i < j (smaller j for the
+  nearest-neighbour tables).
+
+Sharding (ARCHITECTURE "Pairwise"): shard k of S owns rows ``shard_rows(N, S, k)`` and visits the pairs
+(i, j), i < j, with i in its rows. Its E, Ē, m_t are minima over exactly those pairs. Its nearest-neighbour
+tables are filled from both sides of those pairs (row i from its partners j > i, row j from its partners
+i in the shard), so a shard also holds partial entries for rows after its own; :func:`merge_pairwise`
+(element-wise min with the tie rule, associative) over shards tiling 0..N gives every row's nearest
+j ≠ i, identical for any shard count. (This visits each pair once; having every shard look at all j for
+its own rows, as the contract's wording suggests, would cost up to twice the arithmetic.)
+
+CPU algorithm (``resdyn._kernels.fused_pairs``, numba, exact): one pass over the pairs i < j, all depths
+at once, vectorised over a column block of ``chunk`` partners j. Each squared distance is computed once
+and feeds, per depth, the nearest-neighbour tables of both images, the per-depth different-class minimum,
+and the running max / sum over depths. Comparisons are made on squared distances where they are certain
+(relative margin 1e-15 either side) and on the square roots inside the margin, so ties are decided on the
+same values as the reference. Ē is pruned by ‖mean_t p_t(i) − mean_t p_t(j)‖ ≤ mean_t d_t (triangle
+inequality), so the D square roots of a pair are taken only when it can still win. Rows are split into
+blocks of equal pair counts run in parallel (prange) and merged exactly. The arithmetic is the full
+N²/2·D·C brute force (~25 GFLOP at paper scale), done once, fused and vectorised; see
+benchmarks/pairwise.py for the measured speed against the torch.cdist baseline.
+
+GPU (``device="cuda"``): the same quantities from a chunked brute force in torch with the same
+sequential arithmetic (CUDA's float64 sqrt is IEEE, so the same bits); ties resolved by first occurrence
+in (i, j) order.
+
+Memory: the kernel holds, per row block (4 per thread), two (D, N) tables (float64 + int64) and
+O(D·chunk) scratch; nothing is N² or N²·D. Measured at N = 10,000, T+1 = 17, C = 10 on 2 threads
+(8 blocks): ``pairwise_shard`` over all rows raised the process's peak RSS by 96 MB (221 → 317 MB,
+the rest being the interpreter, numba, scipy and the 13.6 MB input); ``min_max_distance`` for 10,000
+queries added nothing beyond that.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+from scipy.spatial import cKDTree
+from tqdm import tqdm
+
+from resdyn import _kernels
+from resdyn.io import InputError, atomic_output, open_h5
+
+
+@dataclass
+class PairwiseResult:
+    """The pairwise statistics of DESIGN §3.1 (also the partial result of one shard).
+
+    Empty entries hold NaN (values) and −1 (pairs, depths); unfilled nearest-neighbour rows −1 / inf.
+    """
+
+    expansive: float  # e = min_{y_i != y_j} max_t d_t(i, j)
+    expansive_pair: np.ndarray  # (2,) int64, i < j
+    expansive_t_star: int  # argmax_t d_t(i*, j*), ties → smaller t
+    E: np.ndarray  # (C, C) float64
+    E_pair: np.ndarray  # (C, C, 2) int64
+    E_t_star: np.ndarray  # (C, C) int64
+    E_mean: np.ndarray  # (C, C) float64
+    E_mean_pair: np.ndarray  # (C, C, 2) int64
+    depth_min: np.ndarray  # (T+1,) float64
+    depth_min_pair: np.ndarray  # (T+1, 2) int64
+    nn_index: np.ndarray  # (T+1, N) int64
+    nn_distance: np.ndarray  # (T+1, N) float64
+    n_shards: int = 1
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return self.E.shape[0]
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def _check_inputs(probs: Any, labels: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.asarray(probs)
+    labels = np.asarray(labels)
+    if probs.ndim != 3:
+        raise InputError(f"probs must be (N, T+1, C), got shape {probs.shape}")
+    if not np.issubdtype(probs.dtype, np.floating):
+        raise InputError(f"probs must be floating point, got dtype {probs.dtype}")
+    probs = np.ascontiguousarray(probs, dtype=np.float64)
+    n_images = probs.shape[0]
+    if labels.shape != (n_images,):
+        raise InputError(f"labels must be (N,) = ({n_images},), got shape {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"labels must be integers, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if n_images < 2:
+        raise InputError(f"pairwise statistics need N >= 2 images, got N = {n_images}")
+    if not np.isfinite(probs).all():
+        bad = np.argwhere(~np.isfinite(probs))[0]
+        raise InputError(f"probs[{bad[0]}, {bad[1]}, {bad[2]}] is not finite")
+    if int(n_classes) < 1:
+        raise InputError(f"n_classes must be >= 1, got {n_classes}")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise InputError(
+            f"labels hold values in {labels.min()}..{labels.max()}, outside 0..{n_classes - 1} (n_classes)"
+        )
+    if np.unique(labels).size < 2:
+        raise ValueError(
+            f"all {n_images} images carry the single label {labels[0]}: there is no different-class pair, "
+            "so the g-expansive constant, E[a, b] and m_t are undefined"
+        )
+    return probs, labels
+
+
+def shard_rows(n_images: int, n_shards: int, shard: int) -> tuple[int, int]:
+    """Rows ``start..stop-1`` of shard ``shard`` of ``n_shards`` over the pair matrix of ``n_images`` rows.
+
+    Row i has N−1−i partners j > i, so rows before i hold P(i) = i(2N−i−1)/2 pairs; shard k starts at the
+    first row with P(i) ≥ k·P(N)/S, which balances the i < j pairs (the dominant cost of the scan) across
+    shards. Consecutive shards tile 0..N; a shard may be empty when S > N.
+    """
+    if n_images < 0 or n_shards < 1 or not 0 <= shard < n_shards:
+        raise ValueError(f"invalid shard {shard} of {n_shards} for N = {n_images}")
+
+    def boundary(k: int) -> int:
+        if k <= 0:
+            return 0
+        if k >= n_shards:
+            return n_images
+        total = n_images * (n_images - 1) // 2
+        target = k * total  # compare P(i) * S >= k * total in integers
+        lo, hi = 0, n_images
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if mid * (2 * n_images - mid - 1) // 2 * n_shards >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    return boundary(shard), boundary(shard + 1)
+
+
+# ------------------------------------------------------------------------------------- exact arithmetic
+
+
+def _sq_distance(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Σ_c (u_c − v_c)², summed sequentially over the last axis (the module's reference arithmetic)."""
+    u, v = np.broadcast_arrays(u, v)
+    total = np.zeros(u.shape[:-1])
+    for c in range(u.shape[-1]):
+        diff = u[..., c] - v[..., c]
+        total += diff * diff
+    return total
+
+
+# ----------------------------------------------------------------------------------- min_max_distance
+
+
+def _depth_order(points_cmajor: np.ndarray) -> np.ndarray:
+    """Depths sorted by decreasing total variance: the most spread depth prunes best as a lower bound."""
+    spread = points_cmajor.var(axis=2).sum(axis=1)
+    return np.argsort(-spread, kind="stable").astype(np.int64)
+
+
+def min_max_distance(
+    queries: np.ndarray, points: np.ndarray, *, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """ε(q) = min_b max_t ‖points[b, t] − q[t]‖₂ and its argmin b (ties: smaller b), for every query q.
+
+    DESIGN §3.2 (shadowing error of a pseudo-orbit q_t = p_t(a_t), paper Definition 2). Exact in float64
+    with the module's arithmetic. A kd-tree nearest neighbour at the most spread depth t0 seeds each
+    query's incumbent; a numba kernel then sweeps all points with the bound d_{t0} ≤ max_t d_t and early
+    abandoning. ``chunk`` queries are processed at a time (memory O(chunk·D·C + threads·N)).
+
+    Args:
+        queries: (M, T+1, C) float.
+        points: (N, T+1, C) float, N ≥ 1.
+        chunk: queries per block.
+
+    Returns:
+        (M,) float64 values and (M,) int64 indices into ``points``.
+    """
+    queries = np.asarray(queries, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 3 or points.shape[0] < 1:
+        raise InputError(f"points must be (N, T+1, C) with N >= 1, got shape {points.shape}")
+    if queries.ndim != 3 or queries.shape[1:] != points.shape[1:]:
+        raise InputError(f"queries must be (M, {points.shape[1]}, {points.shape[2]}), got {queries.shape}")
+    if not (np.isfinite(queries).all() and np.isfinite(points).all()):
+        raise InputError("queries or points contain NaN or inf")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    n_query = queries.shape[0]
+    values = np.empty(n_query)
+    index = np.empty(n_query, dtype=np.int64)
+    if n_query == 0:
+        return values, index
+    cmajor = np.ascontiguousarray(points.transpose(1, 2, 0))
+    order = _depth_order(cmajor)
+    tree = cKDTree(np.ascontiguousarray(points[:, order[0], :]))
+    for begin in tqdm(range(0, n_query, chunk), desc="min-max", disable=None, leave=False):
+        block = np.ascontiguousarray(queries[begin : begin + chunk])
+        _, seed = tree.query(block[:, order[0], :], k=1, workers=-1)
+        _kernels.min_max_scan(
+            cmajor, block, order, np.asarray(seed, dtype=np.int64),
+            values[begin : begin + chunk], index[begin : begin + chunk],
+        )
+    return values, index
+
+
+def min_max_distance_bruteforce(queries: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference for :func:`min_max_distance`: all (query, point, depth) distances in plain float64."""
+    queries = np.asarray(queries, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64)
+    dist = np.sqrt(_sq_distance(queries[:, None, :, :], points[None, :, :, :]))  # (M, N, D)
+    worst = dist.max(axis=2)
+    best = worst.min(axis=1)
+    index = np.argmax(worst == best[:, None], axis=1)  # first occurrence: smaller b
+    return best, index.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------ pairwise
+
+
+def _empty_result(n_images: int, depths: int, n_classes: int) -> PairwiseResult:
+    return PairwiseResult(
+        expansive=math.nan,
+        expansive_pair=np.full(2, -1, np.int64),
+        expansive_t_star=-1,
+        E=np.full((n_classes, n_classes), np.nan),
+        E_pair=np.full((n_classes, n_classes, 2), -1, np.int64),
+        E_t_star=np.full((n_classes, n_classes), -1, np.int64),
+        E_mean=np.full((n_classes, n_classes), np.nan),
+        E_mean_pair=np.full((n_classes, n_classes, 2), -1, np.int64),
+        depth_min=np.full(depths, np.nan),
+        depth_min_pair=np.full((depths, 2), -1, np.int64),
+        nn_index=np.full((depths, n_images), -1, np.int64),
+        nn_distance=np.full((depths, n_images), np.inf),
+    )
+
+
+def _pick(values: np.ndarray, pairs: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Index along ``axis`` of the smallest value (NaN = empty), ties → lexicographically smaller pair."""
+    v = np.where(np.isnan(values), np.inf, values)
+    first = np.where(pairs[..., 0] < 0, np.iinfo(np.int64).max, pairs[..., 0])
+    second = np.where(pairs[..., 1] < 0, np.iinfo(np.int64).max, pairs[..., 1])
+    v, first, second = (np.moveaxis(x, axis, -1) for x in (v, first, second))
+    # lexsort over the last axis, keys from least to most significant
+    order = np.lexsort((second, first, v), axis=-1)
+    return order[..., 0]
+
+
+def _take(array: np.ndarray, index: np.ndarray, axis: int = 0) -> np.ndarray:
+    return np.take_along_axis(array, np.expand_dims(index, axis), axis=axis).squeeze(axis)
+
+
+def _t_star(probs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """argmax_t d_t(i, j) for each pair (ties → smaller t); −1 for an empty pair."""
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    out = np.full(pairs.shape[0], -1, np.int64)
+    ok = pairs[:, 0] >= 0
+    if ok.any():
+        dist = np.sqrt(_sq_distance(probs[pairs[ok, 0]], probs[pairs[ok, 1]]))  # (K, D)
+        out[ok] = np.argmax(dist, axis=1)
+    return out
+
+
+def _finish(result: PairwiseResult, probs: np.ndarray) -> PairwiseResult:
+    """Symmetrise E / Ē, fill t*, and derive e = min_{a<b} E[a, b] (ties → smaller pair)."""
+    n_cls = result.E.shape[0]
+    upper = np.triu(np.ones((n_cls, n_cls), bool), 1)
+    for value, pair in ((result.E, result.E_pair), (result.E_mean, result.E_mean_pair)):
+        value[~upper] = np.nan
+        pair[~upper] = -1
+        value.T[upper] = value[upper]
+        pair.transpose(1, 0, 2)[upper] = pair[upper]
+    result.E_t_star = _t_star(probs, result.E_pair).reshape(n_cls, n_cls)
+    flat_v = result.E[upper]
+    flat_p = result.E_pair[upper]
+    if np.isfinite(flat_v).any():
+        k = int(_pick(flat_v, flat_p))
+        result.expansive = float(flat_v[k])
+        result.expansive_pair = flat_p[k].astype(np.int64)
+        result.expansive_t_star = int(_t_star(probs, flat_p[k][None])[0])
+    else:
+        result.expansive = math.nan
+        result.expansive_pair = np.full(2, -1, np.int64)
+        result.expansive_t_star = -1
+    return result
+
+
+def _row_blocks(start: int, stop: int, n_images: int, n_blocks: int) -> np.ndarray:
+    """Split rows start..stop-1 into ``n_blocks`` blocks holding about equal numbers of pairs i < j."""
+    rows = np.arange(start, stop + 1, dtype=np.int64)
+    before = rows * (2 * n_images - rows - 1) // 2  # pairs i < j in the rows < i
+    targets = before[0] + (before[-1] - before[0]) * np.arange(1, n_blocks) // n_blocks
+    inner = rows[np.searchsorted(before, targets)]
+    return np.concatenate([[start], inner, [stop]]).astype(np.int64)
+
+
+def pairwise_shard(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    start: int,
+    stop: int,
+    *,
+    n_classes: int,
+    chunk: int = 256,
+    device: str = "cpu",
+) -> PairwiseResult:
+    """Partial pairwise statistics of the rows ``start..stop-1`` (DESIGN §3.1, §6; ARCHITECTURE "Pairwise").
+
+    Covers the pairs (i, j), i < j, with start ≤ i < stop: E[a, b] = min max_t d_t, Ē[a, b] = min mean_t d_t
+    over {y_i, y_j} = {a, b}, m_t = min d_t over different-class pairs, e = min_{a<b} E[a, b]; and the
+    nearest-neighbour tables from both sides of these pairs (rows i: partners j > i; rows j: partners i in
+    the shard), so that :func:`merge_pairwise` over shards tiling 0..N gives every row's nearest j ≠ i.
+    All values are exact (bitwise equal to :func:`pairwise_bruteforce`).
+
+    Args:
+        probs: (N, T+1, C) float probability trajectories, N ≥ 2.
+        labels: (N,) int in 0..n_classes−1, at least two distinct values.
+        start, stop: the shard's rows (see :func:`shard_rows`).
+        n_classes: C of the label space (E is C×C even if a class is absent).
+        chunk: columns j per block of the fused kernel (scratch memory O(threads·(T+1)·chunk)).
+        device: "cpu" (numba kernel), a torch device such as "cuda" or "cuda:1" (chunked brute force),
+            or "auto" (CUDA when torch sees one, else CPU). Both give the same bits.
+
+    Raises:
+        InputError: malformed arrays or labels out of range. ValueError: a single class.
+    """
+    probs, labels = _check_inputs(probs, labels, n_classes)
+    n_images, depths, _ = probs.shape
+    if not 0 <= start <= stop <= n_images:
+        raise InputError(f"shard rows {start}..{stop} are outside 0..{n_images}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    device = str(device)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu":
+        return _pairwise_torch(probs, labels, start, stop, n_classes=n_classes, chunk=chunk, device=device)
+    result = _empty_result(n_images, depths, n_classes)
+    if start == stop:
+        return result
+    cmajor = np.ascontiguousarray(probs.transpose(1, 2, 0))
+    mean_traj = np.ascontiguousarray(probs.mean(axis=1).T)
+    from numba import get_num_threads
+
+    # blocks of rows with equal pair counts, a few per thread so that uneven blocks even out
+    n_blocks = max(1, min(stop - start, 4 * get_num_threads()))
+    bounds = _row_blocks(start, stop, n_images, n_blocks)
+    nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_mean, e_mean_p = _kernels.fused_pairs(
+        cmajor, mean_traj, labels, int(n_classes), bounds, int(min(chunk, n_images))
+    )
+    # merge the blocks: every candidate is a genuine pair with its exact value, only ties remain
+    nn_d = np.sqrt(nn_s)
+    k = _pick(np.where(nn_i < 0, np.inf, nn_d), np.stack([nn_i, nn_i], axis=-1), axis=0)
+    result.nn_distance = _take(nn_d, k)
+    result.nn_index = _take(nn_i, k)
+    result.nn_distance[result.nn_index < 0] = np.inf
+    dm_d = np.sqrt(dm_s)
+    k = _pick(dm_d, dm_p, axis=0)
+    result.depth_min = np.where(np.isfinite(_take(dm_d, k)), _take(dm_d, k), np.nan)
+    result.depth_min_pair = np.take_along_axis(dm_p, k[None, :, None], axis=0)[0]
+    for value, pair, out_v, out_p in (
+        (e_max, e_max_p, "E", "E_pair"), (e_mean, e_mean_p, "E_mean", "E_mean_pair")
+    ):
+        k = _pick(value, pair, axis=0)
+        v = _take(value, k)
+        setattr(result, out_v, np.where(np.isfinite(v), v, np.nan))
+        setattr(result, out_p, np.take_along_axis(pair, k[None, :, :, None], axis=0)[0].copy())
+    return _finish(result, probs)
+
+
+def _ieee_sqrt(values: "torch.Tensor") -> "torch.Tensor":
+    """Correctly rounded float64 sqrt. CUDA's double sqrt is IEEE (0 ulp); torch's CPU kernel is not
+    always (1 ulp differences were observed), so CPU tensors go through numpy's sqrt."""
+    import torch
+
+    if values.device.type == "cpu":
+        return torch.from_numpy(np.sqrt(values.numpy()))
+    return torch.sqrt(values)
+
+
+def _pairwise_torch(
+    probs: np.ndarray, labels: np.ndarray, start: int, stop: int, *, n_classes: int, chunk: int, device: Any
+) -> PairwiseResult:
+    """Chunked brute force in torch (for a GPU): the same sequential float64 arithmetic, so the same bits.
+
+    Rows are taken ``chunk`` at a time against all N partners; each statistic is a masked minimum whose
+    ties are broken by the first occurrence in row-major (i, j) order (``argmax`` of the equality mask,
+    documented to return the first maximal index). Memory O(chunk·N) on the device.
+    """
+    import torch
+
+    dev = torch.device(device)
+    n_images, depths, n_feat = probs.shape
+    result = _empty_result(n_images, depths, n_classes)
+    X = torch.from_numpy(probs).to(dev)
+    y = torch.from_numpy(labels).to(dev)
+    cols = torch.arange(n_images, device=dev)
+    big = torch.iinfo(torch.int64).max
+    best = {name: (np.full((n_classes, n_classes), np.inf), np.full((n_classes, n_classes, 2), -1, np.int64))
+            for name in ("max", "mean")}
+    dm_v = np.full(depths, np.inf)
+    dm_p = np.full((depths, 2), -1, np.int64)
+
+    def first_min(values: "torch.Tensor") -> tuple[float, int]:
+        low = values.min()
+        flat = torch.argmax((values == low).reshape(-1).to(torch.uint8))
+        return float(low), int(flat)
+
+    step = max(1, min(chunk, n_images))
+    for r0 in tqdm(range(start, stop, step), desc="pairwise (torch)", disable=None, leave=False):
+        r1 = min(r0 + step, stop)
+        rows = torch.arange(r0, r1, device=dev)
+        upper = cols[None, :] > rows[:, None]
+        diff = y[r0:r1, None] != y[None, :]
+        dmax = torch.zeros((r1 - r0, n_images), dtype=torch.float64, device=dev)
+        dsum = torch.zeros_like(dmax)
+        for t in range(depths):
+            sq = torch.zeros_like(dmax)
+            for c in range(n_feat):
+                d = X[r0:r1, t, c, None] - X[None, :, t, c]
+                sq = sq + d * d
+            dist = _ieee_sqrt(sq)
+            dmax = torch.maximum(dmax, dist)
+            dsum = dsum + dist
+            own = dist.clone()
+            own[torch.arange(r1 - r0, device=dev), rows] = torch.inf
+            low = own.min(dim=1, keepdim=True).values
+            first = torch.where(own == low, cols[None, :], big).min(dim=1).values
+            result.nn_distance[t, r0:r1] = low[:, 0].cpu().numpy()
+            result.nn_index[t, r0:r1] = first.cpu().numpy()
+            masked = torch.where(upper & diff, dist, torch.inf)
+            v, flat = first_min(masked)
+            if v < dm_v[t]:
+                dm_v[t] = v
+                dm_p[t] = (r0 + flat // n_images, flat % n_images)
+        mean = dsum / depths
+        for a in range(n_classes):
+            row_a = y[r0:r1] == a
+            if not bool(row_a.any()):
+                continue
+            for b in range(n_classes):
+                if b == a:
+                    continue
+                mask = row_a[:, None] & (y[None, :] == b) & upper
+                lo, hi = min(a, b), max(a, b)
+                for name, values in (("max", dmax), ("mean", mean)):
+                    v, flat = first_min(torch.where(mask, values, torch.inf))
+                    pair = (r0 + flat // n_images, flat % n_images)
+                    cur_v, cur_p = best[name]
+                    if v < cur_v[lo, hi] or (v == cur_v[lo, hi] and tuple(pair) < tuple(cur_p[lo, hi])):
+                        cur_v[lo, hi] = v
+                        cur_p[lo, hi] = pair
+    result.depth_min = np.where(np.isfinite(dm_v), dm_v, np.nan)
+    result.depth_min_pair = dm_p
+    for name, out_v, out_p in (("max", "E", "E_pair"), ("mean", "E_mean", "E_mean_pair")):
+        value, pair = best[name]
+        setattr(result, out_v, np.where(np.isfinite(value), value, np.nan))
+        setattr(result, out_p, pair)
+    return _finish(result, probs)
+
+
+def merge_pairwise(results: Sequence[PairwiseResult]) -> PairwiseResult:
+    """Merge partial results: element-wise minimum, ties → lexicographically smaller pair (smaller j).
+
+    Associative and commutative, so shards can be merged in any grouping or order; over shards tiling
+    0..N the result equals :func:`pairwise_bruteforce` (DESIGN §6). ``n_shards`` adds up.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("merge_pairwise needs at least one result")
+    shapes = {(r.E.shape, r.nn_index.shape) for r in results}
+    if len(shapes) != 1:
+        raise InputError(f"partial results disagree in shape (E, nearest): {sorted(shapes)}")
+    first = results[0]
+    out = _empty_result(first.nn_index.shape[1], first.nn_index.shape[0], first.E.shape[0])
+    out.n_shards = int(sum(r.n_shards for r in results))
+    out.attrs = dict(first.attrs)
+
+    stack = lambda name: np.stack([np.asarray(getattr(r, name)) for r in results])  # noqa: E731
+    for value_name, pair_name, extra in (
+        ("E", "E_pair", "E_t_star"),
+        ("E_mean", "E_mean_pair", None),
+        ("depth_min", "depth_min_pair", None),
+    ):
+        values, pairs = stack(value_name), stack(pair_name)
+        k = _pick(values, pairs, axis=0)
+        setattr(out, value_name, _take(values, k))
+        setattr(out, pair_name, np.take_along_axis(pairs, k[None, ..., None], axis=0)[0])
+        if extra:
+            setattr(out, extra, _take(stack(extra), k))
+    dist, index = stack("nn_distance"), stack("nn_index")
+    k = _pick(np.where(index < 0, np.inf, dist), np.stack([index, index], axis=-1), axis=0)
+    out.nn_distance = _take(dist, k)
+    out.nn_index = _take(index, k)
+    values = np.array([r.expansive for r in results], dtype=np.float64)
+    pairs = np.stack([np.asarray(r.expansive_pair, dtype=np.int64) for r in results])
+    k = int(_pick(values, pairs))
+    out.expansive = float(values[k])
+    out.expansive_pair = pairs[k].copy()
+    out.expansive_t_star = int(results[k].expansive_t_star)
+    return out
+
+
+def pairwise_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> PairwiseResult:
+    """Reference for the pairwise stage: every d_t(i, j) in plain float64 (memory N²·(T+1); small N only).
+
+    Same arithmetic as the module docstring; every minimum is the first occurrence in row-major order over
+    i < j (= the lexicographically smallest pair), every argmax over t the first (= the smaller t).
+    """
+    probs, labels = _check_inputs(probs, labels, n_classes)
+    n_images, depths, _ = probs.shape
+    dist = np.sqrt(_sq_distance(probs[:, None, :, :], probs[None, :, :, :]))  # (N, N, D)
+    worst = dist.max(axis=2)
+    total = np.zeros((n_images, n_images))
+    for t in range(depths):
+        total += dist[:, :, t]
+    mean = total / depths
+    iu, ju = np.triu_indices(n_images, 1)
+    yi, yj = labels[iu], labels[ju]
+    different = yi != yj
+    result = _empty_result(n_images, depths, n_classes)
+    for t in range(depths):
+        d = dist[:, :, t].copy()
+        np.fill_diagonal(d, np.inf)
+        result.nn_index[t] = np.argmin(d, axis=1)
+        result.nn_distance[t] = d[np.arange(n_images), result.nn_index[t]]
+        vals = dist[iu, ju, t][different]
+        k = int(np.argmin(vals))
+        result.depth_min[t] = vals[k]
+        result.depth_min_pair[t] = (iu[different][k], ju[different][k])
+    for a in range(n_classes):
+        for b in range(n_classes):
+            mask = ((yi == a) & (yj == b)) | ((yi == b) & (yj == a))
+            if a == b or not mask.any():
+                continue
+            for matrix, value, pair in ((worst, result.E, result.E_pair), (mean, result.E_mean, result.E_mean_pair)):
+                vals = matrix[iu[mask], ju[mask]]
+                k = int(np.argmin(vals))
+                value[a, b] = vals[k]
+                pair[a, b] = (iu[mask][k], ju[mask][k])
+            result.E_t_star[a, b] = int(np.argmax(dist[result.E_pair[a, b, 0], result.E_pair[a, b, 1]]))
+    vals = worst[iu, ju][different]
+    k = int(np.argmin(vals))
+    result.expansive = float(vals[k])
+    result.expansive_pair = np.array([iu[different][k], ju[different][k]], np.int64)
+    result.expansive_t_star = int(np.argmax(dist[result.expansive_pair[0], result.expansive_pair[1]]))
+    return result
+
+
+# --------------------------------------------------------------------------------------------- pairs.h5
+
+_H5_DATASETS = {
+    "E/value": "E",
+    "E/pair": "E_pair",
+    "E/t_star": "E_t_star",
+    "E_mean/value": "E_mean",
+    "E_mean/pair": "E_mean_pair",
+    "depth_min/value": "depth_min",
+    "depth_min/pair": "depth_min_pair",
+    "nearest/index": "nn_index",
+    "nearest/distance": "nn_distance",
+}
+
+
+def save_pairwise(path: str | os.PathLike, result: PairwiseResult, attrs: dict[str, Any] | None = None) -> None:
+    """Write ``pairs.h5`` atomically (ARCHITECTURE "Pairwise" layout).
+
+    ``/expansive`` is a group with attrs value, i, j, t_star; the arrays go to the datasets of
+    ``_H5_DATASETS``; root attrs: ``C``, ``N``, ``T``, ``n_shards`` plus ``attrs`` (e.g. ``labels`` =
+    "true" or "pred").
+    """
+    attrs = dict(result.attrs) | dict(attrs or {})
+    with atomic_output(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            group = handle.create_group("expansive")
+            group.attrs["value"] = float(result.expansive)
+            group.attrs["i"] = int(result.expansive_pair[0])
+            group.attrs["j"] = int(result.expansive_pair[1])
+            group.attrs["t_star"] = int(result.expansive_t_star)
+            for key, name in _H5_DATASETS.items():
+                handle.create_dataset(key, data=np.asarray(getattr(result, name)))
+            handle.attrs["C"] = int(result.E.shape[0])
+            handle.attrs["N"] = int(result.nn_index.shape[1])
+            handle.attrs["T"] = int(result.nn_index.shape[0] - 1)
+            handle.attrs["n_shards"] = int(result.n_shards)
+            for key, value in attrs.items():
+                if key not in ("C", "N", "T", "n_shards"):
+                    handle.attrs[key] = value
+
+
+def load_pairwise(path: str | os.PathLike) -> PairwiseResult:
+    """Read a file written by :func:`save_pairwise`; a missing key raises InputError naming it."""
+    with open_h5(path, required=["expansive", *_H5_DATASETS]) as handle:
+        group = handle["expansive"]
+        for key in ("value", "i", "j", "t_star"):
+            if key not in group.attrs:
+                raise InputError(f"{path}: /expansive lacks attribute '{key}'")
+        arrays = {name: handle[key][()] for key, name in _H5_DATASETS.items()}
+        attrs = {key: (value.item() if hasattr(value, "item") else value) for key, value in handle.attrs.items()}
+        result = PairwiseResult(
+            expansive=float(group.attrs["value"]),
+            expansive_pair=np.array([group.attrs["i"], group.attrs["j"]], np.int64),
+            expansive_t_star=int(group.attrs["t_star"]),
+            n_shards=int(attrs.pop("n_shards", 1)),
+            attrs={k: v for k, v in attrs.items() if k not in ("C", "N", "T")},
+            **arrays,
+        )
+    n_cls, n_images, depths = result.E.shape[0], result.nn_index.shape[1], result.nn_index.shape[0]
+    if result.E_pair.shape != (n_cls, n_cls, 2) or result.depth_min.shape != (depths,):
+        raise InputError(f"{path}: inconsistent shapes (E {result.E.shape}, depth_min {result.depth_min.shape})")
+    if result.nn_distance.shape != (depths, n_images):
+        raise InputError(f"{path}: /nearest/distance has shape {result.nn_distance.shape}")
+    return result

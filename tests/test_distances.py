@@ -1,0 +1,349 @@
+"""Exactness of the pairwise stage and of min_max_distance against the plain float64 brute force.
+
+Every fast path must give the brute force's values (relative 1e-12; in fact bitwise, by construction) and
+the same argmin pairs under the tie rule (smaller value, then the lexicographically smaller (i, j)), for
+any shard count, on random and adversarial inputs (DESIGN §3.1, §6; issue 3 "Exactness").
+"""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from resdyn.distances import (
+    PairwiseResult,
+    _pairwise_torch,
+    load_pairwise,
+    merge_pairwise,
+    min_max_distance,
+    min_max_distance_bruteforce,
+    pairwise_bruteforce,
+    pairwise_shard,
+    save_pairwise,
+    shard_rows,
+)
+from resdyn.io import InputError
+
+VALUE_FIELDS = ("E", "E_mean", "depth_min", "nn_distance")
+INDEX_FIELDS = ("E_pair", "E_t_star", "E_mean_pair", "depth_min_pair", "nn_index", "expansive_pair")
+
+
+def random_trajectories(rng, n, depths=5, classes=4, concentration=1.0):
+    probs = rng.dirichlet(np.full(classes, concentration), size=(n, depths))
+    labels = rng.integers(0, classes, n)
+    labels[:classes] = np.arange(classes)  # every class present
+    return probs, labels
+
+
+def assert_same(fast: PairwiseResult, ref: PairwiseResult, bitwise: bool = False) -> None:
+    for name in VALUE_FIELDS:
+        a, b = getattr(fast, name), getattr(ref, name)
+        assert np.array_equal(np.isnan(a), np.isnan(b)), name
+        if bitwise:
+            assert np.array_equal(a, b, equal_nan=True), name
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=0, err_msg=name)
+    for name in INDEX_FIELDS:
+        np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name), err_msg=name)
+    assert fast.expansive_t_star == ref.expansive_t_star
+    if bitwise:
+        assert fast.expansive == ref.expansive
+    else:
+        assert fast.expansive == pytest.approx(ref.expansive, rel=1e-12, abs=0)
+
+
+def sharded(probs, labels, n_classes, n_shards, chunk=16):
+    n = len(labels)
+    parts = [
+        pairwise_shard(probs, labels, *shard_rows(n, n_shards, k), n_classes=n_classes, chunk=chunk)
+        for k in range(n_shards)
+    ]
+    return merge_pairwise(parts)
+
+
+# ------------------------------------------------------------------------------------------ shard_rows
+
+
+@pytest.mark.parametrize("n", [2, 3, 10, 101, 1000])
+@pytest.mark.parametrize("n_shards", [1, 2, 3, 7, 16])
+def test_shard_rows_tile_and_balance_pairs(n, n_shards):
+    bounds = [shard_rows(n, n_shards, k) for k in range(n_shards)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(bounds[k][1] == bounds[k + 1][0] for k in range(n_shards - 1))
+    pairs = [sum(n - 1 - i for i in range(a, b)) for a, b in bounds]
+    ideal = n * (n - 1) / 2 / n_shards
+    # a boundary can be off by at most one row, i.e. at most N−1 pairs
+    assert max(abs(p - ideal) for p in pairs) <= n - 1 + 1e-9
+
+
+def test_shard_rows_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="shard 3 of 3"):
+        shard_rows(10, 3, 3)
+    with pytest.raises(ValueError):
+        shard_rows(10, 0, 0)
+
+
+# -------------------------------------------------------------------------------- pairwise exactness
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_shard_count_equals_bruteforce(seed):
+    rng = np.random.default_rng(seed)
+    probs, labels = random_trajectories(rng, 53, depths=6, classes=4)
+    ref = pairwise_bruteforce(probs, labels, 4)
+    for n_shards in range(1, 8):
+        assert_same(sharded(probs, labels, 4, n_shards, chunk=8 + n_shards), ref)
+
+
+def test_values_are_bitwise_equal_to_bruteforce():
+    rng = np.random.default_rng(7)
+    probs, labels = random_trajectories(rng, 80, depths=7, classes=5, concentration=0.3)
+    assert_same(sharded(probs, labels, 5, 3, chunk=32), pairwise_bruteforce(probs, labels, 5), bitwise=True)
+
+
+def test_near_duplicates_1e7_apart_are_exact():
+    rng = np.random.default_rng(3)
+    probs, labels = random_trajectories(rng, 40, depths=5, classes=3)
+    # image 1 = image 0 moved by exactly representable offsets: d_t = 1e-7·‖(1, −1, 0)‖ = √2·1e-7 per depth
+    probs[1] = probs[0]
+    probs[1, :, 0] += 1e-7
+    probs[1, :, 1] -= 1e-7
+    labels[0], labels[1] = 0, 1
+    probs[2] = probs[0]
+    probs[2, 3, 2] += 3e-7  # a same-class near-duplicate of image 0 (d = 3e-7 at depth 3 only)
+    labels[2] = 0
+    ref = pairwise_bruteforce(probs, labels, 3)
+    for n_shards in (1, 4):
+        fast = sharded(probs, labels, 3, n_shards)
+        assert_same(fast, ref, bitwise=True)
+        assert tuple(fast.expansive_pair) == (0, 1)
+        expected = np.sqrt(np.sum((probs[1] - probs[0]) ** 2, axis=1)).max()
+        assert fast.expansive == pytest.approx(expected, rel=1e-12)
+        assert fast.expansive == pytest.approx(np.sqrt(2) * 1e-7, rel=1e-8)
+        assert fast.nn_index[3, 0] == 1 and fast.nn_index[0, 0] == 2  # d_0(0, 2) = 0 < d_0(0, 1)
+
+
+def test_expansion_formula_would_have_failed_here():
+    """Guard on the premise of DESIGN §6: ‖u‖² + ‖v‖² − 2u·v is far from the 1e-12 tolerance at ~1e-7
+    in float64 (and loses such a distance entirely in float32); the stage computes from differences."""
+    u = np.array([0.3, 0.5, 0.2])
+    v = u + np.array([1e-7, -1e-7, 0.0])
+    expanded = np.sqrt(max(u @ u + v @ v - 2 * u @ v, 0.0))
+    direct = np.sqrt(np.sum((u - v) ** 2))
+    assert abs(expanded - direct) / direct > 1e-6
+    u32, v32 = u.astype(np.float32), v.astype(np.float32)
+    assert abs(np.sqrt(max(u32 @ u32 + v32 @ v32 - 2 * u32 @ v32, 0.0)) - direct) / direct > 0.5
+    probs = np.stack([np.tile(u, (2, 1)), np.tile(v, (2, 1))])
+    result = pairwise_shard(probs, np.array([0, 1]), 0, 2, n_classes=2)
+    assert result.expansive == direct
+
+
+def test_exact_ties_from_duplicated_rows():
+    rng = np.random.default_rng(11)
+    probs, labels = random_trajectories(rng, 30, depths=4, classes=3)
+    probs[[5, 9, 17, 23]] = probs[2]  # duplicates of image 2, in several classes
+    labels[[2, 5, 9, 17, 23]] = [0, 1, 1, 2, 0]
+    probs[[12, 27]] = probs[4]
+    ref = pairwise_bruteforce(probs, labels, 3)
+    assert ref.expansive == 0.0 and tuple(ref.expansive_pair) == (2, 5)
+    for n_shards in range(1, 8):
+        assert_same(sharded(probs, labels, 3, n_shards, chunk=4), ref, bitwise=True)
+
+
+def test_all_distances_tied():
+    # two distinct points per depth: every different-class pair has the same value, so only the tie rule
+    # decides; the lexicographically smallest pair must win everywhere
+    n = 12
+    probs = np.zeros((n, 3, 2))
+    probs[:, :, 0] = np.where(np.arange(n) % 2 == 0, 0.25, 0.75)[:, None]
+    probs[:, :, 1] = 1 - probs[:, :, 0]
+    labels = np.arange(n) % 3
+    ref = pairwise_bruteforce(probs, labels, 3)
+    for n_shards in (1, 2, 5, 7):
+        assert_same(sharded(probs, labels, 3, n_shards, chunk=3), ref, bitwise=True)
+
+
+def test_two_images():
+    probs = np.array([[[0.9, 0.1], [0.6, 0.4]], [[0.2, 0.8], [0.5, 0.5]]])
+    labels = np.array([1, 0])
+    result = sharded(probs, labels, 2, 2)
+    assert_same(result, pairwise_bruteforce(probs, labels, 2), bitwise=True)
+    d = np.sqrt(np.sum((probs[0] - probs[1]) ** 2, axis=1))
+    assert result.expansive == d.max() and result.expansive_t_star == 0
+    assert result.E[0, 1] == result.E[1, 0] == d.max()
+    assert np.isnan(result.E[0, 0]) and tuple(result.E_pair[0, 0]) == (-1, -1)
+    np.testing.assert_array_equal(result.nn_index, [[1, 0], [1, 0]])
+
+
+def test_class_with_one_image_and_an_absent_class():
+    rng = np.random.default_rng(5)
+    probs, labels = random_trajectories(rng, 25, depths=4, classes=3)
+    labels[labels == 2] = 0
+    labels[13] = 2  # the only image of class 2; class 3 of n_classes = 4 never occurs
+    ref = pairwise_bruteforce(probs, labels, 4)
+    for n_shards in (1, 3, 6):
+        fast = sharded(probs, labels, 4, n_shards)
+        assert_same(fast, ref)
+    assert np.isnan(ref.E[3]).all() and np.isnan(ref.E[:, 3]).all()
+    assert 13 in ref.E_pair[0, 2] and 13 in ref.E_pair[2, 1]
+
+
+def test_single_class_is_a_clear_error():
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=(6, 2))
+    with pytest.raises(ValueError, match="single label 2.*no different-class pair"):
+        pairwise_shard(probs, np.full(6, 2), 0, 6, n_classes=3)
+    with pytest.raises(ValueError, match="no different-class pair"):
+        pairwise_bruteforce(probs, np.full(6, 2), 3)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda p, y: (p, np.array([0, 1, 5, 0])), "outside 0..2"),
+        (lambda p, y: (np.where(np.arange(4)[:, None, None] == 1, np.nan, p), y), r"probs\[1, 0, 0\]"),
+        (lambda p, y: (p[:, 0], y), r"\(N, T\+1, C\)"),
+        (lambda p, y: (p, y[:3]), "labels must be"),
+        (lambda p, y: (p[:1], y[:1]), "N >= 2"),
+    ],
+)
+def test_bad_input_names_the_problem(mutate, message):
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=(4, 2))
+    labels = np.array([0, 1, 2, 0])
+    probs, labels = mutate(probs, labels)
+    with pytest.raises(InputError, match=message):
+        pairwise_shard(probs, labels, 0, len(labels), n_classes=3)
+
+
+def test_shard_rows_out_of_range():
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=(4, 2))
+    with pytest.raises(InputError, match="outside 0..4"):
+        pairwise_shard(probs, np.array([0, 1, 2, 0]), 2, 5, n_classes=3)
+
+
+def test_merge_is_associative_and_order_free():
+    rng = np.random.default_rng(9)
+    probs, labels = random_trajectories(rng, 41, depths=4, classes=3)
+    parts = [pairwise_shard(probs, labels, *shard_rows(41, 4, k), n_classes=3) for k in range(4)]
+    left = merge_pairwise([merge_pairwise(parts[:2]), merge_pairwise(parts[2:])])
+    right = merge_pairwise([parts[3], merge_pairwise([parts[1], parts[2]]), parts[0]])
+    ref = pairwise_bruteforce(probs, labels, 3)
+    assert_same(left, ref, bitwise=True)
+    assert_same(right, ref, bitwise=True)
+    assert left.n_shards == right.n_shards == 4
+
+
+def test_empty_shard_is_neutral():
+    rng = np.random.default_rng(2)
+    probs, labels = random_trajectories(rng, 5, depths=3, classes=2)
+    parts = [pairwise_shard(probs, labels, *shard_rows(5, 9, k), n_classes=2) for k in range(9)]
+    assert any(p.nn_index.max() < 0 for p in parts)  # S > N leaves shards without rows
+    assert_same(merge_pairwise(parts), pairwise_bruteforce(probs, labels, 2), bitwise=True)
+
+
+def test_torch_path_matches_bruteforce_on_cpu_tensors():
+    rng = np.random.default_rng(4)
+    probs, labels = random_trajectories(rng, 37, depths=5, classes=3)
+    probs[8] = probs[3]
+    ref = pairwise_bruteforce(probs, labels, 3)
+    parts = [
+        _pairwise_torch(probs, labels, *shard_rows(37, 3, k), n_classes=3, chunk=5, device="cpu")
+        for k in range(3)
+    ]
+    assert_same(merge_pairwise(parts), ref, bitwise=True)
+
+
+# ------------------------------------------------------------------------------------------- pairs.h5
+
+
+def test_save_load_roundtrip(tmp_path):
+    rng = np.random.default_rng(1)
+    probs, labels = random_trajectories(rng, 20, depths=3, classes=3)
+    result = sharded(probs, labels, 3, 2)
+    path = tmp_path / "pairs.h5"
+    save_pairwise(path, result, {"labels": "true"})
+    assert [p.name for p in tmp_path.iterdir()] == ["pairs.h5"]
+    loaded = load_pairwise(path)
+    assert_same(loaded, result, bitwise=True)
+    assert loaded.n_shards == 2 and loaded.attrs["labels"] == "true"
+    with h5py.File(path) as handle:
+        assert handle.attrs["N"] == 20 and handle.attrs["T"] == 2 and handle.attrs["C"] == 3
+        assert handle["expansive"].attrs["i"] == result.expansive_pair[0]
+
+
+def test_load_names_a_missing_key(tmp_path):
+    path = tmp_path / "pairs.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_group("expansive")
+    with pytest.raises(InputError, match="pairs.h5.*E/value"):
+        load_pairwise(path)
+
+
+# ----------------------------------------------------------------------------------- min_max_distance
+
+
+def test_min_max_distance_random_and_orbit_like():
+    rng = np.random.default_rng(0)
+    points = rng.dirichlet(np.ones(4), size=(150, 6))
+    mixed = points[rng.integers(0, 150, size=(40, 6)), np.arange(6)]  # q_t = p_t(a_t), as an orbit
+    noisy = points[:30] + 1e-3 * rng.standard_normal((30, 6, 4))
+    for queries in (mixed, noisy):
+        for chunk in (1, 7, 1000):
+            value, index = min_max_distance(queries, points, chunk=chunk)
+            ref_value, ref_index = min_max_distance_bruteforce(queries, points)
+            np.testing.assert_array_equal(value, ref_value)
+            np.testing.assert_array_equal(index, ref_index)
+
+
+def test_min_max_distance_ties_go_to_the_smaller_index():
+    rng = np.random.default_rng(1)
+    points = rng.dirichlet(np.ones(3), size=(60, 4))
+    points[[7, 31, 44]] = points[50]
+    queries = np.stack([points[50], points[7], points[3] + 1e-7])
+    value, index = min_max_distance(queries, points)
+    np.testing.assert_array_equal(index[:2], [7, 7])
+    assert value[0] == value[1] == 0.0
+    ref_value, ref_index = min_max_distance_bruteforce(queries, points)
+    np.testing.assert_array_equal(value, ref_value)
+    np.testing.assert_array_equal(index, ref_index)
+    assert index[2] == 3 and 0 < value[2] < 2e-7
+
+
+def test_min_max_distance_equidistant_points():
+    # every point at the same max-distance from the query: the tie rule alone picks b = 0
+    points = np.array([[[1.0, 0.0]], [[0.0, 1.0]], [[1.0, 0.0]]])
+    queries = np.array([[[0.5, 0.5]]])
+    value, index = min_max_distance(queries, points)
+    assert index[0] == 0 and value[0] == np.sqrt(0.5)
+
+
+def test_min_max_distance_rejects_bad_shapes():
+    points = np.zeros((3, 2, 2))
+    with pytest.raises(InputError, match="queries must be"):
+        min_max_distance(np.zeros((1, 3, 2)), points)
+    with pytest.raises(InputError, match="NaN"):
+        min_max_distance(np.full((1, 2, 2), np.nan), points)
+    value, index = min_max_distance(np.zeros((0, 2, 2)), points)
+    assert value.shape == index.shape == (0,)
+
+
+def test_auto_device_gives_the_same_bits():
+    rng = np.random.default_rng(6)
+    probs, labels = random_trajectories(rng, 23, depths=3, classes=3)
+    result = pairwise_shard(probs, labels, 0, 23, n_classes=3, device="auto")
+    assert_same(result, pairwise_bruteforce(probs, labels, 3), bitwise=True)
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA device (the GPU path of issue 3)"
+)
+def test_cuda_path_matches_bruteforce():
+    rng = np.random.default_rng(8)
+    probs, labels = random_trajectories(rng, 64, depths=5, classes=4)
+    probs[[9, 30]] = probs[2]
+    probs[40] = probs[2] + 1e-7
+    ref = pairwise_bruteforce(probs, labels, 4)
+    parts = [
+        pairwise_shard(probs, labels, *shard_rows(64, 3, k), n_classes=4, chunk=16, device="cuda")
+        for k in range(3)
+    ]
+    assert_same(merge_pairwise(parts), ref, bitwise=True)
