@@ -77,13 +77,28 @@ def run_pairwise_shard(
 
 def gather_pairwise(shard_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> None:
     """Merge every shard's partial result (associative min, ties → smaller (i, j)) into ``pairs.h5``."""
-    results, label_sources = [], set()
+    results, label_sources, spans = [], set(), []
     for path in shard_paths:
         results.append(distances.load_pairwise(path))
         with open_h5(path) as handle:
             label_sources.add(str(handle.attrs.get("labels", "true")))
+            try:
+                spans.append((int(handle.attrs["start"]), int(handle.attrs["stop"]), str(path)))
+            except KeyError:
+                raise InputError(f"{path}: missing attribute 'start'/'stop' of a pairwise shard") from None
     if len(label_sources) != 1:
         raise InputError(f"pairwise shards disagree on the label source: {sorted(label_sources)}")
+    # A missing shard would still leave plausible-looking nearest neighbours (each shard also fills rows
+    # after its own), so check that the shards tile 0..N exactly before merging.
+    n_images = results[0].nn_index.shape[1]
+    covered = 0
+    for start, stop, path in sorted(spans):
+        if start != covered:
+            raise InputError(f"{path}: pairwise shards do not tile the rows 0..{n_images}: "
+                             f"this one starts at {start}, expected {covered}")
+        covered = stop
+    if covered != n_images:
+        raise InputError(f"pairwise shards cover rows 0..{covered} only, expected 0..{n_images}")
     merged = distances.merge_pairwise(results)
     distances.save_pairwise(out_path, merged, {"labels": label_sources.pop(), "n_shards": len(results)})
 

@@ -1,0 +1,190 @@
+"""Bad input to the analysis stages: a clear error naming the file, key or value, and no half-written output.
+
+The files here are written in the real formats of docs/ARCHITECTURE.md and run through the same driver
+functions the Snakemake entry points call (resdyn.analysis, resdyn.constants).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from resdyn import analysis, constants, distances
+from resdyn.io import InputError, atomic_output, read_json, write_json
+
+
+def write_trajectory_file(path: Path, probs: np.ndarray, labels: np.ndarray, n_classes: int) -> Path:
+    """A trajectories.h5 in the DESIGN §6 layout for the given probabilities (head: a random linear map)."""
+    n, depths, _ = probs.shape
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as handle:
+        handle["probs"] = probs
+        handle["logits"] = np.log(np.clip(probs, 1e-300, None)).astype(np.float32)
+        handle["labels"] = labels.astype(np.int64)
+        handle["pred"] = probs[:, -1].argmax(axis=1).astype(np.int64)
+        handle["index"] = np.arange(n, dtype=np.int64)
+        order = np.zeros(n, dtype=np.int64)
+        for c in range(n_classes):
+            members = np.flatnonzero(labels == c)
+            order[members] = np.arange(1, members.size + 1)
+        handle["order_in_class"] = order
+        handle["head/weight"] = rng.normal(size=(n_classes, 16))
+        handle["head/bias"] = rng.normal(size=n_classes)
+        handle.attrs["class_names"] = [str(c) for c in range(n_classes)]
+        handle.attrs.update(dataset="synthetic", model="none", T=depths - 1, n=16)
+    return path
+
+
+def random_probs(n: int, depths: int, n_classes: int, seed: int = 0) -> np.ndarray:
+    logits = np.random.default_rng(seed).normal(size=(n, depths, n_classes))
+    e = np.exp(logits - logits.max(axis=2, keepdims=True))
+    return e / e.sum(axis=2, keepdims=True)
+
+
+@pytest.fixture
+def trajectories(tmp_path: Path) -> Path:
+    labels = np.repeat(np.arange(3), 6)
+    return write_trajectory_file(tmp_path / "trajectories.h5", random_probs(18, 4, 3), labels, 3)
+
+
+def test_shards_and_gather_match_the_brute_force(trajectories, tmp_path):
+    shards = []
+    for k in range(1, 4):
+        out = tmp_path / f"pairs_{k}-of-3.h5"
+        analysis.run_pairwise_shard(trajectories, out, f"{k}-of-3", chunk=4)
+        shards.append(out)
+    analysis.gather_pairwise(shards, tmp_path / "pairs.h5")
+    merged = distances.load_pairwise(tmp_path / "pairs.h5")
+    probs, labels, n_classes = analysis.load_labelled_probs(trajectories)
+    reference = distances.pairwise_bruteforce(probs, labels, n_classes)
+    assert merged.expansive == reference.expansive
+    assert list(merged.expansive_pair) == list(reference.expansive_pair)
+    np.testing.assert_array_equal(merged.nn_index, reference.nn_index)
+
+
+def test_predicted_labels_switch(trajectories, tmp_path):
+    probs, y, _ = analysis.load_labelled_probs(trajectories, "predicted")
+    np.testing.assert_array_equal(y, probs[:, -1].argmax(axis=1))
+    with pytest.raises(InputError, match="analysis.labels = 'guessed'"):
+        analysis.load_labelled_probs(trajectories, "guessed")
+
+
+@pytest.mark.parametrize("item", ["0-of-3", "4-of-3", "one-of-3", "3"])
+def test_bad_scatter_item_is_named(item):
+    with pytest.raises(InputError, match=repr(item).replace("-", r"\-")):
+        analysis.parse_scatteritem(item)
+
+
+def test_truncated_trajectories_name_the_file_and_leave_no_output(trajectories, tmp_path):
+    data = trajectories.read_bytes()
+    trajectories.write_bytes(data[: len(data) // 3])
+    out = tmp_path / "pairs_1-of-1.h5"
+    with pytest.raises(InputError, match="trajectories.h5"):
+        analysis.run_pairwise_shard(trajectories, out, "1-of-1")
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_nan_probabilities_are_refused(tmp_path):
+    probs = random_probs(6, 3, 2)
+    probs[4, 1, 0] = np.nan
+    path = write_trajectory_file(tmp_path / "trajectories.h5", probs, np.array([0, 1] * 3), 2)
+    with pytest.raises(InputError, match="NaN"):
+        analysis.run_pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_missing_key_is_named(trajectories, tmp_path):
+    with h5py.File(trajectories, "a") as handle:
+        del handle["labels"]
+    with pytest.raises(InputError, match="labels"):
+        analysis.run_pairwise_shard(trajectories, tmp_path / "out.h5", "1-of-1")
+
+
+def test_label_outside_the_class_range_is_named(tmp_path):
+    path = write_trajectory_file(tmp_path / "trajectories.h5", random_probs(6, 3, 2), np.array([0, 1] * 3), 2)
+    with h5py.File(path, "a") as handle:
+        handle["labels"][3] = 7
+    with pytest.raises(InputError, match="7"):
+        analysis.run_pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+
+
+def test_single_class_gives_a_clear_message(tmp_path):
+    path = write_trajectory_file(tmp_path / "trajectories.h5", random_probs(5, 3, 2), np.zeros(5, int), 2)
+    with pytest.raises(ValueError, match="different-class pair"):
+        analysis.run_pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+
+
+def test_gather_refuses_incomplete_shards(trajectories, tmp_path):
+    analysis.run_pairwise_shard(trajectories, tmp_path / "a.h5", "1-of-2")
+    pairs = tmp_path / "pairs.h5"
+    # shard_rows balances the i < j pairs, so the first of two shards of 18 rows holds rows 0..6.
+    with pytest.raises(InputError, match="cover rows 0..6 only, expected 0..18"):
+        analysis.gather_pairwise([tmp_path / "a.h5"], pairs)
+    assert not pairs.exists()
+
+
+def test_shadowing_gather_refuses_a_gap(trajectories, tmp_path):
+    shards = []
+    for k in (1, 2):
+        out = tmp_path / f"pairs_{k}.h5"
+        analysis.run_pairwise_shard(trajectories, out, f"{k}-of-2")
+        shards.append(out)
+    pairs = tmp_path / "pairs.h5"
+    analysis.gather_pairwise(shards, pairs)
+    analysis.run_shadowing_shard(trajectories, pairs, tmp_path / "s1.h5", "1-of-3")
+    analysis.run_shadowing_shard(trajectories, pairs, tmp_path / "s3.h5", "3-of-3")
+    outputs = [tmp_path / name for name in ("shadowing.h5", "curve.csv", "curve.png")]
+    with pytest.raises(InputError, match="do not tile"):
+        analysis.gather_shadowing([tmp_path / "s1.h5", tmp_path / "s3.h5"], pairs, *outputs)
+    assert not any(p.exists() for p in outputs)
+
+
+def test_constants_name_a_missing_lipschitz_key(trajectories, tmp_path):
+    shard = tmp_path / "pairs_1.h5"
+    analysis.run_pairwise_shard(trajectories, shard, "1-of-1")
+    pairs = tmp_path / "pairs.h5"
+    analysis.gather_pairwise([shard], pairs)
+    analysis.run_shadowing_shard(trajectories, pairs, tmp_path / "s.h5", "1-of-1")
+    shadowing_h5 = tmp_path / "shadowing.h5"
+    analysis.gather_shadowing([tmp_path / "s.h5"], pairs, shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
+    lip = tmp_path / "lipschitz.json"
+    write_json(lip, {"fc": 2.0})
+    with pytest.raises(InputError, match="lipschitz.json: missing key 'g'"):
+        constants.assemble_constants(trajectories, pairs, shadowing_h5, lip)
+    analysis.write_lipschitz(trajectories, lip)
+    result = constants.write_constants(tmp_path / "constants.json", trajectories_path=trajectories,
+                                       pairs_path=pairs, shadowing_path=shadowing_h5, lipschitz_path=lip)
+    with h5py.File(trajectories) as handle:
+        norm = np.linalg.norm(handle["head/weight"][()], 2)
+    assert result["lip"]["fc"] == pytest.approx(norm, rel=1e-12)
+    assert result["lip"]["g"] == pytest.approx(norm / 2, rel=1e-12)
+    paper = result["g_shadowing"]["paper"]["value"]
+    assert result["t_g_lower"]["paper"] == pytest.approx(paper / norm)
+    assert read_json(tmp_path / "constants.json") == json.loads(json.dumps(result))
+
+
+def test_theorem1_bound():
+    assert constants.theorem1_lower_bound(2.3583, 3.38) == pytest.approx(0.6977, abs=1e-4)  # paper Table 2
+    assert constants.theorem1_lower_bound(None, 3.0) is None
+    with pytest.raises(InputError):
+        constants.theorem1_lower_bound(1.0, 0.0)
+
+
+def test_atomic_output_keeps_the_previous_file_on_error(tmp_path):
+    target = tmp_path / "result.json"
+    write_json(target, {"value": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert read_json(target) == {"value": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_json_refuses_nan(tmp_path):
+    with pytest.raises(ValueError, match=r"\$.lip.fc"):
+        write_json(tmp_path / "x.json", {"lip": {"fc": float("nan")}})
+    assert not (tmp_path / "x.json").exists()
