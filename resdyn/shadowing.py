@@ -416,6 +416,7 @@ def plot_shadowing_curve(curve: pd.DataFrame, summary: Mapping[str, Any], out_pn
     import textwrap
 
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -437,6 +438,10 @@ def plot_shadowing_curve(curve: pd.DataFrame, summary: Mapping[str, Any], out_pn
         ax_delta.plot(eps, delta_star, "o", ms=3, color="tab:blue", label="δ*(ε) at observed levels")
         ax_ratio.plot(eps, ratio, "o-", ms=3, lw=1, color="tab:green", label="r(ε) at observed levels")
         ax_delta.set_xscale("log")
+        # matplotlib's own minor labels collide over a decade or two; label 1-2-5 steps in plain numbers.
+        ax_ratio.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
+        ax_ratio.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax_ratio.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         low, high = quantiles.get("epsilon_low"), quantiles.get("epsilon_high")
         for ax, values in ((ax_delta, delta_star), (ax_ratio, ratio)):
             positive = values[values > 0]

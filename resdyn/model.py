@@ -1,0 +1,338 @@
+"""The revised (dimension-preserving) ResNet of the paper (§3 "Model details", Figure 1; DESIGN §4).
+
+At 32×32 input the stem (7×7 conv stride 2, BN, ReLU, 3×3 max-pool stride 2) gives a width×8×8 map,
+n = 64·width values (n = 4096 for width 64). Every later downsampling and channel expansion of a standard
+ResNet is replaced by a *patching*: the map is cut into hs×ws contiguous tiles that are stacked along the
+channels tile-major, (c, h, w) → (c·hs·ws, h/hs, w/ws). A patching only permutes coordinates, so every
+residual block φ_t acts on the same R^n and the one trained head g applies at every depth once states are
+expressed in *canonical coordinates* (the final stage's layout, flattened).
+
+Block structure follows the authors' code (KY-HDC/DS-ResNets, ``models/ResNets.py``): bottleneck blocks
+without downsample, 1×1 c→c/4, 3×3, 1×1 c/4→c, each followed by BN; the first block of each stage uses
+groups = the number of tiles cut so far (4, 8, 16, 32 with the default tiles), so each image tile is
+convolved on its own; the other blocks use groups = 1. With width 64 the parameter counts are
+6,253,386 for resnet18 = [2, 2, 2, 2] and 15,815,242 for resnet50 = [3, 4, 6, 3] (10 classes).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from resdyn.config import DEFAULT_TILES
+from resdyn.io import InputError, atomic_output
+
+INPUT_SIZE = 32
+"""Side of the square RGB input images (DESIGN §5 brings every dataset to 3×32×32)."""
+
+STEM_REDUCTION = 4
+"""The stem's stride-2 convolution and stride-2 max-pool shrink each side by 4: 32×32 → 8×8."""
+
+MODEL_FILE_FORMAT = 1
+"""Version of the dictionary stored by :func:`save_model`."""
+
+_MODEL_ENTRY_KEYS = {"blocks", "tiles", "width", "post_activation", "head"}
+
+
+class Patching(nn.Module):
+    """Cut a (c, h, w) map into rows×cols contiguous tiles and stack them tile-major along the channels.
+
+    Output channel ``(r·cols + q)·c + k`` at (y, x) is input channel k at (r·h/rows + y, q·w/cols + x):
+    tile (r, q) in row-major order, as the authors' ``Clipper``. The map is a permutation of the c·h·w
+    coordinates, hence an isometry (DESIGN §4).
+    """
+
+    def __init__(self, rows: int, cols: int) -> None:
+        super().__init__()
+        if rows < 1 or cols < 1:
+            raise ValueError(f"patching tiles must be positive, got ({rows}, {cols})")
+        self.rows = rows
+        self.cols = cols
+
+    @property
+    def tiles(self) -> int:
+        return self.rows * self.cols
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        if h % self.rows or w % self.cols:
+            raise ValueError(f"a {h}×{w} map cannot be cut into {self.rows}×{self.cols} equal tiles")
+        th, tw = h // self.rows, w // self.cols
+        tiles = x.reshape(b, c, self.rows, th, self.cols, tw).permute(0, 2, 4, 1, 3, 5)
+        return tiles.reshape(b, self.tiles * c, th, tw)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """Undo :meth:`forward`: put each channel block back at its tile's place."""
+        b, ct, th, tw = y.shape
+        c = ct // self.tiles
+        tiles = y.reshape(b, self.rows, self.cols, c, th, tw).permute(0, 3, 1, 4, 2, 5)
+        return tiles.reshape(b, c, self.rows * th, self.cols * tw)
+
+    def extra_repr(self) -> str:
+        return f"rows={self.rows}, cols={self.cols}"
+
+
+class Bottleneck(nn.Module):
+    """Residual block φ(x) = ReLU(x + F(x)), or x + F(x) without post-activation (paper §2.1).
+
+    F = BN ∘ conv1×1(c/4→c) ∘ ReLU ∘ BN ∘ conv3×3(c/4→c/4) ∘ ReLU ∘ BN ∘ conv1×1(c→c/4), all three
+    convolutions with the same ``groups``, so a grouped block never mixes channel groups (image tiles).
+    """
+
+    def __init__(self, channels: int, groups: int = 1, post_activation: bool = True) -> None:
+        super().__init__()
+        mid = channels // 4
+        if channels % 4 or mid % groups:
+            raise ValueError(f"a bottleneck with {channels} channels cannot be split into {groups} groups "
+                             f"of {channels}/4 inner channels")
+        self.conv1 = nn.Conv2d(channels, mid, kernel_size=1, groups=groups, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, kernel_size=3, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, channels, kernel_size=1, groups=groups, bias=False)
+        self.bn3 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU()
+        self.groups = groups
+        self.post_activation = post_activation
+
+    def residual(self, x: Tensor) -> Tensor:
+        """F(x), the residual branch."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x + self.residual(x)
+        return self.relu(out) if self.post_activation else out
+
+
+class Stem(nn.Module):
+    """s: 7×7 conv stride 2 (width channels), BN, ReLU, 3×3 max-pool stride 2; 3×32×32 → width×8×8."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.relu(self.bn(self.conv(x))))
+
+
+class Stage(nn.Module):
+    """A patching followed by residual blocks; the first block is grouped by the tiles cut so far."""
+
+    def __init__(self, channels: int, rows: int, cols: int, num_blocks: int, groups: int,
+                 post_activation: bool) -> None:
+        super().__init__()
+        self.patching = Patching(rows, cols)
+        self.blocks = nn.ModuleList(
+            Bottleneck(channels, groups=groups if k == 0 else 1, post_activation=post_activation)
+            for k in range(num_blocks)
+        )
+
+
+def _make_head(n: int, hidden: Sequence[int], num_classes: int) -> nn.Module:
+    if not hidden:
+        return nn.Linear(n, num_classes)
+    layers: list[nn.Module] = []
+    widths = [n, *hidden]
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    layers.append(nn.Linear(widths[-1], num_classes))
+    return nn.Sequential(*layers)
+
+
+class RevisedResNet(nn.Module):
+    """F = g ∘ φ_T ∘ … ∘ φ_1 ∘ s on 3×32×32 images (DESIGN §2, §4); ``head`` is g before the softmax.
+
+    ``blocks[k]`` residual blocks follow the k-th patching ``tiles[k] = (rows, cols)``. Stage k has
+    width·G_k channels, G_k = Π_{j≤k} rows_j·cols_j the number of tiles so far; its first block uses
+    groups = G_k. The state dimension is n = width·8·8 at every depth.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[int] = (2, 2, 2, 2),
+        tiles: Sequence[Sequence[int]] = DEFAULT_TILES,
+        width: int = 64,
+        num_classes: int = 10,
+        post_activation: bool = True,
+        head_hidden: Sequence[int] = (),
+    ) -> None:
+        super().__init__()
+        blocks = [int(b) for b in blocks]
+        tiles = [(int(r), int(c)) for r, c in tiles]
+        if len(blocks) != len(tiles) or not blocks:
+            raise ValueError(f"blocks {blocks} and tiles {tiles} must list the same (non-zero) number of stages")
+        if any(b < 1 for b in blocks):
+            raise ValueError(f"every stage needs at least one block, got blocks {blocks}")
+        side = INPUT_SIZE // STEM_REDUCTION
+        rows_total = math.prod(r for r, _ in tiles)
+        cols_total = math.prod(c for _, c in tiles)
+        if side % rows_total or side % cols_total:
+            raise ValueError(f"tiles {tiles} cut the {side}×{side} stem output into {rows_total}×{cols_total} "
+                             f"parts; both must divide {side}")
+        if width < 4 or width % 4:
+            raise ValueError(f"width must be a positive multiple of 4 (bottleneck c/4 per group), got {width}")
+        if num_classes < 1 or any(h < 1 for h in head_hidden):
+            raise ValueError(f"num_classes {num_classes} and head widths {list(head_hidden)} must be positive")
+
+        self.width = width
+        self.num_classes = num_classes
+        self.state_dim = width * side * side
+        self.stem = Stem(width)
+        stages = []
+        tiles_so_far = 1
+        for (rows, cols), num_blocks in zip(tiles, blocks):
+            tiles_so_far *= rows * cols
+            stages.append(Stage(width * tiles_so_far, rows, cols, num_blocks, tiles_so_far, post_activation))
+        self.stages = nn.ModuleList(stages)
+        self.head = _make_head(self.state_dim, tuple(head_hidden), num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's ResNet initialisation, which the authors' code keeps.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    @property
+    def num_blocks(self) -> int:
+        """T, the number of residual blocks."""
+        return sum(len(stage.blocks) for stage in self.stages)
+
+    def canonical(self, x: Tensor, stage_index: int) -> Tensor:
+        """Flatten a state living in stage ``stage_index``'s layout into canonical coordinates (B, n).
+
+        Applies the patchings of stages ``stage_index + 1`` onwards (permutations), then flattens, so the
+        result is laid out as the last stage's output: the coordinates the head reads (DESIGN §4).
+        ``stage_index = -1`` is the stem's layout.
+        """
+        for stage in self.stages[stage_index + 1:]:
+            x = stage.patching(x)
+        return torch.flatten(x, 1)
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(f"expected images of shape (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {tuple(x.shape)}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits head(flatten(φ_T ∘ … ∘ φ_1 ∘ s(x))) of shape (B, C)."""
+        self._check_input(x)
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage.patching(x)
+            for block in stage.blocks:
+                x = block(x)
+        return self.head(torch.flatten(x, 1))
+
+    def trajectory(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """States x_0..x_T in canonical coordinates, (B, T+1, n), and the logits (B, C) of ``forward``.
+
+        x_0 = s(image) and x_t = φ_t(x_{t-1}) (DESIGN §2); ``head(states[:, T])`` equals ``forward(x)``.
+        """
+        self._check_input(x)
+        x = self.stem(x)
+        states = [self.canonical(x, -1)]
+        for k, stage in enumerate(self.stages):
+            x = stage.patching(x)
+            for block in stage.blocks:
+                x = block(x)
+                states.append(self.canonical(x, k))
+        return torch.stack(states, dim=1), self.head(states[-1])
+
+
+def normalize_model_entry(model_entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config entry (DESIGN §4) with defaults filled, as plain lists/dicts (``training`` dropped).
+
+    Keys: ``blocks`` (list per stage), ``tiles`` (list of [rows, cols]), ``width``, ``post_activation``,
+    ``head`` {``hidden``: [...]}. An unknown key raises :class:`InputError` naming it.
+    """
+    unknown = set(model_entry) - _MODEL_ENTRY_KEYS - {"training"}
+    if unknown:
+        raise InputError(f"model entry: unknown key(s) {sorted(unknown)} (known: {sorted(_MODEL_ENTRY_KEYS)})")
+    head = model_entry.get("head") or {}
+    if not isinstance(head, Mapping) or set(head) - {"hidden"}:
+        raise InputError(f"model entry: 'head' must be a mapping with the only key 'hidden', got {head!r}")
+    try:
+        return {
+            "blocks": [int(b) for b in model_entry.get("blocks", (2, 2, 2, 2))],
+            "tiles": [[int(r), int(c)] for r, c in model_entry.get("tiles", DEFAULT_TILES)],
+            "width": int(model_entry.get("width", 64)),
+            "post_activation": bool(model_entry.get("post_activation", True)),
+            "head": {"hidden": [int(h) for h in head.get("hidden", []) or []]},
+        }
+    except (TypeError, ValueError) as err:
+        raise InputError(f"model entry {dict(model_entry)!r}: malformed value ({err})") from None
+
+
+def build_model(model_entry: Mapping[str, Any], num_classes: int) -> RevisedResNet:
+    """The :class:`RevisedResNet` described by a model config entry (see :func:`normalize_model_entry`)."""
+    entry = normalize_model_entry(model_entry)
+    try:
+        return RevisedResNet(
+            blocks=entry["blocks"],
+            tiles=entry["tiles"],
+            width=entry["width"],
+            num_classes=num_classes,
+            post_activation=entry["post_activation"],
+            head_hidden=entry["head"]["hidden"],
+        )
+    except ValueError as err:
+        raise InputError(f"model entry {entry}: {err}") from None
+
+
+def save_model(path: str | os.PathLike, model: RevisedResNet, model_entry: Mapping[str, Any],
+               num_classes: int, class_names: Sequence[str]) -> None:
+    """Write weights and the architecture atomically; the file loads with ``torch.load(weights_only=True)``.
+
+    Stored: ``format``, ``state_dict`` (CPU tensors), ``model_entry`` (plain dict), ``num_classes``,
+    ``class_names``.
+    """
+    payload = {
+        "format": MODEL_FILE_FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_entry": normalize_model_entry(model_entry),
+        "num_classes": int(num_classes),
+        "class_names": [str(name) for name in class_names],
+    }
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[RevisedResNet, dict[str, Any]]:
+    """Read a file written by :func:`save_model`: the model in eval mode on ``device``, and its metadata.
+
+    ``meta`` holds ``model_entry``, ``num_classes`` and ``class_names``. A missing, unreadable or
+    mismatched file raises :class:`InputError` naming it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a corrupt file
+        raise InputError(f"{path}: not a readable model file ({type(err).__name__}: {err})") from None
+    missing = [k for k in ("format", "state_dict", "model_entry", "num_classes", "class_names")
+               if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise InputError(f"{path}: model file lacks key(s) {missing}")
+    if payload["format"] != MODEL_FILE_FORMAT:
+        raise InputError(f"{path}: model file format {payload['format']!r}, expected {MODEL_FILE_FORMAT}")
+    try:
+        model = build_model(payload["model_entry"], payload["num_classes"])
+        model.load_state_dict(payload["state_dict"])
+    except (InputError, RuntimeError) as err:
+        raise InputError(f"{path}: weights do not match the stored architecture ({err})") from None
+    meta = {k: payload[k] for k in ("model_entry", "num_classes", "class_names")}
+    return model.to(device).eval(), meta

@@ -1,0 +1,294 @@
+"""Training and evaluation of a revised ResNet (paper §3 "Model details", Table 1; DESIGN §4, §7).
+
+Training follows the paper: Adam with PyTorch's default betas, cross-entropy, mini-batches. Each epoch's
+shuffle comes from a ``torch.Generator`` seeded from (seed, epoch) alone, and the model and optimizer state
+are checkpointed after every epoch, so a killed run that is restarted continues from its last finished
+epoch and, on the CPU, ends with weights bitwise equal to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import precision_recall_fscore_support
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from resdyn.data import images_to_tensor, load_split
+from resdyn.io import InputError, atomic_output, write_json
+from resdyn.model import build_model, load_model, save_model
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ("epoch", "loss", "accuracy", "seconds")
+CHECKPOINT_FORMAT = 1
+TRAINING_PROCEDURE = "adam-ce-even-batches-v1"
+"""Names the training loop in checkpoints; change it when the loop changes, so old checkpoints are not resumed."""
+SETTINGS_KEYS = ("epochs", "lr", "batch_size", "seed", "device")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; ``"cpu"``; ``"cuda"`` (an error when CUDA is absent)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("device 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
+        return torch.device("cuda")
+    raise InputError(f"device {device!r}: choose 'auto', 'cpu' or 'cuda'")
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator that shuffles epoch ``epoch`` (0-based): a function of (seed, epoch) only.
+
+    Its seed is drawn from ``numpy.random.SeedSequence([seed, epoch])``, so neighbouring (seed, epoch)
+    pairs give unrelated permutations and a resumed run sees exactly the batches it would have seen.
+    """
+    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0]
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(state))
+    return generator
+
+
+def _check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, where: str) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
+            or images.shape[1:] != (3, 32, 32):
+        raise InputError(f"{where}: images must be a uint8 array (N, 3, 32, 32), got "
+                         f"{getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
+    if not isinstance(labels, np.ndarray) or labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+        raise InputError(f"{where}: labels must be an integer array ({len(images)},), got "
+                         f"{getattr(labels, 'dtype', type(labels))} {getattr(labels, 'shape', '')}")
+    if len(images) == 0:
+        raise InputError(f"{where}: no images")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise InputError(f"{where}: label {labels[bad[0]]} at index {bad[0]} is outside the model's "
+                         f"classes 0..{num_classes - 1}")
+
+
+def _run_fingerprint(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, lr: float,
+                     batch_size: int, seed: int) -> str:
+    """sha256 over what a checkpoint must share with the run that resumes it: the architecture (parameter
+    names and shapes), the training arrays, the training procedure, lr, batch size and seed. The epoch
+    count is left out on purpose: raising it continues the same run, which gives the same weights as
+    training that long from scratch."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    digest.update(f"{TRAINING_PROCEDURE};lr={float(lr)!r};batch={int(batch_size)};seed={int(seed)}".encode())
+    return digest.hexdigest()
+
+
+def _write_log(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row[k] for k in LOG_COLUMNS})
+
+
+def _load_checkpoint(path: Path, fingerprint: str, epochs: int) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it belongs to this run and does not exceed ``epochs``, else None."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # atomic writes make this rare; a foreign file is not worth crashing for
+        log.warning("%s: unreadable checkpoint (%s: %s); training from scratch", path, type(err).__name__, err)
+        return None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        log.warning("%s: not a resdyn checkpoint; training from scratch", path)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log.warning("%s: checkpoint of a different model, data set or settings; training from scratch", path)
+        return None
+    if state["epoch"] > epochs:
+        log.warning("%s: checkpoint is at epoch %d, past the %d requested; training from scratch",
+                    path, state["epoch"], epochs)
+        return None
+    return state
+
+
+def train(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: str | torch.device,
+    checkpoint_path: str | os.PathLike,
+    log_path: str | os.PathLike,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place with Adam (default betas) on the mean cross-entropy (paper §3).
+
+    Epoch e (0-based) visits the images in ``torch.randperm(N, generator=epoch_generator(seed, e))``
+    order, cut into ⌈N/batch_size⌉ consecutive batches of near-equal size (at most ``batch_size``).
+    After each epoch the log row {epoch (1-based), loss (mean over images), accuracy (fraction correct
+    during the epoch), seconds} is appended to ``log_path`` (CSV, rewritten atomically), and model +
+    optimizer state + epoch + log rows go to ``checkpoint_path`` atomically. A checkpoint of the same run
+    found at the start is resumed from its last finished epoch. The model's initial weights are the
+    caller's (seed them before building it).
+    Returns the log rows; the model is left in eval mode on ``device``.
+    """
+    if epochs < 1 or batch_size < 1 or not (lr > 0 and math.isfinite(lr)):
+        raise InputError(f"training settings: epochs={epochs}, batch_size={batch_size} must be ≥ 1 and "
+                         f"lr={lr} must be a positive number")
+    num_classes = int(getattr(model, "num_classes"))
+    _check_arrays(images, labels, num_classes, "training data")
+    device = resolve_device(device) if isinstance(device, str) else device
+    checkpoint_path = Path(checkpoint_path)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    fingerprint = _run_fingerprint(model, images, labels, lr=lr, batch_size=batch_size, seed=seed)
+
+    rows: list[dict[str, float]] = []
+    start_epoch = 0
+    state = _load_checkpoint(checkpoint_path, fingerprint, epochs) if checkpoint_path.exists() else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rows = [dict(row) for row in state["log"]]
+        start_epoch = int(state["epoch"])
+        log.info("resuming from %s after epoch %d", checkpoint_path, start_epoch)
+        if start_epoch == epochs:
+            _write_log(log_path, rows)
+
+    labels_t = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+    n = len(images)
+    for epoch in range(start_epoch, epochs):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=epoch_generator(seed, epoch))
+        loss_sum = 0.0
+        correct = 0
+        # near-equal batches rather than full ones plus a remainder: a remainder of a few images gives
+        # BatchNorm noisy statistics, and the last one of an epoch would then sit in the running averages
+        batches = torch.tensor_split(order, math.ceil(n / batch_size))
+        for index in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=None, unit="batch"):
+            x = images_to_tensor(images[index.numpy()]).to(device)
+            y = labels_t[index].to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(index)
+            correct += int((logits.detach().argmax(dim=1) == y).sum())
+        mean_loss = loss_sum / n
+        if not math.isfinite(mean_loss):
+            raise RuntimeError(f"training diverged in epoch {epoch + 1} (mean loss {mean_loss}); lower lr={lr}")
+        rows.append({"epoch": epoch + 1, "loss": mean_loss, "accuracy": correct / n,
+                     "seconds": time.perf_counter() - started})
+        _write_log(log_path, rows)
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "epoch": epoch + 1,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "log": rows,
+        }
+        with atomic_output(checkpoint_path) as tmp:
+            torch.save(checkpoint, tmp)
+        log.info("epoch %d/%d: loss %.4f, accuracy %.4f, %.1f s", epoch + 1, epochs, mean_loss,
+                 correct / n, rows[-1]["seconds"])
+    model.eval()
+    return rows
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray, *, device: str | torch.device,
+                   batch_size: int) -> torch.Tensor:
+    """Logits (N, C) float32 on the CPU of ``model`` in eval mode, computed in batches of ``batch_size``."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    model.to(device).eval()
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc="evaluate", leave=False, disable=None):
+        out.append(model(images_to_tensor(images[start:start + batch_size]).to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, device: str | torch.device,
+             batch_size: int) -> dict[str, float | int]:
+    """Table 1 metrics: macro precision, recall and F1 (scikit-learn, zero_division=0), accuracy,
+    loss = mean cross-entropy (1/N)·Σ_i −log softmax(z_i)[y_i] (in float64 from the float32 logits), n_test.
+    """
+    if batch_size < 1:
+        raise InputError(f"evaluation batch_size must be ≥ 1, got {batch_size}")
+    _check_arrays(images, labels, int(getattr(model, "num_classes")), "evaluation data")
+    logits = predict_logits(model, images, device=device, batch_size=batch_size)
+    if not torch.isfinite(logits).all():
+        raise InputError("evaluation: the model produced non-finite logits (a diverged model?)")
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    loss = float(F.cross_entropy(logits.double(), y, reduction="mean"))
+    pred = logits.argmax(dim=1).numpy()
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, pred, average="macro", zero_division=0)
+    return {
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "accuracy": float(np.mean(pred == labels)),
+        "loss": loss,
+        "n_test": int(len(labels)),
+    }
+
+
+def _check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    missing = [k for k in SETTINGS_KEYS if k not in settings]
+    unknown = sorted(set(settings) - set(SETTINGS_KEYS))
+    if missing or unknown:
+        raise InputError(f"training settings: missing {missing}, unknown {unknown} (expected {list(SETTINGS_KEYS)})")
+    return {k: settings[k] for k in SETTINGS_KEYS}
+
+
+def train_from_files(
+    data_path: str | os.PathLike,
+    model_entry: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    model_out: str | os.PathLike,
+    log_out: str | os.PathLike,
+    checkpoint_path: str | os.PathLike,
+) -> list[dict[str, float]]:
+    """The ``train`` rule: build the model of ``model_entry`` with initial weights drawn from
+    ``torch.manual_seed(settings["seed"])``, :func:`train` it on the data file's train split, save it with
+    :func:`resdyn.model.save_model`. ``settings`` = {epochs, lr, batch_size, seed, device}."""
+    settings = _check_settings(settings)
+    images, labels, class_names = load_split(data_path, "train")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(settings["seed"]))
+        model = build_model(model_entry, len(class_names))
+    rows = train(model, images, labels, epochs=int(settings["epochs"]), lr=float(settings["lr"]),
+                 batch_size=int(settings["batch_size"]), seed=int(settings["seed"]), device=settings["device"],
+                 checkpoint_path=checkpoint_path, log_path=log_out)
+    save_model(model_out, model.cpu(), model_entry, len(class_names), class_names)
+    return rows
+
+
+def evaluate_from_files(model_path: str | os.PathLike, data_path: str | os.PathLike,
+                        metrics_out: str | os.PathLike, *, device: str, batch_size: int) -> dict[str, float | int]:
+    """The ``evaluate`` rule: :func:`evaluate` on the data file's test split, written to ``metrics_out``
+    (JSON, atomic)."""
+    model, meta = load_model(model_path)
+    images, labels, class_names = load_split(data_path, "test")
+    if list(class_names) != list(meta["class_names"]):
+        raise InputError(f"{data_path}: class names {class_names} differ from those the model {model_path} "
+                         f"was trained on ({meta['class_names']})")
+    metrics = evaluate(model, images, labels, device=device, batch_size=batch_size)
+    write_json(metrics_out, metrics)
+    return metrics

@@ -1,0 +1,225 @@
+"""Training determinism, checkpoint resume (including a real SIGKILL), evaluation against a brute force."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from resdyn.data import images_to_tensor, write_dataset
+from resdyn.io import InputError, read_json
+from resdyn.model import build_model, load_model
+from resdyn.train import (
+    epoch_generator,
+    evaluate,
+    evaluate_from_files,
+    resolve_device,
+    train,
+    train_from_files,
+)
+
+TINY = {"blocks": [1, 1, 1, 1], "width": 16}
+SETTINGS = {"epochs": 3, "lr": 1e-3, "batch_size": 16, "seed": 7, "device": "cpu"}
+
+
+def make_arrays(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class shows as a bright horizontal band, plus noise, so a tiny model can learn them."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size=n).astype(np.int64)
+    images = rng.integers(0, 60, size=(n, 3, 32, 32)).astype(np.uint8)
+    for i, y in enumerate(labels):
+        images[i, :, 8 * y: 8 * y + 8, :] += 150
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tiny.h5"
+    train_arrays = make_arrays(48, 3, seed=0)
+    test_arrays = make_arrays(20, 3, seed=1)
+    write_dataset(path, {"train": train_arrays, "test": test_arrays}, ["a", "b", "c"],
+                  dataset="tiny", source="npz", origin="test")
+    return path
+
+
+def run_training(data_file: Path, folder: Path, **overrides) -> dict[str, torch.Tensor]:
+    settings = {**SETTINGS, **overrides}
+    train_from_files(data_file, TINY, settings, folder / "model.pt", folder / "train_log.csv", folder / "ckpt.pt")
+    return torch.load(folder / "model.pt", weights_only=True)["state_dict"]
+
+
+def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_file, tmp_path_factory) -> tuple[dict[str, torch.Tensor], Path]:
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    return run_training(data_file, folder), folder
+
+
+def test_same_seed_gives_bitwise_equal_weights(data_file, uninterrupted, tmp_path):
+    weights, folder = uninterrupted
+    assert_bitwise_equal(run_training(data_file, tmp_path), weights)
+    other = run_training(data_file, tmp_path / "seed8", seed=8)
+    assert not torch.equal(other["head.weight"], weights["head.weight"])
+
+
+def test_log_and_checkpoint(uninterrupted):
+    _, folder = uninterrupted
+    rows = read_log(folder / "train_log.csv")
+    assert list(rows[0]) == ["epoch", "loss", "accuracy", "seconds"]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert all(float(r["loss"]) > 0 and 0 <= float(r["accuracy"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    checkpoint = torch.load(folder / "ckpt.pt", weights_only=True)
+    assert checkpoint["epoch"] == 3 and len(checkpoint["log"]) == 3
+    assert not [p for p in folder.iterdir() if ".tmp-" in p.name]
+
+
+def test_resume_after_a_shorter_run_is_bitwise_equal(data_file, uninterrupted, tmp_path):
+    weights, folder = uninterrupted
+    run_training(data_file, tmp_path, epochs=1)
+    assert len(read_log(tmp_path / "train_log.csv")) == 1
+    assert_bitwise_equal(run_training(data_file, tmp_path), weights)
+    rows, full_rows = read_log(tmp_path / "train_log.csv"), read_log(folder / "train_log.csv")
+    assert [(r["epoch"], r["loss"], r["accuracy"]) for r in rows] == \
+        [(r["epoch"], r["loss"], r["accuracy"]) for r in full_rows]
+
+
+def test_resume_after_sigkill_is_bitwise_equal(data_file, uninterrupted, tmp_path):
+    weights, _ = uninterrupted
+    settings = {**SETTINGS, "epochs": 6}
+    reference = run_training(data_file, tmp_path / "reference", **settings)
+    script = textwrap.dedent(f"""
+        import torch
+        torch.set_num_threads({torch.get_num_threads()})
+        from resdyn.train import train_from_files
+        train_from_files({str(data_file)!r}, {TINY!r}, {settings!r}, {str(tmp_path / 'model.pt')!r},
+                         {str(tmp_path / 'train_log.csv')!r}, {str(tmp_path / 'ckpt.pt')!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "TQDM_DISABLE": "1"})
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "ckpt.pt").exists():
+        assert proc.poll() is None, "training subprocess ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = torch.load(tmp_path / "ckpt.pt", weights_only=True)["epoch"]
+    assert 1 <= killed_at < 6 and not (tmp_path / "model.pt").exists()
+
+    resumed = run_training(data_file, tmp_path, **settings)
+    assert_bitwise_equal(resumed, reference)
+    assert [int(r["epoch"]) for r in read_log(tmp_path / "train_log.csv")] == list(range(1, 7))
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(data_file, uninterrupted, tmp_path):
+    weights, _ = uninterrupted
+    run_training(data_file, tmp_path, epochs=2, lr=5e-3)
+    assert_bitwise_equal(run_training(data_file, tmp_path), weights)
+
+
+def test_epoch_generator_depends_on_seed_and_epoch_only():
+    perm = lambda s, e: torch.randperm(50, generator=epoch_generator(s, e))  # noqa: E731
+    assert torch.equal(perm(3, 2), perm(3, 2))
+    assert not torch.equal(perm(3, 2), perm(3, 1))
+    assert not torch.equal(perm(3, 2), perm(2, 3))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="cuda"):
+            resolve_device("cuda")
+
+
+def test_bad_training_input_raises(data_file, tmp_path):
+    model = build_model(TINY, 3)
+    images, labels = make_arrays(8, 3, seed=2)
+    kwargs = dict(epochs=1, lr=1e-3, batch_size=4, seed=0, device="cpu",
+                  checkpoint_path=tmp_path / "c.pt", log_path=tmp_path / "l.csv")
+    with pytest.raises(InputError, match="label 5 at index 0"):
+        train(model, images, np.r_[5, labels[1:]], **kwargs)
+    with pytest.raises(InputError, match="uint8"):
+        train(model, images.astype(np.float32), labels, **kwargs)
+    with pytest.raises(InputError, match="lr=-1"):
+        train(model, images, labels, **{**kwargs, "lr": -1.0})
+    with pytest.raises(InputError, match="missing \\['seed'\\]"):
+        train_from_files(data_file, TINY, {k: v for k, v in SETTINGS.items() if k != "seed"},
+                         tmp_path / "m.pt", tmp_path / "l.csv", tmp_path / "c.pt")
+
+
+def metrics_bruteforce(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Macro precision/recall/F1 over the classes present in labels ∪ predictions (scikit-learn's rule),
+    0 where undefined; mean cross-entropy by log-sum-exp; all in float64 with loops."""
+    logits = logits.astype(np.float64)
+    pred = logits.argmax(axis=1)
+    classes = sorted(set(labels.tolist()) | set(pred.tolist()))
+    precisions, recalls, f1s = [], [], []
+    for c in classes:
+        tp = sum(1 for p, y in zip(pred, labels) if p == c and y == c)
+        fp = sum(1 for p, y in zip(pred, labels) if p == c and y != c)
+        fn = sum(1 for p, y in zip(pred, labels) if p != c and y == c)
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        precisions.append(precision)
+        recalls.append(recall)
+        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    losses = []
+    for z, y in zip(logits, labels):
+        top = z.max()
+        losses.append(top + np.log(np.sum(np.exp(z - top))) - z[y])
+    return {"precision": float(np.mean(precisions)), "recall": float(np.mean(recalls)),
+            "f1": float(np.mean(f1s)), "accuracy": float(np.mean(pred == labels)), "loss": float(np.mean(losses)),
+            "n_test": len(labels)}
+
+
+@pytest.mark.parametrize("case", ["random", "single_class", "two_images", "one_image_class"])
+def test_evaluate_matches_bruteforce(case):
+    torch.manual_seed(5)
+    model = build_model(TINY, 4).eval()
+    images, labels = make_arrays(13, 4, seed=3)
+    if case == "single_class":
+        labels[:] = 2
+    elif case == "two_images":
+        images, labels = images[:2], np.array([0, 3], dtype=np.int64)
+    elif case == "one_image_class":
+        labels = np.r_[np.zeros(12, dtype=np.int64), [1]]
+    with torch.no_grad():
+        logits = model(images_to_tensor(images)).numpy()
+    got = evaluate(model, images, labels, device="cpu", batch_size=5)
+    expected = metrics_bruteforce(logits, labels)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-12), key
+
+
+def test_train_then_evaluate_from_files(data_file, uninterrupted, tmp_path):
+    _, folder = uninterrupted
+    metrics = evaluate_from_files(folder / "model.pt", data_file, tmp_path / "metrics.json", device="cpu",
+                                  batch_size=7)
+    assert read_json(tmp_path / "metrics.json") == metrics
+    assert set(metrics) == {"precision", "recall", "f1", "accuracy", "loss", "n_test"}
+    assert metrics["n_test"] == 20
+    model, meta = load_model(folder / "model.pt")
+    assert meta["class_names"] == ["a", "b", "c"] and meta["model_entry"]["blocks"] == [1, 1, 1, 1]
