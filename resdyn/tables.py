@@ -45,6 +45,17 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
+def _exact_cell(value: Any) -> Optional[str]:
+    """The text of a cell that every format writes alike (missing, bool, int); None for anything else."""
+    if _is_missing(value):
+        return NOT_AVAILABLE
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return None
+
+
 def format_value(value: Any, latex: bool = False) -> str:
     """Human-readable cell text, as the paper prints numbers.
 
@@ -53,12 +64,9 @@ def format_value(value: Any, latex: bool = False) -> str:
     ``$4.14\\times10^{-5}$`` when ``latex``); ±inf as "inf". Strings pass through (LaTeX-escaped when
     ``latex``).
     """
-    if _is_missing(value):
-        return NOT_AVAILABLE
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
+    exact = _exact_cell(value)
+    if exact is not None:
+        return exact
     if isinstance(value, (float, np.floating)):
         x = float(value)
         if math.isinf(x):
@@ -77,12 +85,9 @@ def format_value(value: Any, latex: bool = False) -> str:
 
 def _csv_value(value: Any) -> str:
     """Full-precision cell text for the CSV (shortest repr that round-trips), "n/a" when missing."""
-    if _is_missing(value):
-        return NOT_AVAILABLE
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
+    exact = _exact_cell(value)
+    if exact is not None:
+        return exact
     if isinstance(value, (float, np.floating)):
         return repr(float(value))
     return str(value)

@@ -3,8 +3,10 @@
 #   1. installs Debian's SLURM packages if missing (munge, slurmctld, slurmd, slurm-client, and slurmdbd with
 #      MariaDB, because snakemake-executor-plugin-slurm polls job states with sacct, which needs slurmdbd);
 #   2. starts munged, MariaDB, slurmdbd, slurmctld and slurmd as root with private sockets, ports and state
-#      under $STATE (SLURM_CONF points there; /etc/slurm and system daemons are not touched) and waits until
-#      sinfo shows the node idle;
+#      under $STATE and waits until sinfo shows the node idle. The configs live in $STATE/etc (SLURM_CONF);
+#      /etc/slurm/slurm.conf is a symlink to them while the test runs, because the plugin's job step drops
+#      SLURM_CONF before it calls srun inside the job. The test refuses to run where /etc/slurm/slurm.conf
+#      already exists (a machine with its own SLURM) and touches no system daemon;
 #   3. runs the workflow on tests/conftest.py's TINY_CONFIG through profiles/slurm in a temporary copy. The
 #      node has no GPU and only this machine's CPUs and memory, so the test runs a copy of the profile with
 #      gres dropped and threads / mem_mb capped to the node (tests/slurm/harness.py derive-profile prints
@@ -74,6 +76,7 @@ cleanup() {
         done
     fi
     stop_daemons
+    remove_etc_link
     if [[ "${KEEP_STATE:-0}" == 1 ]]; then
         log "kept $STATE"
     else
@@ -81,6 +84,14 @@ cleanup() {
     fi
     log "cleaned up; exit status $status, total ${SECONDS}s"
     exit "$status"
+}
+
+ETC_CONF=/etc/slurm/slurm.conf
+# Remove /etc/slurm/slurm.conf only when it is this test's symlink into $STATE.
+remove_etc_link() {
+    if [[ -L "$ETC_CONF" && "$(readlink "$ETC_CONF")" == "$STATE/etc/slurm.conf" ]]; then
+        rm -f "$ETC_CONF"
+    fi
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -120,6 +131,8 @@ fi
 log "packages present: ${PACKAGES[*]} ($(dpkg-query -W -f='${Version}' slurmctld))"
 
 stop_daemons
+remove_etc_link
+[[ -e "$ETC_CONF" || -L "$ETC_CONF" ]] && die "$ETC_CONF exists: this machine has its own SLURM configuration"
 rm -rf "$STATE"
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -211,6 +224,8 @@ EOF
         default=NO
     done
 } >"$SLURM_CONF"
+mkdir -p "$(dirname "$ETC_CONF")"
+ln -s "$SLURM_CONF" "$ETC_CONF"
 log "slurm.conf: node $HOST with $CPUS CPUs, ${REAL_MEMORY} MB; partitions ${PARTITIONS[*]}"
 
 start_daemon munged munged -F --key-file="$STATE/munge/munge.key" --socket="$MUNGE_SOCKET" \
