@@ -8,7 +8,7 @@ STAMP := $(VENV)/.resdyn-installed
 CORES ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run report test test-fast benchmarks clean-results
+.PHONY: install run report test test-fast test-slurm benchmarks clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+test-slurm: $(STAMP)
+	tests/slurm/run.sh
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/pairwise.py --n 10000 --depths 17 --json results/benchmarks/pairwise.json

@@ -1,6 +1,12 @@
 # Stage 1: every dataset as 3×32×32 uint8 images in one HDF5 file (DESIGN §5).
 
 
+# Runs on the submitting host under a cluster executor: compute nodes often have no internet for the
+# torchvision downloads.
+localrules:
+    prepare_data,
+
+
 rule prepare_data:
     output:
         os.path.join(RESULTS, "data", "{dataset}.h5"),

@@ -11,8 +11,8 @@ rule shadowing_shard:
         temp(run_dir("shards", "shadowing_{scatteritem}.h5")),
     params:
         chunk=analysis("chunk"),
-    resources:
-        gpu=1,
+    # No GPU: the exact min-max kernel runs on the CPU (numba, early abandoning).
+    threads: 2
     log:
         log_path("shadowing_{scatteritem}"),
     benchmark:

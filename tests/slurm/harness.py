@@ -7,6 +7,7 @@ Subcommands (run.sh calls them; each prints what it did and exits non-zero with 
                                profiles/slurm/config.yaml with the few overrides a one-node test cluster
                                without a GPU needs (listed below); prints each override and the partitions
   partitions PROFILE           the partition names PROFILE uses, one per line (for the test's slurm.conf)
+  threads PROFILE              PROFILE's set-threads as rule=N words (the local run uses the same threads)
   check-slurm --log LOG --profile PROFILE
                                the jobs Snakemake submitted are exactly the jobs sacct reports for its run,
                                all COMPLETED with exit code 0:0, each in the partition the profile assigns
@@ -29,7 +30,7 @@ from typing import Any
 import yaml
 
 TESTS = Path(__file__).resolve().parents[1]
-GPU_RULES = ("train", "trajectories", "pairwise_shard", "shadowing_shard")
+GPU_RULES = ("train", "trajectories", "pairwise_shard")
 # The plugin waits 40 s before its first status query by default; a test of ~30 short jobs in a chain
 # would spend most of its time waiting.
 TEST_EXECUTOR_SETTINGS = {
@@ -106,6 +107,17 @@ def profile_partitions(profile_path: Path) -> dict[str, str]:
         if "slurm_partition" in resources:
             partitions[rule] = str(resources["slurm_partition"])
     return partitions
+
+
+def profile_threads(profile_path: Path) -> list[str]:
+    """The profile's set-threads as `rule=N` arguments for `snakemake --set-threads`.
+
+    The local reference run gets the same thread counts as the SLURM run: Snakemake exports
+    OMP_NUM_THREADS = threads to every script job, and a float64 matrix product on 1 or 2 threads can
+    differ in the last bit, which would make the two constants.json differ for a reason unrelated to SLURM.
+    """
+    profile = yaml.safe_load(profile_path.read_text())
+    return [f"{rule}={threads}" for rule, threads in (profile.get("set-threads") or {}).items()]
 
 
 def _submitted_jobs(log_text: str) -> tuple[str, dict[str, str]]:
@@ -206,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mem-mb", type=int, required=True)
     p = sub.add_parser("partitions")
     p.add_argument("profile", type=Path)
+    p = sub.add_parser("threads")
+    p.add_argument("profile", type=Path)
     p = sub.add_parser("check-slurm")
     p.add_argument("--log", type=Path, required=True)
     p.add_argument("--profile", type=Path, required=True)
@@ -221,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  override {line}")
         elif args.command == "partitions":
             print("\n".join(dict.fromkeys(profile_partitions(args.profile).values())))
+        elif args.command == "threads":
+            print(" ".join(profile_threads(args.profile)))
         elif args.command == "check-slurm":
             print(check_slurm(args.log, args.profile))
         elif args.command == "compare-constants":

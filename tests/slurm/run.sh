@@ -14,7 +14,8 @@
 #      slurm.conf defines the partitions the profile names;
 #   4. checks with sacct that every job Snakemake submitted ran through SLURM and COMPLETED, in the
 #      partition the profile gives its rule;
-#   5. runs the same config locally in a second copy and checks that every constants.json is identical;
+#   5. runs the same config locally in a second copy, with the same threads per rule as the SLURM jobs, and
+#      checks that every constants.json is identical;
 #   6. stops the daemons and removes $STATE on exit, also on failure or Ctrl-C (KEEP_STATE=1 keeps it).
 #
 # Usage (as root; idempotent, a second run starts from scratch):  tests/slurm/run.sh
@@ -29,8 +30,10 @@ STATE="${STATE:-/tmp/resdyn-slurm-test}"
 PORT_BASE="${PORT_BASE:-16800}"
 SNAKEMAKE_TIMEOUT="${SNAKEMAKE_TIMEOUT:-1800}"
 PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server)
-# Daemons in start order; cleanup stops them in reverse. Each is started in the foreground (-D/-F) as a
-# background job of this script, so its pid is known exactly.
+# Daemons in start order; cleanup stops them in reverse. Each runs in the foreground mode (-D/-F) as a
+# background job of this script in a session of its own (setsid): its pid is known exactly, and a Ctrl-C or
+# a `timeout` aimed at this script's process group does not kill the cluster before cleanup has cancelled
+# the jobs on it.
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
 T0=$SECONDS
 SNAKEMAKE_PID=""
@@ -38,14 +41,15 @@ SNAKEMAKE_PID=""
 log() { printf '[slurm-test %4ds] %s\n' "$((SECONDS - T0))" "$*"; }
 die() { log "FAILED: $*"; exit 1; }
 
-# Stop what a previous run of this script left behind: only processes whose pid is in $STATE/pids and whose
-# command is still the daemon recorded there.
+# Cancel the cluster's jobs, then stop the daemons this script started (at the start of a run: those a killed
+# earlier run left behind). Only processes whose pid is in $STATE/pids and whose command is still the daemon
+# recorded there are signalled.
 stop_daemons() {
     local name pid
     [[ -d "$STATE/pids" ]] || return 0
     if [[ -f "$STATE/pids/slurmctld" ]] && kill -0 "$(cat "$STATE/pids/slurmctld")" 2>/dev/null; then
         SLURM_CONF="$STATE/etc/slurm.conf" scancel --user=root 2>/dev/null || true
-        for _ in $(seq 30); do
+        for _ in $(seq 60); do
             [[ -z "$(SLURM_CONF="$STATE/etc/slurm.conf" squeue -h -o %i 2>/dev/null)" ]] && break
             sleep 1
         done
@@ -63,13 +67,24 @@ stop_daemons() {
     done
 }
 
+# Interrupt a running Snakemake: on SIGINT it cancels its SLURM jobs (scancel) and exits (on SIGTERM it
+# would wait for them to finish). It runs under `timeout`, which leads a process group of its own.
+stop_snakemake() {
+    [[ -n "$SNAKEMAKE_PID" ]] || return 0
+    kill -INT -- "-$SNAKEMAKE_PID" 2>/dev/null || true
+    for _ in $(seq 120); do
+        kill -0 "$SNAKEMAKE_PID" 2>/dev/null || break
+        sleep 0.5
+    done
+    kill -KILL -- "-$SNAKEMAKE_PID" 2>/dev/null || true
+    wait "$SNAKEMAKE_PID" 2>/dev/null || true
+    SNAKEMAKE_PID=""
+}
+
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    if [[ -n "$SNAKEMAKE_PID" ]] && kill -0 "$SNAKEMAKE_PID" 2>/dev/null; then
-        kill "$SNAKEMAKE_PID" 2>/dev/null || true   # Snakemake cancels its SLURM jobs on SIGTERM
-        wait "$SNAKEMAKE_PID" 2>/dev/null || true
-    fi
+    stop_snakemake
     if ((status != 0)) && [[ -d "$STATE/log" ]]; then
         for f in "$STATE"/log/*.log; do
             [[ -s "$f" ]] && { echo "---- tail of $f"; tail -n 15 "$f"; }
@@ -109,7 +124,9 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.5 
 start_daemon() {  # start_daemon NAME COMMAND...: run in the foreground mode as a background job
     local name=$1
     shift
-    "$@" >"$STATE/log/$name.out" 2>&1 &
+    # No job control in a script, so the background job is no group leader and setsid needs no fork: $!
+    # is the daemon's own pid.
+    setsid "$@" >"$STATE/log/$name.out" 2>&1 </dev/null &
     echo $! >"$STATE/pids/$name"
 }
 
@@ -250,9 +267,9 @@ log "cluster up: $(sinfo -h -o '%P %a %D %T %N' | tr '\n' ';')"
 T_CLUSTER=$SECONDS
 
 # ------------------------------------------------------------------------------------------ SLURM run
-# Both runs get the same environment (sbatch --export=ALL passes it to the jobs): one OpenMP thread per
-# process as in tests/conftest.py, so the two runs compute with the same thread counts.
-export OMP_NUM_THREADS=1
+# Both runs get the same environment (sbatch --export=ALL passes it to the jobs) and the same threads per
+# rule (Snakemake exports OMP_NUM_THREADS = threads to each job; see harness.py profile_threads).
+read -r -a THREADS <<<"$("$PYTHON" "$REPO/tests/slurm/harness.py" threads "$PROFILE/config.yaml")"
 SLURM_RUN="$STATE/work/slurm" LOCAL_RUN="$STATE/work/local"
 "$PYTHON" "$REPO/tests/slurm/harness.py" copy-workflow "$SLURM_RUN"
 "$PYTHON" "$REPO/tests/slurm/harness.py" copy-workflow "$LOCAL_RUN"
@@ -263,12 +280,13 @@ run_snakemake() {  # run_snakemake DIR LOGFILE ARGS...: in the background, so th
     (cd "$dir" && PYTHONPATH="$dir" exec timeout "$SNAKEMAKE_TIMEOUT" "$PYTHON" -m snakemake "$@") \
         >"$logfile" 2>&1 &
     SNAKEMAKE_PID=$!
-    if ! wait "$SNAKEMAKE_PID"; then
-        SNAKEMAKE_PID=""
-        tail -n 60 "$logfile"
-        die "snakemake $* in $dir failed (log above: $logfile)"
-    fi
+    local status=0
+    wait "$SNAKEMAKE_PID" || status=$?   # a trapped signal ends the wait and exits through cleanup
     SNAKEMAKE_PID=""
+    if ((status != 0)); then
+        tail -n 60 "$logfile"
+        die "snakemake $* in $dir failed with status $status (log above: $logfile)"
+    fi
 }
 
 log "SLURM run: snakemake --workflow-profile <test copy of profiles/slurm> in $SLURM_RUN"
@@ -281,9 +299,9 @@ compgen -G "$SLURM_RUN/.snakemake/slurm_logs/rule_train/*/*.log" >/dev/null ||
 
 # ------------------------------------------------------------------------------------------ local run
 T_LOCAL0=$SECONDS
-log "local run: snakemake --cores $CPUS (profiles/default) in $LOCAL_RUN"
-run_snakemake "$LOCAL_RUN" "$STATE/work/local.log" --cores "$CPUS" \
-    results/digits/tiny_a/constants.json results/digits/tiny_b/constants.json
+log "local run: snakemake --cores $CPUS --set-threads ${THREADS[*]} (profiles/default) in $LOCAL_RUN"
+run_snakemake "$LOCAL_RUN" "$STATE/work/local.log" --cores "$CPUS" --set-threads "${THREADS[@]}" \
+    -- results/digits/tiny_a/constants.json results/digits/tiny_b/constants.json
 log "local run finished in $((SECONDS - T_LOCAL0))s"
 "$PYTHON" "$REPO/tests/slurm/harness.py" compare-constants "$SLURM_RUN" "$LOCAL_RUN"
 

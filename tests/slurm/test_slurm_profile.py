@@ -1,0 +1,70 @@
+"""profiles/slurm without a cluster: Snakemake reads it and assigns the resources docs/cluster.md promises.
+
+The real run on a SLURM cluster is tests/slurm/run.sh (root, installs SLURM); these dry runs only check what
+Snakemake would submit, so they run anywhere.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (tests/slurm/harness.py, the helpers of run.sh)
+
+GPU_RULES = ("train", "trajectories", "pairwise_shard")
+
+
+def _dry_run_resources(workflow, *args: str) -> dict[str, dict[str, str]]:
+    """Rule -> the `resources:` line Snakemake prints for its first job in a dry run (as name -> value)."""
+    proc = workflow.snakemake("-n", "--forceall", *args)
+    resources: dict[str, dict[str, str]] = {}
+    for match in re.finditer(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, re.M):
+        pairs = (item.split("=", 1) for item in match.group(2).split(", "))
+        resources.setdefault(match.group(1), {k: v for k, v in pairs})
+    return resources
+
+
+def test_slurm_profile_requests_a_gpu_for_the_gpu_rules_only(workflow):
+    resources = _dry_run_resources(workflow, "--workflow-profile", "profiles/slurm")
+    for rule in GPU_RULES:
+        assert resources[rule]["gres"] == "gpu:1", rule
+        assert resources[rule]["gpu"] == "0", rule  # no --gpus on top of --gres
+        assert resources[rule]["slurm_partition"] == "gpu", rule
+        assert int(resources[rule]["runtime"]) >= 60, rule
+    for rule in ("prepare_data", "evaluate", "pairwise_gather", "lipschitz", "constants", "table2"):
+        assert "gres" not in resources[rule], rule
+        assert resources[rule]["slurm_partition"] == "cpu", rule
+        assert int(resources[rule]["mem_mb"]) > 0, rule
+
+
+def test_default_profile_still_rules_a_plain_local_run(workflow):
+    """Without --workflow-profile the local profile applies: no SLURM partitions, the rules' gpu=1."""
+    resources = _dry_run_resources(workflow)
+    assert resources["train"]["gpu"] == "1"
+    assert "slurm_partition" not in resources["train"]
+
+
+def test_derived_test_profile_changes_only_sizes_and_the_gpu_request(tmp_path):
+    source = harness.TESTS.parent / "profiles" / "slurm" / "config.yaml"
+    changes = harness.derive_profile(source, tmp_path, cpus=2, mem_mb=1000)
+    original, derived = yaml.safe_load(source.read_text()), yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert any("gres" in line for line in changes)
+    for key in set(original) - {"set-threads", "set-resources", "default-resources"}:
+        assert derived[key] == original[key], key
+    for rule, res in original["set-resources"].items():
+        kept = {k: v for k, v in res.items() if k not in ("gres", "mem_mb", "cpus_per_task")}
+        assert {k: derived["set-resources"][rule][k] for k in kept} == kept, rule
+        assert "gres" not in derived["set-resources"][rule]
+        assert derived["set-resources"][rule]["mem_mb"] == min(res["mem_mb"], 1000)
+    assert all(t <= 2 for t in derived["set-threads"].values())
+    assert harness.profile_partitions(tmp_path / "config.yaml")["train"] == "gpu"
+
+
+def test_derive_profile_rejects_a_profile_that_is_not_slurm(tmp_path):
+    local = harness.TESTS.parent / "profiles" / "default" / "config.yaml"
+    with pytest.raises(harness.HarnessError, match="not a SLURM profile"):
+        harness.derive_profile(local, tmp_path / "out", cpus=2, mem_mb=1000)
