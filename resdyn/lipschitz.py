@@ -29,7 +29,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,7 +63,9 @@ class LipSDPResult:
     eigen-computation) for the solver's multipliers T: a true upper bound even when the solver's own ρ
     sits slightly below the optimum because of its tolerance (NaN if the returned T cannot be
     certified). ``reduced`` tells whether the first block was reduced to rank(W_0); ``lmi_size`` is
-    the order of the LMI that was solved.
+    the order of the LMI that was solved. ``multipliers`` are the solver's per-neuron λ_k (for the
+    normalised weights W_k / ‖W_k‖₂ when the solve was normalised); :func:`certify_multipliers` checks
+    them in the LMI of another, equivalent formulation (e.g. the unreduced one).
     """
 
     value: float
@@ -75,11 +77,12 @@ class LipSDPResult:
     certified: float = math.nan
     reduced: bool = True
     lmi_size: int = 0
+    multipliers: tuple = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (NaN → None)."""
+        """A JSON-ready dict (NaN → None; the multiplier arrays are left out)."""
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in asdict(self).items()}
+                for k, v in asdict(self).items() if k != "multipliers"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -228,12 +231,30 @@ def lipsdp(
     value = math.sqrt(max(float(rho.value), 0.0)) * scale if rho.value is not None else math.nan
     lam = [np.atleast_1d(np.asarray(m.value, dtype=np.float64)) if m.value is not None else None
            for m in multipliers]
-    certified = math.nan
+    certified, blocks = math.nan, ()
     if all(x is not None for x in lam):
-        blocks = [np.broadcast_to(x, (h,)) for x, h in zip(lam, hidden)]
+        blocks = tuple(np.broadcast_to(x, (h,)) for x, h in zip(lam, hidden))
         certified = math.sqrt(certify_rho(weights, blocks)) * scale
     return LipSDPResult(value, status, solver, float(eps), seconds, form, certified, reduce,
-                        int(weights[0].shape[1] + sum(hidden)))
+                        int(weights[0].shape[1] + sum(hidden)), blocks)
+
+
+def certify_multipliers(weights: Sequence[np.ndarray], multipliers: Sequence[np.ndarray], *,
+                        normalize: bool = True) -> float:
+    """√ρ* for fixed per-neuron multipliers in the *unreduced* LipSDP LMI of ``weights`` (float64).
+
+    The reduction of the first block changes only W_0 (to U_r Σ_r), not the multipliers, so the λ_k of a
+    reduced solve can be checked directly in the full LMI: by the exactness of the reduction the two
+    certified values agree up to rounding. ``normalize`` must match the solve that produced the
+    multipliers (the default of :func:`lipsdp`).
+    """
+    weights = check_weights(weights)
+    scale = 1.0
+    if normalize:
+        norms = [float(np.linalg.norm(w, 2)) for w in weights]
+        weights = [w / c for w, c in zip(weights, norms)]
+        scale = float(np.prod(norms))
+    return math.sqrt(certify_rho(weights, multipliers)) * scale
 
 
 def _lipsdp_matrix(weights: list[np.ndarray], rho: cp.Variable, multipliers: list[cp.Variable],

@@ -392,3 +392,17 @@ def test_load_weights_formats_and_errors(tmp_path):
 def test_cli_reports_bad_file(tmp_path, capsys):
     assert main(["--form", "neuron", str(tmp_path / "nope.mat")]) == 1
     assert "nope.mat: file not found" in capsys.readouterr().err
+
+
+def test_reduced_multipliers_certify_the_unreduced_lmi():
+    """The reduction changes W_0 only: the reduced solve's λ, checked in the full LMI, give its value."""
+    from resdyn.lipschitz import certify_multipliers
+
+    rng = np.random.default_rng(3)
+    weights = [rng.standard_normal((6, 20)), rng.standard_normal((5, 6)), rng.standard_normal((3, 5))]
+    reduced = lipsdp(weights, "neuron", "SCS", 1e-6, reduce=True)
+    full = lipsdp(weights, "neuron", "SCS", 1e-6, reduce=False)
+    cross = certify_multipliers(weights, reduced.multipliers)
+    assert cross == pytest.approx(reduced.certified, rel=1e-9)
+    assert full.certified == pytest.approx(reduced.certified, rel=1e-4)
+    assert "multipliers" not in reduced.to_dict()
