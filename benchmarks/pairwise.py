@@ -283,10 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.trajectories:
-        from resdyn.io import open_h5
+        from resdyn.artifacts import Trajectories
 
-        with open_h5(args.trajectories, required=["probs", "labels"]) as handle:
-            probs, labels = handle["probs"][()].astype(np.float64), handle["labels"][()].astype(np.int64)
+        trajectories = Trajectories.load(args.trajectories)
+        probs, labels = trajectories.probs, trajectories.labels
         n_classes = int(max(labels.max() + 1, args.classes))
         source = str(args.trajectories)
     else:

@@ -15,14 +15,15 @@ Keys (DESIGN §7):
 """
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
-from resdyn import distances
-from resdyn.io import InputError, open_h5, read_json, write_json
+from resdyn.artifacts import Lipschitz, Pairs, Shadowing, Trajectories
+from resdyn.io import InputError
+
+PathLike = Union[str, os.PathLike]
 
 
 LIP_KEYS = ("fc", "g", "softmax_factor", "lipsdp_neuron", "lipsdp_layer", "spectral_product", "jacobian_lower")
@@ -38,31 +39,20 @@ def theorem1_lower_bound(sh: float | None, lip: float | None) -> float | None:
 
 
 def assemble_constants(
-    trajectories_path: str | os.PathLike,
-    pairs_path: str | os.PathLike,
-    shadowing_path: str | os.PathLike,
-    lipschitz_path: str | os.PathLike,
+    trajectories: Trajectories | PathLike,
+    pairs: Pairs | PathLike,
+    shadowing: Shadowing | PathLike,
+    lipschitz: Lipschitz | PathLike,
 ) -> dict[str, Any]:
     """Collect every constant of one (dataset, model) into the ``constants.json`` dictionary."""
-    with open_h5(trajectories_path, required=["index", "order_in_class", "labels"]) as handle:
-        test_index = handle["index"][()]
-        order_in_class = handle["order_in_class"][()]
-        true_labels = handle["labels"][()]
-        class_names = [str(c) for c in handle.attrs["class_names"]]
-        meta = {key: handle.attrs[key] for key in ("dataset", "model", "T") if key in handle.attrs}
-    pairs = distances.load_pairwise(pairs_path)
-    with open_h5(pairs_path) as handle:
-        label_source = str(handle.attrs.get("labels", "true"))
-    with open_h5(shadowing_path, required=["orbits"]) as handle:
-        for key in ("best_tracing", "curve"):
-            if key not in handle.attrs:
-                raise InputError(f"{shadowing_path}: missing attribute '{key}'")
-        paper = json.loads(handle.attrs["best_tracing"])
-        curve = json.loads(handle.attrs["curve"])
-    lip = read_json(lipschitz_path)
-    for key in ("fc", "g"):
-        if key not in lip:
-            raise InputError(f"{lipschitz_path}: missing key '{key}'")
+    traj = Trajectories.of(trajectories)
+    test_index, order_in_class, true_labels = traj.index, traj.order_in_class, traj.labels
+    class_names = traj.class_names
+    meta = {key: traj.attrs[key] for key in ("dataset", "model", "T") if key in traj.attrs}
+    pairs_file = Pairs.of(pairs)
+    pairs, label_source = pairs_file.result, pairs_file.labels
+    paper, curve = Shadowing.of(shadowing).summaries()
+    lip = Lipschitz.of(lipschitz).data
 
     i, j = (int(k) for k in pairs.expansive_pair)
     expansive = {
@@ -99,10 +89,3 @@ def assemble_constants(
             "curve_lip_g": theorem1_lower_bound(curve["value"], lip["g"]),
         },
     }
-
-
-def write_constants(out_path: str | os.PathLike, **inputs: str | os.PathLike) -> dict[str, Any]:
-    """Assemble and atomically write ``constants.json``; returns the dictionary."""
-    constants = assemble_constants(**inputs)
-    write_json(out_path, constants)
-    return constants

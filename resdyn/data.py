@@ -7,26 +7,24 @@ A dataset is one config entry. Its ``source`` picks the reader:
 - ``torchvision``: MNIST, FashionMNIST or CIFAR-10 through torchvision's own download and checksum code.
 - ``npz``: a user's file with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (optional ``class_names``).
 
-Output ``results/data/{dataset}.h5``: ``/train/images`` uint8 (N, 3, 32, 32), ``/train/labels`` int64 (N,), the
-same under ``/test/``; attrs ``class_names``, ``source``, ``dataset``, ``origin`` (a readable description of
-where the arrays came from) and ``checksum`` (:func:`array_checksum`). The test split keeps its source order,
-because "order within class" (Table 3) is the rank among test images of the same class in that order.
+The result is a :class:`resdyn.artifacts.DatasetFile` (``results/data/{dataset}.h5``; layout and checks
+there). The test split keeps its source order, because "order within class" (Table 3) is the rank among
+test images of the same class in that order.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-import h5py
 import numpy as np
 import torch
 
-from resdyn.io import InputError, atomic_output, open_h5
+from resdyn.artifacts import SPLITS, DatasetFile, decode_class_names
+from resdyn.config import schema_defaults
+from resdyn.io import InputError
 
-SPLITS = ("train", "test")
 SOURCES = ("sklearn-digits", "torchvision", "npz")
 IMAGE_SIZE = 32
 CHANNELS = 3
@@ -37,20 +35,13 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 # Only a 28×28 source is padded; any other size would need a resampling choice DESIGN §5 does not make.
 _PAD_28 = (IMAGE_SIZE - 28) // 2
-# gzip level 1 over chunks of 256 whole images: measured on sklearn digits (3×32×32) tiled to 70 000 images,
-# it shrank the file 215 MB → 10 MB at the same write time and halved the read time; on incompressible
-# (CIFAR-like) noise it costs ~0.06 s per 1 000 images on write and nothing measurable on read.
-_CHUNK_IMAGES = 256
-_GZIP_LEVEL = 1
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------------------
-def prepare_dataset(
-    name: str, entry: Mapping[str, Any], out_path: str | os.PathLike, download_dir: str | os.PathLike
-) -> None:
-    """Read the dataset described by ``entry`` and write it, 3×32×32 uint8, to ``out_path`` (DESIGN §5).
+def read_dataset(name: str, entry: Mapping[str, Any], download_dir: str | os.PathLike) -> DatasetFile:
+    """Read the dataset described by ``entry`` as 3×32×32 uint8 images (DESIGN §5).
 
     Entry keys read: ``source`` (``sklearn-digits`` | ``torchvision`` | ``npz``); ``name`` (torchvision:
     ``MNIST``, ``FashionMNIST``, ``CIFAR10``); ``path`` (npz); ``seed`` (digits split, default 0);
@@ -59,19 +50,19 @@ def prepare_dataset(
     ``download`` (torchvision, default true). Other keys (e.g. ``training``) are not the data stage's and are
     ignored. The number of classes C comes from the full source, before ``max_*`` truncation.
 
-    The file is written through :func:`resdyn.io.atomic_output`, so a failure leaves no partial file.
     Bad input raises :class:`InputError` naming the dataset, file, key or value.
     """
     if not isinstance(entry, Mapping):
         raise InputError(f"dataset '{name}': the config entry must be a mapping, got {type(entry).__name__}")
+    entry = {**schema_defaults("dataset"), **entry}
     # Options are checked before any reading, so a typo never waits for a download.
     keep = {split: _int_option(name, entry, f"max_{split}", default=None, minimum=1) for split in SPLITS}
     source = entry.get("source")
     if source == "sklearn-digits":
-        seed = _int_option(name, entry, "seed", default=0, minimum=0)
+        seed = _int_option(name, entry, "seed", default=None, minimum=0)
         arrays, class_names, origin = _read_digits(seed)
     elif source == "torchvision":
-        download = entry.get("download", True)
+        download = entry["download"]
         if not isinstance(download, bool):
             raise InputError(f"dataset '{name}': 'download' must be true or false, got {download!r}")
         arrays, class_names, origin = _read_torchvision(name, entry.get("name"), Path(download_dir), download)
@@ -88,37 +79,9 @@ def prepare_dataset(
         if keep[split] is not None:
             images, labels = arrays[split]
             arrays[split] = (images[: keep[split]], labels[: keep[split]])
-    _check_dataset(arrays, class_names, f"dataset '{name}'")
-    write_dataset(out_path, arrays, class_names, dataset=name, source=str(source), origin=origin)
-
-
-def load_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read one split of a data file: ``(images uint8 (N, 3, 32, 32), labels int64 (N,), class_names)``.
-
-    Raises :class:`InputError` naming the file and key when the file is missing, not HDF5 or truncated, a key
-    or the ``class_names`` attr is missing, a dtype or shape is wrong, or a label lies outside 0..C−1.
-    """
-    if split not in SPLITS:
-        raise InputError(f"{path}: unknown split {split!r} (choose 'train' or 'test')")
-    images_key, labels_key = f"{split}/images", f"{split}/labels"
-    with open_h5(path, required=[images_key, labels_key]) as handle:
-        if "class_names" not in handle.attrs:
-            raise InputError(f"{path}: missing attr 'class_names'")
-        class_names = [_as_str(v) for v in np.atleast_1d(handle.attrs["class_names"])]
-        images_ds, labels_ds = handle[images_key], handle[labels_key]
-        if not isinstance(images_ds, h5py.Dataset) or not isinstance(labels_ds, h5py.Dataset):
-            raise InputError(f"{path}: '{images_key}' and '{labels_key}' must be datasets, not groups")
-        if images_ds.dtype != np.uint8:
-            raise InputError(f"{path}: '{images_key}' must be uint8, got {images_ds.dtype}")
-        if labels_ds.dtype != np.int64:
-            raise InputError(f"{path}: '{labels_key}' must be int64, got {labels_ds.dtype}")
-        try:
-            images = images_ds[()]
-            labels = labels_ds[()]
-        except OSError as err:  # a truncated or bit-flipped chunk surfaces only when read
-            raise InputError(f"{path}: cannot read '{split}' arrays, the file is corrupt ({err})") from None
-    _check_split(images, labels, class_names, f"{path}: '{split}'")
-    return images, labels, class_names
+    dataset = DatasetFile(arrays, class_names, dataset=name, source=str(source), origin=origin)
+    dataset.validate()
+    return dataset
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -127,58 +90,6 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     if images.dtype != np.uint8:
         raise ValueError(f"images_to_tensor expects uint8 images, got {images.dtype}")
     return torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
-
-
-def array_checksum(
-    train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray
-) -> str:
-    """sha256 hex of the raw bytes of the four arrays in the order train images, train labels, test images,
-    test labels, each as C-contiguous little-endian (uint8 images, int64 labels).
-
-    It depends only on the content, not on HDF5 layout or compression, so later stages can record which data
-    they were computed from.
-    """
-    digest = hashlib.sha256()
-    for array, dtype in (
-        (train_images, np.uint8),
-        (train_labels, np.dtype("<i8")),
-        (test_images, np.uint8),
-        (test_labels, np.dtype("<i8")),
-    ):
-        digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
-    return digest.hexdigest()
-
-
-def write_dataset(
-    out_path: str | os.PathLike,
-    arrays: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    class_names: Sequence[str],
-    *,
-    dataset: str,
-    source: str,
-    origin: str,
-) -> None:
-    """Write checked ``{"train": (images, labels), "test": (images, labels)}`` to ``out_path`` atomically."""
-    _check_dataset(arrays, class_names, f"dataset '{dataset}'")
-    checksum = array_checksum(*arrays["train"], *arrays["test"])
-    with atomic_output(out_path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            for split in SPLITS:
-                images, labels = arrays[split]
-                group = handle.create_group(split)
-                group.create_dataset(
-                    "images",
-                    data=images,
-                    chunks=(min(len(images), _CHUNK_IMAGES), CHANNELS, IMAGE_SIZE, IMAGE_SIZE),
-                    compression="gzip",
-                    compression_opts=_GZIP_LEVEL,
-                )
-                group.create_dataset("labels", data=labels)
-            handle.attrs["class_names"] = np.array(list(class_names), dtype=h5py.string_dtype())
-            handle.attrs["source"] = source
-            handle.attrs["dataset"] = dataset
-            handle.attrs["origin"] = origin
-            handle.attrs["checksum"] = checksum
 
 
 def to_chw32(images: np.ndarray, where: str) -> np.ndarray:
@@ -340,7 +251,7 @@ def _read_npz(path: Path) -> tuple[Arrays, list[str], str]:
     if names_raw is not None:
         if names_raw.ndim != 1 or names_raw.dtype.kind not in "US":
             raise InputError(f"{path}: key 'class_names' must be a 1-D array of strings, got {names_raw.dtype}")
-        class_names = [_as_str(v) for v in names_raw]
+        class_names = decode_class_names(names_raw)
         if top >= len(class_names):
             split = "train" if int(arrays["train"][1].max()) == top else "test"
             raise InputError(
@@ -401,34 +312,6 @@ def _to_labels(labels: np.ndarray, where: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _check_split(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], where: str) -> None:
-    expected = (CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected:
-        raise InputError(f"{where} images must be uint8 (N, 3, 32, 32), got {images.dtype} {images.shape}")
-    if labels.dtype != np.int64 or labels.shape != (len(images),):
-        raise InputError(
-            f"{where} labels must be int64 ({len(images)},) to match the images, got {labels.dtype} {labels.shape}"
-        )
-    if len(images) == 0:
-        raise InputError(f"{where} split is empty")
-    if len(class_names) == 0:
-        raise InputError(f"{where}: no class names")
-    bad = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
-    if bad.size:
-        raise InputError(
-            f"{where} label {labels[bad[0]]} at index {bad[0]} lies outside 0..{len(class_names) - 1}"
-        )
-
-
-def _check_dataset(
-    arrays: Mapping[str, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str], where: str
-) -> None:
-    for split in SPLITS:
-        if split not in arrays:
-            raise InputError(f"{where}: no '{split}' split")
-        _check_split(*arrays[split], class_names, f"{where}: '{split}'")
-
-
 def _override_class_names(dataset: str, entry: Mapping[str, Any], class_names: list[str]) -> list[str]:
     override = entry.get("class_names")
     if override is None:
@@ -453,6 +336,3 @@ def _int_option(
         raise InputError(f"dataset '{dataset}': '{key}' must be an integer ≥ {minimum}, got {value!r}")
     return int(value)
 
-
-def _as_str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

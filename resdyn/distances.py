@@ -49,17 +49,15 @@ queries added nothing beyond that.
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-import h5py
 import numpy as np
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from resdyn import _kernels
-from resdyn.io import InputError, atomic_output, open_h5
+from resdyn.io import InputError
 
 
 @dataclass
@@ -82,7 +80,6 @@ class PairwiseResult:
     nn_index: np.ndarray  # (T+1, N) int64
     nn_distance: np.ndarray  # (T+1, N) float64
     n_shards: int = 1
-    attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
@@ -348,11 +345,9 @@ def pairwise_shard(
         raise InputError(f"shard rows {start}..{stop} are outside 0..{n_images}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    device = str(device)
-    if device == "auto":
-        import torch
+    from resdyn.device import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device))
     if device != "cpu":
         return _pairwise_torch(probs, labels, start, stop, n_classes=n_classes, chunk=chunk, device=device)
     result = _empty_result(n_images, depths, n_classes)
@@ -494,7 +489,6 @@ def merge_pairwise(results: Sequence[PairwiseResult]) -> PairwiseResult:
     first = results[0]
     out = _empty_result(first.nn_index.shape[1], first.nn_index.shape[0], first.E.shape[0])
     out.n_shards = int(sum(r.n_shards for r in results))
-    out.attrs = dict(first.attrs)
 
     stack = lambda name: np.stack([np.asarray(getattr(r, name)) for r in results])  # noqa: E731
     for value_name, pair_name, extra in (
@@ -564,70 +558,4 @@ def pairwise_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int) -
     result.expansive = float(vals[k])
     result.expansive_pair = np.array([iu[different][k], ju[different][k]], np.int64)
     result.expansive_t_star = int(np.argmax(dist[result.expansive_pair[0], result.expansive_pair[1]]))
-    return result
-
-
-# --------------------------------------------------------------------------------------------- pairs.h5
-
-_H5_DATASETS = {
-    "E/value": "E",
-    "E/pair": "E_pair",
-    "E/t_star": "E_t_star",
-    "E_mean/value": "E_mean",
-    "E_mean/pair": "E_mean_pair",
-    "depth_min/value": "depth_min",
-    "depth_min/pair": "depth_min_pair",
-    "nearest/index": "nn_index",
-    "nearest/distance": "nn_distance",
-}
-
-
-def save_pairwise(path: str | os.PathLike, result: PairwiseResult, attrs: dict[str, Any] | None = None) -> None:
-    """Write ``pairs.h5`` atomically (ARCHITECTURE "Pairwise" layout).
-
-    ``/expansive`` is a group with attrs value, i, j, t_star; the arrays go to the datasets of
-    ``_H5_DATASETS``; root attrs: ``C``, ``N``, ``T``, ``n_shards`` plus ``attrs`` (e.g. ``labels`` =
-    "true" or "pred").
-    """
-    attrs = dict(result.attrs) | dict(attrs or {})
-    with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            group = handle.create_group("expansive")
-            group.attrs["value"] = float(result.expansive)
-            group.attrs["i"] = int(result.expansive_pair[0])
-            group.attrs["j"] = int(result.expansive_pair[1])
-            group.attrs["t_star"] = int(result.expansive_t_star)
-            for key, name in _H5_DATASETS.items():
-                handle.create_dataset(key, data=np.asarray(getattr(result, name)))
-            handle.attrs["C"] = int(result.E.shape[0])
-            handle.attrs["N"] = int(result.nn_index.shape[1])
-            handle.attrs["T"] = int(result.nn_index.shape[0] - 1)
-            handle.attrs["n_shards"] = int(result.n_shards)
-            for key, value in attrs.items():
-                if key not in ("C", "N", "T", "n_shards"):
-                    handle.attrs[key] = value
-
-
-def load_pairwise(path: str | os.PathLike) -> PairwiseResult:
-    """Read a file written by :func:`save_pairwise`; a missing key raises InputError naming it."""
-    with open_h5(path, required=["expansive", *_H5_DATASETS]) as handle:
-        group = handle["expansive"]
-        for key in ("value", "i", "j", "t_star"):
-            if key not in group.attrs:
-                raise InputError(f"{path}: /expansive lacks attribute '{key}'")
-        arrays = {name: handle[key][()] for key, name in _H5_DATASETS.items()}
-        attrs = {key: (value.item() if hasattr(value, "item") else value) for key, value in handle.attrs.items()}
-        result = PairwiseResult(
-            expansive=float(group.attrs["value"]),
-            expansive_pair=np.array([group.attrs["i"], group.attrs["j"]], np.int64),
-            expansive_t_star=int(group.attrs["t_star"]),
-            n_shards=int(attrs.pop("n_shards", 1)),
-            attrs={k: v for k, v in attrs.items() if k not in ("C", "N", "T")},
-            **arrays,
-        )
-    n_cls, n_images, depths = result.E.shape[0], result.nn_index.shape[1], result.nn_index.shape[0]
-    if result.E_pair.shape != (n_cls, n_cls, 2) or result.depth_min.shape != (depths,):
-        raise InputError(f"{path}: inconsistent shapes (E {result.E.shape}, depth_min {result.depth_min.shape})")
-    if result.nn_distance.shape != (depths, n_images):
-        raise InputError(f"{path}: /nearest/distance has shape {result.nn_distance.shape}")
     return result

@@ -1,6 +1,6 @@
 """The paper's figures: Figures 2–3 (class-wise g-expansive values), the image pairs of Table 3 and the
-best-traced pseudo-orbit strips of Tables 4–5 (DESIGN §3.1–3.2, §7). The g-shadowing curve is drawn by
-:func:`resdyn.shadowing.plot_shadowing_curve`.
+best-traced pseudo-orbit strips of Tables 4–5 and the g-shadowing curve (DESIGN §3.1–3.2, §7). Every
+plot of the package lives here.
 
 Every figure is drawn with matplotlib's Agg backend at a fixed size (documented per function, at
 ``DPI`` dots per inch) and written atomically through :func:`resdyn.io.atomic_output`.
@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from resdyn.io import InputError, atomic_output, open_h5  # noqa: E402
-from resdyn.tables import (BestOrbit, ClosestPair, format_value, load_test_images,  # noqa: E402
-                           load_trajectory_meta)
+from resdyn.artifacts import DatasetFile, Pairs, Trajectories  # noqa: E402
+from resdyn.io import InputError, atomic_output  # noqa: E402
+from resdyn.tables import BestOrbit, ClosestPair, format_value  # noqa: E402
 
 PathLike = Union[str, os.PathLike]
 DPI = 100
@@ -30,10 +33,10 @@ LOG_SCALE_RATIO = 100.0
 CLASS_EXPANSIVE_SIZE = (10.0, 5.0)  # inches
 
 
-def _save(fig: plt.Figure, out_png: PathLike) -> Path:
+def _save(fig: plt.Figure, out_png: PathLike, dpi: int = DPI) -> Path:
     out_png = Path(out_png)
     with atomic_output(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
     return out_png
 
@@ -126,18 +129,18 @@ def plot_class_expansive(E: np.ndarray, class_names: Sequence[str], out_png: Pat
     return _save(fig, out_png)
 
 
-def figure_class_expansive(pairs_path: PathLike, trajectories_path: PathLike, out_png: PathLike,
+def figure_class_expansive(pairs: Pairs | PathLike, trajectories: Trajectories | PathLike, out_png: PathLike,
                            which: str, title: str) -> Path:
     """Figure 3 (``which="E"``, max over depths) or Figure 2 (``which="E_mean"``, mean over depths)
     for one (dataset, model), from ``pairs.h5`` and the class names of ``trajectories.h5``."""
     labels = {"E": r"$E[a,b] = \min\ \max_t\ d_t$", "E_mean": r"$\bar{E}[a,b] = \min\ \mathrm{mean}_t\ d_t$"}
     if which not in labels:
         raise ValueError(f"which must be 'E' or 'E_mean', got {which!r}")
-    with open_h5(pairs_path, required=[f"{which}/value"]) as handle:
-        E = np.asarray(handle[f"{which}/value"][()], dtype=np.float64)
-    names = load_trajectory_meta(trajectories_path).class_names
+    pairs, trajectories = Pairs.of(pairs), Trajectories.of(trajectories)
+    E = np.asarray(getattr(pairs.result, which), dtype=np.float64)
+    names = trajectories.class_names
     if E.shape != (len(names), len(names)):
-        raise InputError(f"{pairs_path}: /{which}/value has shape {E.shape}, but {trajectories_path} "
+        raise InputError(f"{pairs.path}: /{which}/value has shape {E.shape}, but {trajectories.path} "
                          f"names {len(names)} classes")
     return plot_class_expansive(E, names, out_png, title, value_label=labels[which])
 
@@ -155,7 +158,7 @@ def plot_closest_pairs(pairs: Sequence[ClosestPair], data_path: PathLike, out_pn
     if not pairs:
         raise ValueError("no pairs to draw")
     K = len(pairs)
-    images = load_test_images(data_path, [i for p in pairs for i in (p.index_a, p.index_b)])
+    images = DatasetFile.test_images(data_path, [i for p in pairs for i in (p.index_a, p.index_b)])
     # A fixed layout (not constrained): two image columns per pair and a narrow spacer between pairs,
     # so each pair reads as one group and the text under it sits centred below both images.
     widths = []
@@ -186,7 +189,7 @@ def plot_best_orbit(orbit: BestOrbit, data_path: PathLike, out_png: PathLike, ti
     the class g gives b* at depth t and the error ‖p_t(b*) − q_t‖₂ (its maximum is ε).
     Size: (1.3 (T+1) + 0.6) × 4.4 in at ``DPI``."""
     T = orbit.T
-    images = load_test_images(data_path, list(orbit.test_index) + [orbit.shadow_index])
+    images = DatasetFile.test_images(data_path, list(orbit.test_index) + [orbit.shadow_index])
     fig, axes = plt.subplots(2, T + 1, figsize=(1.3 * (T + 1) + 0.6, 4.4), layout="constrained",
                              squeeze=False)
     worst = int(np.argmax(orbit.errors))
@@ -215,33 +218,51 @@ def plot_best_orbit(orbit: BestOrbit, data_path: PathLike, out_png: PathLike, ti
     return _save(fig, out_png)
 
 
-def write_run_figures(
-    *,
-    data_path: PathLike,
-    trajectories_path: PathLike,
-    pairs_path: PathLike,
-    shadowing_path: PathLike,
-    constants_path: PathLike,
-    figure2_png: PathLike,
-    figure3_png: PathLike,
-    pairs_png: PathLike,
-    orbit_png: PathLike,
-    orbit_table_stem: PathLike,
-    k: int,
-    dataset: str,
-    model: str,
-) -> None:
-    """Every per-(dataset, model) figure of the paper: Figures 2 and 3, the image pairs of Table 3 and the
-    best-traced pseudo-orbit of Tables 4–5 (as a strip and as a CSV/Markdown/LaTeX table)."""
-    from resdyn.tables import best_orbit, best_orbit_table, closest_pairs, write_table
-
-    run = f"{dataset} / {model}"
-    figure_class_expansive(pairs_path, trajectories_path, figure2_png, "E_mean",
-                           f"Figure 2 ({run}): closest pairs by mean distance over depths")
-    figure_class_expansive(pairs_path, trajectories_path, figure3_png, "E",
-                           f"Figure 3 ({run}): closest pairs by max distance over depths")
-    plot_closest_pairs(closest_pairs(pairs_path, trajectories_path, k), data_path, pairs_png,
-                       f"Table 3 ({run}): closest different-class pairs")
-    orbit = best_orbit(shadowing_path, constants_path, trajectories_path)
-    plot_best_orbit(orbit, data_path, orbit_png, f"Tables 4-5 ({run}): best-traced pseudo-orbit")
-    write_table(best_orbit_table(orbit, dataset, model), orbit_table_stem)
+def plot_shadowing_curve(curve: pd.DataFrame, summary: Mapping[str, Any], out_png: str | os.PathLike) -> Path:
+    """Plot δ*(ε) (top) and r(ε) = δ*(ε)/ε (bottom) on a log ε axis, shade the quantile window and mark
+    Sh_curve; an undefined curve gives a figure stating the reason. Written atomically as PNG."""
+    fig, (ax_delta, ax_ratio) = plt.subplots(2, 1, sharex=True, figsize=(7, 6), constrained_layout=True)
+    quantiles = summary.get("quantiles", {})
+    counts = f"{summary.get('n_orbits', '?')} pseudo-orbits, {len(curve)} levels with a finite δ*"
+    fig.suptitle("g-shadowing curve estimate (DESIGN §3.2)\n" + counts, fontsize=11)
+    undefined = "Sh_curve undefined:\n" + textwrap.fill(summary.get("undefined_reason") or "", 60)
+    if not len(curve):
+        for ax in (ax_delta, ax_ratio):
+            ax.set_axis_off()
+        ax_delta.text(0.5, 0.5, undefined, ha="center", va="center", transform=ax_delta.transAxes, fontsize=10)
+    else:
+        eps = curve["epsilon"].to_numpy()
+        delta_star = curve["delta_star"].to_numpy()
+        ratio = curve["ratio"].to_numpy()
+        ax_delta.step(eps, delta_star, where="post", color="tab:blue", lw=1.2)
+        ax_delta.plot(eps, delta_star, "o", ms=3, color="tab:blue", label="δ*(ε) at observed levels")
+        ax_ratio.plot(eps, ratio, "o-", ms=3, lw=1, color="tab:green", label="r(ε) at observed levels")
+        ax_delta.set_xscale("log")
+        # matplotlib's own minor labels collide over a decade or two; label 1-2-5 steps in plain numbers.
+        ax_ratio.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
+        ax_ratio.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax_ratio.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        low, high = quantiles.get("epsilon_low"), quantiles.get("epsilon_high")
+        for ax, values in ((ax_delta, delta_star), (ax_ratio, ratio)):
+            positive = values[values > 0]
+            if positive.size and positive.max() / positive.min() > 50:
+                ax.set_yscale("log")
+            if low is not None and high is not None and low <= eps.max() and high >= eps.min():
+                ax.axvspan(max(low, eps.min()), min(high, eps.max()), color="0.88", zorder=0,
+                           label=f"window: {quantiles['q_low']:g}–{quantiles['q_high']:g} quantiles of ε_k")
+            ax.grid(True, which="major", alpha=0.4)
+        if summary.get("value") is not None:
+            ax_ratio.plot([summary["epsilon"]], [summary["value"]], marker="*", ms=14, color="tab:red",
+                          ls="none", label=f"Sh_curve = min r = {summary['value']:.4g} at ε = {summary['epsilon']:.3g}")
+            ax_delta.plot([summary["epsilon"]], [summary["delta_star"]], marker="*", ms=14, color="tab:red",
+                          ls="none", label=f"δ* = {summary['delta_star']:.3g} at the minimum")
+        ax_delta.set_ylabel("δ*(ε) = min{δ_k : ε_k > ε}")
+        ax_ratio.set_ylabel("r(ε) = δ*(ε) / ε")
+        ax_ratio.set_xlabel("shadowing level ε (log scale)")
+        if summary.get("value") is None:
+            ax_ratio.text(0.5, 0.5, undefined, ha="center", va="center", transform=ax_ratio.transAxes,
+                          fontsize=9, bbox={"facecolor": "white", "edgecolor": "tab:red"})
+        ax_delta.legend(loc="upper left", fontsize=8)
+        ax_ratio.legend(loc="upper right", fontsize=8)
+    # 120 dpi, not DPI: the curve's PNG predates the shared setting and is kept byte-identical.
+    return _save(fig, out_png, dpi=120)

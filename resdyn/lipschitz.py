@@ -39,6 +39,7 @@ import scipy.io
 import scipy.linalg
 from tqdm import tqdm
 
+from resdyn.config import schema_defaults
 from resdyn.io import InputError
 
 SOFTMAX_LIPSCHITZ = 0.5
@@ -46,7 +47,8 @@ SOFTMAX_LIPSCHITZ = 0.5
 
 FORMS = ("neuron", "layer")
 SOLVERS = ("SCS", "CLARABEL")
-DEFAULT_EPS = 1e-6
+DEFAULT_SOLVER = schema_defaults("lipschitz")["solver"]
+DEFAULT_EPS = schema_defaults("lipschitz")["eps"]
 
 
 class LipSDPSolverError(RuntimeError):
@@ -153,7 +155,7 @@ def reduce_first_layer(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
 def lipsdp(
     weights: Sequence[np.ndarray],
     form: str = "neuron",
-    solver: str = "SCS",
+    solver: str = DEFAULT_SOLVER,
     eps: float = DEFAULT_EPS,
     *,
     reduce: bool = True,
@@ -412,7 +414,7 @@ def jacobian_lower_bound(layers: Sequence[tuple[np.ndarray, np.ndarray]], points
 
 
 def head_lipschitz(layers: Sequence[tuple[np.ndarray, np.ndarray]], points: Any = None, *,
-                   solver: str = "SCS", eps: float = DEFAULT_EPS) -> dict[str, Any]:
+                   solver: str = DEFAULT_SOLVER, eps: float = DEFAULT_EPS) -> dict[str, Any]:
     """Lipschitz bounds of the head's logit map f = W_L σ(… σ(W_0 x + b_0) …) + b_L (DESIGN §3.3).
 
     Returns a JSON-ready dict:
@@ -542,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resdyn.lipschitz",
                                      description="LipSDP Lipschitz bound of a ReLU network (.mat or .npz weights)")
     parser.add_argument("--form", choices=FORMS, default="neuron")
-    parser.add_argument("--solver", type=str.upper, choices=SOLVERS, default="SCS")
+    parser.add_argument("--solver", type=str.upper, choices=SOLVERS, default=DEFAULT_SOLVER)
     parser.add_argument("--eps", type=float, default=DEFAULT_EPS, help="solver tolerance (default 1e-6)")
     parser.add_argument("--no-reduce", action="store_true", help="solve the unreduced LMI")
     parser.add_argument("files", nargs="+", type=Path)

@@ -16,16 +16,14 @@ convolved on its own; the other blocks use groups = 1. With width 64 the paramet
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from resdyn.config import DEFAULT_TILES
-from resdyn.io import InputError, atomic_output
+from resdyn.config import schema_defaults
+from resdyn.io import InputError
 
 INPUT_SIZE = 32
 """Side of the square RGB input images (DESIGN §5 brings every dataset to 3×32×32)."""
@@ -33,10 +31,8 @@ INPUT_SIZE = 32
 STEM_REDUCTION = 4
 """The stem's stride-2 convolution and stride-2 max-pool shrink each side by 4: 32×32 → 8×8."""
 
-MODEL_FILE_FORMAT = 1
-"""Version of the dictionary stored by :func:`save_model`."""
-
-_MODEL_ENTRY_KEYS = {"blocks", "tiles", "width", "post_activation", "head"}
+# The schema is the one source of the defaults (the workflow fills them from it; so does this module).
+_DEFAULTS = schema_defaults("model")
 
 
 class Patching(nn.Module):
@@ -159,12 +155,12 @@ class RevisedResNet(nn.Module):
 
     def __init__(
         self,
-        blocks: Sequence[int] = (2, 2, 2, 2),
-        tiles: Sequence[Sequence[int]] = DEFAULT_TILES,
-        width: int = 64,
+        blocks: Sequence[int] = tuple(_DEFAULTS["blocks"]),
+        tiles: Sequence[Sequence[int]] = tuple(map(tuple, _DEFAULTS["tiles"])),
+        width: int = _DEFAULTS["width"],
         num_classes: int = 10,
-        post_activation: bool = True,
-        head_hidden: Sequence[int] = (),
+        post_activation: bool = _DEFAULTS["post_activation"],
+        head_hidden: Sequence[int] = tuple(_DEFAULTS["head"]["hidden"]),
     ) -> None:
         super().__init__()
         blocks = [int(b) for b in blocks]
@@ -253,24 +249,26 @@ class RevisedResNet(nn.Module):
 
 
 def normalize_model_entry(model_entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A model config entry (DESIGN §4) with defaults filled, as plain lists/dicts (``training`` dropped).
+    """A model config entry (DESIGN §4) with the schema's defaults filled, as plain lists/dicts
+    (``training`` dropped).
 
     Keys: ``blocks`` (list per stage), ``tiles`` (list of [rows, cols]), ``width``, ``post_activation``,
     ``head`` {``hidden``: [...]}. An unknown key raises :class:`InputError` naming it.
     """
-    unknown = set(model_entry) - _MODEL_ENTRY_KEYS - {"training"}
+    unknown = set(model_entry) - set(_DEFAULTS) - {"training"}
     if unknown:
-        raise InputError(f"model entry: unknown key(s) {sorted(unknown)} (known: {sorted(_MODEL_ENTRY_KEYS)})")
+        raise InputError(f"model entry: unknown key(s) {sorted(unknown)} (known: {sorted(_DEFAULTS)})")
     head = model_entry.get("head") or {}
-    if not isinstance(head, Mapping) or set(head) - {"hidden"}:
+    if not isinstance(head, Mapping) or set(head) - set(_DEFAULTS["head"]):
         raise InputError(f"model entry: 'head' must be a mapping with the only key 'hidden', got {head!r}")
+    entry = {**_DEFAULTS, **{k: v for k, v in model_entry.items() if k != "training"}}
     try:
         return {
-            "blocks": [int(b) for b in model_entry.get("blocks", (2, 2, 2, 2))],
-            "tiles": [[int(r), int(c)] for r, c in model_entry.get("tiles", DEFAULT_TILES)],
-            "width": int(model_entry.get("width", 64)),
-            "post_activation": bool(model_entry.get("post_activation", True)),
-            "head": {"hidden": [int(h) for h in head.get("hidden", []) or []]},
+            "blocks": [int(b) for b in entry["blocks"]],
+            "tiles": [[int(r), int(c)] for r, c in entry["tiles"]],
+            "width": int(entry["width"]),
+            "post_activation": bool(entry["post_activation"]),
+            "head": {"hidden": [int(h) for h in head.get("hidden", _DEFAULTS["head"]["hidden"]) or []]},
         }
     except (TypeError, ValueError) as err:
         raise InputError(f"model entry {dict(model_entry)!r}: malformed value ({err})") from None
@@ -291,48 +289,3 @@ def build_model(model_entry: Mapping[str, Any], num_classes: int) -> RevisedResN
     except ValueError as err:
         raise InputError(f"model entry {entry}: {err}") from None
 
-
-def save_model(path: str | os.PathLike, model: RevisedResNet, model_entry: Mapping[str, Any],
-               num_classes: int, class_names: Sequence[str]) -> None:
-    """Write weights and the architecture atomically; the file loads with ``torch.load(weights_only=True)``.
-
-    Stored: ``format``, ``state_dict`` (CPU tensors), ``model_entry`` (plain dict), ``num_classes``,
-    ``class_names``.
-    """
-    payload = {
-        "format": MODEL_FILE_FORMAT,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model_entry": normalize_model_entry(model_entry),
-        "num_classes": int(num_classes),
-        "class_names": [str(name) for name in class_names],
-    }
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[RevisedResNet, dict[str, Any]]:
-    """Read a file written by :func:`save_model`: the model in eval mode on ``device``, and its metadata.
-
-    ``meta`` holds ``model_entry``, ``num_classes`` and ``class_names``. A missing, unreadable or
-    mismatched file raises :class:`InputError` naming it.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: model file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several unrelated types for a corrupt file
-        raise InputError(f"{path}: not a readable model file ({type(err).__name__}: {err})") from None
-    missing = [k for k in ("format", "state_dict", "model_entry", "num_classes", "class_names")
-               if not isinstance(payload, dict) or k not in payload]
-    if missing:
-        raise InputError(f"{path}: model file lacks key(s) {missing}")
-    if payload["format"] != MODEL_FILE_FORMAT:
-        raise InputError(f"{path}: model file format {payload['format']!r}, expected {MODEL_FILE_FORMAT}")
-    try:
-        model = build_model(payload["model_entry"], payload["num_classes"])
-        model.load_state_dict(payload["state_dict"])
-    except (InputError, RuntimeError) as err:
-        raise InputError(f"{path}: weights do not match the stored architecture ({err})") from None
-    meta = {k: payload[k] for k in ("model_entry", "num_classes", "class_names")}
-    return model.to(device).eval(), meta

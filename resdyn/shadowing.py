@@ -43,19 +43,16 @@ compares both images at the same depth t+1, as the definition of a pseudo-orbit 
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from resdyn.distances import min_max_distance
-from resdyn.io import InputError, atomic_output, open_h5
+from resdyn.config import schema_defaults
+from resdyn.io import InputError
 
-DEFAULT_QUANTILES = (0.05, 0.95)
-CURVE_COLUMNS = ["epsilon", "delta_star", "ratio"]
-H5_KEYS = ("orbits", "hops", "delta", "epsilon", "shadow_image")
+DEFAULT_QUANTILES = tuple(schema_defaults("analysis")["curve_quantiles"])
 
 
 class ShadowingPart(NamedTuple):
@@ -65,18 +62,6 @@ class ShadowingPart(NamedTuple):
     stop: int
     epsilon: np.ndarray
     shadow_image: np.ndarray
-
-
-@dataclass
-class ShadowingResult:
-    """Everything ``shadowing.h5`` holds: per orbit its images, hops, δ, ε and shadowing image."""
-
-    orbits: np.ndarray  # (N, T+1) int64, a_0..a_T
-    hops: np.ndarray  # (N, T) float64, δ_t = d_{t+1}(a_t, a_{t+1})
-    delta: np.ndarray  # (N,) float64, max_t δ_t
-    epsilon: np.ndarray  # (N,) float64
-    shadow_image: np.ndarray  # (N,) int64, b*
-    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 def greedy_pseudo_orbits(nn_index: np.ndarray, nn_distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -324,146 +309,3 @@ def shadowing_curve(
             f"[{epsilon_low!r}, {epsilon_high!r}]"
         )
     return curve, summary
-
-
-def save_shadowing(
-    path: str | os.PathLike,
-    orbits: np.ndarray,
-    hops: np.ndarray,
-    epsilon: np.ndarray,
-    shadow_image: np.ndarray,
-    attrs: Mapping[str, Any] | None = None,
-) -> None:
-    """Write ``shadowing.h5`` atomically: /orbits (N, T+1) int64, /hops (N, T), /delta = max_t hops,
-    /epsilon (N,) float64, /shadow_image (N,) int64; attrs N, T and the caller's ``attrs``."""
-    orbits = np.asarray(orbits, dtype=np.int64)
-    hops = np.asarray(hops, dtype=np.float64)
-    epsilon = np.asarray(epsilon, dtype=np.float64)
-    shadow_image = np.asarray(shadow_image, dtype=np.int64)
-    n_orbits = orbits.shape[0]
-    if orbits.ndim != 2 or hops.shape != (n_orbits, orbits.shape[1] - 1) or hops.shape[1] < 1:
-        raise InputError(f"orbits {orbits.shape} and hops {hops.shape} must be (N, T+1) and (N, T), T >= 1")
-    if epsilon.shape != (n_orbits,) or shadow_image.shape != (n_orbits,):
-        raise InputError(f"epsilon {epsilon.shape} and shadow_image {shadow_image.shape} must be ({n_orbits},)")
-    import h5py
-
-    with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            handle.create_dataset("orbits", data=orbits)
-            handle.create_dataset("hops", data=hops)
-            handle.create_dataset("delta", data=hops.max(axis=1))
-            handle.create_dataset("epsilon", data=epsilon)
-            handle.create_dataset("shadow_image", data=shadow_image)
-            handle.attrs["N"] = n_orbits
-            handle.attrs["T"] = orbits.shape[1] - 1
-            for key, value in (attrs or {}).items():
-                handle.attrs[key] = value
-
-
-def load_shadowing(path: str | os.PathLike) -> ShadowingResult:
-    """Read ``shadowing.h5`` back, checking shapes and that /delta = max_t /hops; InputError names the key."""
-    with open_h5(path, required=H5_KEYS) as handle:
-        data = {key: handle[key][()] for key in H5_KEYS}
-        attrs = {key: _plain(value) for key, value in handle.attrs.items()}
-    orbits, hops = data["orbits"], data["hops"]
-    n_orbits = orbits.shape[0] if orbits.ndim == 2 else -1
-    expected = {
-        "orbits": (n_orbits, hops.shape[-1] + 1 if hops.ndim == 2 else -1),
-        "hops": (n_orbits, orbits.shape[-1] - 1),
-        "delta": (n_orbits,),
-        "epsilon": (n_orbits,),
-        "shadow_image": (n_orbits,),
-    }
-    for key, shape in expected.items():
-        if data[key].shape != shape:
-            raise InputError(f"{path}: /{key} has shape {data[key].shape}, expected {shape}")
-    if not np.array_equal(data["delta"], hops.max(axis=1)):
-        raise InputError(f"{path}: /delta is not the row maximum of /hops")
-    for key in ("hops", "epsilon"):
-        if not np.isfinite(data[key]).all():
-            raise InputError(f"{path}: /{key} holds NaN or inf")
-    return ShadowingResult(
-        orbits=orbits.astype(np.int64),
-        hops=hops.astype(np.float64),
-        delta=data["delta"].astype(np.float64),
-        epsilon=data["epsilon"].astype(np.float64),
-        shadow_image=data["shadow_image"].astype(np.int64),
-        attrs=attrs,
-    )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def save_shadowing_curve(path: str | os.PathLike, curve: pd.DataFrame) -> None:
-    """Write ``shadowing_curve.csv`` atomically with columns epsilon, delta_star, ratio (full precision)."""
-    if list(curve.columns) != CURVE_COLUMNS:
-        raise InputError(f"curve columns {list(curve.columns)} must be {CURVE_COLUMNS}")
-    with atomic_output(path) as tmp:
-        curve.to_csv(tmp, index=False, float_format="%.17g")
-
-
-def plot_shadowing_curve(curve: pd.DataFrame, summary: Mapping[str, Any], out_png: str | os.PathLike) -> None:
-    """Plot δ*(ε) (top) and r(ε) = δ*(ε)/ε (bottom) on a log ε axis, shade the quantile window and mark
-    Sh_curve; an undefined curve gives a figure stating the reason. Written atomically as PNG."""
-    import textwrap
-
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_delta, ax_ratio) = plt.subplots(2, 1, sharex=True, figsize=(7, 6), constrained_layout=True)
-    quantiles = summary.get("quantiles", {})
-    counts = f"{summary.get('n_orbits', '?')} pseudo-orbits, {len(curve)} levels with a finite δ*"
-    fig.suptitle("g-shadowing curve estimate (DESIGN §3.2)\n" + counts, fontsize=11)
-    undefined = "Sh_curve undefined:\n" + textwrap.fill(summary.get("undefined_reason") or "", 60)
-    if not len(curve):
-        for ax in (ax_delta, ax_ratio):
-            ax.set_axis_off()
-        ax_delta.text(0.5, 0.5, undefined, ha="center", va="center", transform=ax_delta.transAxes, fontsize=10)
-    else:
-        eps = curve["epsilon"].to_numpy()
-        delta_star = curve["delta_star"].to_numpy()
-        ratio = curve["ratio"].to_numpy()
-        ax_delta.step(eps, delta_star, where="post", color="tab:blue", lw=1.2)
-        ax_delta.plot(eps, delta_star, "o", ms=3, color="tab:blue", label="δ*(ε) at observed levels")
-        ax_ratio.plot(eps, ratio, "o-", ms=3, lw=1, color="tab:green", label="r(ε) at observed levels")
-        ax_delta.set_xscale("log")
-        # matplotlib's own minor labels collide over a decade or two; label 1-2-5 steps in plain numbers.
-        ax_ratio.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
-        ax_ratio.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        ax_ratio.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        low, high = quantiles.get("epsilon_low"), quantiles.get("epsilon_high")
-        for ax, values in ((ax_delta, delta_star), (ax_ratio, ratio)):
-            positive = values[values > 0]
-            if positive.size and positive.max() / positive.min() > 50:
-                ax.set_yscale("log")
-            if low is not None and high is not None and low <= eps.max() and high >= eps.min():
-                ax.axvspan(max(low, eps.min()), min(high, eps.max()), color="0.88", zorder=0,
-                           label=f"window: {quantiles['q_low']:g}–{quantiles['q_high']:g} quantiles of ε_k")
-            ax.grid(True, which="major", alpha=0.4)
-        if summary.get("value") is not None:
-            ax_ratio.plot([summary["epsilon"]], [summary["value"]], marker="*", ms=14, color="tab:red",
-                          ls="none", label=f"Sh_curve = min r = {summary['value']:.4g} at ε = {summary['epsilon']:.3g}")
-            ax_delta.plot([summary["epsilon"]], [summary["delta_star"]], marker="*", ms=14, color="tab:red",
-                          ls="none", label=f"δ* = {summary['delta_star']:.3g} at the minimum")
-        ax_delta.set_ylabel("δ*(ε) = min{δ_k : ε_k > ε}")
-        ax_ratio.set_ylabel("r(ε) = δ*(ε) / ε")
-        ax_ratio.set_xlabel("shadowing level ε (log scale)")
-        if summary.get("value") is None:
-            ax_ratio.text(0.5, 0.5, undefined, ha="center", va="center", transform=ax_ratio.transAxes,
-                          fontsize=9, bbox={"facecolor": "white", "edgecolor": "tab:red"})
-        ax_delta.legend(loc="upper left", fontsize=8)
-        ax_ratio.legend(loc="upper right", fontsize=8)
-    with atomic_output(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)

@@ -24,7 +24,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from resdyn.io import InputError, atomic_output, open_h5, read_json
+from resdyn.artifacts import Constants, Metrics, Pairs, Shadowing, Trajectories
+from resdyn.io import InputError, atomic_output
 from resdyn.paper_reference import paper_table1, paper_table2
 
 PathLike = Union[str, os.PathLike]
@@ -175,97 +176,6 @@ def result_key(path: PathLike) -> ResultKey:
     return path.parent.parent.name, path.parent.name
 
 
-def _load_source(source: Union[Mapping[str, Any], PathLike], what: str, key: ResultKey) -> tuple[Mapping, str]:
-    """A result dict and the name errors should cite: the file path, or '<what> of dataset/model'."""
-    if isinstance(source, Mapping):
-        return source, f"{what} of {key[0]}/{key[1]}"
-    data = read_json(source)
-    if not isinstance(data, Mapping):
-        raise InputError(f"{source}: expected a JSON object at the top level")
-    return data, str(source)
-
-
-def _get(data: Mapping[str, Any], dotted: str, name: str) -> Any:
-    """``data[a][b]...`` for ``dotted`` = "a.b...", raising InputError naming the file and key."""
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise InputError(f"{name}: missing key '{dotted}'")
-        node = node[part]
-    return node
-
-
-def _number(data: Mapping[str, Any], dotted: str, name: str, integer: bool = False) -> Union[int, float, None]:
-    """A number (or None for JSON null) at ``dotted``; anything else is an InputError naming it."""
-    value = _get(data, dotted, name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name}: key '{dotted}' must be a number or null, got {value!r}")
-    if integer:
-        if float(value) != int(value):
-            raise InputError(f"{name}: key '{dotted}' must be an integer, got {value!r}")
-        return int(value)
-    return float(value)
-
-
-def _decode_names(raw: Any) -> list[str]:
-    if isinstance(raw, (bytes, str)):
-        import json
-
-        raw = json.loads(raw)
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(raw).ravel().tolist()]
-
-
-@dataclass
-class TrajectoryMeta:
-    """Per-row metadata of ``trajectories.h5`` (ARCHITECTURE "Trajectories")."""
-
-    labels: np.ndarray  # (N,) true class
-    pred: np.ndarray  # (N,) predicted class at t = T
-    index: np.ndarray  # (N,) test index of each row
-    order_in_class: np.ndarray  # (N,) 1-based order among test images of the same true class
-    class_names: list[str]
-    T: int
-    path: Path
-
-
-def load_trajectory_meta(path: PathLike) -> TrajectoryMeta:
-    """Read /labels, /pred, /index, /order_in_class and the ``class_names`` attr of ``trajectories.h5``."""
-    keys = ["probs", "labels", "pred", "index", "order_in_class"]
-    with open_h5(path, required=keys) as handle:
-        if "class_names" not in handle.attrs:
-            raise InputError(f"{path}: missing HDF5 attribute 'class_names'")
-        names = _decode_names(handle.attrs["class_names"])
-        n_rows, depths = handle["probs"].shape[:2]
-        arrays = {k: np.asarray(handle[k][()], dtype=np.int64) for k in keys[1:]}
-    for key, values in arrays.items():
-        if values.shape != (n_rows,):
-            raise InputError(f"{path}: '/{key}' has shape {values.shape}, expected ({n_rows},) as /probs")
-    if arrays["labels"].size and (arrays["labels"].min() < 0 or arrays["labels"].max() >= len(names)):
-        raise InputError(f"{path}: '/labels' outside 0..{len(names) - 1} (class_names has {len(names)})")
-    return TrajectoryMeta(arrays["labels"], arrays["pred"], arrays["index"], arrays["order_in_class"],
-                          names, depths - 1, Path(path))
-
-
-def load_test_images(data_path: PathLike, test_indices: Sequence[int]) -> np.ndarray:
-    """Test images (K, 32, 32, 3) uint8, ready for imshow, from ``results/data/{dataset}.h5`` /test/images."""
-    with open_h5(data_path, required=["test/images"]) as handle:
-        images = handle["test/images"]
-        shape = images.shape
-        if images.ndim != 4 or shape[1] not in (1, 3):
-            raise InputError(f"{data_path}: '/test/images' has shape {shape}, expected (N, 3, H, W)")
-        out = []
-        for index in test_indices:
-            if not 0 <= int(index) < images.shape[0]:
-                raise InputError(f"{data_path}: test index {index} outside 0..{images.shape[0] - 1}")
-            out.append(np.asarray(images[int(index)]))
-    stacked = np.stack(out) if out else np.zeros((0, shape[1]) + tuple(shape[2:]), np.uint8)
-    if stacked.shape[1] == 1:
-        stacked = np.repeat(stacked, 3, axis=1)
-    return np.ascontiguousarray(stacked.transpose(0, 2, 3, 1))
-
-
 # ----------------------------------------------------------------------------------------------------
 # Table 1
 
@@ -289,11 +199,11 @@ def table1(metrics: Mapping[ResultKey, Union[Mapping[str, Any], PathLike]],
         if paper_reference and label != "Accuracy":
             columns.append(label + PAPER_SUFFIX)
     for key, source in metrics.items():
-        data, name = _load_source(source, "metrics", key)
+        data = Metrics.from_source(source, f"metrics of {key[0]}/{key[1]}")
         row: dict[str, Any] = {"Dataset": key[0], "Model": key[1]}
         paper = paper_table1(*key) or {}
         for metric, label in TABLE1_METRICS:
-            row[label] = _number(data, metric, name)
+            row[label] = data.number(metric)
             row[label + PAPER_SUFFIX] = paper.get(metric)
         rows.append(row)
     return _frame(rows, columns)
@@ -323,14 +233,14 @@ _TABLE2_PAPER_LABELS = {"g-expansive": "g-expansive", "Sh best-tracing": "Sh", "
                         "Lip_FC": "Lip_FC", "T_g ≥ Sh/Lip_FC": "T_g"}
 
 
-def _pair_cell(data: Mapping[str, Any], name: str) -> Optional[str]:
+def _pair_cell(data: Constants) -> Optional[str]:
     """'i (class_i), j (class_j)' for the g-expansive pair (test indices), '(i, j)' without classes."""
-    pair = _get(data, "g_expansive.pair", name)
+    pair = data.get("g_expansive.pair")
     if pair is None:
         return None
     if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-        raise InputError(f"{name}: key 'g_expansive.pair' must be [i, j] or null, got {pair!r}")
-    classes = data["g_expansive"].get("classes")
+        raise InputError(f"{data.name}: key 'g_expansive.pair' must be [i, j] or null, got {pair!r}")
+    classes = data.data["g_expansive"].get("classes")
     if isinstance(classes, (list, tuple)) and len(classes) == 2 and None not in classes:
         return f"{pair[0]} ({classes[0]}), {pair[1]} ({classes[1]})"
     return f"({pair[0]}, {pair[1]})"
@@ -355,12 +265,12 @@ def table2(constants: Mapping[ResultKey, Union[Mapping[str, Any], PathLike]],
             columns.append(_TABLE2_PAPER_LABELS[column] + PAPER_SUFFIX)
     rows = []
     for key, source in constants.items():
-        data, name = _load_source(source, "constants", key)
+        data = Constants.from_source(source, f"constants of {key[0]}/{key[1]}")
         paper = paper_table2(*key) or {}
-        row: dict[str, Any] = {"Dataset": key[0], "Model": key[1], "pair (i, j)": _pair_cell(data, name)}
+        row: dict[str, Any] = {"Dataset": key[0], "Model": key[1], "pair (i, j)": _pair_cell(data)}
         for column, json_key, paper_key in TABLE2_COLUMNS:
             if json_key is not None:
-                row[column] = _number(data, json_key, name, integer=(column == "t*"))
+                row[column] = data.number(json_key, integer=(column == "t*"))
             if paper_key is not None:
                 row[_TABLE2_PAPER_LABELS[column] + PAPER_SUFFIX] = paper.get(paper_key)
         rows.append(row)
@@ -407,7 +317,8 @@ class ClosestPair:
     distance: float  # E[a, b]
 
 
-def closest_pairs(pairs_path: PathLike, trajectories_path: PathLike, k: int) -> list[ClosestPair]:
+def closest_pairs(pairs: Union[Pairs, PathLike], trajectories: Union[Trajectories, PathLike],
+                  k: int) -> list[ClosestPair]:
     """The K closest different-class pairs of one (dataset, model) (Table 3, §4): the ``k`` smallest
     E[a, b] of ``pairs.h5`` (/E/value, /E/pair, /E/t_star) with the rows' test index and order within
     class from ``trajectories.h5``.
@@ -415,20 +326,15 @@ def closest_pairs(pairs_path: PathLike, trajectories_path: PathLike, k: int) -> 
     The classes of the pair's rows (true or predicted, as the ``labels`` attr of pairs.h5 says) must be
     {a, b}; otherwise the two files do not belong together and an InputError says so.
     """
-    with open_h5(pairs_path, required=["E/value", "E/pair", "E/t_star"]) as handle:
-        E = np.asarray(handle["E/value"][()], dtype=np.float64)
-        E_pair = np.asarray(handle["E/pair"][()], dtype=np.int64)
-        E_t_star = np.asarray(handle["E/t_star"][()], dtype=np.int64)
-        label_kind = handle.attrs.get("labels", "true")
-    label_kind = label_kind.decode() if isinstance(label_kind, bytes) else str(label_kind)
-    C = E.shape[0] if E.ndim == 2 else -1
-    if E.ndim != 2 or E.shape != (C, C) or E_pair.shape != (C, C, 2) or E_t_star.shape != (C, C):
-        raise InputError(f"{pairs_path}: /E/value {E.shape}, /E/pair {E_pair.shape}, /E/t_star "
-                         f"{E_t_star.shape} are not (C, C), (C, C, 2), (C, C)")
-    meta = load_trajectory_meta(trajectories_path)
+    pairs, meta = Pairs.of(pairs), Trajectories.of(trajectories)
+    pairs_path, trajectories_path = pairs.path, meta.path
+    E = np.asarray(pairs.result.E, dtype=np.float64)
+    E_pair = np.asarray(pairs.result.E_pair, dtype=np.int64)
+    E_t_star = np.asarray(pairs.result.E_t_star, dtype=np.int64)
+    C = E.shape[0]
     if len(meta.class_names) != C:
         raise InputError(f"{trajectories_path}: {len(meta.class_names)} class_names but {pairs_path} has C = {C}")
-    labels = meta.pred if label_kind in ("pred", "predicted") else meta.labels
+    labels = meta.class_labels(pairs.labels)
     out = []
     for a, b in smallest_class_pairs(E, k):
         i, j = (int(v) for v in E_pair[a, b])
@@ -495,7 +401,8 @@ class BestOrbit:
         return int(self.hops.shape[0])
 
 
-def best_orbit(shadowing_path: PathLike, constants_path: PathLike, trajectories_path: PathLike) -> BestOrbit:
+def best_orbit(shadowing: Union[Shadowing, PathLike], constants: Union[Constants, PathLike],
+               trajectories: Union[Trajectories, PathLike]) -> BestOrbit:
     """The best-traced pseudo-orbit of one (dataset, model): the orbit that starts at the test image
     ``g_shadowing.paper.orbit_start`` of ``constants.json``, read from ``shadowing.h5`` (/orbits, /hops,
     /delta, /epsilon, /shadow_image, indexed by trajectory row), with labels, orders and probabilities
@@ -505,30 +412,27 @@ def best_orbit(shadowing_path: PathLike, constants_path: PathLike, trajectories_
     is the shadowing error ε(ξ) of DESIGN §3.2. The files must agree: the orbit starts at its own row
     and the ``shadow_image`` of constants.json (when not null) is the test index of /shadow_image.
     """
-    constants = read_json(constants_path)
-    start_index = _number(constants, "g_shadowing.paper.orbit_start", str(constants_path), integer=True)
+    constants, meta = Constants.of(constants), Trajectories.of(trajectories)
+    constants_path, trajectories_path = constants.name, meta.path
+    start_index = constants.number("g_shadowing.paper.orbit_start", integer=True)
     if start_index is None:
         raise InputError(f"{constants_path}: key 'g_shadowing.paper.orbit_start' is null: no best orbit")
-    meta = load_trajectory_meta(trajectories_path)
     matches = np.flatnonzero(meta.index == start_index)
     if matches.size != 1:
         raise InputError(f"{constants_path}: orbit_start {start_index} is not a test index of {trajectories_path} "
                          f"(found {matches.size} times in /index)")
     start = int(matches[0])
-    required = ["orbits", "hops", "delta", "epsilon", "shadow_image"]
-    with open_h5(shadowing_path, required=required) as handle:
-        n_orbits, depths = handle["orbits"].shape
-        if handle["hops"].shape != (n_orbits, depths - 1):
-            raise InputError(f"{shadowing_path}: /hops has shape {handle['hops'].shape}, "
-                             f"expected ({n_orbits}, {depths - 1})")
-        if n_orbits != meta.labels.shape[0]:
-            raise InputError(f"{shadowing_path}: {n_orbits} orbits, but {trajectories_path} has "
-                             f"{meta.labels.shape[0]} rows")
-        rows = np.asarray(handle["orbits"][start], dtype=np.int64)
-        hops = np.asarray(handle["hops"][start], dtype=np.float64)
-        delta = float(handle["delta"][start])
-        epsilon = float(handle["epsilon"][start])
-        shadow_row = int(handle["shadow_image"][start])
+    shadowing = Shadowing.of(shadowing)
+    shadowing_path = shadowing.path
+    n_orbits, depths = shadowing.orbits.shape
+    if n_orbits != meta.labels.shape[0]:
+        raise InputError(f"{shadowing_path}: {n_orbits} orbits, but {trajectories_path} has "
+                         f"{meta.labels.shape[0]} rows")
+    rows = shadowing.orbits[start]
+    hops = shadowing.hops[start]
+    delta = float(shadowing.delta[start])
+    epsilon = float(shadowing.epsilon[start])
+    shadow_row = int(shadowing.shadow_image[start])
     if rows[0] != start:
         raise InputError(f"{shadowing_path}: /orbits[{start}, 0] = {rows[0]}, but an orbit starts at its own row")
     if meta.T != depths - 1:
@@ -537,14 +441,12 @@ def best_orbit(shadowing_path: PathLike, constants_path: PathLike, trajectories_
     for row in list(rows) + [shadow_row]:
         if not 0 <= row < n_rows:
             raise InputError(f"{shadowing_path}: row {row} outside 0..{n_rows - 1} of {trajectories_path}")
-    stated_shadow = _number(constants, "g_shadowing.paper.shadow_image", str(constants_path), integer=True)
+    stated_shadow = constants.number("g_shadowing.paper.shadow_image", integer=True)
     if stated_shadow is not None and stated_shadow != int(meta.index[shadow_row]):
         raise InputError(f"{constants_path}: shadow_image {stated_shadow}, but {shadowing_path} gives test "
                          f"index {int(meta.index[shadow_row])} for the orbit starting at {start_index}")
-    with open_h5(trajectories_path, required=["probs"]) as handle:
-        probs = handle["probs"]
-        q = np.stack([np.asarray(probs[row, t], dtype=np.float64) for t, row in enumerate(rows)])
-        shadow = np.asarray(probs[shadow_row], dtype=np.float64)
+    q = meta.probs[rows, np.arange(depths)]
+    shadow = meta.probs[shadow_row]
     names = meta.class_names
     return BestOrbit(
         rows=rows, test_index=meta.index[rows], classes=[names[c] for c in meta.labels[rows]],

@@ -24,9 +24,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from resdyn.data import images_to_tensor, load_split
-from resdyn.io import InputError, atomic_output, write_json
-from resdyn.model import build_model, load_model, save_model
+from resdyn.data import images_to_tensor
+from resdyn.device import resolve_device
+from resdyn.io import InputError, atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +35,6 @@ CHECKPOINT_FORMAT = 1
 TRAINING_PROCEDURE = "adam-ce-even-batches-v1"
 """Names the training loop in checkpoints; change it when the loop changes, so old checkpoints are not resumed."""
 SETTINGS_KEYS = ("epochs", "lr", "batch_size", "seed", "device")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; ``"cpu"``; ``"cuda"`` (an error when CUDA is absent)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("device 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
-        return torch.device("cuda")
-    raise InputError(f"device {device!r}: choose 'auto', 'cpu' or 'cuda'")
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -151,7 +138,7 @@ def train(
                          f"lr={lr} must be a positive number")
     num_classes = int(getattr(model, "num_classes"))
     _check_arrays(images, labels, num_classes, "training data")
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device)
     checkpoint_path = Path(checkpoint_path)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -216,7 +203,7 @@ def train(
 def predict_logits(model: nn.Module, images: np.ndarray, *, device: str | torch.device,
                    batch_size: int) -> torch.Tensor:
     """Logits (N, C) float32 on the CPU of ``model`` in eval mode, computed in batches of ``batch_size``."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device)
     model.to(device).eval()
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="evaluate", leave=False, disable=None):
@@ -249,46 +236,10 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, device
     }
 
 
-def _check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The training settings {epochs, lr, batch_size, seed, device}; a missing or unknown key is an error."""
     missing = [k for k in SETTINGS_KEYS if k not in settings]
     unknown = sorted(set(settings) - set(SETTINGS_KEYS))
     if missing or unknown:
         raise InputError(f"training settings: missing {missing}, unknown {unknown} (expected {list(SETTINGS_KEYS)})")
     return {k: settings[k] for k in SETTINGS_KEYS}
-
-
-def train_from_files(
-    data_path: str | os.PathLike,
-    model_entry: Mapping[str, Any],
-    settings: Mapping[str, Any],
-    model_out: str | os.PathLike,
-    log_out: str | os.PathLike,
-    checkpoint_path: str | os.PathLike,
-) -> list[dict[str, float]]:
-    """The ``train`` rule: build the model of ``model_entry`` with initial weights drawn from
-    ``torch.manual_seed(settings["seed"])``, :func:`train` it on the data file's train split, save it with
-    :func:`resdyn.model.save_model`. ``settings`` = {epochs, lr, batch_size, seed, device}."""
-    settings = _check_settings(settings)
-    images, labels, class_names = load_split(data_path, "train")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(settings["seed"]))
-        model = build_model(model_entry, len(class_names))
-    rows = train(model, images, labels, epochs=int(settings["epochs"]), lr=float(settings["lr"]),
-                 batch_size=int(settings["batch_size"]), seed=int(settings["seed"]), device=settings["device"],
-                 checkpoint_path=checkpoint_path, log_path=log_out)
-    save_model(model_out, model.cpu(), model_entry, len(class_names), class_names)
-    return rows
-
-
-def evaluate_from_files(model_path: str | os.PathLike, data_path: str | os.PathLike,
-                        metrics_out: str | os.PathLike, *, device: str, batch_size: int) -> dict[str, float | int]:
-    """The ``evaluate`` rule: :func:`evaluate` on the data file's test split, written to ``metrics_out``
-    (JSON, atomic)."""
-    model, meta = load_model(model_path)
-    images, labels, class_names = load_split(data_path, "test")
-    if list(class_names) != list(meta["class_names"]):
-        raise InputError(f"{data_path}: class names {class_names} differ from those the model {model_path} "
-                         f"was trained on ({meta['class_names']})")
-    metrics = evaluate(model, images, labels, device=device, batch_size=batch_size)
-    write_json(metrics_out, metrics)
-    return metrics

@@ -52,8 +52,9 @@ def package_sources(*modules):
 
     The expensive stages (data, training, trajectories) deliberately do not list their modules: an edit to
     resdyn/train.py must not silently retrain every model. Rerun those with `snakemake -R <rule>`.
+    Every cheap rule also depends on the stage functions and the artifact layer that reads and writes its files.
     """
-    return [os.path.join(workflow.basedir, "resdyn", f"{m}.py") for m in modules]
+    return [os.path.join(workflow.basedir, "resdyn", f"{m}.py") for m in ("stages", "artifacts", *modules)]
 
 
 def training_params(wildcards):

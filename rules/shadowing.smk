@@ -27,7 +27,7 @@ rule shadowing_gather:
     input:
         shards=gather.shards(shard_path("shadowing")),
         pairs=run_dir("pairs.h5"),
-        code=package_sources("shadowing"),
+        code=package_sources("shadowing", "figures"),
     output:
         h5=run_dir("shadowing.h5"),
         curve=report(

@@ -11,7 +11,11 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from resdyn.data import array_checksum, images_to_tensor, load_split, prepare_dataset
+from resdyn.artifacts import DatasetFile, array_checksum
+from resdyn.data import images_to_tensor
+from resdyn.stages import prepare_data as prepare_dataset
+
+load_split = DatasetFile.load_split
 from resdyn.io import InputError
 
 DIGITS = {"source": "sklearn-digits"}

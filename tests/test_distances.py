@@ -13,15 +13,14 @@ import pytest
 from resdyn.distances import (
     PairwiseResult,
     _pairwise_torch,
-    load_pairwise,
     merge_pairwise,
     min_max_distance,
     min_max_distance_bruteforce,
     pairwise_bruteforce,
     pairwise_shard,
-    save_pairwise,
     shard_rows,
 )
+from resdyn.artifacts import Pairs
 from resdyn.io import InputError
 
 VALUE_FIELDS = ("E", "E_mean", "depth_min", "nn_distance")
@@ -260,11 +259,12 @@ def test_save_load_roundtrip(tmp_path):
     probs, labels = random_trajectories(rng, 20, depths=3, classes=3)
     result = sharded(probs, labels, 3, 2)
     path = tmp_path / "pairs.h5"
-    save_pairwise(path, result, {"labels": "true"})
+    Pairs(result, "true").save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["pairs.h5"]
-    loaded = load_pairwise(path)
+    artifact = Pairs.load(path)
+    loaded = artifact.result
     assert_same(loaded, result, bitwise=True)
-    assert loaded.n_shards == 2 and loaded.attrs["labels"] == "true"
+    assert loaded.n_shards == 2 and artifact.labels == "true"
     with h5py.File(path) as handle:
         assert handle.attrs["N"] == 20 and handle.attrs["T"] == 2 and handle.attrs["C"] == 3
         assert handle["expansive"].attrs["i"] == result.expansive_pair[0]
@@ -275,7 +275,7 @@ def test_load_names_a_missing_key(tmp_path):
     with h5py.File(path, "w") as handle:
         handle.create_group("expansive")
     with pytest.raises(InputError, match="pairs.h5.*E/value"):
-        load_pairwise(path)
+        Pairs.load(path)
 
 
 # ----------------------------------------------------------------------------------- min_max_distance

@@ -84,7 +84,7 @@ def test_figure_class_expansive_from_files(run, tmp_path):
     broken = tmp_path / "pairs.h5"
     with h5py.File(broken, "w") as f:
         f["E/value"] = np.zeros((10, 10))
-    with pytest.raises(InputError, match=r"pairs\.h5.*'E_mean/value'"):
+    with pytest.raises(InputError, match=r"pairs\.h5.*'E/pair'"):
         figure_class_expansive(broken, run["trajectories"], tmp_path / "x.png", "E_mean", "x")
 
 

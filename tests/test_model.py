@@ -12,10 +12,9 @@ from resdyn.model import (
     Patching,
     RevisedResNet,
     build_model,
-    load_model,
     normalize_model_entry,
-    save_model,
 )
+from resdyn.artifacts import load_model, save_model
 
 RESNET18 = (2, 2, 2, 2)
 RESNET50 = (3, 4, 6, 3)

@@ -1,7 +1,7 @@
 """Bad input to the analysis stages: a clear error naming the file, key or value, and no half-written output.
 
 The files here are written in the real formats of docs/ARCHITECTURE.md and run through the same driver
-functions the Snakemake entry points call (resdyn.analysis, resdyn.constants).
+functions the Snakemake entry points call (resdyn.stages).
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from resdyn import analysis, constants, distances
+from resdyn import constants, distances, stages
+from resdyn.artifacts import Pairs, Trajectories
 from resdyn.io import InputError, atomic_output, read_json, write_json
 
 
@@ -54,28 +55,29 @@ def test_shards_and_gather_match_the_brute_force(trajectories, tmp_path):
     shards = []
     for k in range(1, 4):
         out = tmp_path / f"pairs_{k}-of-3.h5"
-        analysis.run_pairwise_shard(trajectories, out, f"{k}-of-3", chunk=4)
+        stages.pairwise_shard(trajectories, out, f"{k}-of-3", chunk=4)
         shards.append(out)
-    analysis.gather_pairwise(shards, tmp_path / "pairs.h5")
-    merged = distances.load_pairwise(tmp_path / "pairs.h5")
-    probs, labels, n_classes = analysis.load_labelled_probs(trajectories)
-    reference = distances.pairwise_bruteforce(probs, labels, n_classes)
+    stages.gather_pairwise(shards, tmp_path / "pairs.h5")
+    merged = Pairs.load(tmp_path / "pairs.h5").result
+    traj = Trajectories.load(trajectories)
+    reference = distances.pairwise_bruteforce(traj.probs, traj.labels, len(traj.class_names))
     assert merged.expansive == reference.expansive
     assert list(merged.expansive_pair) == list(reference.expansive_pair)
     np.testing.assert_array_equal(merged.nn_index, reference.nn_index)
 
 
 def test_predicted_labels_switch(trajectories, tmp_path):
-    probs, y, _ = analysis.load_labelled_probs(trajectories, "predicted")
-    np.testing.assert_array_equal(y, probs[:, -1].argmax(axis=1))
+    traj = Trajectories.load(trajectories)
+    y = traj.class_labels("predicted")
+    np.testing.assert_array_equal(y, traj.probs[:, -1].argmax(axis=1))
     with pytest.raises(InputError, match="analysis.labels = 'guessed'"):
-        analysis.load_labelled_probs(trajectories, "guessed")
+        traj.class_labels("guessed")
 
 
 @pytest.mark.parametrize("item", ["0-of-3", "4-of-3", "one-of-3", "3"])
 def test_bad_scatter_item_is_named(item):
     with pytest.raises(InputError, match=repr(item).replace("-", r"\-")):
-        analysis.parse_scatteritem(item)
+        stages.parse_scatteritem(item)
 
 
 def test_truncated_trajectories_name_the_file_and_leave_no_output(trajectories, tmp_path):
@@ -83,7 +85,7 @@ def test_truncated_trajectories_name_the_file_and_leave_no_output(trajectories, 
     trajectories.write_bytes(data[: len(data) // 3])
     out = tmp_path / "pairs_1-of-1.h5"
     with pytest.raises(InputError, match="trajectories.h5"):
-        analysis.run_pairwise_shard(trajectories, out, "1-of-1")
+        stages.pairwise_shard(trajectories, out, "1-of-1")
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
 
 
@@ -92,7 +94,7 @@ def test_nan_probabilities_are_refused(tmp_path):
     probs[4, 1, 0] = np.nan
     path = write_trajectory_file(tmp_path / "trajectories.h5", probs, np.array([0, 1] * 3), 2)
     with pytest.raises(InputError, match="NaN"):
-        analysis.run_pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+        stages.pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
     assert not (tmp_path / "out.h5").exists()
 
 
@@ -100,7 +102,7 @@ def test_missing_key_is_named(trajectories, tmp_path):
     with h5py.File(trajectories, "a") as handle:
         del handle["labels"]
     with pytest.raises(InputError, match="labels"):
-        analysis.run_pairwise_shard(trajectories, tmp_path / "out.h5", "1-of-1")
+        stages.pairwise_shard(trajectories, tmp_path / "out.h5", "1-of-1")
 
 
 def test_label_outside_the_class_range_is_named(tmp_path):
@@ -108,21 +110,21 @@ def test_label_outside_the_class_range_is_named(tmp_path):
     with h5py.File(path, "a") as handle:
         handle["labels"][3] = 7
     with pytest.raises(InputError, match="7"):
-        analysis.run_pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+        stages.pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
 
 
 def test_single_class_gives_a_clear_message(tmp_path):
     path = write_trajectory_file(tmp_path / "trajectories.h5", random_probs(5, 3, 2), np.zeros(5, int), 2)
     with pytest.raises(ValueError, match="different-class pair"):
-        analysis.run_pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+        stages.pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
 
 
 def test_gather_refuses_incomplete_shards(trajectories, tmp_path):
-    analysis.run_pairwise_shard(trajectories, tmp_path / "a.h5", "1-of-2")
+    stages.pairwise_shard(trajectories, tmp_path / "a.h5", "1-of-2")
     pairs = tmp_path / "pairs.h5"
     # shard_rows balances the i < j pairs, so the first of two shards of 18 rows holds rows 0..6.
     with pytest.raises(InputError, match="cover rows 0..6 only, expected 0..18"):
-        analysis.gather_pairwise([tmp_path / "a.h5"], pairs)
+        stages.gather_pairwise([tmp_path / "a.h5"], pairs)
     assert not pairs.exists()
 
 
@@ -130,33 +132,33 @@ def test_shadowing_gather_refuses_a_gap(trajectories, tmp_path):
     shards = []
     for k in (1, 2):
         out = tmp_path / f"pairs_{k}.h5"
-        analysis.run_pairwise_shard(trajectories, out, f"{k}-of-2")
+        stages.pairwise_shard(trajectories, out, f"{k}-of-2")
         shards.append(out)
     pairs = tmp_path / "pairs.h5"
-    analysis.gather_pairwise(shards, pairs)
-    analysis.run_shadowing_shard(trajectories, pairs, tmp_path / "s1.h5", "1-of-3")
-    analysis.run_shadowing_shard(trajectories, pairs, tmp_path / "s3.h5", "3-of-3")
+    stages.gather_pairwise(shards, pairs)
+    stages.shadowing_shard(trajectories, pairs, tmp_path / "s1.h5", "1-of-3")
+    stages.shadowing_shard(trajectories, pairs, tmp_path / "s3.h5", "3-of-3")
     outputs = [tmp_path / name for name in ("shadowing.h5", "curve.csv", "curve.png")]
     with pytest.raises(InputError, match="do not tile"):
-        analysis.gather_shadowing([tmp_path / "s1.h5", tmp_path / "s3.h5"], pairs, *outputs)
+        stages.gather_shadowing([tmp_path / "s1.h5", tmp_path / "s3.h5"], pairs, *outputs)
     assert not any(p.exists() for p in outputs)
 
 
 def test_constants_name_a_missing_lipschitz_key(trajectories, tmp_path):
     shard = tmp_path / "pairs_1.h5"
-    analysis.run_pairwise_shard(trajectories, shard, "1-of-1")
+    stages.pairwise_shard(trajectories, shard, "1-of-1")
     pairs = tmp_path / "pairs.h5"
-    analysis.gather_pairwise([shard], pairs)
-    analysis.run_shadowing_shard(trajectories, pairs, tmp_path / "s.h5", "1-of-1")
+    stages.gather_pairwise([shard], pairs)
+    stages.shadowing_shard(trajectories, pairs, tmp_path / "s.h5", "1-of-1")
     shadowing_h5 = tmp_path / "shadowing.h5"
-    analysis.gather_shadowing([tmp_path / "s.h5"], pairs, shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
+    stages.gather_shadowing([tmp_path / "s.h5"], pairs, shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
     lip = tmp_path / "lipschitz.json"
     write_json(lip, {"fc": 2.0})
     with pytest.raises(InputError, match="lipschitz.json: missing key 'g'"):
         constants.assemble_constants(trajectories, pairs, shadowing_h5, lip)
-    analysis.write_lipschitz(trajectories, lip)
-    result = constants.write_constants(tmp_path / "constants.json", trajectories_path=trajectories,
-                                       pairs_path=pairs, shadowing_path=shadowing_h5, lipschitz_path=lip)
+    stages.lipschitz(trajectories, lip)
+    result = stages.constants(tmp_path / "constants.json", trajectories_path=trajectories,
+                              pairs_path=pairs, shadowing_path=shadowing_h5, lipschitz_path=lip)
     with h5py.File(trajectories) as handle:
         norm = np.linalg.norm(handle["head/weight"][()], 2)
     assert result["lip"]["fc"] == pytest.approx(norm, rel=1e-12)

@@ -8,17 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from resdyn.artifacts import CURVE_COLUMNS, Shadowing, save_shadowing_curve
+from resdyn.figures import plot_shadowing_curve
 from resdyn.io import InputError
 from resdyn.shadowing import (
-    CURVE_COLUMNS,
     ShadowingPart,
     best_tracing,
     greedy_pseudo_orbits,
-    load_shadowing,
     merge_shadowing,
-    plot_shadowing_curve,
-    save_shadowing,
-    save_shadowing_curve,
     shadowing_curve,
     shadowing_errors,
 )
@@ -357,8 +354,8 @@ def test_bad_tables_and_inputs_raise_with_the_culprit_named():
 def test_save_load_roundtrip_and_corruption(tmp_path):
     orbits, hops, eps, b_star = full_pipeline(HAND_PROBS)
     path = tmp_path / "shadowing.h5"
-    save_shadowing(path, orbits, hops, eps, b_star, attrs={"dataset": "hand", "model": "toy"})
-    loaded = load_shadowing(path)
+    Shadowing(orbits, hops, eps, b_star, attrs={"dataset": "hand", "model": "toy"}).save(path)
+    loaded = Shadowing.load(path)
     np.testing.assert_array_equal(loaded.orbits, orbits)
     np.testing.assert_array_equal(loaded.hops, hops)
     np.testing.assert_array_equal(loaded.delta, hops.max(axis=1))
@@ -370,11 +367,11 @@ def test_save_load_roundtrip_and_corruption(tmp_path):
     with h5py.File(path, "a") as handle:
         handle["delta"][0] = 99.0
     with pytest.raises(InputError, match="/delta"):
-        load_shadowing(path)
+        Shadowing.load(path)
     with h5py.File(path, "a") as handle:
         del handle["epsilon"]
     with pytest.raises(InputError, match="epsilon"):
-        load_shadowing(path)
+        Shadowing.load(path)
 
 
 def test_curve_csv_and_plot(tmp_path):

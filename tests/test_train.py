@@ -14,17 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from resdyn.data import images_to_tensor, write_dataset
+from resdyn.artifacts import DatasetFile, load_model
+from resdyn.data import images_to_tensor
+from resdyn.device import resolve_device
 from resdyn.io import InputError, read_json
-from resdyn.model import build_model, load_model
-from resdyn.train import (
-    epoch_generator,
-    evaluate,
-    evaluate_from_files,
-    resolve_device,
-    train,
-    train_from_files,
-)
+from resdyn.model import build_model
+from resdyn.stages import evaluate_model as evaluate_from_files
+from resdyn.stages import train_model as train_from_files
+from resdyn.train import epoch_generator, evaluate, train
 
 TINY = {"blocks": [1, 1, 1, 1], "width": 16}
 SETTINGS = {"epochs": 3, "lr": 1e-3, "batch_size": 16, "seed": 7, "device": "cpu"}
@@ -45,8 +42,8 @@ def data_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny.h5"
     train_arrays = make_arrays(48, 3, seed=0)
     test_arrays = make_arrays(20, 3, seed=1)
-    write_dataset(path, {"train": train_arrays, "test": test_arrays}, ["a", "b", "c"],
-                  dataset="tiny", source="npz", origin="test")
+    DatasetFile({"train": train_arrays, "test": test_arrays}, ["a", "b", "c"],
+                dataset="tiny", source="npz", origin="test").save(path)
     return path
 
 
@@ -109,7 +106,7 @@ def test_resume_after_sigkill_is_bitwise_equal(data_file, uninterrupted, tmp_pat
     script = textwrap.dedent(f"""
         import torch
         torch.set_num_threads({torch.get_num_threads()})
-        from resdyn.train import train_from_files
+        from resdyn.stages import train_model as train_from_files
         train_from_files({str(data_file)!r}, {TINY!r}, {settings!r}, {str(tmp_path / 'model.pt')!r},
                          {str(tmp_path / 'train_log.csv')!r}, {str(tmp_path / 'ckpt.pt')!r})
     """)

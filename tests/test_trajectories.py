@@ -8,10 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from resdyn.data import images_to_tensor, load_split, write_dataset
+from resdyn.artifacts import DatasetFile, Trajectories, load_model, save_model
+from resdyn.data import images_to_tensor
 from resdyn.io import InputError, file_checksum
-from resdyn.model import build_model, load_model, save_model
-from resdyn.trajectories import load_head, load_probs, order_in_class, write_trajectories
+from resdyn.model import build_model
+from resdyn.stages import record_trajectories as write_trajectories
+from resdyn.trajectories import order_in_class
+
+load_split = DatasetFile.load_split
+
+
+def load_probs(path):
+    trajectories = Trajectories.load(path)
+    return trajectories.probs, trajectories.labels, trajectories.class_names
+
+
+def load_head(path):
+    return Trajectories.load(path).head
 
 ENTRY = {"blocks": [1, 2, 1, 1], "width": 16}
 CLASS_NAMES = ["zero", "one", "two"]
@@ -36,8 +49,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     test_images = rng.integers(0, 256, size=(len(TEST_LABELS), 3, 32, 32)).astype(np.uint8)
     test_images[3] = test_images[1]  # an exact duplicate image: identical trajectories
     train = (rng.integers(0, 256, size=(4, 3, 32, 32)).astype(np.uint8), np.array([0, 1, 2, 0], dtype=np.int64))
-    write_dataset(folder / "data.h5", {"train": train, "test": (test_images, TEST_LABELS)}, CLASS_NAMES,
-                  dataset="toy", source="npz", origin="test")
+    DatasetFile({"train": train, "test": (test_images, TEST_LABELS)}, CLASS_NAMES,
+                dataset="toy", source="npz", origin="test").save(folder / "data.h5")
     paths = {"data": folder / "data.h5"}
     for name, entry in (("linear", ENTRY), ("mlp", {**ENTRY, "head": {"hidden": [20, 9]}})):
         torch.manual_seed(1)
@@ -184,6 +197,8 @@ def test_loaders_name_the_bad_file(files, tmp_path):
         dst.attrs["class_names"] = src.attrs["class_names"]
     with pytest.raises(InputError, match="broken.h5.*'probs'"):
         load_probs(broken)
+    with h5py.File(path, "r") as src, h5py.File(broken, "a") as dst:
+        src.copy("probs", dst)
     with pytest.raises(InputError, match="broken.h5.*'head'"):
         load_head(broken)
     nan = tmp_path / "nan.h5"

@@ -1,9 +1,9 @@
 """Snakemake entry point of rule constants: constants.json for one (dataset, model)."""
-from resdyn.constants import write_constants
+from resdyn import stages
 from resdyn.io import log_to
 
 with log_to(snakemake.log[0]):
-    write_constants(
+    stages.constants(
         snakemake.output[0],
         trajectories_path=snakemake.input.trajectories,
         pairs_path=snakemake.input.pairs,

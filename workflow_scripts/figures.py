@@ -1,9 +1,9 @@
 """Snakemake entry point of rule figures: Figures 2-3, Table 3's image pairs and the best orbit strip."""
-from resdyn.figures import write_run_figures
+from resdyn import stages
 from resdyn.io import log_to
 
 with log_to(snakemake.log[0]):
-    write_run_figures(
+    stages.figures(
         data_path=snakemake.input.data,
         trajectories_path=snakemake.input.trajectories,
         pairs_path=snakemake.input.pairs,

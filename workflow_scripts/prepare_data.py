@@ -1,9 +1,9 @@
 """Snakemake entry point of rule prepare_data: one dataset → results/data/{dataset}.h5."""
-from resdyn.data import prepare_dataset
+from resdyn import stages
 from resdyn.io import log_to
 
 with log_to(snakemake.log[0]):
-    prepare_dataset(
+    stages.prepare_data(
         snakemake.wildcards.dataset,
         dict(snakemake.params.entry),
         snakemake.output[0],

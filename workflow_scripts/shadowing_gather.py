@@ -1,9 +1,9 @@
 """Snakemake entry point of rule shadowing_gather: shadowing.h5, the curve CSV and its plot."""
-from resdyn.analysis import gather_shadowing
+from resdyn import stages
 from resdyn.io import log_to
 
 with log_to(snakemake.log[0]):
-    gather_shadowing(
+    stages.gather_shadowing(
         list(snakemake.input.shards),
         snakemake.input.pairs,
         snakemake.output.h5,

@@ -1,9 +1,9 @@
 """Snakemake entry point of rule shadowing_shard: shadowing errors of one scatter shard of the orbits."""
-from resdyn.analysis import run_shadowing_shard
+from resdyn import stages
 from resdyn.io import log_to
 
 with log_to(snakemake.log[0]):
-    run_shadowing_shard(
+    stages.shadowing_shard(
         snakemake.input.trajectories,
         snakemake.input.pairs,
         snakemake.output[0],

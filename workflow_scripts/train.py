@@ -2,11 +2,11 @@
 import torch
 
 from resdyn.io import log_to
-from resdyn.train import train_from_files
+from resdyn import stages
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
-    train_from_files(
+    stages.train_model(
         snakemake.input.data,
         dict(snakemake.params.model),
         dict(snakemake.params.training),

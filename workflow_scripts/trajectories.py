@@ -1,9 +1,9 @@
 """Snakemake entry point of rule trajectories: trajectories.h5 for one (dataset, model)."""
 from resdyn.io import log_to
-from resdyn.trajectories import write_trajectories
+from resdyn import stages
 
 with log_to(snakemake.log[0]):
-    write_trajectories(
+    stages.record_trajectories(
         snakemake.input.model,
         snakemake.input.data,
         snakemake.output[0],
