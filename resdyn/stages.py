@@ -163,7 +163,6 @@ def pairwise_shard(
     log.info("pairwise shard %d/%d: rows %d..%d of N = %d", shard + 1, n_shards, start, stop, traj.probs.shape[0])
     result = distances.pairwise_shard(traj.probs, y, start, stop, n_classes=len(traj.class_names), chunk=chunk,
                                       device=str(resolve_device(device)))
-    result.n_shards = n_shards
     Pairs(result, labels, shard=shard, start=start, stop=stop).save(out_path)
 
 
@@ -185,7 +184,6 @@ def gather_pairwise(shard_paths: Sequence[PathLike], out_path: PathLike) -> None
     if covered != n_images:
         raise InputError(f"pairwise shards cover rows 0..{covered} only, expected 0..{n_images}")
     merged = distances.merge_pairwise([s.result for s in shards])
-    merged.n_shards = len(shards)
     Pairs(merged, label_sources.pop()).save(out_path)
 
 
