@@ -102,6 +102,7 @@ def test_missing_key_is_named(trajectories, tmp_path):
         del handle["labels"]
     with pytest.raises(InputError, match="labels"):
         analysis.run_pairwise_shard(trajectories, tmp_path / "out.h5", "1-of-1")
+    assert not (tmp_path / "out.h5").exists()
 
 
 def test_label_outside_the_class_range_is_named(tmp_path):
@@ -110,6 +111,7 @@ def test_label_outside_the_class_range_is_named(tmp_path):
         handle["labels"][3] = 7
     with pytest.raises(InputError, match="7"):
         analysis.run_pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+    assert not (tmp_path / "out.h5").exists()
 
 
 def run_analysis(trajectories: Path, tmp_path: Path, *, labels: str = "true", shards: int = 2) -> dict:
