@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
+import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from resdyn.io import InputError
 
@@ -45,6 +47,9 @@ def schema_defaults(section: str) -> dict[str, Any]:
         raise KeyError(f"{SCHEMA_PATH}: no section '{section}'")
     return _defaults(node)
 
+STEM_SIDE = 8
+"""Side of the stem's output map: 32×32 images shrink by 4 (stride-2 convolution, stride-2 max-pool)."""
+
 
 def training_settings(config: Mapping[str, Any], dataset: str, model: str) -> dict[str, Any]:
     """Training settings for one (dataset, model): global defaults < dataset override < model override."""
@@ -62,7 +67,146 @@ def model_settings(config: Mapping[str, Any], model: str) -> dict[str, Any]:
     return {k: v for k, v in config["models"][model].items() if k != "training"}
 
 
+def check_architecture(
+    blocks: Sequence[int], tiles: Sequence[Sequence[int]], width: int, head_hidden: Sequence[int] = ()
+) -> None:
+    """Raise ValueError when a revised ResNet with these settings cannot be built (pure Python, no torch).
+
+    The stages' tiles must cut the 8×8 stem map into equal tiles (Π rows and Π cols divide 8), each stage
+    needs ≥ 1 block, and the bottleneck's c → c/4 needs width to be a multiple of 4. The model's
+    constructor and the workflow's parse-time check both call this, so a bad entry fails before anything
+    is scheduled, with the same message.
+    """
+    blocks = [int(b) for b in blocks]
+    tiles = [(int(r), int(c)) for r, c in tiles]
+    if len(blocks) != len(tiles) or not blocks:
+        raise ValueError(f"blocks {blocks} and tiles {tiles} must list the same (non-zero) number of stages")
+    if any(b < 1 for b in blocks):
+        raise ValueError(f"every stage needs at least one block, got blocks {blocks}")
+    if any(r < 1 or c < 1 for r, c in tiles):
+        raise ValueError(f"patching tiles must be positive, got {tiles}")
+    rows_total = math.prod(r for r, _ in tiles)
+    cols_total = math.prod(c for _, c in tiles)
+    if STEM_SIDE % rows_total or STEM_SIDE % cols_total:
+        raise ValueError(f"tiles {tiles} cut the {STEM_SIDE}×{STEM_SIDE} stem output into "
+                         f"{rows_total}×{cols_total} parts; both must divide {STEM_SIDE}")
+    if width < 4 or width % 4:
+        raise ValueError(f"width must be a positive multiple of 4 (bottleneck c/4 per group), got {width}")
+    if any(int(h) < 1 for h in head_hidden):
+        raise ValueError(f"head widths {list(head_hidden)} must be positive")
+
+
+def check_entries(config: Mapping[str, Any]) -> None:
+    """Check what the schema cannot: every model entry builds, every npz dataset file exists.
+
+    Called when the workflow is parsed (after schema validation, defaults filled), so a bad entry fails
+    the dry run with an :class:`InputError` naming the entry and the value instead of failing its first
+    job hours later.
+    """
+    for name, entry in config.get("models", {}).items():
+        try:
+            check_architecture(entry["blocks"], entry["tiles"], entry["width"], entry["head"]["hidden"])
+        except ValueError as err:
+            raise InputError(f"config: models.{name}: {err}") from None
+    for name, entry in config.get("datasets", {}).items():
+        source = entry.get("source")
+        misplaced = [key for key, owner in (("name", "torchvision"), ("path", "npz")) if key in entry
+                     and source != owner]
+        if misplaced:
+            raise InputError(f"config: datasets.{name}: key '{misplaced[0]}' belongs to source "
+                             f"'{dict(name='torchvision', path='npz')[misplaced[0]]}', not '{source}'")
+        if source == "npz" and not os.path.isfile(entry["path"]):
+            raise InputError(f"config: datasets.{name}.path: npz file {entry['path']!r} not found "
+                             f"(relative paths start at the working directory {os.getcwd()})")
+
+
 def _require(config: Mapping[str, Any], section: str, key: str) -> None:
     if key not in config.get(section, {}):
         known = ", ".join(sorted(config.get(section, {}))) or "none"
         raise InputError(f"config: no entry '{key}' under '{section}' (known: {known})")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Canonical config: the same meaning gives the same values, so Snakemake's params (compared by repr)
+# change only when the meaning does.
+
+_BOOLEAN_WORDS = {"true": True, "false": False}
+
+
+def canonical_config(config: Any, schema: Mapping[str, Any]) -> Any:
+    """``config`` rewritten so that equal meanings have equal ``repr``, guided by the JSON schema.
+
+    - mapping keys follow the schema's ``properties`` order, then any other keys (names of datasets and
+      models) in the user's order, which the tables keep;
+    - a value the schema types as ``number`` becomes a float (``1e-3``, ``0.001`` and ``1.0e-3`` agree:
+      YAML 1.1 reads ``1e-3`` as a string), ``integer`` an int (``8``, ``8.0``, ``"8"``), ``boolean`` a
+      bool (``"true"``); strings that look like these arrive from ``--config`` (read with YAML's
+      BaseLoader) and from YAML's number rules. Values that do not convert are left for the schema
+      validation to reject with its message.
+
+    Applied before validation (so a valid value is not refused for its spelling) and after it (so the
+    defaults it filled in take their place in the order). Idempotent.
+    """
+    return _canonical(config, schema, schema)
+
+
+def _resolve(node: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema node with ``$ref`` and ``allOf`` merged in (properties: referenced ones first)."""
+    merged: dict[str, Any] = {}
+    parts = []
+    if "$ref" in node:
+        target: Any = root
+        for part in str(node["$ref"]).lstrip("#/").split("/"):
+            target = target[part]
+        parts.append(_resolve(target, root))
+    parts.extend(_resolve(member, root) for member in node.get("allOf", ()))
+    parts.append({k: v for k, v in node.items() if k not in ("$ref", "allOf")})
+    for part in parts:
+        for key, value in part.items():
+            if key == "properties":
+                properties = merged.setdefault("properties", {})
+                for name, sub in value.items():
+                    properties[name] = {**properties.get(name, {}), **sub}
+            else:
+                merged[key] = value
+    return merged
+
+
+def _canonical(value: Any, node: Mapping[str, Any] | None, root: Mapping[str, Any]) -> Any:
+    schema = _resolve(node, root) if isinstance(node, Mapping) else {}
+    kind = schema.get("type")
+    if isinstance(value, Mapping):
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        extra = extra if isinstance(extra, Mapping) else None
+        ordered = [k for k in properties if k in value] + [k for k in value if k not in properties]
+        return {k: _canonical(value[k], properties.get(k, extra), root) for k in ordered}
+    if isinstance(value, (list, tuple)):
+        items = schema.get("items")
+        return [_canonical(v, items if isinstance(items, Mapping) else None, root) for v in value]
+    if kind == "string" and isinstance(value, bool) and str(value).lower() in schema.get("enum", ()):
+        return str(value).lower()  # `labels: true` unquoted means the label source "true"
+    if kind == "boolean" and isinstance(value, str) and value.lower() in _BOOLEAN_WORDS:
+        return _BOOLEAN_WORDS[value.lower()]
+    if kind in ("number", "integer") and not isinstance(value, bool):
+        number = _as_number(value)
+        if number is None:
+            return value
+        if kind == "integer":
+            return int(number) if float(number).is_integer() else value
+        return float(number)
+    return value
+
+
+def _as_number(value: Any) -> float | int | None:
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None

@@ -3,15 +3,18 @@
 Keys (DESIGN §7):
 
 - ``g_expansive``: e = min over different-class pairs i < j of max_t d_t(i, j) (Definition 1, Table 2),
-  with the pair as test indices, its 1-based order within each class (Table 3), its classes and the block
-  t* = argmax_t d_t(i*, j*).
+  with the pair as test indices, its 1-based order within each (true) class (Table 3), the classes the
+  estimator compared (and ``true_classes`` beside them with predicted labels) and the block
+  t* = argmax_t d_t(i*, j*); ``null`` with an ``undefined_reason`` when all images carry one label.
 - ``g_shadowing``: ``paper`` (the best-traced pseudo-orbit, Sh = δ/ε, Tables 2, 4, 5) and ``curve``
   (min over the quantile window of δ*(ε)/ε), see :mod:`resdyn.shadowing`.
 - ``lip``: ``fc`` = Lip of the fully connected head (‖W‖₂ for a linear head) and ``g`` = Lip(g) with the
-  softmax (≤ fc / 2), see :mod:`resdyn.lipschitz`.
+  softmax (≤ fc / 2), and ``certified`` (whether fc is a certified upper bound), see
+  :mod:`resdyn.lipschitz`.
 - ``t_g_lower``: Theorem 1 gives Sh_g(φ) ≤ Lip(g) · T_g(φ), so T_g(φ) ≥ Sh / Lip. ``paper`` and ``curve``
   divide by Lip_FC (what the paper reports); ``paper_lip_g`` and ``curve_lip_g`` by the sharper Lip(g).
-  A bound is ``null`` when its Sh estimate is undefined.
+  A bound is ``null`` when its Sh estimate is undefined, and every bound is ``null`` (with an
+  ``undefined_reason``) when Lip is not certified.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import Any, Union
 import numpy as np
 
 from resdyn.artifacts import Lipschitz, Pairs, Shadowing, Trajectories
+from resdyn.distances import PairwiseResult
 from resdyn.io import InputError
 
 PathLike = Union[str, os.PathLike]
@@ -38,6 +42,46 @@ def theorem1_lower_bound(sh: float | None, lip: float | None) -> float | None:
     return float(sh) / float(lip)
 
 
+def expansive_summary(
+    pairs: PairwiseResult,
+    label_source: str,
+    used_labels: np.ndarray,
+    true_labels: np.ndarray,
+    test_index: np.ndarray,
+    order_in_class: np.ndarray,
+    class_names: list[str],
+) -> dict[str, Any]:
+    """``g_expansive`` of constants.json: e with its pair (test indices), t*, order and classes.
+
+    ``classes`` are the classes the estimator compared (``labels``: the true test labels, or the model's
+    predictions at depth T); with predicted labels ``true_classes`` gives the pair's true classes beside
+    them. ``pair_order`` is each image's 1-based order among the test images of its *true* class, which
+    identifies the image as in the paper's Table 3. When no different-class pair exists (every image
+    carries one label) e is undefined: ``value`` is null with an ``undefined_reason``.
+    """
+    summary: dict[str, Any] = {"value": None, "pair": None, "t_star": None, "pair_order": None,
+                               "classes": None, "labels": label_source}
+    if label_source in ("pred", "predicted"):
+        summary["true_classes"] = None
+    if not np.isfinite(pairs.expansive):
+        present = sorted({class_names[int(c)] for c in np.unique(used_labels)})
+        summary["undefined_reason"] = (
+            f"no different-class pair: all {used_labels.size} test images carry the {label_source} "
+            f"label(s) {present}")
+        return summary
+    i, j = (int(k) for k in pairs.expansive_pair)
+    summary.update(
+        value=float(pairs.expansive),
+        pair=[int(test_index[i]), int(test_index[j])],
+        t_star=int(pairs.expansive_t_star),
+        pair_order=[int(order_in_class[i]), int(order_in_class[j])],
+        classes=[class_names[int(used_labels[i])], class_names[int(used_labels[j])]],
+    )
+    if "true_classes" in summary:
+        summary["true_classes"] = [class_names[int(true_labels[i])], class_names[int(true_labels[j])]]
+    return summary
+
+
 def assemble_constants(
     trajectories: Trajectories | PathLike,
     pairs: Pairs | PathLike,
@@ -53,16 +97,10 @@ def assemble_constants(
     pairs, label_source = pairs_file.result, pairs_file.labels
     paper, curve = Shadowing.of(shadowing).summaries()
     lip = Lipschitz.of(lipschitz).data
-
-    i, j = (int(k) for k in pairs.expansive_pair)
-    expansive = {
-        "value": float(pairs.expansive),
-        "pair": [int(test_index[i]), int(test_index[j])],
-        "t_star": int(pairs.expansive_t_star),
-        "pair_order": [int(order_in_class[i]), int(order_in_class[j])],
-        "classes": [class_names[int(true_labels[i])], class_names[int(true_labels[j])]],
-        "labels": label_source,
-    }
+    # lipschitz.json files written before the flag existed carry only certified values.
+    certified = bool(lip.get("certified", True))
+    expansive = expansive_summary(pairs, label_source, traj.class_labels(label_source), true_labels, test_index,
+                                  order_in_class, class_names)
     paper_summary = {
         "value": paper["value"],
         "epsilon": paper["epsilon"],
@@ -81,11 +119,28 @@ def assemble_constants(
         "g_shadowing": {"paper": paper_summary, "curve": curve},
         # Only the values: lipschitz.json also records solver wall times, and constants.json must be
         # byte-identical across reruns.
-        "lip": {key: lip.get(key) for key in LIP_KEYS},
-        "t_g_lower": {
-            "paper": theorem1_lower_bound(paper["value"], lip["fc"]),
-            "curve": theorem1_lower_bound(curve["value"], lip["fc"]),
-            "paper_lip_g": theorem1_lower_bound(paper["value"], lip["g"]),
-            "curve_lip_g": theorem1_lower_bound(curve["value"], lip["g"]),
-        },
+        "lip": {key: lip.get(key) for key in LIP_KEYS} | {"certified": certified},
+        "t_g_lower": theorem1_bounds(paper["value"], curve["value"], lip["fc"], lip["g"], certified),
     }
+
+
+def theorem1_bounds(sh_paper: float | None, sh_curve: float | None, lip_fc: float, lip_g: float,
+                    certified: bool) -> dict[str, Any]:
+    """``t_g_lower`` of constants.json: T_g ≥ Sh / Lip for each Sh estimate and each Lipschitz constant.
+
+    The quotient is a lower bound only when Lip is a certified *upper* bound of the true constant. An
+    uncertified Lip (the LipSDP solver's own value, which can undershoot) gives no bound: the values are
+    null with an ``undefined_reason``, and the quotients go to ``uncertified_estimates`` instead.
+    """
+    quotients = {
+        "paper": theorem1_lower_bound(sh_paper, lip_fc),
+        "curve": theorem1_lower_bound(sh_curve, lip_fc),
+        "paper_lip_g": theorem1_lower_bound(sh_paper, lip_g),
+        "curve_lip_g": theorem1_lower_bound(sh_curve, lip_g),
+    }
+    if certified:
+        return quotients
+    return {**{key: None for key in quotients}, "uncertified_estimates": quotients,
+            "undefined_reason": "Lip_FC is not certified (see lipschitz.json details.uncertified_reason), "
+                                "so Sh / Lip is no lower bound on T_g"}
+

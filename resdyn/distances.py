@@ -114,11 +114,6 @@ def _check_inputs(probs: Any, labels: Any, n_classes: int) -> tuple[np.ndarray, 
         raise InputError(
             f"labels hold values in {labels.min()}..{labels.max()}, outside 0..{n_classes - 1} (n_classes)"
         )
-    if np.unique(labels).size < 2:
-        raise ValueError(
-            f"all {n_images} images carry the single label {labels[0]}: there is no different-class pair, "
-            "so the g-expansive constant, E[a, b] and m_t are undefined"
-        )
     return probs, labels
 
 
@@ -539,9 +534,10 @@ def pairwise_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int) -
         result.nn_index[t] = np.argmin(d, axis=1)
         result.nn_distance[t] = d[np.arange(n_images), result.nn_index[t]]
         vals = dist[iu, ju, t][different]
-        k = int(np.argmin(vals))
-        result.depth_min[t] = vals[k]
-        result.depth_min_pair[t] = (iu[different][k], ju[different][k])
+        if vals.size:  # a single class has no different-class pair: m_t stays NaN
+            k = int(np.argmin(vals))
+            result.depth_min[t] = vals[k]
+            result.depth_min_pair[t] = (iu[different][k], ju[different][k])
     for a in range(n_classes):
         for b in range(n_classes):
             mask = ((yi == a) & (yj == b)) | ((yi == b) & (yj == a))
@@ -554,8 +550,11 @@ def pairwise_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int) -
                 pair[a, b] = (iu[mask][k], ju[mask][k])
             result.E_t_star[a, b] = int(np.argmax(dist[result.E_pair[a, b, 0], result.E_pair[a, b, 1]]))
     vals = worst[iu, ju][different]
-    k = int(np.argmin(vals))
-    result.expansive = float(vals[k])
-    result.expansive_pair = np.array([iu[different][k], ju[different][k]], np.int64)
-    result.expansive_t_star = int(np.argmax(dist[result.expansive_pair[0], result.expansive_pair[1]]))
+    if vals.size:
+        k = int(np.argmin(vals))
+        result.expansive = float(vals[k])
+        result.expansive_pair = np.array([iu[different][k], ju[different][k]], np.int64)
+        result.expansive_t_star = int(np.argmax(dist[result.expansive_pair[0], result.expansive_pair[1]]))
+    else:
+        result.expansive, result.expansive_pair, result.expansive_t_star = math.nan, np.full(2, -1, np.int64), -1
     return result

@@ -26,6 +26,7 @@ Layer ≥ Neuron. Both minimise ρ; the bound is L = √ρ.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 import time
@@ -41,6 +42,8 @@ from tqdm import tqdm
 
 from resdyn.config import schema_defaults
 from resdyn.io import InputError
+
+log = logging.getLogger(__name__)
 
 SOFTMAX_LIPSCHITZ = 0.5
 """Lipschitz constant of softmax: R^C → R^C in the 2-norm (see :func:`softmax_jacobian_norm`)."""
@@ -421,8 +424,10 @@ def head_lipschitz(layers: Sequence[tuple[np.ndarray, np.ndarray]], points: Any 
       ``lipsdp_neuron``, ``lipsdp_layer`` (certified upper bounds, LipSDP-Neuron ≤ LipSDP-Layer),
       ``spectral_product`` (Π ‖W_k‖₂, the naive upper bound), ``jacobian_lower`` (max ‖J_f‖₂ over
       ``points``, None without points), ``fc`` (the reported Lip_FC: the tightest certified upper bound,
-      LipSDP-Neuron) and ``g`` = fc · 1/2 (Lip(g) with the softmax), and ``details`` (solver, status,
-      tolerance, seconds per form; the lower bound's point index and skip count).
+      LipSDP-Neuron) and ``g`` = fc · 1/2 (Lip(g) with the softmax), ``certified`` (whether ``fc`` is a
+      float64-certified upper bound; when the certificate fails it is the solver's value, flagged, with
+      a warning and ``details.uncertified_reason``), and ``details`` (solver, status, tolerance, seconds
+      per form; the lower bound's point index and skip count).
     For a single linear layer every entry is ‖W‖₂ exactly (see :func:`linear_head_lipschitz`).
     """
     layers = [(np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)) for w, b in layers]
@@ -432,16 +437,24 @@ def head_lipschitz(layers: Sequence[tuple[np.ndarray, np.ndarray]], points: Any 
         norm = linear_head_lipschitz(weights[0])
         details["method"] = "closed form ‖W‖₂ (equals LipSDP-Neuron on [I, W])"
         result = {"lipsdp_neuron": norm, "lipsdp_layer": norm, "spectral_product": norm,
-                  "jacobian_lower": norm, "fc": norm}
+                  "jacobian_lower": norm, "fc": norm, "certified": True}
     else:
         neuron = lipsdp(weights, "neuron", solver, eps)
         layer = lipsdp(weights, "layer", solver, eps)
         details["method"] = "LipSDP (certified value; solver value in details)"
         details["neuron"] = neuron.to_dict()
         details["layer"] = layer.to_dict()
-        # The certified √ρ* is a true upper bound; the solver's own ρ may undershoot by its tolerance.
+        # The certified √ρ* is a true upper bound; the solver's own ρ may undershoot by its tolerance, so
+        # a value without a certificate is reported as such, never as a bound.
         neuron_value = neuron.certified if math.isfinite(neuron.certified) else neuron.value
         layer_value = layer.certified if math.isfinite(layer.certified) else layer.value
+        certified = math.isfinite(neuron.certified)
+        if not certified:
+            details["uncertified_reason"] = (
+                f"the float64 check of LipSDP-Neuron's multipliers ({solver}, status {neuron.status}) found no "
+                f"ρ with S(ρ, T) ⪯ 0: fc = {neuron.value:.6g} is the solver's value, which can lie below the "
+                f"optimum; the spectral product {spectral_product(weights):.6g} is a certified (looser) bound")
+            log.warning("Lip_FC is NOT certified: %s", details["uncertified_reason"])
         lower = None
         if points is not None:
             bound = jacobian_lower_bound(layers, points)
@@ -450,7 +463,7 @@ def head_lipschitz(layers: Sequence[tuple[np.ndarray, np.ndarray]], points: Any 
                                          "n_skipped": bound.n_skipped}
         result = {"lipsdp_neuron": neuron_value, "lipsdp_layer": layer_value,
                   "spectral_product": spectral_product(weights), "jacobian_lower": lower,
-                  "fc": neuron_value}
+                  "fc": neuron_value, "certified": certified}
     result["g"] = result["fc"] * SOFTMAX_LIPSCHITZ
     result["softmax_factor"] = SOFTMAX_LIPSCHITZ
     result["details"] = details

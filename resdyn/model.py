@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from resdyn.config import schema_defaults
+from resdyn.config import check_architecture, schema_defaults
 from resdyn.io import InputError
 
 INPUT_SIZE = 32
@@ -165,20 +165,10 @@ class RevisedResNet(nn.Module):
         super().__init__()
         blocks = [int(b) for b in blocks]
         tiles = [(int(r), int(c)) for r, c in tiles]
-        if len(blocks) != len(tiles) or not blocks:
-            raise ValueError(f"blocks {blocks} and tiles {tiles} must list the same (non-zero) number of stages")
-        if any(b < 1 for b in blocks):
-            raise ValueError(f"every stage needs at least one block, got blocks {blocks}")
+        check_architecture(blocks, tiles, width, head_hidden)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
         side = INPUT_SIZE // STEM_REDUCTION
-        rows_total = math.prod(r for r, _ in tiles)
-        cols_total = math.prod(c for _, c in tiles)
-        if side % rows_total or side % cols_total:
-            raise ValueError(f"tiles {tiles} cut the {side}×{side} stem output into {rows_total}×{cols_total} "
-                             f"parts; both must divide {side}")
-        if width < 4 or width % 4:
-            raise ValueError(f"width must be a positive multiple of 4 (bottleneck c/4 per group), got {width}")
-        if num_classes < 1 or any(h < 1 for h in head_hidden):
-            raise ValueError(f"num_classes {num_classes} and head widths {list(head_hidden)} must be positive")
 
         self.width = width
         self.num_classes = num_classes

@@ -2,12 +2,24 @@
 import os
 import re
 
+import yaml
 from snakemake.utils import validate
 
-from resdyn.config import model_settings, training_settings
+from resdyn.config import canonical_config, check_entries, model_settings, training_settings
 
-# Fails at parse time with a message that names an unknown key or a bad value; fills in the defaults.
+# The config's meaning, not its spelling, decides what reruns: Snakemake compares each job's params by
+# repr, so key order, `1e-3` vs `0.001`, an omitted default vs the default written out, or a value from
+# --config (a string) vs a config file must all give the same values. canonical_config converts by the
+# schema's types and orders keys by the schema; validate fails at parse time with a message naming an
+# unknown key or a bad value, and fills in the defaults, which the second pass puts in their place.
+with open(os.path.join(workflow.basedir, "schemas", "config.schema.yaml"), encoding="utf-8") as _schema:
+    CONFIG_SCHEMA = yaml.safe_load(_schema)
+config.update(canonical_config(config, CONFIG_SCHEMA))
 validate(config, "../schemas/config.schema.yaml")
+config.update(canonical_config(config, CONFIG_SCHEMA))
+# What the schema cannot check (a model that cannot be built, a missing npz file) fails here too, before
+# anything is scheduled.
+check_entries(config)
 
 # The scripts import the package from this checkout, also inside conda environments or on cluster nodes.
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -67,7 +79,8 @@ def model_entry(wildcards):
 
 
 def dataset_entry(wildcards):
-    return config["datasets"][wildcards.dataset]
+    """The data settings of one dataset, without its training overrides (they do not change the data)."""
+    return {k: v for k, v in config["datasets"][wildcards.dataset].items() if k != "training"}
 
 
 def analysis(key):

@@ -46,9 +46,9 @@ def assert_same(fast: PairwiseResult, ref: PairwiseResult, bitwise: bool = False
         np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name), err_msg=name)
     assert fast.expansive_t_star == ref.expansive_t_star
     if bitwise:
-        assert fast.expansive == ref.expansive
+        assert fast.expansive == ref.expansive or (np.isnan(fast.expansive) and np.isnan(ref.expansive))
     else:
-        assert fast.expansive == pytest.approx(ref.expansive, rel=1e-12, abs=0)
+        assert fast.expansive == pytest.approx(ref.expansive, rel=1e-12, abs=0, nan_ok=True)
 
 
 def sharded(probs, labels, n_classes, n_shards, chunk=16):
@@ -187,12 +187,17 @@ def test_class_with_one_image_and_an_absent_class():
     assert 13 in ref.E_pair[0, 2] and 13 in ref.E_pair[2, 1]
 
 
-def test_single_class_is_a_clear_error():
+def test_single_class_leaves_the_class_statistics_undefined():
+    """One label: no different-class pair, so e, E, Ē and m_t are NaN (pair −1), exactly as the brute force
+    says, for any shard count; the nearest neighbours (which need no labels) are still complete."""
     probs = np.random.default_rng(0).dirichlet(np.ones(3), size=(6, 2))
-    with pytest.raises(ValueError, match="single label 2.*no different-class pair"):
-        pairwise_shard(probs, np.full(6, 2), 0, 6, n_classes=3)
-    with pytest.raises(ValueError, match="no different-class pair"):
-        pairwise_bruteforce(probs, np.full(6, 2), 3)
+    labels = np.full(6, 2)
+    ref = pairwise_bruteforce(probs, labels, 3)
+    assert np.isnan(ref.expansive) and list(ref.expansive_pair) == [-1, -1] and ref.expansive_t_star == -1
+    assert np.isnan(ref.E).all() and np.isnan(ref.depth_min).all() and (ref.depth_min_pair == -1).all()
+    assert (ref.nn_index >= 0).all()
+    for n_shards in (1, 4):
+        assert_same(sharded(probs, labels, 3, n_shards), ref)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from resdyn import constants, distances, stages
-from resdyn.artifacts import Pairs, Trajectories
+from resdyn import constants, distances, stages, tables
+from resdyn.artifacts import DatasetFile, Pairs, Trajectories
 from resdyn.io import InputError, atomic_output, read_json, write_json
 
 
@@ -103,6 +103,7 @@ def test_missing_key_is_named(trajectories, tmp_path):
         del handle["labels"]
     with pytest.raises(InputError, match="labels"):
         stages.pairwise_shard(trajectories, tmp_path / "out.h5", "1-of-1")
+    assert not (tmp_path / "out.h5").exists()
 
 
 def test_label_outside_the_class_range_is_named(tmp_path):
@@ -111,12 +112,121 @@ def test_label_outside_the_class_range_is_named(tmp_path):
         handle["labels"][3] = 7
     with pytest.raises(InputError, match="7"):
         stages.pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+    assert not (tmp_path / "out.h5").exists()
 
 
-def test_single_class_gives_a_clear_message(tmp_path):
-    path = write_trajectory_file(tmp_path / "trajectories.h5", random_probs(5, 3, 2), np.zeros(5, int), 2)
-    with pytest.raises(ValueError, match="different-class pair"):
-        stages.pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+def run_analysis(trajectories: Path, tmp_path: Path, *, labels: str = "true", shards: int = 2) -> dict:
+    """Every analysis stage on a trajectories file, as the workflow chains them; returns constants.json."""
+    parts = []
+    for k in range(1, shards + 1):
+        parts.append(tmp_path / f"pairs_{k}-of-{shards}.h5")
+        stages.pairwise_shard(trajectories, parts[-1], f"{k}-of-{shards}", labels=labels, chunk=4)
+    pairs = tmp_path / "pairs.h5"
+    stages.gather_pairwise(parts, pairs)
+    stages.shadowing_shard(trajectories, pairs, tmp_path / "s.h5", "1-of-1")
+    shadowing_h5 = tmp_path / "shadowing.h5"
+    stages.gather_shadowing([tmp_path / "s.h5"], pairs, shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
+    stages.lipschitz(trajectories, tmp_path / "lipschitz.json")
+    return stages.constants(tmp_path / "constants.json", trajectories_path=trajectories,
+                            pairs_path=pairs, shadowing_path=shadowing_h5,
+                            lipschitz_path=tmp_path / "lipschitz.json")
+
+
+@pytest.mark.parametrize("labels", ["true", "predicted"])
+def test_single_class_finishes_with_an_undefined_expansive_constant(tmp_path, labels):
+    probs = random_probs(6, 3, 2)
+    probs[:, -1] = [0.9, 0.1]  # every prediction is class 0 as well
+    path = write_trajectory_file(tmp_path / "trajectories.h5", probs, np.zeros(6, int), 2)
+    result = run_analysis(path, tmp_path, labels=labels)
+    expansive = result["g_expansive"]
+    assert expansive["value"] is None and expansive["pair"] is None and expansive["t_star"] is None
+    assert "no different-class pair: all 6 test images" in expansive["undefined_reason"]
+    assert f"{labels} label(s) ['0']" in expansive["undefined_reason"]
+    # Nearest neighbours need no labels: shadowing is still defined.
+    assert result["g_shadowing"]["curve"]["quantiles"] is not None
+    table = tables.table2({("synthetic", "none"): tmp_path / "constants.json"})
+    assert table.loc[0, "g-expansive"] == tables.UNDEFINED
+    assert table.loc[0, "t*"] == tables.UNDEFINED
+    # Table 3 and the figures accept a run without class pairs.
+    assert tables.table3({("synthetic", "none"): (tmp_path / "pairs.h5", path)}, 4).empty
+    images = np.zeros((6, 3, 32, 32), np.uint8)
+    data_h5 = tmp_path / "data.h5"
+    DatasetFile({"train": (images, np.array([0, 1] * 3)), "test": (images, np.zeros(6, np.int64))},
+                ["0", "1"], dataset="synthetic", source="npz", origin="test").save(data_h5)
+    pngs = {name: tmp_path / f"{name}.png" for name in ("figure2_png", "figure3_png", "pairs_png", "orbit_png")}
+    stages.figures(data_path=data_h5, trajectories_path=path, pairs_path=tmp_path / "pairs.h5",
+                   shadowing_path=tmp_path / "shadowing.h5", constants_path=tmp_path / "constants.json",
+                   orbit_table_stem=tmp_path / "orbit", k=4, dataset="synthetic", model="none", **pngs)
+    assert all(png.stat().st_size > 0 for png in pngs.values())
+
+
+def test_predicted_labels_report_the_predicted_and_the_true_classes(tmp_path):
+    probs = random_probs(12, 3, 3, seed=3)
+    true = np.repeat(np.arange(3), 4)
+    path = write_trajectory_file(tmp_path / "trajectories.h5", probs, true, 3)
+    predicted = probs[:, -1].argmax(axis=1)
+    assert (predicted != true).any()  # the data must exercise a disagreement
+    result = run_analysis(path, tmp_path, labels="predicted")["g_expansive"]
+    reference = distances.pairwise_bruteforce(probs, predicted, 3)
+    i, j = reference.expansive_pair
+    assert result["value"] == reference.expansive and result["pair"] == [i, j]
+    assert result["labels"] == "predicted"
+    assert result["classes"] == [str(predicted[i]), str(predicted[j])]
+    assert result["classes"][0] != result["classes"][1]
+    assert result["true_classes"] == [str(true[i]), str(true[j])]
+    # With true labels the classes are the true ones and no second list is written.
+    (tmp_path / "true").mkdir()
+    true_result = run_analysis(path, tmp_path / "true")
+    assert "true_classes" not in true_result["g_expansive"]
+    ti, tj = true_result["g_expansive"]["pair"]
+    assert true_result["g_expansive"]["classes"] == [str(true[ti]), str(true[tj])]
+
+
+def test_gathered_pairs_describe_the_whole_not_shard_0(trajectories, tmp_path):
+    run_analysis(trajectories, tmp_path, shards=3)
+    with h5py.File(tmp_path / "pairs.h5") as handle:
+        attrs = dict(handle.attrs)
+    assert not {"shard", "start", "stop"} & set(attrs)
+    assert attrs["n_shards"] == 3 and attrs["N"] == 18 and attrs["labels"] == "true"
+    with h5py.File(tmp_path / "pairs_2-of-3.h5") as handle:  # a shard still says which rows it holds
+        assert {"shard", "start", "stop"} <= set(handle.attrs)
+
+
+def test_uncertified_lipschitz_gives_no_theorem1_bound(trajectories, tmp_path, monkeypatch, caplog):
+    """A multi-layer head whose LipSDP certificate fails: flagged, warned, marked, and no T_g bound."""
+    from resdyn import lipschitz
+
+    with h5py.File(trajectories, "a") as handle:
+        rng = np.random.default_rng(1)
+        del handle["head/weight"], handle["head/bias"]
+        handle["head/layers/0/weight"] = rng.normal(size=(5, 16))
+        handle["head/layers/0/bias"] = rng.normal(size=5)
+        handle["head/layers/1/weight"] = rng.normal(size=(3, 5))
+        handle["head/layers/1/bias"] = rng.normal(size=3)
+    # The float64 check finds no ρ (as for a badly converged solve): the certificate cannot be formed.
+    monkeypatch.setattr(lipschitz, "certify_rho", lambda weights, multipliers: float("inf"))
+    with caplog.at_level("WARNING", logger="resdyn.lipschitz"):
+        result = run_analysis(trajectories, tmp_path)
+    assert "Lip_FC is NOT certified" in caplog.text
+    lip = read_json(tmp_path / "lipschitz.json")
+    assert lip["certified"] is False and "uncertified_reason" in lip["details"]
+    assert result["lip"]["certified"] is False
+    bounds = result["t_g_lower"]
+    assert bounds["paper"] is None and bounds["curve_lip_g"] is None
+    assert "not certified" in bounds["undefined_reason"]
+    paper_sh = result["g_shadowing"]["paper"]["value"]
+    if paper_sh is not None:
+        assert bounds["uncertified_estimates"]["paper"] == pytest.approx(paper_sh / lip["fc"])
+    table = tables.table2({("synthetic", "none"): tmp_path / "constants.json"})
+    assert table.loc[0, "Lip_FC"].endswith(tables.UNCERTIFIED)
+    assert table.loc[0, "T_g ≥ Sh/Lip_FC"] == tables.UNDEFINED
+
+
+def test_certified_lipschitz_is_flagged_and_bounds_stay(trajectories, tmp_path):
+    result = run_analysis(trajectories, tmp_path)
+    assert result["lip"]["certified"] is True
+    assert read_json(tmp_path / "lipschitz.json")["certified"] is True
+    assert "undefined_reason" not in result["t_g_lower"]
 
 
 def test_gather_refuses_incomplete_shards(trajectories, tmp_path):

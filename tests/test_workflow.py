@@ -39,8 +39,9 @@ def test_shard_count_comes_from_the_config(workflow):
         (["no_such_key=1"], "'no_such_key' was unexpected"),
         (["paper_reference=maybe"], "'maybe' is not of type 'boolean'"),
         (["analysis={labels: guessed}"], "'guessed' is not one of"),
-        # Snakemake's --config reads nested values as strings (YAML BaseLoader): the error says so.
-        (["training={epochs: 3}"], "'3' is not of type 'integer'"),
+        # --config reads nested values as strings (YAML BaseLoader); those that spell a number are taken
+        # as numbers (see test_rewritten_config_schedules_nothing), the rest fail naming the value.
+        (["training={epochs: three}"], "'three' is not of type 'integer'"),
         (["models={r: {blocks: [2, 2], colour: red}}"], "'colour' was unexpected"),
         (["datasets={d: {source: torchvision}}"], "'name' is a required property"),
         (["datasets={d: {source: ftp}}"], "'ftp' is not one of"),
@@ -51,6 +52,45 @@ def test_bad_config_fails_naming_the_key(workflow, override, expected):
     assert proc.returncode != 0
     assert "Error validating config file" in proc.stderr + proc.stdout
     assert expected in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        ({"blocks": [1, 1, 1, 1], "tiles": [[3, 3], [1, 1], [1, 1], [1, 1]]}, "models.bad: tiles [(3, 3), (1, 1)"),
+        ({"blocks": [1, 1, 1, 1], "width": 7}, "models.bad: width must be a positive multiple of 4 (bottleneck c/4 per group), got 7"),
+        ({"blocks": [1, 1]}, "models.bad: blocks [1, 1] and tiles"),
+        ({"blocks": [1, 1, 1, 1], "tiles": [[4, 1], [4, 1], [1, 1], [1, 1]]}, "cut the 8×8 stem output into 16×1"),
+    ],
+)
+def test_unbuildable_model_fails_the_dry_run(workflow, entry, expected):
+    """Caught when the workflow is parsed, so nothing is scheduled and nothing is written."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["models"]["bad"] = entry
+    workflow.write_config(config)
+    proc = workflow.snakemake("-n", check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stderr + proc.stdout
+    assert not workflow.path("results", "digits").exists()
+
+
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        ({"source": "npz", "path": "no/such.npz"}, "datasets.mine.path: npz file 'no/such.npz' not found"),
+        ({"source": "sklearn-digits", "path": "x.npz"}, "datasets.mine: key 'path' belongs to source 'npz'"),
+        ({"source": "npz", "path": "x.npz", "name": "MNIST"}, "key 'name' belongs to source 'torchvision'"),
+    ],
+)
+def test_bad_dataset_entry_fails_the_dry_run(workflow, entry, expected):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["datasets"]["mine"] = entry
+    workflow.path("x.npz").write_bytes(b"")
+    workflow.write_config(config)
+    proc = workflow.snakemake("-n", check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stderr + proc.stdout
+    assert not workflow.path("results").joinpath("data").exists()
 
 
 def test_schema_fills_defaults(workflow):
@@ -93,6 +133,41 @@ def test_tiny_run_produces_every_output(tiny_run):
 @pytest.mark.slow
 def test_finished_run_schedules_nothing(tiny_run):
     assert tiny_run.scheduled_jobs() == {}
+
+
+def _with_defaults_written_out(config: dict) -> dict:
+    config = copy.deepcopy(config)
+    for entry in config["models"].values():
+        entry.setdefault("tiles", [[2, 2], [2, 1], [1, 2], [2, 1]])
+        entry.setdefault("width", 64)
+        entry.setdefault("post_activation", True)
+        entry.setdefault("head", {"hidden": []})
+    config["datasets"]["digits"].update(seed=0, download=True)
+    config["analysis"].update(labels="true", curve_quantiles=[0.05, 0.95], table3_pairs=4, store_states=False)
+    config.update(download_dir="data/downloads", results_dir="results", paper_reference=False,
+                  lipschitz={"solver": "SCS", "eps": 1e-6})
+    return config
+
+
+@pytest.mark.slow
+def test_rewritten_config_schedules_nothing(tiny_run):
+    """Reruns follow the config's meaning, not its spelling: each rewrite below means the same."""
+    import yaml
+
+    sorted_keys = tiny_run.path("sorted.yaml")
+    sorted_keys.write_text(yaml.safe_dump(TINY_CONFIG, sort_keys=True))
+    # YAML 1.1 reads `3e-3` as a string and `3.0e-3` as a float; both mean lr = 0.003.
+    spelled = tiny_run.path("spelled.yaml")
+    spelled.write_text(yaml.safe_dump(TINY_CONFIG, sort_keys=False).replace("lr: 0.003", "lr: 3e-3")
+                       .replace("epochs: 2", "epochs: 2.0"))
+    assert "lr: 3e-3" in spelled.read_text()
+    tiny_run.write_config(_with_defaults_written_out(TINY_CONFIG), "defaults.yaml")
+    variants = [("--configfile", str(path), "--replace-workflow-config")
+                for path in (sorted_keys, spelled, tiny_run.path("defaults.yaml"))]
+    # The same training settings from the command line (nested values arrive as strings).
+    variants.append(("--config", "training={device: cpu, seed: 0, batch_size: 32, lr: 3e-3, epochs: 2}"))
+    for args in variants:
+        assert tiny_run.scheduled_jobs(*args) == {}, args
 
 
 @pytest.mark.slow
