@@ -1,4 +1,4 @@
-"""Benchmark: LipSDP with the exact first-block reduction against the unreduced LMI (DESIGN §3.3).
+"""Benchmark: LipSDP with the exact first-block reduction against the unreduced LMI (method §3.3).
 
 A seeded random ReLU head 1024 → 64 → 10 (the shape of a multi-layer head on a smaller state): the
 unreduced LMI has order 1024 + 64 = 1088, the reduced one rank(W_0) + 64 = 128. Both are solved in the

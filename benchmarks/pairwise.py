@@ -11,7 +11,7 @@ What is timed, in one run, each in its own child process (so each gets its own p
     and its shadowing error (``resdyn.shadowing.shadowing_errors`` → ``resdyn.distances.min_max_distance``).
 (b) baseline: the same outputs the naive way — for each 1,000-row chunk and each depth, ``torch.cdist``
     (float64, ``donot_use_mm_for_euclid_dist``: the matrix-product expansion is not exact at small
-    distances, DESIGN §6) against all N rows, the full distance matrices reduced by max / mean over depths,
+    distances, method §6) against all N rows, the full distance matrices reduced by max / mean over depths,
     then masked minima (first occurrence for ties); the orbits' shadowing errors by cdist of the orbit
     points against all images per depth, max over depths, min over images.
 

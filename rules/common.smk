@@ -30,7 +30,7 @@ scattergather:
 
 
 def run_dir(*parts):
-    """results/{dataset}/{model}/<parts>: the per-(dataset, model) folder of DESIGN §7."""
+    """results/{dataset}/{model}/<parts>: the per-(dataset, model) folder of method §7."""
     return os.path.join(RESULTS, "{dataset}", "{model}", *parts)
 
 

@@ -1,4 +1,4 @@
-# Stage 1: every dataset as 3×32×32 uint8 images in one HDF5 file (DESIGN §5).
+# Stage 1: every dataset as 3×32×32 uint8 images in one HDF5 file (method §5).
 
 
 # Runs on the submitting host under a cluster executor: compute nodes often have no internet for the

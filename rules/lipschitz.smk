@@ -1,4 +1,4 @@
-# Stage 6: Lip(g) of the head (exact ‖W‖₂ for a linear head, LipSDP for a multi-layer one; DESIGN §3.3).
+# Stage 6: Lip(g) of the head (exact ‖W‖₂ for a linear head, LipSDP for a multi-layer one; method §3.3).
 
 
 rule lipschitz:

@@ -1,5 +1,5 @@
 # Stage 4: all pairwise distances d_t(i, j), sharded over the rows i (scatter), merged exactly (gather).
-# Gives the g-expansive constant, E[a, b], Ē[a, b], per-depth minima and nearest neighbours (DESIGN §3.1).
+# Gives the g-expansive constant, E[a, b], Ē[a, b], per-depth minima and nearest neighbours (method §3.1).
 
 
 rule pairwise_shard:

@@ -1,5 +1,5 @@
 # Stage 5: greedy pseudo-orbits from the nearest-neighbour tables, their shadowing errors (sharded over
-# orbits), and both g-shadowing estimates (DESIGN §3.2).
+# orbits), and both g-shadowing estimates (method §3.2).
 
 
 rule shadowing_shard:

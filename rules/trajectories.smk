@@ -1,4 +1,4 @@
-# Stage 3: every test image's probability trajectory p_t(i) = g(x_t(i)), t = 0..T (DESIGN §2, §6).
+# Stage 3: every test image's probability trajectory p_t(i) = g(x_t(i)), t = 0..T (method §2, §6).
 
 
 rule trajectories:
