@@ -9,10 +9,14 @@ from resdyn.config import model_settings, training_settings
 # Fails at parse time with a message that names an unknown key or a bad value; fills in the defaults.
 validate(config, "../schemas/config.schema.yaml")
 
-# The scripts import the package from this checkout, also inside conda environments or on cluster nodes.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
-)
+# How the jobs import resdyn (no PYTHONPATH is set here: that would be an undeclared environment
+# variable, and --use-conda strips PYTHONPATH from jobs anyway). In order of precedence: PYTHONPATH if the
+# caller sets one (the tests and the SLURM harness point it at their copy); the resdyn installed in the
+# environment that runs Snakemake (`make install` installs this checkout in editable mode); and, as a
+# fallback, the workflow folder itself, which Snakemake adds to every script job's sys.path, conda
+# environments included (it appends the sys.path of the Snakemake process, where the Snakefile's folder
+# stands first). The rules above parse with the checkout's own resdyn, as Snakemake puts the Snakefile's
+# folder first on sys.path.
 
 RESULTS = config["results_dir"]
 DATASETS = list(config["datasets"])
@@ -36,7 +40,7 @@ def run_dir(*parts):
 
 def shard_path(kind):
     """Pattern of one scatter shard's file, for scatter/gather (other wildcards escaped)."""
-    return os.path.join(RESULTS, "{{dataset}}", "{{model}}", "shards", kind + "_{scatteritem}.h5")
+    return os.path.join(RESULTS, "{{dataset}}", "{{model}}", "shards", f"{kind}_{{scatteritem}}.h5")
 
 
 def log_path(name):
@@ -89,4 +93,38 @@ def all_outputs():
             table=["table1", "table2", "table3"],
             ext=["csv", "md", "tex"],
         )
+    )
+
+
+# Tables and figures (rules/tables.smk)
+
+TABLES = os.path.join(RESULTS, "tables")
+FIGURES = os.path.join(RESULTS, "figures")
+
+
+def table_outputs(name, caption, **report_labels):
+    """{name}.csv as a report item with its caption; the .md and .tex written beside it."""
+    return {
+        "csv": report(
+            os.path.join(TABLES, f"{name}.csv"),
+            category="Tables",
+            caption=f"../report/{caption}",
+            **report_labels,
+        ),
+        "md": os.path.join(TABLES, f"{name}.md"),
+        "tex": os.path.join(TABLES, f"{name}.tex"),
+    }
+
+
+def table_stem(wildcards, output):
+    """The path shared by a table's .csv, .md and .tex, taken from the job's own output."""
+    return os.path.splitext(output.csv)[0]
+
+
+def figure(name, category, caption):
+    return report(
+        os.path.join(FIGURES, f"{name}_{{dataset}}_{{model}}.png"),
+        category=category,
+        subcategory="{dataset} / {model}",
+        caption=f"../report/{caption}",
     )

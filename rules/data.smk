@@ -10,14 +10,14 @@ localrules:
 rule prepare_data:
     output:
         os.path.join(RESULTS, "data", "{dataset}.h5"),
-    params:
-        entry=dataset_entry,
-        download_dir=config["download_dir"],
     log:
         os.path.join(RESULTS, "logs", "data", "{dataset}.log"),
     benchmark:
         os.path.join(RESULTS, "benchmarks", "data", "{dataset}.tsv")
     conda:
         ENV
+    params:
+        entry=dataset_entry,
+        download_dir=config["download_dir"],
     script:
         "../workflow_scripts/prepare_data.py"

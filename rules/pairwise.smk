@@ -8,18 +8,18 @@ rule pairwise_shard:
         code=package_sources("distances"),
     output:
         temp(run_dir("shards", "pairs_{scatteritem}.h5")),
-    params:
-        labels=analysis("labels"),
-        chunk=analysis("chunk"),
-        device=analysis("device"),
-    resources:
-        gpu=1,
     log:
         log_path("pairwise_{scatteritem}"),
     benchmark:
         benchmark_path("pairwise_{scatteritem}")
     conda:
         ENV
+    resources:
+        gpu=1,
+    params:
+        labels=analysis("labels"),
+        chunk=analysis("chunk"),
+        device=analysis("device"),
     script:
         "../workflow_scripts/pairwise_shard.py"
 

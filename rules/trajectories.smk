@@ -7,17 +7,17 @@ rule trajectories:
         data=os.path.join(RESULTS, "data", "{dataset}.h5"),
     output:
         run_dir("trajectories.h5"),
-    params:
-        batch_size=analysis("batch_size"),
-        store_states=analysis("store_states"),
-        device=analysis("device"),
-    resources:
-        gpu=1,
     log:
         log_path("trajectories"),
     benchmark:
         benchmark_path("trajectories")
     conda:
         ENV
+    resources:
+        gpu=1,
+    params:
+        batch_size=analysis("batch_size"),
+        store_states=analysis("store_states"),
+        device=analysis("device"),
     script:
         "../workflow_scripts/trajectories.py"

@@ -67,8 +67,18 @@ def test_published_lipsdp_tests_run_in_a_copy_without_sibling_folders(tmp_path):
             shutil.copy2(path, dest)
     assert sorted(p.name for p in isolated.parent.iterdir()) == ["repo"]
     env = dict(os.environ, PYTHONPATH=str(isolated))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-           "tests/test_lipschitz.py", "-k", "published or certified_value or cli_prints"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_lipschitz.py",
+        "-k",
+        "published or certified_value or cli_prints",
+    ]
     proc = subprocess.run(cmd, cwd=isolated, env=env, capture_output=True, text=True, timeout=600)
     report = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, report
