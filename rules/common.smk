@@ -9,14 +9,12 @@ from resdyn.config import model_settings, training_settings
 # Fails at parse time with a message that names an unknown key or a bad value; fills in the defaults.
 validate(config, "../schemas/config.schema.yaml")
 
-# How the jobs import resdyn (no PYTHONPATH is set here: that would be an undeclared environment
-# variable, and --use-conda strips PYTHONPATH from jobs anyway). In order of precedence: PYTHONPATH if the
-# caller sets one (the tests and the SLURM harness point it at their copy); the resdyn installed in the
-# environment that runs Snakemake (`make install` installs this checkout in editable mode); and, as a
-# fallback, the workflow folder itself, which Snakemake adds to every script job's sys.path, conda
-# environments included (it appends the sys.path of the Snakemake process, where the Snakefile's folder
-# stands first). The rules above parse with the checkout's own resdyn, as Snakemake puts the Snakefile's
-# folder first on sys.path.
+# How the jobs import resdyn, with no PYTHONPATH set here (setting it at parse time is an undeclared
+# environment variable, and --use-conda strips PYTHONPATH from jobs anyway): Snakemake puts the Snakefile's
+# folder on sys.path and appends its own sys.path to every script job's, conda jobs included, so a job
+# finds this checkout's resdyn ahead of an editable install's import hook (`make install` installs this
+# checkout in editable mode: the same code). A caller's PYTHONPATH comes first (the tests and the SLURM
+# harness point it at their copy); a regular, non-editable install of resdyn would also come first.
 
 RESULTS = config["results_dir"]
 DATASETS = list(config["datasets"])
