@@ -31,6 +31,7 @@ def _dry_run_resources(workflow, *args: str) -> dict[str, dict[str, str]]:
     return resources
 
 
+@pytest.mark.slow  # runs Snakemake (dry runs)
 def test_slurm_profile_requests_a_gpu_for_the_gpu_rules_only(workflow):
     resources = _dry_run_resources(workflow, "--workflow-profile", "profiles/slurm")
     for rule in GPU_RULES:
@@ -44,6 +45,7 @@ def test_slurm_profile_requests_a_gpu_for_the_gpu_rules_only(workflow):
         assert int(resources[rule]["mem_mb"]) > 0, rule
 
 
+@pytest.mark.slow  # runs Snakemake (dry runs)
 def test_default_profile_still_rules_a_plain_local_run(workflow):
     """Without --workflow-profile the local profile applies: no SLURM partitions, the rules' gpu=1."""
     resources = _dry_run_resources(workflow)
