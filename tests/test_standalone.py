@@ -83,3 +83,11 @@ def test_published_lipsdp_tests_run_in_a_copy_without_sibling_folders(tmp_path):
     report = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, report
     assert "skipped" not in proc.stdout and re.search(r"\b6 passed\b", proc.stdout), report
+
+
+def test_conda_environment_is_generated_from_the_lock():
+    """envs/resdyn.yaml carries exactly the pins of requirements.lock (`make lock` writes both)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "envs" / "from_lock.py"), "--check"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
