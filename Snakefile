@@ -1,5 +1,5 @@
 # resdyn: reproduce "A qualitative theory of dynamical systems for assessing stability in ResNets".
-# Stages (DESIGN §6): prepare data → train → evaluate → trajectories → pairwise shards → gather →
+# Stages (method §6): prepare data → train → evaluate → trajectories → pairwise shards → gather →
 # shadowing shards → gather → Lipschitz → constants → tables, figures, report.
 # All logic lives in the package resdyn/; workflow_scripts/ are thin entry points.
 from snakemake.utils import min_version
@@ -25,6 +25,6 @@ report: "report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

@@ -11,7 +11,7 @@ What is timed, in one run, each in its own child process (so each gets its own p
     and its shadowing error (``resdyn.shadowing.shadowing_errors`` → ``resdyn.distances.min_max_distance``).
 (b) baseline: the same outputs the naive way — for each 1,000-row chunk and each depth, ``torch.cdist``
     (float64, ``donot_use_mm_for_euclid_dist``: the matrix-product expansion is not exact at small
-    distances, DESIGN §6) against all N rows, the full distance matrices reduced by max / mean over depths,
+    distances, method §6) against all N rows, the full distance matrices reduced by max / mean over depths,
     then masked minima (first occurrence for ties); the orbits' shadowing errors by cdist of the orbit
     points against all images per depth, max over depths, min over images.
 
@@ -30,6 +30,7 @@ A fraction ``near_dup`` of images copies another image's logits plus 1e-7 noise 
 ``exact_dup`` copies one exactly (ties). With ``--trajectories FILE`` the /probs and /labels of a
 trajectories.h5 are used instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,7 +75,10 @@ def synthetic_trajectories(
     logits = scale[None, :, None] * (latent[:, None, :] + walk)
     pairs = rng.permutation(n)
     n_near, n_exact = int(near_dup * n), int(exact_dup * n)
-    near, exact = pairs[: 2 * n_near].reshape(-1, 2), pairs[2 * n_near : 2 * (n_near + n_exact)].reshape(-1, 2)
+    near, exact = (
+        pairs[: 2 * n_near].reshape(-1, 2),
+        pairs[2 * n_near : 2 * (n_near + n_exact)].reshape(-1, 2),
+    )
     logits[near[:, 0]] = logits[near[:, 1]] + 1e-7 * rng.standard_normal((len(near), depths, classes))
     logits[exact[:, 0]] = logits[exact[:, 1]]
     logits -= logits.max(axis=2, keepdims=True)
@@ -104,12 +108,23 @@ def run_project(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
     eps, b_star = shadowing_errors(probs, orbits, 0, len(labels))
     total_s = time.perf_counter() - began
     return {
-        "seconds": total_s, "pairwise_s": pair_s, "shadowing_s": total_s - pair_s,
-        "E": result.E, "E_pair": result.E_pair, "E_mean": result.E_mean, "E_mean_pair": result.E_mean_pair,
-        "expansive": result.expansive, "expansive_pair": result.expansive_pair,
-        "depth_min": result.depth_min, "depth_min_pair": result.depth_min_pair,
-        "nn_index": result.nn_index, "nn_distance": result.nn_distance,
-        "orbits": orbits, "epsilon": eps, "shadow_image": b_star, "peak_rss_mb": _peak_rss_mb(),
+        "seconds": total_s,
+        "pairwise_s": pair_s,
+        "shadowing_s": total_s - pair_s,
+        "E": result.E,
+        "E_pair": result.E_pair,
+        "E_mean": result.E_mean,
+        "E_mean_pair": result.E_mean_pair,
+        "expansive": result.expansive,
+        "expansive_pair": result.expansive_pair,
+        "depth_min": result.depth_min,
+        "depth_min_pair": result.depth_min_pair,
+        "nn_index": result.nn_index,
+        "nn_distance": result.nn_distance,
+        "orbits": orbits,
+        "epsilon": eps,
+        "shadow_image": b_star,
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
@@ -197,11 +212,20 @@ def run_baseline(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
     seconds = time.perf_counter() - began
     return {
         "seconds": seconds,
-        "E": np.where(np.isfinite(E[0]), E[0], np.nan), "E_pair": E_pair[0],
-        "E_mean": np.where(np.isfinite(E[1]), E[1], np.nan), "E_mean_pair": E_pair[1],
-        "expansive": float(flat_v[order[0]]), "expansive_pair": flat_p[order[0]],
-        "depth_min": dm, "depth_min_pair": dm_pair, "nn_index": nn_index, "nn_distance": nn_distance,
-        "orbits": orbits, "epsilon": eps, "shadow_image": b_star, "peak_rss_mb": _peak_rss_mb(),
+        "E": np.where(np.isfinite(E[0]), E[0], np.nan),
+        "E_pair": E_pair[0],
+        "E_mean": np.where(np.isfinite(E[1]), E[1], np.nan),
+        "E_mean_pair": E_pair[1],
+        "expansive": float(flat_v[order[0]]),
+        "expansive_pair": flat_p[order[0]],
+        "depth_min": dm,
+        "depth_min_pair": dm_pair,
+        "nn_index": nn_index,
+        "nn_distance": nn_distance,
+        "orbits": orbits,
+        "epsilon": eps,
+        "shadow_image": b_star,
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
@@ -213,7 +237,9 @@ def compare(project: dict, baseline: dict) -> dict[str, bool]:
     for key in ("E", "E_mean"):
         a, b = project[key][upper], baseline[key][upper]
         checks[key] = bool(np.allclose(a, b, rtol=RTOL, atol=0, equal_nan=True))
-        checks[key + "_pair"] = bool(np.array_equal(project[key + "_pair"][upper], baseline[key + "_pair"][upper]))
+        checks[key + "_pair"] = bool(
+            np.array_equal(project[key + "_pair"][upper], baseline[key + "_pair"][upper])
+        )
     for key in ("expansive", "depth_min", "nn_distance", "epsilon"):
         checks[key] = bool(np.allclose(project[key], baseline[key], rtol=RTOL, atol=0))
     for key in ("expansive_pair", "depth_min_pair", "nn_index", "orbits", "shadow_image"):
@@ -221,11 +247,17 @@ def compare(project: dict, baseline: dict) -> dict[str, bool]:
     return checks
 
 
-def check_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int, n_sub: int, seed: int = 0) -> dict:
+def check_bruteforce(
+    probs: np.ndarray, labels: np.ndarray, n_classes: int, n_sub: int, seed: int = 0
+) -> dict:
     """(a) vs the float64 brute force: the pairwise stage on a random subsample of images, and
     min_max_distance for a random subsample of orbit queries against all N images."""
     from resdyn.distances import (
-        merge_pairwise, min_max_distance, min_max_distance_bruteforce, pairwise_bruteforce, pairwise_shard,
+        merge_pairwise,
+        min_max_distance,
+        min_max_distance_bruteforce,
+        pairwise_bruteforce,
+        pairwise_shard,
         shard_rows,
     )
 
@@ -236,18 +268,26 @@ def check_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int, n_su
     fast = merge_pairwise(
         [pairwise_shard(sub_p, sub_y, *shard_rows(len(keep), 3, k), n_classes=n_classes) for k in range(3)]
     )
-    as_dict = lambda r: {k: getattr(r, k) for k in (  # noqa: E731
-        "E", "E_pair", "E_mean", "E_mean_pair", "expansive", "expansive_pair", "depth_min", "depth_min_pair",
-        "nn_index", "nn_distance")}
+    fields = ("E", "E_pair", "E_mean", "E_mean_pair", "expansive", "expansive_pair", "depth_min")
+    fields += ("depth_min_pair", "nn_index", "nn_distance")
+
+    def as_dict(r):
+        return {k: getattr(r, k) for k in fields}
+
     left, right = as_dict(fast), as_dict(reference)
     for d in (left, right):
         d.update(epsilon=np.zeros(1), orbits=np.zeros(1), shadow_image=np.zeros(1))
-    checks = {f"pairwise_{k}": v for k, v in compare(left, right).items()
-              if k not in ("epsilon", "orbits", "shadow_image")}
+    checks = {
+        f"pairwise_{k}": v
+        for k, v in compare(left, right).items()
+        if k not in ("epsilon", "orbits", "shadow_image")
+    }
     queries_idx = rng.choice(len(labels), size=(min(64, len(labels)), probs.shape[1]))
     queries = probs[queries_idx, np.arange(probs.shape[1])[None, :]]
     v_fast, i_fast = min_max_distance(queries, probs)
-    v_ref, i_ref = zip(*(min_max_distance_bruteforce(queries[k : k + 8], probs) for k in range(0, len(queries), 8)))
+    v_ref, i_ref = zip(
+        *(min_max_distance_bruteforce(queries[k : k + 8], probs) for k in range(0, len(queries), 8))
+    )
     checks["min_max_value"] = bool(np.array_equal(v_fast, np.concatenate(v_ref)))
     checks["min_max_index"] = bool(np.array_equal(i_fast, np.concatenate(i_ref)))
     return checks
@@ -299,26 +339,38 @@ def main(argv: list[str] | None = None) -> int:
     brute = check_bruteforce(probs, labels, n_classes, args.subsample, seed=args.seed)
     versus = compare(project, baseline) if baseline else {}
     report = {
-        "source": source, "n": int(probs.shape[0]), "depths": int(probs.shape[1]), "classes": n_classes,
-        "cpu_count": os.cpu_count(), "load_before": load_before, "load_after": load_after,
-        "project_s": project["seconds"], "project_pairwise_s": project["pairwise_s"],
-        "project_shadowing_s": project["shadowing_s"], "peak_rss_mb": project["peak_rss_mb"],
+        "source": source,
+        "n": int(probs.shape[0]),
+        "depths": int(probs.shape[1]),
+        "classes": n_classes,
+        "cpu_count": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": load_after,
+        "project_s": project["seconds"],
+        "project_pairwise_s": project["pairwise_s"],
+        "project_shadowing_s": project["shadowing_s"],
+        "peak_rss_mb": project["peak_rss_mb"],
         "baseline_s": baseline["seconds"] if baseline else None,
         "baseline_peak_rss_mb": baseline["peak_rss_mb"] if baseline else None,
         "ratio": baseline["seconds"] / project["seconds"] if baseline else None,
         "identical": bool(all(versus.values())) if baseline else None,
         "bruteforce_identical": bool(all(brute.values())),
-        "checks_vs_baseline": versus, "checks_vs_bruteforce": brute,
+        "checks_vs_baseline": versus,
+        "checks_vs_bruteforce": brute,
     }
     rows = [("project (a)", project["seconds"], project["peak_rss_mb"])]
     if baseline:
         rows.append(("baseline (b) torch.cdist", baseline["seconds"], baseline["peak_rss_mb"]))
-    print(f"N={report['n']} T+1={report['depths']} C={n_classes} cpus={os.cpu_count()} "
-          f"load {load_before:.1f} -> {load_after:.1f}  [{source}]")
+    print(
+        f"N={report['n']} T+1={report['depths']} C={n_classes} cpus={os.cpu_count()} "
+        f"load {load_before:.1f} -> {load_after:.1f}  [{source}]"
+    )
     print(f"{'method':<28}{'seconds':>10}{'peak RSS MB':>14}")
     for name, seconds, rss in rows:
         print(f"{name:<28}{seconds:>10.2f}{rss:>14.0f}")
-    print(f"  project split: pairwise {project['pairwise_s']:.2f} s, shadowing {project['shadowing_s']:.2f} s")
+    print(
+        f"  project split: pairwise {project['pairwise_s']:.2f} s, shadowing {project['shadowing_s']:.2f} s"
+    )
     if baseline:
         print(f"ratio baseline/project = {report['ratio']:.1f}, identical = {report['identical']}")
     print(f"brute-force subsample identical = {report['bruteforce_identical']}")

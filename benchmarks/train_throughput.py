@@ -8,6 +8,7 @@ patching. The ratio column is revised / baseline (> 1: the revised model is fast
 
 The load average is printed: on a shared machine it says how much the figures may be depressed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ MODELS = {
 }
 
 
-def images_per_second(model: torch.nn.Module, device: torch.device, batch_size: int, steps: int,
-                      warmup: int) -> float:
+def images_per_second(
+    model: torch.nn.Module, device: torch.device, batch_size: int, steps: int, warmup: int
+) -> float:
     """Mean images/s over ``steps`` timed forward + backward passes (after ``warmup`` untimed ones)."""
     model.to(device).train()
     gen = torch.Generator().manual_seed(0)
@@ -51,22 +53,30 @@ def images_per_second(model: torch.nn.Module, device: torch.device, batch_size: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch-size", type=int, default=400)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
 
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, batch {args.batch_size}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, batch {args.batch_size}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}"
+    )
     if "cuda" in devices:
         print(f"CUDA device: {torch.cuda.get_device_name(0)}")
-    header = f"{'device':<7}{'model':<10}{'params':>12}{'revised img/s':>15}{'torchvision img/s':>19}{'ratio':>8}"
+    header = (
+        f"{'device':<7}{'model':<10}{'params':>12}{'revised img/s':>15}{'torchvision img/s':>19}{'ratio':>8}"
+    )
     print(header)
     print("-" * len(header))
     for device_name in devices:
@@ -77,9 +87,11 @@ def main() -> None:
             params = sum(p.numel() for p in revised.parameters())
             ours = images_per_second(revised, device, args.batch_size, args.steps, args.warmup)
             del revised
-            baseline = images_per_second(baseline_fn(num_classes=10), device, args.batch_size, args.steps,
-                                         args.warmup)
-            print(f"{device_name:<7}{name:<10}{params:>12,}{ours:>15.1f}{baseline:>19.1f}{ours / baseline:>8.2f}")
+            baseline = images_per_second(
+                baseline_fn(num_classes=10), device, args.batch_size, args.steps, args.warmup
+            )
+            ratio = ours / baseline
+            print(f"{device_name:<7}{name:<10}{params:>12,}{ours:>15.1f}{baseline:>19.1f}{ratio:>8.2f}")
     print(f"load average at the end {os.getloadavg()[0]:.2f} (2 CPU cores here are shared with other jobs)")
 
 

@@ -21,10 +21,12 @@ config.update(canonical_config(config, CONFIG_SCHEMA))
 # anything is scheduled.
 check_entries(config)
 
-# The scripts import the package from this checkout, also inside conda environments or on cluster nodes.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
-)
+# How the jobs import resdyn, with no PYTHONPATH set here (setting it at parse time is an undeclared
+# environment variable, and --use-conda strips PYTHONPATH from jobs anyway): Snakemake puts the Snakefile's
+# folder on sys.path and appends its own sys.path to every script job's, conda jobs included, so a job
+# finds this checkout's resdyn ahead of an editable install's import hook (`make install` installs this
+# checkout in editable mode: the same code). A caller's PYTHONPATH comes first (the tests and the SLURM
+# harness point it at their copy); a regular, non-editable install of resdyn would also come first.
 
 RESULTS = config["results_dir"]
 DATASETS = list(config["datasets"])
@@ -42,13 +44,13 @@ scattergather:
 
 
 def run_dir(*parts):
-    """results/{dataset}/{model}/<parts>: the per-(dataset, model) folder of DESIGN §7."""
+    """results/{dataset}/{model}/<parts>: the per-(dataset, model) folder of method §7."""
     return os.path.join(RESULTS, "{dataset}", "{model}", *parts)
 
 
 def shard_path(kind):
     """Pattern of one scatter shard's file, for scatter/gather (other wildcards escaped)."""
-    return os.path.join(RESULTS, "{{dataset}}", "{{model}}", "shards", kind + "_{scatteritem}.h5")
+    return os.path.join(RESULTS, "{{dataset}}", "{{model}}", "shards", f"{kind}_{{scatteritem}}.h5")
 
 
 def log_path(name):
@@ -103,4 +105,38 @@ def all_outputs():
             table=["table1", "table2", "table3"],
             ext=["csv", "md", "tex"],
         )
+    )
+
+
+# Tables and figures (rules/tables.smk)
+
+TABLES = os.path.join(RESULTS, "tables")
+FIGURES = os.path.join(RESULTS, "figures")
+
+
+def table_outputs(name, caption, **report_labels):
+    """{name}.csv as a report item with its caption; the .md and .tex written beside it."""
+    return {
+        "csv": report(
+            os.path.join(TABLES, f"{name}.csv"),
+            category="Tables",
+            caption=f"../report/{caption}",
+            **report_labels,
+        ),
+        "md": os.path.join(TABLES, f"{name}.md"),
+        "tex": os.path.join(TABLES, f"{name}.tex"),
+    }
+
+
+def table_stem(wildcards, output):
+    """The path shared by a table's .csv, .md and .tex, taken from the job's own output."""
+    return os.path.splitext(output.csv)[0]
+
+
+def figure(name, category, caption):
+    return report(
+        os.path.join(FIGURES, f"{name}_{{dataset}}_{{model}}.png"),
+        category=category,
+        subcategory="{dataset} / {model}",
+        caption=f"../report/{caption}",
     )

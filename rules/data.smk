@@ -1,4 +1,4 @@
-# Stage 1: every dataset as 3×32×32 uint8 images in one HDF5 file (DESIGN §5).
+# Stage 1: every dataset as 3×32×32 uint8 images in one HDF5 file (method §5).
 
 
 # Runs on the submitting host under a cluster executor: compute nodes often have no internet for the
@@ -10,14 +10,14 @@ localrules:
 rule prepare_data:
     output:
         os.path.join(RESULTS, "data", "{dataset}.h5"),
-    params:
-        entry=dataset_entry,
-        download_dir=config["download_dir"],
     log:
         os.path.join(RESULTS, "logs", "data", "{dataset}.log"),
     benchmark:
         os.path.join(RESULTS, "benchmarks", "data", "{dataset}.tsv")
     conda:
         ENV
+    params:
+        entry=dataset_entry,
+        download_dir=config["download_dir"],
     script:
         "../workflow_scripts/prepare_data.py"

@@ -1,4 +1,4 @@
-# Stage 6: Lip(g) of the head (exact ‖W‖₂ for a linear head, LipSDP for a multi-layer one; DESIGN §3.3).
+# Stage 6: Lip(g) of the head (exact ‖W‖₂ for a linear head, LipSDP for a multi-layer one; method §3.3).
 
 
 rule lipschitz:
@@ -9,15 +9,15 @@ rule lipschitz:
         code=package_sources("lipschitz"),
     output:
         run_dir("lipschitz.json"),
-    params:
-        solver=config["lipschitz"]["solver"],
-        eps=config["lipschitz"]["eps"],
-        device=analysis("device"),
     log:
         log_path("lipschitz"),
     benchmark:
         benchmark_path("lipschitz")
     conda:
         ENV
+    params:
+        solver=config["lipschitz"]["solver"],
+        eps=config["lipschitz"]["eps"],
+        device=analysis("device"),
     script:
         "../workflow_scripts/lipschitz.py"

@@ -1,5 +1,5 @@
 # Stage 4: all pairwise distances d_t(i, j), sharded over the rows i (scatter), merged exactly (gather).
-# Gives the g-expansive constant, E[a, b], Ē[a, b], per-depth minima and nearest neighbours (DESIGN §3.1).
+# Gives the g-expansive constant, E[a, b], Ē[a, b], per-depth minima and nearest neighbours (method §3.1).
 
 
 rule pairwise_shard:
@@ -8,18 +8,18 @@ rule pairwise_shard:
         code=package_sources("distances"),
     output:
         temp(run_dir("shards", "pairs_{scatteritem}.h5")),
-    params:
-        labels=analysis("labels"),
-        chunk=analysis("chunk"),
-        device=analysis("device"),
-    resources:
-        gpu=1,
     log:
         log_path("pairwise_{scatteritem}"),
     benchmark:
         benchmark_path("pairwise_{scatteritem}")
     conda:
         ENV
+    resources:
+        gpu=1,
+    params:
+        labels=analysis("labels"),
+        chunk=analysis("chunk"),
+        device=analysis("device"),
     script:
         "../workflow_scripts/pairwise_shard.py"
 

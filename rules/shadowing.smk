@@ -1,5 +1,5 @@
 # Stage 5: greedy pseudo-orbits from the nearest-neighbour tables, their shadowing errors (sharded over
-# orbits), and both g-shadowing estimates (DESIGN §3.2).
+# orbits), and both g-shadowing estimates (method §3.2).
 
 
 rule shadowing_shard:
@@ -9,16 +9,16 @@ rule shadowing_shard:
         code=package_sources("shadowing", "distances"),
     output:
         temp(run_dir("shards", "shadowing_{scatteritem}.h5")),
-    params:
-        chunk=analysis("chunk"),
-    # No GPU: the exact min-max kernel runs on the CPU (numba, early abandoning).
-    threads: 2
     log:
         log_path("shadowing_{scatteritem}"),
     benchmark:
         benchmark_path("shadowing_{scatteritem}")
     conda:
         ENV
+    # No GPU: the exact min-max kernel runs on the CPU (numba, early abandoning).
+    threads: 2
+    params:
+        chunk=analysis("chunk"),
     script:
         "../workflow_scripts/shadowing_shard.py"
 
@@ -42,13 +42,13 @@ rule shadowing_gather:
             subcategory="{dataset} / {model}",
             caption="../report/shadowing_curve.rst",
         ),
-    params:
-        quantiles=analysis("curve_quantiles"),
     log:
         log_path("shadowing_gather"),
     benchmark:
         benchmark_path("shadowing_gather")
     conda:
         ENV
+    params:
+        quantiles=analysis("curve_quantiles"),
     script:
         "../workflow_scripts/shadowing_gather.py"

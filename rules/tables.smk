@@ -1,30 +1,5 @@
 # Stage 8: the paper's tables (CSV, Markdown, LaTeX) and figures, collected into Snakemake's HTML report.
-
-TABLES = os.path.join(RESULTS, "tables")
-FIGURES = os.path.join(RESULTS, "figures")
-
-
-def table_stem(name):
-    return os.path.join(TABLES, name)
-
-
-def table_outputs(name, caption, **report_labels):
-    """{name}.csv as a report item with its caption; the .md and .tex written beside it."""
-    stem = table_stem(name)
-    return {
-        "csv": report(stem + ".csv", category="Tables", caption=f"../report/{caption}", **report_labels),
-        "md": stem + ".md",
-        "tex": stem + ".tex",
-    }
-
-
-def figure(name, category, caption):
-    return report(
-        os.path.join(FIGURES, name + "_{dataset}_{model}.png"),
-        category=category,
-        subcategory="{dataset} / {model}",
-        caption=f"../report/{caption}",
-    )
+# Helpers (table_outputs, table_stem, figure) live in rules/common.smk.
 
 
 rule table1:
@@ -33,15 +8,15 @@ rule table1:
         code=package_sources("tables", "paper_reference"),
     output:
         **table_outputs("table1", "table1.rst"),
-    params:
-        stem=table_stem("table1"),
-        paper_reference=config["paper_reference"],
     log:
         os.path.join(RESULTS, "logs", "tables", "table1.log"),
     benchmark:
         os.path.join(RESULTS, "benchmarks", "tables", "table1.tsv")
     conda:
         ENV
+    params:
+        stem=table_stem,
+        paper_reference=config["paper_reference"],
     script:
         "../workflow_scripts/table1.py"
 
@@ -52,15 +27,15 @@ rule table2:
         code=package_sources("tables", "paper_reference"),
     output:
         **table_outputs("table2", "table2.rst"),
-    params:
-        stem=table_stem("table2"),
-        paper_reference=config["paper_reference"],
     log:
         os.path.join(RESULTS, "logs", "tables", "table2.log"),
     benchmark:
         os.path.join(RESULTS, "benchmarks", "tables", "table2.tsv")
     conda:
         ENV
+    params:
+        stem=table_stem,
+        paper_reference=config["paper_reference"],
     script:
         "../workflow_scripts/table2.py"
 
@@ -72,15 +47,15 @@ rule table3:
         code=package_sources("tables"),
     output:
         **table_outputs("table3", "table3.rst"),
-    params:
-        stem=table_stem("table3"),
-        k=analysis("table3_pairs"),
     log:
         os.path.join(RESULTS, "logs", "tables", "table3.log"),
     benchmark:
         os.path.join(RESULTS, "benchmarks", "tables", "table3.tsv")
     conda:
         ENV
+    params:
+        stem=table_stem,
+        k=analysis("table3_pairs"),
     script:
         "../workflow_scripts/table3.py"
 
@@ -94,23 +69,23 @@ rule figures:
         constants=run_dir("constants.json"),
         code=package_sources("figures", "tables"),
     output:
-        figure2=figure("figure2", "Figures 2-3", "figure2.rst"),
-        figure3=figure("figure3", "Figures 2-3", "figure3.rst"),
-        pairs_png=figure("table3", "Table 3", "table3_pairs.rst"),
-        orbit_png=figure("orbit", "Tables 4-5", "best_orbit.rst"),
         **table_outputs(
             "orbit_{dataset}_{model}",
             "best_orbit_table.rst",
             subcategory="{dataset} / {model}",
         ),
-    params:
-        orbit_stem=table_stem("orbit_{dataset}_{model}"),
-        k=analysis("table3_pairs"),
+        figure2=figure("figure2", "Figures 2-3", "figure2.rst"),
+        figure3=figure("figure3", "Figures 2-3", "figure3.rst"),
+        pairs_png=figure("table3", "Table 3", "table3_pairs.rst"),
+        orbit_png=figure("orbit", "Tables 4-5", "best_orbit.rst"),
     log:
         log_path("figures"),
     benchmark:
         benchmark_path("figures")
     conda:
         ENV
+    params:
+        orbit_stem=table_stem,
+        k=analysis("table3_pairs"),
     script:
         "../workflow_scripts/figures.py"

@@ -7,20 +7,20 @@ rule train:
     output:
         model=run_dir("model.pt"),
         log_csv=run_dir("train_log.csv"),
-    params:
-        model=model_entry,
-        training=training_params,
-        # Not an output: it survives a killed job, so the rerun resumes from the last finished epoch.
-        checkpoint=run_dir("checkpoint.pt"),
-    resources:
-        gpu=1,
-    threads: workflow.cores
     log:
         log_path("train"),
     benchmark:
         benchmark_path("train")
     conda:
         ENV
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    params:
+        model=model_entry,
+        training=training_params,
+        # Not an output: it survives a killed job, so the rerun resumes from the last finished epoch.
+        checkpoint=run_dir("checkpoint.pt"),
     script:
         "../workflow_scripts/train.py"
 
@@ -31,14 +31,14 @@ rule evaluate:
         data=os.path.join(RESULTS, "data", "{dataset}.h5"),
     output:
         run_dir("metrics.json"),
-    params:
-        device=lambda w: training_params(w)["device"],
-        batch_size=analysis("batch_size"),
     log:
         log_path("evaluate"),
     benchmark:
         benchmark_path("evaluate")
     conda:
         ENV
+    params:
+        device=lambda w: training_params(w)["device"],
+        batch_size=analysis("batch_size"),
     script:
         "../workflow_scripts/evaluate.py"

@@ -1,4 +1,4 @@
-# Stage 3: every test image's probability trajectory p_t(i) = g(x_t(i)), t = 0..T (DESIGN §2, §6).
+# Stage 3: every test image's probability trajectory p_t(i) = g(x_t(i)), t = 0..T (method §2, §6).
 
 
 rule trajectories:
@@ -7,17 +7,17 @@ rule trajectories:
         data=os.path.join(RESULTS, "data", "{dataset}.h5"),
     output:
         run_dir("trajectories.h5"),
-    params:
-        batch_size=analysis("batch_size"),
-        store_states=analysis("store_states"),
-        device=analysis("device"),
-    resources:
-        gpu=1,
     log:
         log_path("trajectories"),
     benchmark:
         benchmark_path("trajectories")
     conda:
         ENV
+    resources:
+        gpu=1,
+    params:
+        batch_size=analysis("batch_size"),
+        store_states=analysis("store_states"),
+        device=analysis("device"),
     script:
         "../workflow_scripts/trajectories.py"

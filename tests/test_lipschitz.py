@@ -27,9 +27,8 @@ from resdyn.lipschitz import (
     spectral_product,
 )
 
-EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external" / "lipsdp"
-RANDOM_MAT = EXTERNAL / "random_weights.mat"
-needs_lipsdp_files = pytest.mark.skipif(not RANDOM_MAT.exists(), reason=f"{RANDOM_MAT} not present")
+# LipSDP's example networks, vendored with their origin and licence (tests/data/lipsdp/README.md).
+RANDOM_MAT = Path(__file__).resolve().parent / "data" / "lipsdp" / "random_weights.mat"
 
 # LipSDP's README values for random_weights.mat (2 → 10 → 30 → 20 → 2), printed to 3 decimals.
 PUBLISHED = {"neuron": 36.482, "layer": 39.839}
@@ -65,7 +64,6 @@ def brute_lipsdp_matrix(weights, rho, lam):
 # Published values
 
 
-@needs_lipsdp_files
 @pytest.mark.parametrize("form", ["neuron", "layer"])
 @pytest.mark.parametrize("solver", ["SCS", "CLARABEL"])
 def test_reproduces_published_lipsdp_values(form, solver):
@@ -77,7 +75,6 @@ def test_reproduces_published_lipsdp_values(form, solver):
     assert abs(result.certified - result.value) < 1e-4 * result.value
 
 
-@needs_lipsdp_files
 def test_certified_value_is_feasible_even_at_loose_tolerance():
     weights = load_weights(RANDOM_MAT)
     tight = lipsdp(weights, "neuron", "CLARABEL", 1e-9)
@@ -87,7 +84,6 @@ def test_certified_value_is_feasible_even_at_loose_tolerance():
     assert loose.certified <= tight.value * 1.01
 
 
-@needs_lipsdp_files
 def test_cli_prints_status_and_value_last(capsys):
     assert main(["--form", "layer", "--eps", "1e-6", str(RANDOM_MAT)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]

@@ -16,6 +16,7 @@ Subcommands (run.sh calls them; each prints what it did and exits non-zero with 
 The test changes nothing but resource sizes and the GPU request (the node has no GPU): every other line of
 profiles/slurm/config.yaml, executor settings included, runs as written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,8 @@ class HarnessError(RuntimeError):
 def copy_workflow(dest: Path) -> None:
     """Copy the workflow the way the pytest fixtures do and write TINY_CONFIG as its config.yaml."""
     sys.path.insert(0, str(TESTS))
-    from conftest import TINY_CONFIG, copy_workflow as conftest_copy
+    from conftest import TINY_CONFIG
+    from conftest import copy_workflow as conftest_copy
 
     conftest_copy(dest).write_config(TINY_CONFIG)
     print(f"workflow copied to {dest} with TINY_CONFIG")
@@ -89,7 +91,9 @@ def derive_profile(src: Path, dest: Path, cpus: int, mem_mb: int) -> list[str]:
         profile[key] = value
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "config.yaml").write_text(
-        "# Written by tests/slurm/harness.py from " + str(src) + "; overrides:\n"
+        "# Written by tests/slurm/harness.py from "
+        + str(src)
+        + "; overrides:\n"
         + "".join(f"#   {line}\n" for line in changes)
         + yaml.safe_dump(profile, sort_keys=False)
     )
@@ -153,7 +157,9 @@ def check_slurm(log_path: Path, profile_path: Path) -> str:
     fields = "JobIDRaw,JobName,Partition,State,ExitCode,AllocCPUS,ReqMem,Elapsed,Comment"
     proc = subprocess.run(
         ["sacct", "-X", "-n", "-P", "--starttime", "now-1days", "--name", run_id, "-o", fields],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise HarnessError(f"sacct failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -172,8 +178,9 @@ def check_slurm(log_path: Path, profile_path: Path) -> str:
         if row["State"] != "COMPLETED" or row["ExitCode"] != "0:0":
             problems.append(f"job {slurm_id} ({rule}): {row['State']} exit {row['ExitCode']}")
         if row["Partition"] != expected_partition:
-            problems.append(f"job {slurm_id} ({rule}): partition {row['Partition']}, profile says "
-                            f"{expected_partition}")
+            problems.append(
+                f"job {slurm_id} ({rule}): partition {row['Partition']}, profile says {expected_partition}"
+            )
         if not row["Comment"].startswith(f"rule_{rule}"):
             problems.append(f"job {slurm_id}: comment {row['Comment']!r} does not name rule {rule}")
     missing_gpu_rules = set(GPU_RULES) - set(rule_of_slurm_job.values())
@@ -183,12 +190,24 @@ def check_slurm(log_path: Path, profile_path: Path) -> str:
         raise HarnessError("sacct check failed:\n  " + "\n  ".join(problems))
     counts = Counter(rule_of_slurm_job.values())
     table = subprocess.run(
-        ["sacct", "-X", "--starttime", "now-1days", "--name", run_id,
-         "-o", "JobID,Partition,State,ExitCode,AllocCPUS,ReqMem,Elapsed,Comment%60"],
-        capture_output=True, text=True, check=True,
+        [
+            "sacct",
+            "-X",
+            "--starttime",
+            "now-1days",
+            "--name",
+            run_id,
+            "-o",
+            "JobID,Partition,State,ExitCode,AllocCPUS,ReqMem,Elapsed,Comment%60",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    print(f"SLURM run {run_id}: {len(rule_of_slurm_job)} jobs COMPLETED through SLURM, matching "
-          f"Snakemake's submissions; per rule: {dict(sorted(counts.items()))}")
+    print(
+        f"SLURM run {run_id}: {len(rule_of_slurm_job)} jobs COMPLETED through SLURM, matching "
+        f"Snakemake's submissions; per rule: {dict(sorted(counts.items()))}"
+    )
     return table
 
 
@@ -207,7 +226,9 @@ def compare_constants(a: Path, b: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("copy-workflow")
     p.add_argument("dest", type=Path)

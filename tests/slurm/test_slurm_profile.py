@@ -3,6 +3,7 @@
 The real run on a SLURM cluster is tests/slurm/run.sh (root, installs SLURM); these dry runs only check what
 Snakemake would submit, so they run anywhere.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,12 +23,15 @@ def _dry_run_resources(workflow, *args: str) -> dict[str, dict[str, str]]:
     """Rule -> the `resources:` line Snakemake prints for its first job in a dry run (as name -> value)."""
     proc = workflow.snakemake("-n", "--forceall", *args)
     resources: dict[str, dict[str, str]] = {}
-    for match in re.finditer(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, re.M):
+    for match in re.finditer(
+        r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, re.M
+    ):
         pairs = (item.split("=", 1) for item in match.group(2).split(", "))
         resources.setdefault(match.group(1), {k: v for k, v in pairs})
     return resources
 
 
+@pytest.mark.slow  # runs Snakemake (dry runs)
 def test_slurm_profile_requests_a_gpu_for_the_gpu_rules_only(workflow):
     resources = _dry_run_resources(workflow, "--workflow-profile", "profiles/slurm")
     for rule in GPU_RULES:
@@ -41,6 +45,7 @@ def test_slurm_profile_requests_a_gpu_for_the_gpu_rules_only(workflow):
         assert int(resources[rule]["mem_mb"]) > 0, rule
 
 
+@pytest.mark.slow  # runs Snakemake (dry runs)
 def test_default_profile_still_rules_a_plain_local_run(workflow):
     """Without --workflow-profile the local profile applies: no SLURM partitions, the rules' gpu=1."""
     resources = _dry_run_resources(workflow)
@@ -51,7 +56,10 @@ def test_default_profile_still_rules_a_plain_local_run(workflow):
 def test_derived_test_profile_changes_only_sizes_and_the_gpu_request(tmp_path):
     source = harness.TESTS.parent / "profiles" / "slurm" / "config.yaml"
     changes = harness.derive_profile(source, tmp_path, cpus=2, mem_mb=1000)
-    original, derived = yaml.safe_load(source.read_text()), yaml.safe_load((tmp_path / "config.yaml").read_text())
+    original, derived = (
+        yaml.safe_load(source.read_text()),
+        yaml.safe_load((tmp_path / "config.yaml").read_text()),
+    )
     assert any("gres" in line for line in changes)
     for key in set(original) - {"set-threads", "set-resources", "default-resources"}:
         assert derived[key] == original[key], key
