@@ -16,6 +16,7 @@ slack is 0 and the relative factor absorbs the rounding of ``sqrt``; for the mea
 absolute slack covers the rounding of the per-image means. A skipped candidate therefore has a value
 strictly larger than ``best`` and can never win, not even a tie.
 """
+
 from __future__ import annotations
 
 import math
@@ -323,7 +324,9 @@ def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock):
                 d = math.sqrt(dif_s[t, k])
                 pi = dif_i[t, k]
                 pj = dif_j[t, k]
-                if d < best_d or (d == best_d and (pi < dm_p[blk, t, 0] or (pi == dm_p[blk, t, 0] and pj < dm_p[blk, t, 1]))):
+                if d < best_d or (
+                    d == best_d and (pi < dm_p[blk, t, 0] or (pi == dm_p[blk, t, 0] and pj < dm_p[blk, t, 1]))
+                ):
                     best_d = d
                     dm_s[blk, t] = dif_s[t, k]
                     dm_p[blk, t, 0] = pi

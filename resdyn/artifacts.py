@@ -6,20 +6,22 @@ naming the file and the key at fault. No other module opens these files, so a la
 in exactly one place. ``FORMAT_VERSION`` is the layout version: HDF5 artifacts store it as the root attr
 ``format_version`` (a file without it is version 1, the layout before the attr existed), ``model.pt``
 stores it as ``format``; the JSON artifacts do not store it, because their bytes are compared across
-reruns and their keys are the contract of DESIGN §7.
+reruns and their keys are the contract of method §7.
 
 Class names travel through HDF5 attrs in one encoding (:func:`encode_class_names`), read back by one
 decoder (:func:`decode_class_names`) that also accepts the older spellings (bytes, a JSON string).
 """
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import h5py
 import numpy as np
@@ -54,7 +56,9 @@ def decode_class_names(raw: Any) -> list[str]:
         raw = raw.decode()
     if isinstance(raw, str):
         raw = json.loads(raw) if raw.startswith("[") else [raw]
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(np.asarray(raw, dtype=object))]
+    return [
+        v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(np.asarray(raw, dtype=object))
+    ]
 
 
 def _plain(value: Any) -> Any:
@@ -74,7 +78,9 @@ def _check_version(path: PathLike, handle: h5py.File, version: int) -> None:
         raise InputError(f"{path}: format version {found}, this resdyn reads version {version}")
 
 
-def _read(path: PathLike, handle: h5py.File, key: str, dtype: Any = None, what: str | None = None) -> np.ndarray:
+def _read(
+    path: PathLike, handle: h5py.File, key: str, dtype: Any = None, what: str | None = None
+) -> np.ndarray:
     """Dataset ``key`` as an array; a truncated or bit-flipped chunk (it only surfaces when read) names it."""
     node = handle[key]
     if not isinstance(node, h5py.Dataset):
@@ -141,12 +147,13 @@ def array_checksum(
 
 
 def check_split(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], where: str) -> None:
-    """One split as DESIGN §5 fixes it: uint8 (N, 3, 32, 32) images, int64 (N,) labels in 0..C−1, N ≥ 1."""
+    """One split as method §5 fixes it: uint8 (N, 3, 32, 32) images, int64 (N,) labels in 0..C−1, N ≥ 1."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
         raise InputError(f"{where} images must be uint8 (N, 3, 32, 32), got {images.dtype} {images.shape}")
     if labels.dtype != np.int64 or labels.shape != (len(images),):
         raise InputError(
-            f"{where} labels must be int64 ({len(images)},) to match the images, got {labels.dtype} {labels.shape}"
+            f"{where} labels must be int64 ({len(images)},) to match the images, "
+            f"got {labels.dtype} {labels.shape}"
         )
     if len(images) == 0:
         raise InputError(f"{where} split is empty")
@@ -159,7 +166,8 @@ def check_split(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
 class DatasetFile:
     """``results/data/{dataset}.h5``: ``/{train,test}/images`` uint8 (N, 3, 32, 32) gzip-1 in chunks of 256
     images, ``/{train,test}/labels`` int64 (N,); attrs ``class_names``, ``source``, ``dataset``, ``origin``
-    and ``checksum`` (:func:`array_checksum`). The test split keeps its source order ("order within class")."""
+    and ``checksum`` (:func:`array_checksum`). The test split keeps its source order ("order within
+    class")."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     # gzip level 1 over chunks of 256 whole images: measured on sklearn digits (3×32×32) tiled to 70 000
@@ -267,7 +275,11 @@ class ModelCheckpoint:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return {"model_entry": self.model_entry, "num_classes": self.num_classes, "class_names": self.class_names}
+        return {
+            "model_entry": self.model_entry,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+        }
 
     def save(self, path: PathLike) -> None:
         import torch
@@ -297,17 +309,23 @@ class ModelCheckpoint:
         if missing:
             raise InputError(f"{path}: model file lacks key(s) {missing}")
         if payload["format"] != cls.FORMAT_VERSION:
-            raise InputError(f"{path}: model file format {payload['format']!r}, expected {cls.FORMAT_VERSION}")
-        return cls(payload["state_dict"], payload["model_entry"], payload["num_classes"], payload["class_names"])
+            raise InputError(
+                f"{path}: model file format {payload['format']!r}, expected {cls.FORMAT_VERSION}"
+            )
+        return cls(
+            payload["state_dict"], payload["model_entry"], payload["num_classes"], payload["class_names"]
+        )
 
 
-def save_model(path: PathLike, model: Any, model_entry: Mapping[str, Any], num_classes: int,
-               class_names: Sequence[str]) -> None:
+def save_model(
+    path: PathLike, model: Any, model_entry: Mapping[str, Any], num_classes: int, class_names: Sequence[str]
+) -> None:
     """Write ``model``'s weights and its architecture (the entry with defaults filled) to ``model.pt``."""
     from resdyn.model import normalize_model_entry
 
-    ModelCheckpoint(model.state_dict(), normalize_model_entry(model_entry), int(num_classes),
-                    list(class_names)).save(path)
+    ModelCheckpoint(
+        model.state_dict(), normalize_model_entry(model_entry), int(num_classes), list(class_names)
+    ).save(path)
 
 
 def load_model(path: PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -380,13 +398,17 @@ class Trajectories(_Artifact):
             head = cls._read_head(path, handle["head"])
             attrs = {k: _plain(v) for k, v in handle.attrs.items() if k not in ("class_names", _FORMAT_ATTR)}
         if probs.dtype != np.float64 or probs.ndim != 3 or probs.shape[2] != len(names):
-            raise InputError(f"{path}: 'probs' must be float64 (N, T+1, {len(names)}), got {probs.dtype} {probs.shape}")
+            raise InputError(
+                f"{path}: 'probs' must be float64 (N, T+1, {len(names)}), got {probs.dtype} {probs.shape}"
+            )
         _check_finite(path, "probs", probs)
         _check_shape(path, "logits", logits, probs.shape)
         for key, values in rows.items():
             if values.dtype != np.int64 or values.shape != (probs.shape[0],):
-                raise InputError(f"{path}: '{key}' must be int64 ({probs.shape[0]},) as /probs, got "
-                                 f"{values.dtype} {values.shape}")
+                raise InputError(
+                    f"{path}: '{key}' must be int64 ({probs.shape[0]},) as /probs, got "
+                    f"{values.dtype} {values.shape}"
+                )
         _check_labels(f"{path}: '/labels'", rows["labels"], len(names))
         return cls(probs, logits, head=head, class_names=names, attrs=attrs, path=str(path), **rows)
 
@@ -410,9 +432,15 @@ class Trajectories(_Artifact):
             raise InputError(f"{path}: 'head' holds neither 'weight' nor 'layers'")
         fan_in = None
         for k, (weight, bias) in enumerate(layers):
-            if weight.ndim != 2 or bias.shape != (weight.shape[0],) or (fan_in is not None and weight.shape[1] != fan_in):
-                raise InputError(f"{path}: head layer {k} has weight {weight.shape} and bias {bias.shape}, "
-                                 "which do not chain")
+            if (
+                weight.ndim != 2
+                or bias.shape != (weight.shape[0],)
+                or (fan_in is not None and weight.shape[1] != fan_in)
+            ):
+                raise InputError(
+                    f"{path}: head layer {k} has weight {weight.shape} and bias {bias.shape}, "
+                    "which do not chain"
+                )
             fan_in = weight.shape[0]
         return [(np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)) for w, b in layers]
 
@@ -425,15 +453,17 @@ class Trajectories(_Artifact):
 
     @classmethod
     @contextlib.contextmanager
-    def writer(cls, path: PathLike, *, N: int, T: int, n: int, C: int, store_states: bool
-               ) -> Iterator[TrajectoryWriter]:
+    def writer(
+        cls, path: PathLike, *, N: int, T: int, n: int, C: int, store_states: bool
+    ) -> Iterator[TrajectoryWriter]:
         """Write the file batch by batch (memory bounded by one batch); renamed onto ``path`` on success."""
         with _write_h5(path, cls.FORMAT_VERSION) as handle:
             yield TrajectoryWriter(handle, N=N, T=T, n=n, C=C, store_states=store_states)
 
 
 class TrajectoryWriter:
-    """Incremental writer of :class:`Trajectories`: :meth:`write_batch` per batch of rows, then :meth:`finish`."""
+    """Incremental writer of :class:`Trajectories`: :meth:`write_batch` per batch of rows, then
+    :meth:`finish`."""
 
     def __init__(self, handle: h5py.File, *, N: int, T: int, n: int, C: int, store_states: bool) -> None:
         self.handle = handle
@@ -441,18 +471,34 @@ class TrajectoryWriter:
         self.probs = handle.create_dataset("probs", (N, T + 1, C), dtype=np.float64)
         self.states = None
         if store_states:
-            self.states = handle.create_dataset("states", (N, T + 1, n), dtype=np.float32, chunks=(1, T + 1, n),
-                                                compression="gzip", compression_opts=Trajectories.STATES_GZIP)
+            self.states = handle.create_dataset(
+                "states",
+                (N, T + 1, n),
+                dtype=np.float32,
+                chunks=(1, T + 1, n),
+                compression="gzip",
+                compression_opts=Trajectories.STATES_GZIP,
+            )
 
-    def write_batch(self, start: int, logits: np.ndarray, probs: np.ndarray, states: np.ndarray | None) -> None:
+    def write_batch(
+        self, start: int, logits: np.ndarray, probs: np.ndarray, states: np.ndarray | None
+    ) -> None:
         stop = start + len(logits)
         self.logits[start:stop] = logits
         self.probs[start:stop] = probs
         if self.states is not None:
             self.states[start:stop] = states
 
-    def finish(self, *, labels: np.ndarray, pred: np.ndarray, order_in_class: np.ndarray, head: HeadLayers,
-               class_names: Sequence[str], attrs: Mapping[str, Any]) -> None:
+    def finish(
+        self,
+        *,
+        labels: np.ndarray,
+        pred: np.ndarray,
+        order_in_class: np.ndarray,
+        head: HeadLayers,
+        class_names: Sequence[str],
+        attrs: Mapping[str, Any],
+    ) -> None:
         h5 = self.handle
         h5.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
         h5.create_dataset("pred", data=pred)
@@ -542,10 +588,16 @@ class Pairs(_Artifact):
                 **arrays,
             )
         n_cls, n_images, depths = result.E.shape[0], result.nn_index.shape[1], result.nn_index.shape[0]
-        expected = {"E/value": (n_cls, n_cls), "E/pair": (n_cls, n_cls, 2), "E/t_star": (n_cls, n_cls),
-                    "E_mean/value": (n_cls, n_cls), "E_mean/pair": (n_cls, n_cls, 2),
-                    "depth_min/value": (depths,), "depth_min/pair": (depths, 2),
-                    "nearest/distance": (depths, n_images)}
+        expected = {
+            "E/value": (n_cls, n_cls),
+            "E/pair": (n_cls, n_cls, 2),
+            "E/t_star": (n_cls, n_cls),
+            "E_mean/value": (n_cls, n_cls),
+            "E_mean/pair": (n_cls, n_cls, 2),
+            "depth_min/value": (depths,),
+            "depth_min/pair": (depths, 2),
+            "nearest/distance": (depths, n_images),
+        }
         for key, shape in expected.items():
             _check_shape(path, key, arrays[cls.DATASETS[key]], shape)
         labels = str(attrs.get("labels", "true"))
@@ -583,8 +635,11 @@ class ShadowingShard:
         with open_h5(path, required=["epsilon", "shadow_image"]) as handle:
             _check_version(path, handle, cls.FORMAT_VERSION)
             _require_attrs(path, handle.attrs, ("start", "stop"), "shadowing shard ")
-            attrs = {key: int(_plain(handle.attrs[key])) for key in ("start", "stop", "shard", "n_shards")
-                     if key in handle.attrs}
+            attrs = {
+                key: int(_plain(handle.attrs[key]))
+                for key in ("start", "stop", "shard", "n_shards")
+                if key in handle.attrs
+            }
             epsilon = _read(path, handle, "epsilon")
             shadow_image = _read(path, handle, "shadow_image")
         return cls(epsilon=epsilon, shadow_image=shadow_image, **attrs)
@@ -627,9 +682,13 @@ class Shadowing(_Artifact):
         shadow_image = np.asarray(self.shadow_image, dtype=np.int64)
         n_orbits = orbits.shape[0]
         if orbits.ndim != 2 or hops.shape != (n_orbits, orbits.shape[1] - 1) or hops.shape[1] < 1:
-            raise InputError(f"orbits {orbits.shape} and hops {hops.shape} must be (N, T+1) and (N, T), T >= 1")
+            raise InputError(
+                f"orbits {orbits.shape} and hops {hops.shape} must be (N, T+1) and (N, T), T >= 1"
+            )
         if epsilon.shape != (n_orbits,) or shadow_image.shape != (n_orbits,):
-            raise InputError(f"epsilon {epsilon.shape} and shadow_image {shadow_image.shape} must be ({n_orbits},)")
+            raise InputError(
+                f"epsilon {epsilon.shape} and shadow_image {shadow_image.shape} must be ({n_orbits},)"
+            )
         attrs = dict(self.attrs)
         for key in ("best_tracing", "curve"):
             if getattr(self, key) is not None:
@@ -667,9 +726,18 @@ class Shadowing(_Artifact):
             raise InputError(f"{path}: /delta is not the row maximum of /hops")
         for key in ("hops", "epsilon"):
             _check_finite(path, f"/{key}", data[key])
-        summaries = {key: json.loads(attrs.pop(key)) if key in attrs else None for key in ("best_tracing", "curve")}
-        return cls(orbits.astype(np.int64), hops.astype(np.float64), data["epsilon"].astype(np.float64),
-                   data["shadow_image"].astype(np.int64), attrs=attrs, path=str(path), **summaries)
+        summaries = {
+            key: json.loads(attrs.pop(key)) if key in attrs else None for key in ("best_tracing", "curve")
+        }
+        return cls(
+            orbits.astype(np.int64),
+            hops.astype(np.float64),
+            data["epsilon"].astype(np.float64),
+            data["shadow_image"].astype(np.int64),
+            attrs=attrs,
+            path=str(path),
+            **summaries,
+        )
 
 
 CURVE_COLUMNS = ["epsilon", "delta_star", "ratio"]
@@ -739,7 +807,8 @@ class JsonArtifact(_Artifact):
 
 
 class Metrics(JsonArtifact):
-    """``metrics.json`` (Table 1): precision, recall, f1 (macro), accuracy, loss, n_test."""
+    """``metrics.json`` (Table 1): precision, recall, f1 (macro), accuracy, loss, n_test, and ``versions``
+    (python, torch, numpy, cvxpy, scs, snakemake: :mod:`resdyn.provenance`)."""
 
 
 class Lipschitz(JsonArtifact):
@@ -750,5 +819,5 @@ class Lipschitz(JsonArtifact):
 
 
 class Constants(JsonArtifact):
-    """``constants.json`` (DESIGN §7): g_expansive, g_shadowing {paper, curve}, lip, t_g_lower; image
-    indices are test indices. Undefined values are null with an ``undefined_reason``, never NaN."""
+    """``constants.json`` (method §7): g_expansive, g_shadowing {paper, curve}, lip, t_g_lower, versions;
+    image indices are test indices. Undefined values are null with an ``undefined_reason``, never NaN."""

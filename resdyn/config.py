@@ -3,14 +3,16 @@
 The workflow validates the config against ``schemas/config.schema.yaml`` (which also fills defaults);
 this module only merges the layers, so the package never depends on Snakemake.
 """
+
 from __future__ import annotations
 
 import copy
 import functools
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from resdyn.io import InputError
 
@@ -18,7 +20,7 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schem
 """The config schema: the single source of every default (the workflow's ``validate`` fills them from it)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schema() -> dict[str, Any]:
     import yaml
 
@@ -46,6 +48,7 @@ def schema_defaults(section: str) -> dict[str, Any]:
     if node is None:
         raise KeyError(f"{SCHEMA_PATH}: no section '{section}'")
     return _defaults(node)
+
 
 STEM_SIDE = 8
 """Side of the stem's output map: 32×32 images shrink by 4 (stride-2 convolution, stride-2 max-pool)."""
@@ -88,8 +91,10 @@ def check_architecture(
     rows_total = math.prod(r for r, _ in tiles)
     cols_total = math.prod(c for _, c in tiles)
     if STEM_SIDE % rows_total or STEM_SIDE % cols_total:
-        raise ValueError(f"tiles {tiles} cut the {STEM_SIDE}×{STEM_SIDE} stem output into "
-                         f"{rows_total}×{cols_total} parts; both must divide {STEM_SIDE}")
+        raise ValueError(
+            f"tiles {tiles} cut the {STEM_SIDE}×{STEM_SIDE} stem output into "
+            f"{rows_total}×{cols_total} parts; both must divide {STEM_SIDE}"
+        )
     if width < 4 or width % 4:
         raise ValueError(f"width must be a positive multiple of 4 (bottleneck c/4 per group), got {width}")
     if any(int(h) < 1 for h in head_hidden):
@@ -110,14 +115,21 @@ def check_entries(config: Mapping[str, Any]) -> None:
             raise InputError(f"config: models.{name}: {err}") from None
     for name, entry in config.get("datasets", {}).items():
         source = entry.get("source")
-        misplaced = [key for key, owner in (("name", "torchvision"), ("path", "npz")) if key in entry
-                     and source != owner]
+        misplaced = [
+            key
+            for key, owner in (("name", "torchvision"), ("path", "npz"))
+            if key in entry and source != owner
+        ]
         if misplaced:
-            raise InputError(f"config: datasets.{name}: key '{misplaced[0]}' belongs to source "
-                             f"'{dict(name='torchvision', path='npz')[misplaced[0]]}', not '{source}'")
+            raise InputError(
+                f"config: datasets.{name}: key '{misplaced[0]}' belongs to source "
+                f"'{dict(name='torchvision', path='npz')[misplaced[0]]}', not '{source}'"
+            )
         if source == "npz" and not os.path.isfile(entry["path"]):
-            raise InputError(f"config: datasets.{name}.path: npz file {entry['path']!r} not found "
-                             f"(relative paths start at the working directory {os.getcwd()})")
+            raise InputError(
+                f"config: datasets.{name}.path: npz file {entry['path']!r} not found "
+                f"(relative paths start at the working directory {os.getcwd()})"
+            )
 
 
 def _require(config: Mapping[str, Any], section: str, key: str) -> None:
@@ -133,7 +145,7 @@ def _require(config: Mapping[str, Any], section: str, key: str) -> None:
 _BOOLEAN_WORDS = {"true": True, "false": False}
 
 
-def canonical_config(config: Any, schema: Mapping[str, Any]) -> Any:
+def canonical_config(config: Any, schema: Mapping[str, Any] | None = None) -> Any:
     """``config`` rewritten so that equal meanings have equal ``repr``, guided by the JSON schema.
 
     - mapping keys follow the schema's ``properties`` order, then any other keys (names of datasets and
@@ -145,8 +157,10 @@ def canonical_config(config: Any, schema: Mapping[str, Any]) -> Any:
       validation to reject with its message.
 
     Applied before validation (so a valid value is not refused for its spelling) and after it (so the
-    defaults it filled in take their place in the order). Idempotent.
+    defaults it filled in take their place in the order). Idempotent. ``schema`` defaults to
+    ``schemas/config.schema.yaml``, the one the workflow validates against.
     """
+    schema = _schema() if schema is None else schema
     return _canonical(config, schema, schema)
 
 

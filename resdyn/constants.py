@@ -1,6 +1,6 @@
 """Assembling ``constants.json``: the paper's dynamical-systems constants for one (dataset, model).
 
-Keys (DESIGN §7):
+Keys (method §7):
 
 - ``g_expansive``: e = min over different-class pairs i < j of max_t d_t(i, j) (Definition 1, Table 2),
   with the pair as test indices, its 1-based order within each (true) class (Table 3), the classes the
@@ -16,10 +16,11 @@ Keys (DESIGN §7):
   A bound is ``null`` when its Sh estimate is undefined, and every bound is ``null`` (with an
   ``undefined_reason``) when Lip is not certified.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -27,10 +28,18 @@ from resdyn.artifacts import Lipschitz, Pairs, Shadowing, Trajectories
 from resdyn.distances import PairwiseResult
 from resdyn.io import InputError
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
-LIP_KEYS = ("fc", "g", "softmax_factor", "lipsdp_neuron", "lipsdp_layer", "spectral_product", "jacobian_lower")
+LIP_KEYS = (
+    "fc",
+    "g",
+    "softmax_factor",
+    "lipsdp_neuron",
+    "lipsdp_layer",
+    "spectral_product",
+    "jacobian_lower",
+)
 
 
 def theorem1_lower_bound(sh: float | None, lip: float | None) -> float | None:
@@ -59,15 +68,22 @@ def expansive_summary(
     identifies the image as in the paper's Table 3. When no different-class pair exists (every image
     carries one label) e is undefined: ``value`` is null with an ``undefined_reason``.
     """
-    summary: dict[str, Any] = {"value": None, "pair": None, "t_star": None, "pair_order": None,
-                               "classes": None, "labels": label_source}
+    summary: dict[str, Any] = {
+        "value": None,
+        "pair": None,
+        "t_star": None,
+        "pair_order": None,
+        "classes": None,
+        "labels": label_source,
+    }
     if label_source in ("pred", "predicted"):
         summary["true_classes"] = None
     if not np.isfinite(pairs.expansive):
         present = sorted({class_names[int(c)] for c in np.unique(used_labels)})
         summary["undefined_reason"] = (
             f"no different-class pair: all {used_labels.size} test images carry the {label_source} "
-            f"label(s) {present}")
+            f"label(s) {present}"
+        )
         return summary
     i, j = (int(k) for k in pairs.expansive_pair)
     summary.update(
@@ -99,8 +115,15 @@ def assemble_constants(
     lip = Lipschitz.of(lipschitz).data
     # lipschitz.json files written before the flag existed carry only certified values.
     certified = bool(lip.get("certified", True))
-    expansive = expansive_summary(pairs, label_source, traj.class_labels(label_source), true_labels, test_index,
-                                  order_in_class, class_names)
+    expansive = expansive_summary(
+        pairs,
+        label_source,
+        traj.class_labels(label_source),
+        true_labels,
+        test_index,
+        order_in_class,
+        class_names,
+    )
     paper_summary = {
         "value": paper["value"],
         "epsilon": paper["epsilon"],
@@ -124,8 +147,9 @@ def assemble_constants(
     }
 
 
-def theorem1_bounds(sh_paper: float | None, sh_curve: float | None, lip_fc: float, lip_g: float,
-                    certified: bool) -> dict[str, Any]:
+def theorem1_bounds(
+    sh_paper: float | None, sh_curve: float | None, lip_fc: float, lip_g: float, certified: bool
+) -> dict[str, Any]:
     """``t_g_lower`` of constants.json: T_g ≥ Sh / Lip for each Sh estimate and each Lipschitz constant.
 
     The quotient is a lower bound only when Lip is a certified *upper* bound of the true constant. An
@@ -140,7 +164,9 @@ def theorem1_bounds(sh_paper: float | None, sh_curve: float | None, lip_fc: floa
     }
     if certified:
         return quotients
-    return {**{key: None for key in quotients}, "uncertified_estimates": quotients,
-            "undefined_reason": "Lip_FC is not certified (see lipschitz.json details.uncertified_reason), "
-                                "so Sh / Lip is no lower bound on T_g"}
-
+    return {
+        **{key: None for key in quotients},
+        "uncertified_estimates": quotients,
+        "undefined_reason": "Lip_FC is not certified (see lipschitz.json details.uncertified_reason), "
+        "so Sh / Lip is no lower bound on T_g",
+    }

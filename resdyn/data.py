@@ -1,4 +1,4 @@
-"""The data stage: every dataset as 3×32×32 uint8 images in one HDF5 file (DESIGN §5, ARCHITECTURE "Data").
+"""The data stage: every dataset as 3×32×32 uint8 images in one HDF5 file (method §5, ARCHITECTURE "Data").
 
 A dataset is one config entry. Its ``source`` picks the reader:
 
@@ -11,12 +11,14 @@ The result is a :class:`resdyn.artifacts.DatasetFile` (``results/data/{dataset}.
 there). The test split keeps its source order, because "order within class" (Table 3) is the rank among
 test images of the same class in that order.
 """
+
 from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +35,7 @@ CIFAR_LIKE = ("CIFAR10",)
 TORCHVISION_NAMES = MNIST_LIKE + CIFAR_LIKE
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
-# Only a 28×28 source is padded; any other size would need a resampling choice DESIGN §5 does not make.
+# Only a 28×28 source is padded; any other size would need a resampling choice method §5 does not make.
 _PAD_28 = (IMAGE_SIZE - 28) // 2
 
 
@@ -41,7 +43,7 @@ _PAD_28 = (IMAGE_SIZE - 28) // 2
 # Public API
 # ---------------------------------------------------------------------------------------------------------
 def read_dataset(name: str, entry: Mapping[str, Any], download_dir: str | os.PathLike) -> DatasetFile:
-    """Read the dataset described by ``entry`` as 3×32×32 uint8 images (DESIGN §5).
+    """Read the dataset described by ``entry`` as 3×32×32 uint8 images (method §5).
 
     Entry keys read: ``source`` (``sklearn-digits`` | ``torchvision`` | ``npz``); ``name`` (torchvision:
     ``MNIST``, ``FashionMNIST``, ``CIFAR10``); ``path`` (npz); ``seed`` (digits split, default 0);
@@ -93,7 +95,7 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def to_chw32(images: np.ndarray, where: str) -> np.ndarray:
-    """Bring images to uint8 (N, 3, 32, 32): the conversion of DESIGN §5 shared by every source.
+    """Bring images to uint8 (N, 3, 32, 32): the conversion of method §5 shared by every source.
 
     Accepts (N, H, W), (N, H, W, 1|3) or (N, 1|3, H, W) with H = W ∈ {28, 32}; uint8 (or another integer
     type with values in 0..255) or float in [0, 1], mapped to ``rint(255·x)``. 28×28 is zero-padded by 2 px
@@ -243,14 +245,17 @@ def _read_npz(path: Path) -> tuple[Arrays, list[str], str]:
         labels = _to_labels(raw[y_key], f"{path}: key '{y_key}'")
         if len(labels) != len(raw[x_key]):
             raise InputError(
-                f"{path}: key '{y_key}' has {len(labels)} labels but key '{x_key}' has shape {raw[x_key].shape}"
+                f"{path}: key '{y_key}' has {len(labels)} labels "
+                f"but key '{x_key}' has shape {raw[x_key].shape}"
             )
         arrays[split] = (to_chw32(raw[x_key], f"{path}: key '{x_key}'"), labels)
 
     top = max(int(arrays[s][1].max()) for s in SPLITS)
     if names_raw is not None:
         if names_raw.ndim != 1 or names_raw.dtype.kind not in "US":
-            raise InputError(f"{path}: key 'class_names' must be a 1-D array of strings, got {names_raw.dtype}")
+            raise InputError(
+                f"{path}: key 'class_names' must be a 1-D array of strings, got {names_raw.dtype}"
+            )
         class_names = decode_class_names(names_raw)
         if top >= len(class_names):
             split = "train" if int(arrays["train"][1].max()) == top else "test"
@@ -335,4 +340,3 @@ def _int_option(
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InputError(f"dataset '{dataset}': '{key}' must be an integer ≥ {minimum}, got {value!r}")
     return int(value)
-

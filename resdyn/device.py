@@ -1,4 +1,6 @@
-"""The one device resolver: every stage that runs torch turns its ``device`` setting into a torch device here."""
+"""The one device resolver: every stage that runs torch turns its ``device`` setting into a torch
+device here."""
+
 from __future__ import annotations
 
 import torch
@@ -17,6 +19,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cpu")
     if device == "cuda" or str(device).startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise InputError(f"device {device!r} requested but torch sees no CUDA device (use 'auto' or 'cpu')")
+            raise InputError(
+                f"device {device!r} requested but torch sees no CUDA device (use 'auto' or 'cpu')"
+            )
         return torch.device(device)
     raise InputError(f"device {device!r}: choose 'auto', 'cpu' or 'cuda'")

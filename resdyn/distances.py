@@ -1,10 +1,10 @@
-"""Exact all-pairs min-max reductions over probability trajectories (DESIGN §3.1, §3.2, §6; paper Def. 1–2).
+"""Exact all-pairs min-max reductions over probability trajectories (method §3.1, §3.2, §6; paper Def. 1–2).
 
 Notation: ``probs[i, t]`` = p_t(i) ∈ R^C for N images and depths t = 0..T (D = T+1), labels y_i ∈ 0..C−1,
 d_t(i, j) = ‖p_t(i) − p_t(j)‖₂. Arithmetic, shared bit for bit by every path and by the reference
 :func:`pairwise_bruteforce`: d_t = sqrt(Σ_c (p_t(i)_c − p_t(j)_c)²), the sum taken sequentially over
 c = 0..C−1 in float64 — always from differences, never ‖u‖² + ‖v‖² − 2u·v (off by ~4e-4 relative at
-d ~ 1e-7 in float64, everything lost in float32; DESIGN §6); sqrt correctly rounded; the mean over depths
+d ~ 1e-7 in float64, everything lost in float32; method §6); sqrt correctly rounded; the mean over depths
 is the sequential sum over t = 0..T divided by D.
 
 Quantities (one :class:`PairwiseResult`):
@@ -46,11 +46,13 @@ O(D·chunk) scratch; nothing is N² or N²·D. Measured at N = 10,000, T+1 = 17,
 the rest being the interpreter, numba, scipy and the 13.6 MB input); ``min_max_distance`` for 10,000
 queries added nothing beyond that.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -59,10 +61,13 @@ from tqdm import tqdm
 from resdyn import _kernels
 from resdyn.io import InputError
 
+if TYPE_CHECKING:  # torch is imported where the CUDA path runs, not at module import
+    import torch
+
 
 @dataclass
 class PairwiseResult:
-    """The pairwise statistics of DESIGN §3.1 (also the partial result of one shard).
+    """The pairwise statistics of method §3.1 (also the partial result of one shard).
 
     Empty entries hold NaN (values) and −1 (pairs, depths); unfilled nearest-neighbour rows −1 / inf.
     """
@@ -173,7 +178,7 @@ def min_max_distance(
 ) -> tuple[np.ndarray, np.ndarray]:
     """ε(q) = min_b max_t ‖points[b, t] − q[t]‖₂ and its argmin b (ties: smaller b), for every query q.
 
-    DESIGN §3.2 (shadowing error of a pseudo-orbit q_t = p_t(a_t), paper Definition 2). Exact in float64
+    method §3.2 (shadowing error of a pseudo-orbit q_t = p_t(a_t), paper Definition 2). Exact in float64
     with the module's arithmetic. A kd-tree nearest neighbour at the most spread depth t0 seeds each
     query's incumbent; a numba kernel then sweeps all points with the bound d_{t0} ≤ max_t d_t and early
     abandoning. ``chunk`` queries are processed at a time (memory O(chunk·D·C + threads·N)).
@@ -208,8 +213,12 @@ def min_max_distance(
         block = np.ascontiguousarray(queries[begin : begin + chunk])
         _, seed = tree.query(block[:, order[0], :], k=1, workers=-1)
         _kernels.min_max_scan(
-            cmajor, block, order, np.asarray(seed, dtype=np.int64),
-            values[begin : begin + chunk], index[begin : begin + chunk],
+            cmajor,
+            block,
+            order,
+            np.asarray(seed, dtype=np.int64),
+            values[begin : begin + chunk],
+            index[begin : begin + chunk],
         )
     return values, index
 
@@ -314,7 +323,7 @@ def pairwise_shard(
     chunk: int = 256,
     device: str = "cpu",
 ) -> PairwiseResult:
-    """Partial pairwise statistics of the rows ``start..stop-1`` (DESIGN §3.1, §6; ARCHITECTURE "Pairwise").
+    """Partial pairwise statistics of the rows ``start..stop-1`` (method §3.1, §6; ARCHITECTURE "Pairwise").
 
     Covers the pairs (i, j), i < j, with start ≤ i < stop: E[a, b] = min max_t d_t, Ē[a, b] = min mean_t d_t
     over {y_i, y_j} = {a, b}, m_t = min d_t over different-class pairs, e = min_{a<b} E[a, b]; and the
@@ -369,7 +378,8 @@ def pairwise_shard(
     result.depth_min = np.where(np.isfinite(_take(dm_d, k)), _take(dm_d, k), np.nan)
     result.depth_min_pair = np.take_along_axis(dm_p, k[None, :, None], axis=0)[0]
     for value, pair, out_v, out_p in (
-        (e_max, e_max_p, "E", "E_pair"), (e_mean, e_mean_p, "E_mean", "E_mean_pair")
+        (e_max, e_max_p, "E", "E_pair"),
+        (e_mean, e_mean_p, "E_mean", "E_mean_pair"),
     ):
         k = _pick(value, pair, axis=0)
         v = _take(value, k)
@@ -378,7 +388,7 @@ def pairwise_shard(
     return _finish(result, probs)
 
 
-def _ieee_sqrt(values: "torch.Tensor") -> "torch.Tensor":
+def _ieee_sqrt(values: torch.Tensor) -> torch.Tensor:
     """Correctly rounded float64 sqrt. CUDA's double sqrt is IEEE (0 ulp); torch's CPU kernel is not
     always (1 ulp differences were observed), so CPU tensors go through numpy's sqrt."""
     import torch
@@ -406,12 +416,14 @@ def _pairwise_torch(
     y = torch.from_numpy(labels).to(dev)
     cols = torch.arange(n_images, device=dev)
     big = torch.iinfo(torch.int64).max
-    best = {name: (np.full((n_classes, n_classes), np.inf), np.full((n_classes, n_classes, 2), -1, np.int64))
-            for name in ("max", "mean")}
+    best = {
+        name: (np.full((n_classes, n_classes), np.inf), np.full((n_classes, n_classes, 2), -1, np.int64))
+        for name in ("max", "mean")
+    }
     dm_v = np.full(depths, np.inf)
     dm_p = np.full((depths, 2), -1, np.int64)
 
-    def first_min(values: "torch.Tensor") -> tuple[float, int]:
+    def first_min(values: torch.Tensor) -> tuple[float, int]:
         low = values.min()
         flat = torch.argmax((values == low).reshape(-1).to(torch.uint8))
         return float(low), int(flat)
@@ -473,7 +485,7 @@ def merge_pairwise(results: Sequence[PairwiseResult]) -> PairwiseResult:
     """Merge partial results: element-wise minimum, ties → lexicographically smaller pair (smaller j).
 
     Associative and commutative, so shards can be merged in any grouping or order; over shards tiling
-    0..N the result equals :func:`pairwise_bruteforce` (DESIGN §6). ``n_shards`` adds up.
+    0..N the result equals :func:`pairwise_bruteforce` (method §6). ``n_shards`` adds up.
     """
     results = list(results)
     if not results:
@@ -543,7 +555,10 @@ def pairwise_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int) -
             mask = ((yi == a) & (yj == b)) | ((yi == b) & (yj == a))
             if a == b or not mask.any():
                 continue
-            for matrix, value, pair in ((worst, result.E, result.E_pair), (mean, result.E_mean, result.E_mean_pair)):
+            for matrix, value, pair in (
+                (worst, result.E, result.E_pair),
+                (mean, result.E_mean, result.E_mean_pair),
+            ):
                 vals = matrix[iu[mask], ju[mask]]
                 k = int(np.argmin(vals))
                 value[a, b] = vals[k]
@@ -556,5 +571,9 @@ def pairwise_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int) -
         result.expansive_pair = np.array([iu[different][k], ju[different][k]], np.int64)
         result.expansive_t_star = int(np.argmax(dist[result.expansive_pair[0], result.expansive_pair[1]]))
     else:
-        result.expansive, result.expansive_pair, result.expansive_t_star = math.nan, np.full(2, -1, np.int64), -1
+        result.expansive, result.expansive_pair, result.expansive_t_star = (
+            math.nan,
+            np.full(2, -1, np.int64),
+            -1,
+        )
     return result

@@ -1,17 +1,19 @@
 """The paper's figures: Figures 2–3 (class-wise g-expansive values), the image pairs of Table 3 and the
-best-traced pseudo-orbit strips of Tables 4–5 and the g-shadowing curve (DESIGN §3.1–3.2, §7). Every
+best-traced pseudo-orbit strips of Tables 4–5 and the g-shadowing curve (method §3.1–3.2, §7). Every
 plot of the package lives here.
 
 Every figure is drawn with matplotlib's Agg backend at a fixed size (documented per function, at
 ``DPI`` dots per inch) and written atomically through :func:`resdyn.io.atomic_output`.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -26,7 +28,7 @@ from resdyn.artifacts import DatasetFile, Pairs, Trajectories  # noqa: E402
 from resdyn.io import InputError, atomic_output  # noqa: E402
 from resdyn.tables import BestOrbit, ClosestPair, format_value  # noqa: E402
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 DPI = 100
 # Values spanning at least this ratio are drawn on a log axis (Figures 2–3 span 1e-6..1e-1 in the paper).
 LOG_SCALE_RATIO = 100.0
@@ -57,8 +59,9 @@ def spans_decades(values: np.ndarray) -> bool:
     return positive.size > 0 and bool(positive.max() / positive.min() >= LOG_SCALE_RATIO)
 
 
-def plot_class_expansive(E: np.ndarray, class_names: Sequence[str], out_png: PathLike, title: str,
-                         value_label: str = "E[a, b]") -> Path:
+def plot_class_expansive(
+    E: np.ndarray, class_names: Sequence[str], out_png: PathLike, title: str, value_label: str = "E[a, b]"
+) -> Path:
     """Figures 2 and 3 (§4): for each class a on the x-axis, one dot per other class b at E[a, b],
     coloured by b, with a legend of class names.
 
@@ -95,28 +98,62 @@ def plot_class_expansive(E: np.ndarray, class_names: Sequence[str], out_png: Pat
         zero = log_scale & (y == 0)
         ax.scatter(x[~zero], y[~zero], color=colors[b], s=36, edgecolors="black", linewidths=0.4, zorder=3)
         if zero.any():
-            ax.scatter(x[zero], np.full(zero.sum(), floor), color=colors[b], marker="v", s=48,
-                       edgecolors="black", linewidths=0.4, zorder=3)
-    handles = [Line2D([], [], marker="o", linestyle="", color=colors[b], markeredgecolor="black",
-                      markeredgewidth=0.4, markersize=7, label=class_names[b]) for b in range(C)]
+            ax.scatter(
+                x[zero],
+                np.full(zero.sum(), floor),
+                color=colors[b],
+                marker="v",
+                s=48,
+                edgecolors="black",
+                linewidths=0.4,
+                zorder=3,
+            )
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            color=colors[b],
+            markeredgecolor="black",
+            markeredgewidth=0.4,
+            markersize=7,
+            label=class_names[b],
+        )
+        for b in range(C)
+    ]
     if values.size:
         smallest = values.min()
         line_at = floor if (log_scale and smallest == 0) else smallest
         ax.axhline(line_at, color="0.4", linestyle="--", linewidth=1, zorder=1)
-        handles.append(Line2D([], [], color="0.4", linestyle="--",
-                              label=f"minimum = {format_value(float(smallest))}"))
+        handles.append(
+            Line2D([], [], color="0.4", linestyle="--", label=f"minimum = {format_value(float(smallest))}")
+        )
     if log_scale:
         ax.set_yscale("log")
         if (values == 0).any():
             ax.set_ylim(bottom=floor / 2)
-            handles.append(Line2D([], [], marker="v", linestyle="", color="0.5", markeredgecolor="black",
-                                  markersize=7, label="= 0 (drawn at floor)"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    marker="v",
+                    linestyle="",
+                    color="0.5",
+                    markeredgecolor="black",
+                    markersize=7,
+                    label="= 0 (drawn at floor)",
+                )
+            )
     else:
         # Headroom above the largest dot, which would otherwise sit on the frame.
         ax.set_ylim(0, 1.08 * values.max() if values.size and values.max() > 0 else 1.0)
     ax.set_xticks(range(C))
-    ax.set_xticklabels(class_names, rotation=30 if max(map(len, class_names)) > 3 else 0, ha="right"
-                       if max(map(len, class_names)) > 3 else "center")
+    ax.set_xticklabels(
+        class_names,
+        rotation=30 if max(map(len, class_names)) > 3 else 0,
+        ha="right" if max(map(len, class_names)) > 3 else "center",
+    )
     ax.set_xlim(-0.6, C - 0.4)
     for edge in np.arange(0.5, C - 1, 1.0):
         ax.axvline(edge, color="0.9", linewidth=0.8, zorder=0)
@@ -124,13 +161,20 @@ def plot_class_expansive(E: np.ndarray, class_names: Sequence[str], out_png: Pat
     ax.set_ylabel(f"{value_label} (distance of probabilities)")
     ax.grid(axis="y", which="major", color="0.85", linewidth=0.6)
     ax.set_title(title)
-    fig.legend(handles=handles, title="class b", loc="outside right upper", ncol=1 if C <= 20 else 2,
-               fontsize="small", frameon=False)
+    fig.legend(
+        handles=handles,
+        title="class b",
+        loc="outside right upper",
+        ncol=1 if C <= 20 else 2,
+        fontsize="small",
+        frameon=False,
+    )
     return _save(fig, out_png)
 
 
-def figure_class_expansive(pairs: Pairs | PathLike, trajectories: Trajectories | PathLike, out_png: PathLike,
-                           which: str, title: str) -> Path:
+def figure_class_expansive(
+    pairs: Pairs | PathLike, trajectories: Trajectories | PathLike, out_png: PathLike, which: str, title: str
+) -> Path:
     """Figure 3 (``which="E"``, max over depths) or Figure 2 (``which="E_mean"``, mean over depths)
     for one (dataset, model), from ``pairs.h5`` and the class names of ``trajectories.h5``."""
     labels = {"E": r"$E[a,b] = \min\ \max_t\ d_t$", "E_mean": r"$\bar{E}[a,b] = \min\ \mathrm{mean}_t\ d_t$"}
@@ -140,8 +184,10 @@ def figure_class_expansive(pairs: Pairs | PathLike, trajectories: Trajectories |
     E = np.asarray(getattr(pairs.result, which), dtype=np.float64)
     names = trajectories.class_names
     if E.shape != (len(names), len(names)):
-        raise InputError(f"{pairs.path}: /{which}/value has shape {E.shape}, but {trajectories.path} "
-                         f"names {len(names)} classes")
+        raise InputError(
+            f"{pairs.path}: /{which}/value has shape {E.shape}, but {trajectories.path} "
+            f"names {len(names)} classes"
+        )
     return plot_class_expansive(E, names, out_png, title, value_label=labels[which])
 
 
@@ -151,7 +197,9 @@ def _show_image(ax: plt.Axes, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def plot_closest_pairs(pairs: Sequence[ClosestPair], data_path: PathLike, out_png: PathLike, title: str) -> Path:
+def plot_closest_pairs(
+    pairs: Sequence[ClosestPair], data_path: PathLike, out_png: PathLike, title: str
+) -> Path:
     """The images of Table 3: each of the K closest different-class pairs side by side, with class,
     order within class and test index above each image and E[a, b] and t* beneath the pair.
     Size: (2.6 K + 0.4) × 2.9 in at ``DPI``."""
@@ -159,8 +207,14 @@ def plot_closest_pairs(pairs: Sequence[ClosestPair], data_path: PathLike, out_pn
         # Every test image carries one label (a degenerate run): say so instead of failing the stage.
         fig, ax = plt.subplots(figsize=(4.0, 1.5))
         ax.axis("off")
-        ax.text(0.5, 0.5, "no different-class pair:\nthe g-expansive constant is undefined", ha="center",
-                va="center", fontsize=10)
+        ax.text(
+            0.5,
+            0.5,
+            "no different-class pair:\nthe g-expansive constant is undefined",
+            ha="center",
+            va="center",
+            fontsize=10,
+        )
         fig.suptitle(title, fontsize=9)
         return _save(fig, out_png)
     K = len(pairs)
@@ -175,15 +229,23 @@ def plot_closest_pairs(pairs: Sequence[ClosestPair], data_path: PathLike, out_pn
     axes = np.atleast_1d(axes)
     for k, pair in enumerate(pairs):
         left, right = axes[3 * k], axes[3 * k + 1]
-        for ax, image, cls, order, index in ((left, images[2 * k], pair.class_a, pair.order_a, pair.index_a),
-                                             (right, images[2 * k + 1], pair.class_b, pair.order_b, pair.index_b)):
+        for ax, image, cls, order, index in (
+            (left, images[2 * k], pair.class_a, pair.order_a, pair.index_a),
+            (right, images[2 * k + 1], pair.class_b, pair.order_b, pair.index_b),
+        ):
             _show_image(ax, image)
             ax.set_title(f"{cls}\n#{order} in class\n(test {index})", fontsize=9)
         if k < K - 1:
             axes[3 * k + 2].axis("off")
         middle = (left.get_position().x1 + right.get_position().x0) / 2
-        fig.text(middle, left.get_position().y0 - 0.03, f"d = {format_value(pair.distance)}\n"
-                 f"farthest at t* = {pair.t_star}", ha="center", va="top", fontsize=9)
+        fig.text(
+            middle,
+            left.get_position().y0 - 0.03,
+            f"d = {format_value(pair.distance)}\nfarthest at t* = {pair.t_star}",
+            ha="center",
+            va="top",
+            fontsize=9,
+        )
     fig.suptitle(title, y=0.98)
     return _save(fig, out_png)
 
@@ -196,8 +258,9 @@ def plot_best_orbit(orbit: BestOrbit, data_path: PathLike, out_png: PathLike, ti
     Size: (1.3 (T+1) + 0.6) × 4.4 in at ``DPI``."""
     T = orbit.T
     images = DatasetFile.test_images(data_path, list(orbit.test_index) + [orbit.shadow_index])
-    fig, axes = plt.subplots(2, T + 1, figsize=(1.3 * (T + 1) + 0.6, 4.4), layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        2, T + 1, figsize=(1.3 * (T + 1) + 0.6, 4.4), layout="constrained", squeeze=False
+    )
     worst = int(np.argmax(orbit.errors))
     for t in range(T + 1):
         top, bottom = axes[0, t], axes[1, t]
@@ -209,18 +272,31 @@ def plot_best_orbit(orbit: BestOrbit, data_path: PathLike, out_png: PathLike, ti
         if t == 0:
             _show_image(bottom, images[-1])
             bottom.set_title(f"b*: {orbit.shadow_class} #{orbit.shadow_order}", fontsize=9)
-            bottom.set_xlabel(f"g: {orbit.shadow_g_classes[0]}\n{error}", fontsize=8,
-                              color="firebrick" if worst == 0 else "black")
+            bottom.set_xlabel(
+                f"g: {orbit.shadow_g_classes[0]}\n{error}",
+                fontsize=8,
+                color="firebrick" if worst == 0 else "black",
+            )
         else:
             bottom.axis("off")
-            bottom.text(0.5, 0.5, f"b* at t = {t}\ng: {orbit.shadow_g_classes[t]}\n{error}", ha="center",
-                        va="center", fontsize=8, transform=bottom.transAxes,
-                        color="firebrick" if worst == t else "black")
+            bottom.text(
+                0.5,
+                0.5,
+                f"b* at t = {t}\ng: {orbit.shadow_g_classes[t]}\n{error}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                transform=bottom.transAxes,
+                color="firebrick" if worst == t else "black",
+            )
     axes[0, 0].set_ylabel("orbit $a_t$", fontsize=9)
     axes[1, 0].set_ylabel("shadow $b^*$", fontsize=9)
     sh = orbit.delta / orbit.epsilon if orbit.epsilon > 0 else math.inf
-    fig.suptitle(f"{title}\nδ = {format_value(orbit.delta)}, ε = {format_value(orbit.epsilon)}, "
-                 f"Sh = δ/ε = {format_value(sh)} (largest error in red)", fontsize=10)
+    fig.suptitle(
+        f"{title}\nδ = {format_value(orbit.delta)}, ε = {format_value(orbit.epsilon)}, "
+        f"Sh = δ/ε = {format_value(sh)} (largest error in red)",
+        fontsize=10,
+    )
     return _save(fig, out_png)
 
 
@@ -230,12 +306,14 @@ def plot_shadowing_curve(curve: pd.DataFrame, summary: Mapping[str, Any], out_pn
     fig, (ax_delta, ax_ratio) = plt.subplots(2, 1, sharex=True, figsize=(7, 6), constrained_layout=True)
     quantiles = summary.get("quantiles", {})
     counts = f"{summary.get('n_orbits', '?')} pseudo-orbits, {len(curve)} levels with a finite δ*"
-    fig.suptitle("g-shadowing curve estimate (DESIGN §3.2)\n" + counts, fontsize=11)
+    fig.suptitle("g-shadowing curve estimate (method §3.2)\n" + counts, fontsize=11)
     undefined = "Sh_curve undefined:\n" + textwrap.fill(summary.get("undefined_reason") or "", 60)
     if not len(curve):
         for ax in (ax_delta, ax_ratio):
             ax.set_axis_off()
-        ax_delta.text(0.5, 0.5, undefined, ha="center", va="center", transform=ax_delta.transAxes, fontsize=10)
+        ax_delta.text(
+            0.5, 0.5, undefined, ha="center", va="center", transform=ax_delta.transAxes, fontsize=10
+        )
     else:
         eps = curve["epsilon"].to_numpy()
         delta_star = curve["delta_star"].to_numpy()
@@ -254,20 +332,47 @@ def plot_shadowing_curve(curve: pd.DataFrame, summary: Mapping[str, Any], out_pn
             if positive.size and positive.max() / positive.min() > 50:
                 ax.set_yscale("log")
             if low is not None and high is not None and low <= eps.max() and high >= eps.min():
-                ax.axvspan(max(low, eps.min()), min(high, eps.max()), color="0.88", zorder=0,
-                           label=f"window: {quantiles['q_low']:g}–{quantiles['q_high']:g} quantiles of ε_k")
+                ax.axvspan(
+                    max(low, eps.min()),
+                    min(high, eps.max()),
+                    color="0.88",
+                    zorder=0,
+                    label=f"window: {quantiles['q_low']:g}–{quantiles['q_high']:g} quantiles of ε_k",
+                )
             ax.grid(True, which="major", alpha=0.4)
         if summary.get("value") is not None:
-            ax_ratio.plot([summary["epsilon"]], [summary["value"]], marker="*", ms=14, color="tab:red",
-                          ls="none", label=f"Sh_curve = min r = {summary['value']:.4g} at ε = {summary['epsilon']:.3g}")
-            ax_delta.plot([summary["epsilon"]], [summary["delta_star"]], marker="*", ms=14, color="tab:red",
-                          ls="none", label=f"δ* = {summary['delta_star']:.3g} at the minimum")
+            ax_ratio.plot(
+                [summary["epsilon"]],
+                [summary["value"]],
+                marker="*",
+                ms=14,
+                color="tab:red",
+                ls="none",
+                label=f"Sh_curve = min r = {summary['value']:.4g} at ε = {summary['epsilon']:.3g}",
+            )
+            ax_delta.plot(
+                [summary["epsilon"]],
+                [summary["delta_star"]],
+                marker="*",
+                ms=14,
+                color="tab:red",
+                ls="none",
+                label=f"δ* = {summary['delta_star']:.3g} at the minimum",
+            )
         ax_delta.set_ylabel("δ*(ε) = min{δ_k : ε_k > ε}")
         ax_ratio.set_ylabel("r(ε) = δ*(ε) / ε")
         ax_ratio.set_xlabel("shadowing level ε (log scale)")
         if summary.get("value") is None:
-            ax_ratio.text(0.5, 0.5, undefined, ha="center", va="center", transform=ax_ratio.transAxes,
-                          fontsize=9, bbox={"facecolor": "white", "edgecolor": "tab:red"})
+            ax_ratio.text(
+                0.5,
+                0.5,
+                undefined,
+                ha="center",
+                va="center",
+                transform=ax_ratio.transAxes,
+                fontsize=9,
+                bbox={"facecolor": "white", "edgecolor": "tab:red"},
+            )
         ax_delta.legend(loc="upper left", fontsize=8)
         ax_ratio.legend(loc="upper right", fontsize=8)
     # 120 dpi, not DPI: the curve's PNG predates the shared setting and is kept byte-identical.

@@ -3,6 +3,7 @@
 Every result file is written under a temporary sibling name and renamed when complete, so an interrupted
 job never leaves a file that a later run (or Snakemake) would take as finished.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import h5py
 
@@ -109,8 +111,9 @@ def log_to(path: str | os.PathLike | None) -> Iterator[None]:
     with open(path, "w", buffering=1) as handle:
         saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = handle
-        logging.basicConfig(stream=handle, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                            force=True)
+        logging.basicConfig(
+            stream=handle, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
+        )
         try:
             yield
         except BaseException:

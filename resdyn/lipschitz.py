@@ -1,5 +1,5 @@
 """Lipschitz constants of the head g: LipSDP (Neuron and Layer), the closed form of a linear head, the
-softmax factor 1/2, and a Jacobian lower bound (paper §3 "Lipschitz constant", Theorem 1; DESIGN §3.3).
+softmax factor 1/2, and a Jacobian lower bound (paper §3 "Lipschitz constant", Theorem 1; method §3.3).
 
 The network is f(x) = W_L σ(W_{L-1} … σ(W_0 x + b_0) … + b_{L-1}) + b_L with σ = ReLU (slope-restricted
 in [α, β] = [0, 1]); weights are stored (out, in) as in torch and in LipSDP's ``.mat`` files. Biases do
@@ -23,6 +23,7 @@ LipSDP-Neuron: T_k = diag(λ_k), λ_k ∈ R^{h_k}_{≥0} (one multiplier per hid
 LipSDP-Layer:  T_k = λ_k I_{h_k}, λ_k ≥ 0 (one multiplier per hidden layer); a subset of Neuron's T, so
 Layer ≥ Neuron. Both minimise ρ; the bound is L = √ρ.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,10 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
@@ -86,8 +88,11 @@ class LipSDPResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN → None; the multiplier arrays are left out)."""
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in asdict(self).items() if k != "multipliers"}
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in asdict(self).items()
+            if k != "multipliers"
+        }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -95,7 +100,7 @@ class LipSDPResult:
 
 
 def linear_head_lipschitz(weight: np.ndarray) -> float:
-    """Lip_FC of the linear head x ↦ W x + b: ‖W‖₂, the largest singular value (DESIGN §3.3).
+    """Lip_FC of the linear head x ↦ W x + b: ‖W‖₂, the largest singular value (method §3.3).
 
     This is exactly what the paper's LipSDP-Neuron run on the two-layer ReLU net [I, W] returns (paper §3:
     an identity layer in front of the trained FC layer):
@@ -113,7 +118,7 @@ def linear_head_lipschitz(weight: np.ndarray) -> float:
 def softmax_jacobian_norm(p: np.ndarray) -> float:
     """Spectral norm of the softmax Jacobian diag(p) − p pᵀ at the probability vector p.
 
-    It is ≤ 1/2 for every p (so Lip(softmax) ≤ 1/2 and Lip(g) ≤ Lip_FC / 2, DESIGN §3.3): J is symmetric
+    It is ≤ 1/2 for every p (so Lip(softmax) ≤ 1/2 and Lip(g) ≤ Lip_FC / 2, method §3.3): J is symmetric
     PSD (uᵀJu = Σ p_i u_i² − (Σ p_i u_i)² is a variance), and by Gershgorin every eigenvalue is at most
     J_ii + Σ_{j≠i} |J_ij| = p_i(1 − p_i) + p_i Σ_{j≠i} p_j = 2 p_i (1 − p_i) ≤ 1/2. The bound is attained
     at p = (1/2, 1/2, 0, …): eigenvector (1, −1, 0, …)/√2. The mean-value theorem on the (convex) logit
@@ -136,7 +141,7 @@ def spectral_product(weights: Sequence[np.ndarray]) -> float:
 
 
 def reduce_first_layer(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Exact reduction of LipSDP's input block (DESIGN §3.3): replace W_0 (h_1 × n) by U_r Σ_r (h_1 × r).
+    """Exact reduction of LipSDP's input block (method §3.3): replace W_0 (h_1 × n) by U_r Σ_r (h_1 × r).
 
     With W_0 = U Σ Vᵀ and r = rank(W_0) (numpy's matrix_rank tolerance), congruence of S(ρ, T) by
     P = blkdiag([V_r, V_⊥], I_N) (orthogonal) gives
@@ -171,7 +176,7 @@ def lipsdp(
     """LipSDP-Neuron or LipSDP-Layer upper bound of the Lipschitz constant of a ReLU net (module docstring).
 
     Minimise ρ over ρ ≥ 0, T ⪰ 0 (diagonal per neuron, or λ_k I per layer) subject to S(ρ, T) ⪯ 0, and
-    return L = √ρ (Fazlyab et al. 2019, Theorem 2 with α = 0, β = 1; paper §3; DESIGN §3.3).
+    return L = √ρ (Fazlyab et al. 2019, Theorem 2 with α = 0, β = 1; paper §3; method §3.3).
 
     ``weights`` = [W_0, …, W_L], (out, in) each, L ≥ 1 (at least one ReLU layer; a single linear map is
     :func:`linear_head_lipschitz`). ``solver`` "SCS" (eps_abs = eps_rel = ``eps``) or "CLARABEL"
@@ -192,15 +197,18 @@ def lipsdp(
         raise ValueError(f"solver tolerance eps must be positive and finite, got {eps!r}")
     weights = check_weights(weights)
     if len(weights) < 2:
-        raise ValueError("LipSDP needs at least one hidden ReLU layer (two weights); "
-                         "a linear map's constant is linear_head_lipschitz(W) = ‖W‖₂")
+        raise ValueError(
+            "LipSDP needs at least one hidden ReLU layer (two weights); "
+            "a linear map's constant is linear_head_lipschitz(W) = ‖W‖₂"
+        )
 
     start = time.perf_counter()
     norms = [float(np.linalg.norm(w, 2)) for w in weights]
     if min(norms) == 0.0:
         # A zero weight makes f constant: Lip = 0 exactly, nothing to solve.
-        return LipSDPResult(0.0, cp.OPTIMAL, solver, float(eps), time.perf_counter() - start, form, 0.0,
-                            reduce, 0)
+        return LipSDPResult(
+            0.0, cp.OPTIMAL, solver, float(eps), time.perf_counter() - start, form, 0.0, reduce, 0
+        )
     scale = 1.0
     if normalize:
         weights = [w / c for w, c in zip(weights, norms)]
@@ -232,20 +240,34 @@ def lipsdp(
     if status != cp.OPTIMAL and require_optimal:
         raise LipSDPSolverError(
             f"LipSDP-{form} with {solver} (eps={eps:g}) ended with status '{status}' "
-            f"(value {problem.value}); a non-optimal solve is no certificate")
+            f"(value {problem.value}); a non-optimal solve is no certificate"
+        )
     value = math.sqrt(max(float(rho.value), 0.0)) * scale if rho.value is not None else math.nan
-    lam = [np.atleast_1d(np.asarray(m.value, dtype=np.float64)) if m.value is not None else None
-           for m in multipliers]
+    lam = [
+        np.atleast_1d(np.asarray(m.value, dtype=np.float64)) if m.value is not None else None
+        for m in multipliers
+    ]
     certified, blocks = math.nan, ()
     if all(x is not None for x in lam):
         blocks = tuple(np.broadcast_to(x, (h,)) for x, h in zip(lam, hidden))
         certified = math.sqrt(certify_rho(weights, blocks)) * scale
-    return LipSDPResult(value, status, solver, float(eps), seconds, form, certified, reduce,
-                        int(weights[0].shape[1] + sum(hidden)), blocks)
+    return LipSDPResult(
+        value,
+        status,
+        solver,
+        float(eps),
+        seconds,
+        form,
+        certified,
+        reduce,
+        int(weights[0].shape[1] + sum(hidden)),
+        blocks,
+    )
 
 
-def certify_multipliers(weights: Sequence[np.ndarray], multipliers: Sequence[np.ndarray], *,
-                        normalize: bool = True) -> float:
+def certify_multipliers(
+    weights: Sequence[np.ndarray], multipliers: Sequence[np.ndarray], *, normalize: bool = True
+) -> float:
     """√ρ* for fixed per-neuron multipliers in the *unreduced* LipSDP LMI of ``weights`` (float64).
 
     The reduction of the first block changes only W_0 (to U_r Σ_r), not the multipliers, so the λ_k of a
@@ -262,8 +284,9 @@ def certify_multipliers(weights: Sequence[np.ndarray], multipliers: Sequence[np.
     return math.sqrt(certify_rho(weights, multipliers)) * scale
 
 
-def _lipsdp_matrix(weights: list[np.ndarray], rho: cp.Variable, multipliers: list[cp.Variable],
-                   form: str) -> cp.Expression:
+def _lipsdp_matrix(
+    weights: list[np.ndarray], rho: cp.Variable, multipliers: list[cp.Variable], form: str
+) -> cp.Expression:
     """S(ρ, T) of the module docstring as a symmetric cvxpy block matrix."""
     n_in = weights[0].shape[1]
     dims = [n_in] + [w.shape[0] for w in weights[:-1]]
@@ -319,8 +342,8 @@ def certify_rho(weights: Sequence[np.ndarray], multipliers: Sequence[np.ndarray]
             c[a:b, a:b] = -2.0 * np.diag(t[k])
             if k + 1 < len(dims):
                 coupling = t[k + 1][:, None] * weights[k + 1]  # T_{k+1} W_{k+1}
-                c[b:offsets[k + 2], a:b] = coupling
-                c[a:b, b:offsets[k + 2]] = coupling.T
+                c[b : offsets[k + 2], a:b] = coupling
+                c[a:b, b : offsets[k + 2]] = coupling.T
         a = offsets[len(dims) - 1]
         c[a:, a:] += weights[-1].T @ weights[-1]
         try:
@@ -361,12 +384,13 @@ def relu_net_forward(layers: Sequence[tuple[np.ndarray, np.ndarray]], x: np.ndar
     return h
 
 
-def jacobian_lower_bound(layers: Sequence[tuple[np.ndarray, np.ndarray]], points: Any, *,
-                         chunk: int = 128) -> JacobianLowerBound:
+def jacobian_lower_bound(
+    layers: Sequence[tuple[np.ndarray, np.ndarray]], points: Any, *, chunk: int = 128
+) -> JacobianLowerBound:
     """Lower bound of Lip(f): max over points x of ‖J_f(x)‖₂, J_f(x) = W_L D_L(x) W_{L-1} ⋯ D_1(x) W_0.
 
     D_k(x) = diag(1[W_{k-1} v_{k-1} + b_{k-1} > 0]). Where no pre-activation is zero, f is affine on a
-    neighbourhood of x with linear part J_f(x), so Lip(f) ≥ ‖J_f(x)‖₂ (DESIGN §3.3). A point with a
+    neighbourhood of x with linear part J_f(x), so Lip(f) ≥ ‖J_f(x)‖₂ (method §3.3). A point with a
     pre-activation within float64 rounding of 0 (|h_i| ≤ 4 d ε (|W_i|·|v| + |b_i|), d the fan-in) may be
     a kink where no convention for σ'(0) is safe, so it is skipped and counted. ``points`` is any array
     (or h5py dataset) with the input dimension last, e.g. states (N, T+1, n); it is read ``chunk`` rows
@@ -388,7 +412,7 @@ def jacobian_lower_bound(layers: Sequence[tuple[np.ndarray, np.ndarray]], points
     best, best_flat, skipped = -math.inf, -1, 0
     unit = 4 * np.finfo(np.float64).eps
     for start in tqdm(range(0, shape[0], chunk), desc="jacobian lower bound", disable=None):
-        block = np.asarray(points[start:start + chunk], dtype=np.float64).reshape(-1, n_in)
+        block = np.asarray(points[start : start + chunk], dtype=np.float64).reshape(-1, n_in)
         v = block
         masks = []
         smooth = np.ones(block.shape[0], dtype=bool)
@@ -416,9 +440,14 @@ def jacobian_lower_bound(layers: Sequence[tuple[np.ndarray, np.ndarray]], points
     return JacobianLowerBound(math.sqrt(max(best, 0.0)), index, n_points, skipped)
 
 
-def head_lipschitz(layers: Sequence[tuple[np.ndarray, np.ndarray]], points: Any = None, *,
-                   solver: str = DEFAULT_SOLVER, eps: float = DEFAULT_EPS) -> dict[str, Any]:
-    """Lipschitz bounds of the head's logit map f = W_L σ(… σ(W_0 x + b_0) …) + b_L (DESIGN §3.3).
+def head_lipschitz(
+    layers: Sequence[tuple[np.ndarray, np.ndarray]],
+    points: Any = None,
+    *,
+    solver: str = DEFAULT_SOLVER,
+    eps: float = DEFAULT_EPS,
+) -> dict[str, Any]:
+    """Lipschitz bounds of the head's logit map f = W_L σ(… σ(W_0 x + b_0) …) + b_L (method §3.3).
 
     Returns a JSON-ready dict:
       ``lipsdp_neuron``, ``lipsdp_layer`` (certified upper bounds, LipSDP-Neuron ≤ LipSDP-Layer),
@@ -436,8 +465,14 @@ def head_lipschitz(layers: Sequence[tuple[np.ndarray, np.ndarray]], points: Any 
     if len(weights) == 1:
         norm = linear_head_lipschitz(weights[0])
         details["method"] = "closed form ‖W‖₂ (equals LipSDP-Neuron on [I, W])"
-        result = {"lipsdp_neuron": norm, "lipsdp_layer": norm, "spectral_product": norm,
-                  "jacobian_lower": norm, "fc": norm, "certified": True}
+        result = {
+            "lipsdp_neuron": norm,
+            "lipsdp_layer": norm,
+            "spectral_product": norm,
+            "jacobian_lower": norm,
+            "fc": norm,
+            "certified": True,
+        }
     else:
         neuron = lipsdp(weights, "neuron", solver, eps)
         layer = lipsdp(weights, "layer", solver, eps)
@@ -451,19 +486,29 @@ def head_lipschitz(layers: Sequence[tuple[np.ndarray, np.ndarray]], points: Any 
         certified = math.isfinite(neuron.certified)
         if not certified:
             details["uncertified_reason"] = (
-                f"the float64 check of LipSDP-Neuron's multipliers ({solver}, status {neuron.status}) found no "
-                f"ρ with S(ρ, T) ⪯ 0: fc = {neuron.value:.6g} is the solver's value, which can lie below the "
-                f"optimum; the spectral product {spectral_product(weights):.6g} is a certified (looser) bound")
+                f"the float64 check of LipSDP-Neuron's multipliers ({solver}, status {neuron.status}) "
+                f"found no ρ with S(ρ, T) ⪯ 0: fc = {neuron.value:.6g} is the solver's value, "
+                "which can lie below the optimum; the spectral product "
+                f"{spectral_product(weights):.6g} is a certified (looser) bound"
+            )
             log.warning("Lip_FC is NOT certified: %s", details["uncertified_reason"])
         lower = None
         if points is not None:
             bound = jacobian_lower_bound(layers, points)
             lower = None if math.isnan(bound.value) else bound.value
-            details["jacobian_lower"] = {"index": list(bound.index), "n_points": bound.n_points,
-                                         "n_skipped": bound.n_skipped}
-        result = {"lipsdp_neuron": neuron_value, "lipsdp_layer": layer_value,
-                  "spectral_product": spectral_product(weights), "jacobian_lower": lower,
-                  "fc": neuron_value, "certified": certified}
+            details["jacobian_lower"] = {
+                "index": list(bound.index),
+                "n_points": bound.n_points,
+                "n_skipped": bound.n_skipped,
+            }
+        result = {
+            "lipsdp_neuron": neuron_value,
+            "lipsdp_layer": layer_value,
+            "spectral_product": spectral_product(weights),
+            "jacobian_lower": lower,
+            "fc": neuron_value,
+            "certified": certified,
+        }
     result["g"] = result["fc"] * SOFTMAX_LIPSCHITZ
     result["softmax_factor"] = SOFTMAX_LIPSCHITZ
     result["details"] = details
@@ -483,8 +528,10 @@ def check_weights(weights: Sequence[Any], source: str = "weights") -> list[np.nd
     for k, w in enumerate(weights):
         w = _as_matrix(w, f"{source}: weight {k}")
         if k and w.shape[1] != out[-1].shape[0]:
-            raise InputError(f"{source}: weight {k} has {w.shape[1]} columns but weight {k - 1} has "
-                             f"{out[-1].shape[0]} rows (shapes {out[-1].shape} → {w.shape})")
+            raise InputError(
+                f"{source}: weight {k} has {w.shape[1]} columns but weight {k - 1} has "
+                f"{out[-1].shape[0]} rows (shapes {out[-1].shape} → {w.shape})"
+            )
         out.append(w)
     return out
 
@@ -525,22 +572,28 @@ def load_weights(path: str | Path) -> list[np.ndarray]:
             with np.load(path, allow_pickle=False) as data:
                 keys = list(data.keys())
                 for prefix in ("weight_", "arr_"):
-                    numbered = sorted((int(k[len(prefix):]), k) for k in keys
-                                      if k.startswith(prefix) and k[len(prefix):].isdigit())
+                    numbered = sorted(
+                        (int(k[len(prefix) :]), k)
+                        for k in keys
+                        if k.startswith(prefix) and k[len(prefix) :].isdigit()
+                    )
                     if numbered:
                         if [i for i, _ in numbered] != list(range(len(numbered))):
-                            raise InputError(f"{path}: keys {[k for _, k in numbered]} are not numbered "
-                                             f"0..{len(numbered) - 1} without gaps")
+                            raise InputError(
+                                f"{path}: keys {[k for _, k in numbered]} are not numbered "
+                                f"0..{len(numbered) - 1} without gaps"
+                            )
                         return check_weights([data[k] for _, k in numbered], str(path))
                 if "weights" in keys:
                     stacked = data["weights"]
-                    return check_weights(list(stacked) if stacked.ndim == 3 else [stacked],
-                                         f"{path}:weights")
+                    return check_weights(list(stacked) if stacked.ndim == 3 else [stacked], f"{path}:weights")
         except InputError:
             raise
         except Exception as err:
             raise InputError(f"{path}: not a readable .npz file ({err})") from None
-        raise InputError(f"{path}: no arrays named weight_0, weight_1, … (found: {', '.join(keys) or 'none'})")
+        raise InputError(
+            f"{path}: no arrays named weight_0, weight_1, … (found: {', '.join(keys) or 'none'})"
+        )
     raise InputError(f"{path}: unknown weight file type '{suffix}' (expected .mat or .npz)")
 
 
@@ -554,8 +607,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Prints one line per file; its last number is the LipSDP value √ρ, preceded by the status, solver,
     tolerance, time and the float64-certified value.
     """
-    parser = argparse.ArgumentParser(prog="python -m resdyn.lipschitz",
-                                     description="LipSDP Lipschitz bound of a ReLU network (.mat or .npz weights)")
+    parser = argparse.ArgumentParser(
+        prog="python -m resdyn.lipschitz",
+        description="LipSDP Lipschitz bound of a ReLU network (.mat or .npz weights)",
+    )
     parser.add_argument("--form", choices=FORMS, default="neuron")
     parser.add_argument("--solver", type=str.upper, choices=SOLVERS, default=DEFAULT_SOLVER)
     parser.add_argument("--eps", type=float, default=DEFAULT_EPS, help="solver tolerance (default 1e-6)")
@@ -565,16 +620,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     for path in args.files:
         try:
-            result = lipsdp(load_weights(path), args.form, args.solver, args.eps, reduce=not args.no_reduce,
-                            require_optimal=False)
+            result = lipsdp(
+                load_weights(path),
+                args.form,
+                args.solver,
+                args.eps,
+                reduce=not args.no_reduce,
+                require_optimal=False,
+            )
         except (InputError, LipSDPSolverError) as err:
             print(f"error: {err}", file=sys.stderr)
             code = 1
             continue
         flag = "" if result.status == cp.OPTIMAL else "  NOT OPTIMAL, NO CERTIFICATE:"
-        print(f"{path.name}: LipSDP-{args.form} status={result.status} solver={result.solver} "
-              f"eps={result.tolerance:g} seconds={result.seconds:.2f} lmi_size={result.lmi_size} "
-              f"certified={result.certified:.6f}{flag} L={result.value:.6f}")
+        print(
+            f"{path.name}: LipSDP-{args.form} status={result.status} solver={result.solver} "
+            f"eps={result.tolerance:g} seconds={result.seconds:.2f} lmi_size={result.lmi_size} "
+            f"certified={result.certified:.6f}{flag} L={result.value:.6f}"
+        )
         if result.status != cp.OPTIMAL:
             code = 1
     return code

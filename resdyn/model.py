@@ -1,4 +1,4 @@
-"""The revised (dimension-preserving) ResNet of the paper (§3 "Model details", Figure 1; DESIGN §4).
+"""The revised (dimension-preserving) ResNet of the paper (§3 "Model details", Figure 1; method §4).
 
 At 32×32 input the stem (7×7 conv stride 2, BN, ReLU, 3×3 max-pool stride 2) gives a width×8×8 map,
 n = 64·width values (n = 4096 for width 64). Every later downsampling and channel expansion of a standard
@@ -13,9 +13,9 @@ groups = the number of tiles cut so far (4, 8, 16, 32 with the default tiles), s
 convolved on its own; the other blocks use groups = 1. With width 64 the parameter counts are
 6,253,386 for resnet18 = [2, 2, 2, 2] and 15,815,242 for resnet50 = [3, 4, 6, 3] (10 classes).
 """
+
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,7 +26,7 @@ from resdyn.config import check_architecture, schema_defaults
 from resdyn.io import InputError
 
 INPUT_SIZE = 32
-"""Side of the square RGB input images (DESIGN §5 brings every dataset to 3×32×32)."""
+"""Side of the square RGB input images (method §5 brings every dataset to 3×32×32)."""
 
 STEM_REDUCTION = 4
 """The stem's stride-2 convolution and stride-2 max-pool shrink each side by 4: 32×32 → 8×8."""
@@ -40,7 +40,7 @@ class Patching(nn.Module):
 
     Output channel ``(r·cols + q)·c + k`` at (y, x) is input channel k at (r·h/rows + y, q·w/cols + x):
     tile (r, q) in row-major order, as the authors' ``Clipper``. The map is a permutation of the c·h·w
-    coordinates, hence an isometry (DESIGN §4).
+    coordinates, hence an isometry (method §4).
     """
 
     def __init__(self, rows: int, cols: int) -> None:
@@ -84,8 +84,10 @@ class Bottleneck(nn.Module):
         super().__init__()
         mid = channels // 4
         if channels % 4 or mid % groups:
-            raise ValueError(f"a bottleneck with {channels} channels cannot be split into {groups} groups "
-                             f"of {channels}/4 inner channels")
+            raise ValueError(
+                f"a bottleneck with {channels} channels cannot be split into {groups} groups "
+                f"of {channels}/4 inner channels"
+            )
         self.conv1 = nn.Conv2d(channels, mid, kernel_size=1, groups=groups, bias=False)
         self.bn1 = nn.BatchNorm2d(mid)
         self.conv2 = nn.Conv2d(mid, mid, kernel_size=3, padding=1, groups=groups, bias=False)
@@ -124,8 +126,9 @@ class Stem(nn.Module):
 class Stage(nn.Module):
     """A patching followed by residual blocks; the first block is grouped by the tiles cut so far."""
 
-    def __init__(self, channels: int, rows: int, cols: int, num_blocks: int, groups: int,
-                 post_activation: bool) -> None:
+    def __init__(
+        self, channels: int, rows: int, cols: int, num_blocks: int, groups: int, post_activation: bool
+    ) -> None:
         super().__init__()
         self.patching = Patching(rows, cols)
         self.blocks = nn.ModuleList(
@@ -146,7 +149,7 @@ def _make_head(n: int, hidden: Sequence[int], num_classes: int) -> nn.Module:
 
 
 class RevisedResNet(nn.Module):
-    """F = g ∘ φ_T ∘ … ∘ φ_1 ∘ s on 3×32×32 images (DESIGN §2, §4); ``head`` is g before the softmax.
+    """F = g ∘ φ_T ∘ … ∘ φ_1 ∘ s on 3×32×32 images (method §2, §4); ``head`` is g before the softmax.
 
     ``blocks[k]`` residual blocks follow the k-th patching ``tiles[k] = (rows, cols)``. Stage k has
     width·G_k channels, G_k = Π_{j≤k} rows_j·cols_j the number of tiles so far; its first block uses
@@ -201,16 +204,18 @@ class RevisedResNet(nn.Module):
         """Flatten a state living in stage ``stage_index``'s layout into canonical coordinates (B, n).
 
         Applies the patchings of stages ``stage_index + 1`` onwards (permutations), then flattens, so the
-        result is laid out as the last stage's output: the coordinates the head reads (DESIGN §4).
+        result is laid out as the last stage's output: the coordinates the head reads (method §4).
         ``stage_index = -1`` is the stem's layout.
         """
-        for stage in self.stages[stage_index + 1:]:
+        for stage in self.stages[stage_index + 1 :]:
             x = stage.patching(x)
         return torch.flatten(x, 1)
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or tuple(x.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
-            raise ValueError(f"expected images of shape (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected images of shape (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {tuple(x.shape)}"
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits head(flatten(φ_T ∘ … ∘ φ_1 ∘ s(x))) of shape (B, C)."""
@@ -225,7 +230,7 @@ class RevisedResNet(nn.Module):
     def trajectory(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """States x_0..x_T in canonical coordinates, (B, T+1, n), and the logits (B, C) of ``forward``.
 
-        x_0 = s(image) and x_t = φ_t(x_{t-1}) (DESIGN §2); ``head(states[:, T])`` equals ``forward(x)``.
+        x_0 = s(image) and x_t = φ_t(x_{t-1}) (method §2); ``head(states[:, T])`` equals ``forward(x)``.
         """
         self._check_input(x)
         x = self.stem(x)
@@ -239,7 +244,7 @@ class RevisedResNet(nn.Module):
 
 
 def normalize_model_entry(model_entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A model config entry (DESIGN §4) with the schema's defaults filled, as plain lists/dicts
+    """A model config entry (method §4) with the schema's defaults filled, as plain lists/dicts
     (``training`` dropped).
 
     Keys: ``blocks`` (list per stage), ``tiles`` (list of [rows, cols]), ``width``, ``post_activation``,
@@ -278,4 +283,3 @@ def build_model(model_entry: Mapping[str, Any], num_classes: int) -> RevisedResN
         )
     except ValueError as err:
         raise InputError(f"model entry {entry}: {err}") from None
-

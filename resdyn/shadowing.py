@@ -1,4 +1,4 @@
-"""Greedy pseudo-orbits and the g-shadowing constant (paper §2.3, §3, Appendix A; DESIGN §3.2).
+"""Greedy pseudo-orbits and the g-shadowing constant (paper §2.3, §3, Appendix A; method §3.2).
 
 Notation: ``probs[i, t]`` = p_t(i) = g(x_t(i)) for N test images and depths t = 0..T, and
 d_t(i, j) = ‖p_t(i) − p_t(j)‖₂. All image indices here are rows of the trajectory file (map them through
@@ -41,15 +41,17 @@ every image already visited (we take the nearest image at each depth, revisits a
 Definition 2 state), and it matches a depth-1 output against depth-0 states (an off-by-one; the hop here
 compares both images at the same depth t+1, as the definition of a pseudo-orbit requires).
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from resdyn.distances import min_max_distance
 from resdyn.config import schema_defaults
+from resdyn.distances import min_max_distance
 from resdyn.io import InputError
 
 DEFAULT_QUANTILES = tuple(schema_defaults("analysis")["curve_quantiles"])
@@ -68,7 +70,7 @@ def greedy_pseudo_orbits(nn_index: np.ndarray, nn_distance: np.ndarray) -> tuple
     """One greedy pseudo-orbit from every image, read off the per-depth nearest-neighbour tables.
 
     a_0 = i, a_{t+1} = nn_index[t+1, a_t] = argmin_{j ≠ a_t} d_{t+1}(a_t, j), δ_t = nn_distance[t+1, a_t]
-    for t = 0..T−1 (DESIGN §3.2, paper §3). Row 0 of the tables is not used.
+    for t = 0..T−1 (method §3.2, paper §3). Row 0 of the tables is not used.
 
     Args:
         nn_index: (T+1, N) int, nearest j ≠ i at each depth (the merged pairwise table).
@@ -120,7 +122,7 @@ def shadowing_errors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shadowing error ε and shadowing image b* of orbits ``start..stop-1``.
 
-    ε(ξ) = min_b max_t ‖p_t(b) − q_t‖₂ with q_t = p_t(a_t), ties → smaller b (DESIGN §3.2). Each orbit
+    ε(ξ) = min_b max_t ‖p_t(b) − q_t‖₂ with q_t = p_t(a_t), ties → smaller b (method §3.2). Each orbit
     is computed on its own by :func:`resdyn.distances.min_max_distance` (float64, from differences), so
     the result is identical for any split of 0..N into shards; ``chunk`` bounds its memory.
 
@@ -233,7 +235,8 @@ def best_tracing(
         "n_exactly_shadowed": int(exact.sum()),
         "undefined_reason": None
         if defined
-        else f"all {eps.size} pseudo-orbits are exactly shadowed (epsilon = 0), so delta/epsilon is undefined",
+        else f"all {eps.size} pseudo-orbits are exactly shadowed (epsilon = 0), "
+        "so delta/epsilon is undefined",
     }
 
 
@@ -243,7 +246,7 @@ def shadowing_curve(
     q_low: float = DEFAULT_QUANTILES[0],
     q_high: float = DEFAULT_QUANTILES[1],
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The curve estimate: δ*(ε), r(ε) at every observed level and Sh_curve (DESIGN §3.2).
+    """The curve estimate: δ*(ε), r(ε) at every observed level and Sh_curve (method §3.2).
 
     For each distinct observed ε > 0 except the largest, δ*(ε) = min{δ_k : ε_k > ε} and r(ε) = δ*(ε)/ε.
     Sh_curve = min r(ε) over levels with Q_low ≤ ε ≤ Q_high, Q_low / Q_high the ``q_low`` / ``q_high``
@@ -255,11 +258,14 @@ def shadowing_curve(
     Returns:
         (curve, summary): curve has columns ``epsilon, delta_star, ratio`` ascending in ε (possibly no
         rows); summary has ``value`` (or None), ``epsilon``, ``delta_star``, ``quantiles`` {q_low, q_high,
-        epsilon_low, epsilon_high}, ``n_orbits``, ``n_levels``, ``n_levels_in_window`` and ``undefined_reason``.
+        epsilon_low, epsilon_high}, ``n_orbits``, ``n_levels``, ``n_levels_in_window`` and
+        ``undefined_reason``.
     """
     eps, delta = _check_eps_delta(eps, delta)
     if not 0.0 <= q_low <= q_high <= 1.0:
-        raise ValueError(f"quantiles must satisfy 0 <= q_low <= q_high <= 1, got q_low={q_low}, q_high={q_high}")
+        raise ValueError(
+            f"quantiles must satisfy 0 <= q_low <= q_high <= 1, got q_low={q_low}, q_high={q_high}"
+        )
     order = np.argsort(eps, kind="stable")
     eps_sorted = eps[order]
     # suffix_min[k] = min δ over the orbits ranked k.. by ε; δ*(ε) reads it at the first ε_k > ε.

@@ -1,4 +1,4 @@
-"""One function per workflow rule (DESIGN §6): it takes paths and settings, reads its inputs through the
+"""One function per workflow rule (method §6): it takes paths and settings, reads its inputs through the
 artifact layer (:mod:`resdyn.artifacts`), calls the domain functions and writes its outputs through the
 artifact layer. The Snakemake entry points in ``workflow_scripts/`` call exactly one of these.
 
@@ -6,23 +6,37 @@ Sharded stages are named as Snakemake's ``scattergather`` names them, ``"k-of-S"
 shards split the rows of the pair matrix by :func:`resdyn.distances.shard_rows` (equal numbers of pairs
 i < j), shadowing shards split the orbits evenly (each orbit costs the same).
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import re
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from resdyn import distances, shadowing
-from resdyn.artifacts import (Constants, DatasetFile, Lipschitz, Metrics, Pairs, Shadowing,
-                              ShadowingShard, Trajectories, load_model, save_model, save_shadowing_curve)
+from resdyn.artifacts import (
+    Constants,
+    DatasetFile,
+    Lipschitz,
+    Metrics,
+    Pairs,
+    Shadowing,
+    ShadowingShard,
+    Trajectories,
+    load_model,
+    save_model,
+    save_shadowing_curve,
+)
 from resdyn.config import schema_defaults
 from resdyn.device import resolve_device
 from resdyn.io import InputError, file_checksum
+from resdyn.provenance import software_versions
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +56,19 @@ def parse_scatteritem(item: str) -> tuple[int, int]:
 
 
 def even_rows(n: int, n_shards: int, shard: int) -> tuple[int, int]:
-    """Rows ``start..stop`` of shard ``shard`` when every row costs the same (shadowing: one orbit vs all N)."""
+    """Rows ``start..stop`` of shard ``shard`` when every row costs the same (shadowing: one orbit vs
+    all N)."""
     return shard * n // n_shards, (shard + 1) * n // n_shards
 
 
-def _same_classes(data_path: PathLike, class_names: Sequence[str], model_path: PathLike,
-                  trained_on: Sequence[str]) -> None:
+def _same_classes(
+    data_path: PathLike, class_names: Sequence[str], model_path: PathLike, trained_on: Sequence[str]
+) -> None:
     if list(class_names) != list(trained_on):
-        raise InputError(f"{data_path}: class names {class_names} differ from those the model {model_path} "
-                         f"was trained on ({trained_on})")
+        raise InputError(
+            f"{data_path}: class names {class_names} differ from those the model {model_path} "
+            f"was trained on ({trained_on})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -83,22 +101,34 @@ def train_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(settings["seed"]))
         model = build_model(model_entry, len(class_names))
-    rows = train(model, images, labels, epochs=int(settings["epochs"]), lr=float(settings["lr"]),
-                 batch_size=int(settings["batch_size"]), seed=int(settings["seed"]),
-                 device=resolve_device(settings["device"]), checkpoint_path=checkpoint_path, log_path=log_out)
+    rows = train(
+        model,
+        images,
+        labels,
+        epochs=int(settings["epochs"]),
+        lr=float(settings["lr"]),
+        batch_size=int(settings["batch_size"]),
+        seed=int(settings["seed"]),
+        device=resolve_device(settings["device"]),
+        checkpoint_path=checkpoint_path,
+        log_path=log_out,
+    )
     save_model(model_out, model.cpu(), model_entry, len(class_names), class_names)
     return rows
 
 
-def evaluate_model(model_path: PathLike, data_path: PathLike, metrics_out: PathLike, *, device: str,
-                   batch_size: int) -> dict[str, float | int]:
-    """Rule ``evaluate``: Table 1's metrics (:func:`resdyn.train.evaluate`) on the test split → metrics.json."""
+def evaluate_model(
+    model_path: PathLike, data_path: PathLike, metrics_out: PathLike, *, device: str, batch_size: int
+) -> dict[str, float | int]:
+    """Rule ``evaluate``: Table 1's metrics (:func:`resdyn.train.evaluate`) on the test split →
+    metrics.json, with the ``versions`` of the software that made it."""
     from resdyn.train import evaluate
 
     model, meta = load_model(model_path)
     images, labels, class_names = DatasetFile.load_split(data_path, "test")
     _same_classes(data_path, class_names, model_path, meta["class_names"])
     metrics = evaluate(model, images, labels, device=resolve_device(device), batch_size=batch_size)
+    metrics["versions"] = software_versions()
     Metrics(metrics).save(metrics_out)
     return metrics
 
@@ -126,21 +156,37 @@ def record_trajectories(
     images, labels, class_names = DatasetFile.load_split(data_path, "test")
     _same_classes(data_path, class_names, model_path, meta["class_names"])
     N, T = len(labels), model.num_blocks
-    with Trajectories.writer(out_path, N=N, T=T, n=model.state_dim, C=model.num_classes,
-                             store_states=store_states) as writer:
+    with Trajectories.writer(
+        out_path, N=N, T=T, n=model.state_dim, C=model.num_classes, store_states=store_states
+    ) as writer:
         pred = np.empty(N, dtype=np.int64)
         for start, states, logits, probs in trajectory_batches(model, images, batch_size, torch_device):
             if not torch.isfinite(logits).all():
                 bad = start + int(torch.nonzero(~torch.isfinite(logits).all(dim=2).all(dim=1))[0, 0])
-                raise InputError(f"{model_path}: non-finite logits for test image {bad} of {data_path} "
-                                 f"(a diverged model?); {out_path} not written")
+                raise InputError(
+                    f"{model_path}: non-finite logits for test image {bad} of {data_path} "
+                    f"(a diverged model?); {out_path} not written"
+                )
             logits_np = logits.cpu().numpy()
-            writer.write_batch(start, logits_np, probs.cpu().numpy(), states.cpu().numpy() if store_states else None)
-            pred[start:start + len(logits_np)] = logits_np[:, T].argmax(axis=1)
-        writer.finish(labels=labels, pred=pred, order_in_class=order_in_class(labels),
-                      head=head_params(model.head), class_names=class_names,
-                      attrs={"dataset": dataset, "model": model_name, "T": T, "n": model.state_dim,
-                             "model_checksum": file_checksum(model_path), "data_checksum": file_checksum(data_path)})
+            writer.write_batch(
+                start, logits_np, probs.cpu().numpy(), states.cpu().numpy() if store_states else None
+            )
+            pred[start : start + len(logits_np)] = logits_np[:, T].argmax(axis=1)
+        writer.finish(
+            labels=labels,
+            pred=pred,
+            order_in_class=order_in_class(labels),
+            head=head_params(model.head),
+            class_names=class_names,
+            attrs={
+                "dataset": dataset,
+                "model": model_name,
+                "T": T,
+                "n": model.state_dim,
+                "model_checksum": file_checksum(model_path),
+                "data_checksum": file_checksum(data_path),
+            },
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -155,14 +201,23 @@ def pairwise_shard(
     chunk: int = _ANALYSIS["chunk"],
     device: str = "cpu",
 ) -> None:
-    """Rule ``pairwise_shard``: rows ``shard_rows(N, S, k)`` of the pair matrix (DESIGN §3.1)."""
+    """Rule ``pairwise_shard``: rows ``shard_rows(N, S, k)`` of the pair matrix (method §3.1)."""
     shard, n_shards = parse_scatteritem(scatteritem)
     traj = Trajectories.load(trajectories_path)
     y = traj.class_labels(labels)
     start, stop = distances.shard_rows(traj.probs.shape[0], n_shards, shard)
-    log.info("pairwise shard %d/%d: rows %d..%d of N = %d", shard + 1, n_shards, start, stop, traj.probs.shape[0])
-    result = distances.pairwise_shard(traj.probs, y, start, stop, n_classes=len(traj.class_names), chunk=chunk,
-                                      device=str(resolve_device(device)))
+    log.info(
+        "pairwise shard %d/%d: rows %d..%d of N = %d", shard + 1, n_shards, start, stop, traj.probs.shape[0]
+    )
+    result = distances.pairwise_shard(
+        traj.probs,
+        y,
+        start,
+        stop,
+        n_classes=len(traj.class_names),
+        chunk=chunk,
+        device=str(resolve_device(device)),
+    )
     Pairs(result, labels, shard=shard, start=start, stop=stop).save(out_path)
 
 
@@ -178,8 +233,10 @@ def gather_pairwise(shard_paths: Sequence[PathLike], out_path: PathLike) -> None
     covered = 0
     for s, path in sorted(zip(shards, shard_paths), key=lambda sp: (sp[0].start, sp[0].stop)):
         if s.start != covered:
-            raise InputError(f"{path}: pairwise shards do not tile the rows 0..{n_images}: "
-                             f"this one starts at {s.start}, expected {covered}")
+            raise InputError(
+                f"{path}: pairwise shards do not tile the rows 0..{n_images}: "
+                f"this one starts at {s.start}, expected {covered}"
+            )
         covered = s.stop
     if covered != n_images:
         raise InputError(f"pairwise shards cover rows 0..{covered} only, expected 0..{n_images}")
@@ -201,7 +258,9 @@ def shadowing_shard(
     pairs = Pairs.load(pairs_path).result
     orbits, _ = shadowing.greedy_pseudo_orbits(pairs.nn_index, pairs.nn_distance)
     start, stop = even_rows(orbits.shape[0], n_shards, shard)
-    log.info("shadowing shard %d/%d: orbits %d..%d of N = %d", shard + 1, n_shards, start, stop, orbits.shape[0])
+    log.info(
+        "shadowing shard %d/%d: orbits %d..%d of N = %d", shard + 1, n_shards, start, stop, orbits.shape[0]
+    )
     eps, b_star = shadowing.shadowing_errors(probs, orbits, start, stop, chunk=chunk)
     ShadowingShard(start, stop, eps, b_star, shard=shard, n_shards=n_shards).save(out_path)
 
@@ -215,7 +274,7 @@ def gather_shadowing(
     *,
     quantiles: Sequence[float] = shadowing.DEFAULT_QUANTILES,
 ) -> dict[str, Any]:
-    """Rule ``shadowing_gather``: merge the shards, form both g-shadowing estimates (DESIGN §3.2) and write
+    """Rule ``shadowing_gather``: merge the shards, form both g-shadowing estimates (method §3.2) and write
     shadowing.h5, the curve CSV and its plot."""
     from resdyn.figures import plot_shadowing_curve
 
@@ -223,7 +282,9 @@ def gather_shadowing(
     pairs = Pairs.load(pairs_path).result
     orbits, hops = shadowing.greedy_pseudo_orbits(pairs.nn_index, pairs.nn_distance)
     eps, b_star = shadowing.merge_shadowing(
-        [shadowing.ShadowingPart(p.start, p.stop, p.epsilon, p.shadow_image) for p in parts], n_orbits=orbits.shape[0])
+        [shadowing.ShadowingPart(p.start, p.stop, p.epsilon, p.shadow_image) for p in parts],
+        n_orbits=orbits.shape[0],
+    )
     delta = hops.max(axis=1)
     best = shadowing.best_tracing(eps, delta, orbits, b_star)
     curve, curve_summary = shadowing.shadowing_curve(eps, delta, *quantiles)
@@ -246,7 +307,7 @@ def lipschitz(
     eps: float = _LIPSCHITZ["eps"],
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Rule ``lipschitz``: ``lipschitz.json`` for the head g stored in trajectories.h5 (DESIGN §3.3).
+    """Rule ``lipschitz``: ``lipschitz.json`` for the head g stored in trajectories.h5 (method §3.3).
 
     A linear head gets Lip_FC = ‖W‖₂ exactly; a multi-layer head gets LipSDP-Neuron and -Layer (certified
     upper bounds) and a lower bound, the largest Jacobian norm over the test states (from /states when
@@ -272,14 +333,26 @@ def lipschitz(
     return result
 
 
-def constants(out_path: PathLike, *, trajectories_path: PathLike, pairs_path: PathLike,
-              shadowing_path: PathLike, lipschitz_path: PathLike) -> dict[str, Any]:
-    """Rule ``constants``: every constant of one (dataset, model) (:func:`resdyn.constants.assemble_constants`)
-    → constants.json; returns the dictionary."""
+def constants(
+    out_path: PathLike,
+    *,
+    trajectories_path: PathLike,
+    pairs_path: PathLike,
+    shadowing_path: PathLike,
+    lipschitz_path: PathLike,
+) -> dict[str, Any]:
+    """Rule ``constants``: every constant of one (dataset, model)
+    (:func:`resdyn.constants.assemble_constants`) → constants.json, with the ``versions`` of the software
+    that made it (:func:`resdyn.provenance.software_versions`); returns the dictionary."""
     from resdyn.constants import assemble_constants
 
-    result = assemble_constants(Trajectories.load(trajectories_path), Pairs.load(pairs_path),
-                                Shadowing.load(shadowing_path), Lipschitz.load(lipschitz_path))
+    result = assemble_constants(
+        Trajectories.load(trajectories_path),
+        Pairs.load(pairs_path),
+        Shadowing.load(shadowing_path),
+        Lipschitz.load(lipschitz_path),
+    )
+    result["versions"] = software_versions()
     Constants(result).save(out_path)
     return result
 
@@ -303,13 +376,16 @@ def table2(constants_paths: Sequence[PathLike], stem: PathLike, *, paper_referen
     tables.write_table(tables.table2(found, paper_reference=paper_reference), stem)
 
 
-def table3(pairs_paths: Sequence[PathLike], trajectories_paths: Sequence[PathLike], stem: PathLike, *,
-           k: int) -> None:
+def table3(
+    pairs_paths: Sequence[PathLike], trajectories_paths: Sequence[PathLike], stem: PathLike, *, k: int
+) -> None:
     """Rule ``table3``: Table 3 (the k closest class pairs) over every run's pairs.h5 and trajectories.h5."""
     from resdyn import tables
 
-    sources = {tables.result_key(p): (Pairs.load(p), Trajectories.load(t))
-               for p, t in zip(pairs_paths, trajectories_paths)}
+    sources = {
+        tables.result_key(p): (Pairs.load(p), Trajectories.load(t))
+        for p, t in zip(pairs_paths, trajectories_paths)
+    }
     tables.write_table(tables.table3(sources, k), stem)
 
 
@@ -336,13 +412,15 @@ def figures(
 
     traj, pairs = Trajectories.load(trajectories_path), Pairs.load(pairs_path)
     run = f"{dataset} / {model}"
-    fig.figure_class_expansive(pairs, traj, figure2_png, "E_mean",
-                               f"Figure 2 ({run}): closest pairs by mean distance over depths")
-    fig.figure_class_expansive(pairs, traj, figure3_png, "E",
-                               f"Figure 3 ({run}): closest pairs by max distance over depths")
-    fig.plot_closest_pairs(closest_pairs(pairs, traj, k), data_path, pairs_png,
-                           f"Table 3 ({run}): closest different-class pairs")
+    fig.figure_class_expansive(
+        pairs, traj, figure2_png, "E_mean", f"Figure 2 ({run}): closest pairs by mean distance over depths"
+    )
+    fig.figure_class_expansive(
+        pairs, traj, figure3_png, "E", f"Figure 3 ({run}): closest pairs by max distance over depths"
+    )
+    fig.plot_closest_pairs(
+        closest_pairs(pairs, traj, k), data_path, pairs_png, f"Table 3 ({run}): closest different-class pairs"
+    )
     orbit = best_orbit(Shadowing.load(shadowing_path), Constants.load(constants_path), traj)
     fig.plot_best_orbit(orbit, data_path, orbit_png, f"Tables 4-5 ({run}): best-traced pseudo-orbit")
     write_table(best_orbit_table(orbit, dataset, model), orbit_table_stem)
-

@@ -1,7 +1,7 @@
 """The paper's tables: Table 1 (performance), Table 2 (constants), Table 3 (closest class pairs) and the
 best-traced pseudo-orbit of Tables 4–5, each as a DataFrame and written as CSV, Markdown and LaTeX.
 
-Inputs are the stage outputs fixed in docs/ARCHITECTURE.md and DESIGN §6–7: ``metrics.json``,
+Inputs are the stage outputs fixed in docs/ARCHITECTURE.md and method §6–7: ``metrics.json``,
 ``constants.json``, ``pairs.h5``, ``trajectories.h5`` and ``shadowing.h5``. Every table keeps raw values
 in its cells (Python ints and floats, ``None`` for a missing value); only :func:`write_table` formats
 them, so the CSV keeps full precision while Markdown and LaTeX read like the paper (4 decimals, and
@@ -11,15 +11,17 @@ Row conventions: ``pairs.h5`` /E/pair and ``shadowing.h5`` /orbits and /shadow_i
 ``trajectories.h5`` (the order of ``/probs``), while ``constants.json`` holds test indices (its
 ``g_expansive.pair``, ``g_shadowing.paper.orbit_start`` and ``shadow_image``, as resdyn.constants writes
 them); ``trajectories.h5`` /index maps a row to its test index and /order_in_class to its 1-based order
-within its class (DESIGN §5), which is what the tables show.
+within its class (method §5), which is what the tables show.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +30,7 @@ from resdyn.artifacts import Constants, Metrics, Pairs, Shadowing, Trajectories
 from resdyn.io import InputError, atomic_output
 from resdyn.paper_reference import paper_table1, paper_table2
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 ResultKey = tuple[str, str]  # (dataset, model) as in the config
 
 PAPER_SUFFIX = " [paper]"
@@ -46,7 +48,7 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
-def _exact_cell(value: Any) -> Optional[str]:
+def _exact_cell(value: Any) -> str | None:
     """The text of a cell that every format writes alike (missing, bool, int); None for anything else."""
     if _is_missing(value):
         return NOT_AVAILABLE
@@ -95,12 +97,27 @@ def _csv_value(value: Any) -> str:
 
 
 _LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
 }
 _LATEX_UNICODE = {
-    "ε": r"$\varepsilon$", "δ": r"$\delta$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$",
-    "−": r"$-$", "‖": r"$\|$", "Ē": r"$\bar{E}$", "∞": r"$\infty$",
+    "ε": r"$\varepsilon$",
+    "δ": r"$\delta$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "×": r"$\times$",
+    "−": r"$-$",
+    "‖": r"$\|$",
+    "Ē": r"$\bar{E}$",
+    "∞": r"$\infty$",
 }
 
 
@@ -169,7 +186,7 @@ def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.Data
 
 
 def result_key(path: PathLike) -> ResultKey:
-    """(dataset, model) of a per-run result path ``results/{dataset}/{model}/<file>`` (DESIGN §7)."""
+    """(dataset, model) of a per-run result path ``results/{dataset}/{model}/<file>`` (method §7)."""
     path = Path(path)
     if len(path.parts) < 3:
         raise InputError(f"{path}: expected a path of the form <results>/<dataset>/<model>/<file>")
@@ -180,12 +197,18 @@ def result_key(path: PathLike) -> ResultKey:
 # Table 1
 
 
-TABLE1_METRICS = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1 (macro)"),
-                  ("accuracy", "Accuracy"), ("loss", "Test loss")]
+TABLE1_METRICS = [
+    ("precision", "Precision"),
+    ("recall", "Recall"),
+    ("f1", "F1 (macro)"),
+    ("accuracy", "Accuracy"),
+    ("loss", "Test loss"),
+]
 
 
-def table1(metrics: Mapping[ResultKey, Union[Mapping[str, Any], PathLike]],
-           paper_reference: bool = False) -> pd.DataFrame:
+def table1(
+    metrics: Mapping[ResultKey, Mapping[str, Any] | PathLike], paper_reference: bool = False
+) -> pd.DataFrame:
     """Table 1 of the paper (§3 "Training ResNets"): macro precision, recall and F1 (scikit-learn),
     accuracy and mean test cross-entropy per (dataset, model), from each ``metrics.json``.
 
@@ -229,11 +252,17 @@ TABLE2_COLUMNS = [
     ("T_g ≥ Sh_curve/Lip(g)", "t_g_lower.curve_lip_g", None),
 ]
 # The paper's Table 2 names for the columns that carry a "[paper]" twin.
-_TABLE2_PAPER_LABELS = {"g-expansive": "g-expansive", "Sh best-tracing": "Sh", "ε": "ε", "δ": "δ",
-                        "Lip_FC": "Lip_FC", "T_g ≥ Sh/Lip_FC": "T_g"}
+_TABLE2_PAPER_LABELS = {
+    "g-expansive": "g-expansive",
+    "Sh best-tracing": "Sh",
+    "ε": "ε",
+    "δ": "δ",
+    "Lip_FC": "Lip_FC",
+    "T_g ≥ Sh/Lip_FC": "T_g",
+}
 
 
-def _pair_cell(data: Constants) -> Optional[str]:
+def _pair_cell(data: Constants) -> str | None:
     """'i (class_i), j (class_j)' for the g-expansive pair (test indices), '(i, j)' without classes."""
     pair = data.get("g_expansive.pair")
     if pair is None:
@@ -246,10 +275,11 @@ def _pair_cell(data: Constants) -> Optional[str]:
     return f"({pair[0]}, {pair[1]})"
 
 
-def table2(constants: Mapping[ResultKey, Union[Mapping[str, Any], PathLike]],
-           paper_reference: bool = False) -> pd.DataFrame:
+def table2(
+    constants: Mapping[ResultKey, Mapping[str, Any] | PathLike], paper_reference: bool = False
+) -> pd.DataFrame:
     """Table 2 of the paper (§3 "The constants of properties of dynamical systems") from each
-    ``constants.json`` (DESIGN §3, §7).
+    ``constants.json`` (method §3, §7).
 
     Columns: the g-expansive constant e = min over different-class pairs of max_t d_t (with its pair of
     test indices and t*); the best-tracing g-shadowing estimate Sh = δ/ε with its ε and δ; the curve
@@ -289,7 +319,7 @@ UNCERTIFIED = "(uncertified)"
 """Mark after a Lipschitz value whose upper-bound certificate failed (``lip.certified`` false)."""
 
 
-def _undefined_reason(data: Mapping[str, Any], dotted: str) -> Optional[str]:
+def _undefined_reason(data: Mapping[str, Any], dotted: str) -> str | None:
     """The ``undefined_reason`` beside the value at ``dotted`` (in its object or the one above), if any."""
     parts = dotted.split(".")
     for depth in (len(parts) - 1, len(parts) - 2):
@@ -308,7 +338,7 @@ def _undefined_reason(data: Mapping[str, Any], dotted: str) -> Optional[str]:
 def smallest_class_pairs(E: np.ndarray, k: int) -> list[tuple[int, int]]:
     """The ``k`` class pairs (a, b), a < b, with the smallest E[a, b], smallest first.
 
-    E is the symmetric C×C matrix of DESIGN §3.1 (E[a, b] = min over pairs with y_i = a, y_j = b of
+    E is the symmetric C×C matrix of method §3.1 (E[a, b] = min over pairs with y_i = a, y_j = b of
     max_t d_t(i, j)); NaN entries (no such pair) are skipped, the diagonal is never used, and ties go to
     the smaller (a, b). Fewer than ``k`` pairs come back when fewer are finite.
     """
@@ -341,8 +371,9 @@ class ClosestPair:
     distance: float  # E[a, b]
 
 
-def closest_pairs(pairs: Union[Pairs, PathLike], trajectories: Union[Trajectories, PathLike],
-                  k: int) -> list[ClosestPair]:
+def closest_pairs(
+    pairs: Pairs | PathLike, trajectories: Trajectories | PathLike, k: int
+) -> list[ClosestPair]:
     """The K closest different-class pairs of one (dataset, model) (Table 3, §4): the ``k`` smallest
     E[a, b] of ``pairs.h5`` (/E/value, /E/pair, /E/t_star) with the rows' test index and order within
     class from ``trajectories.h5``.
@@ -357,7 +388,9 @@ def closest_pairs(pairs: Union[Pairs, PathLike], trajectories: Union[Trajectorie
     E_t_star = np.asarray(pairs.result.E_t_star, dtype=np.int64)
     C = E.shape[0]
     if len(meta.class_names) != C:
-        raise InputError(f"{trajectories_path}: {len(meta.class_names)} class_names but {pairs_path} has C = {C}")
+        raise InputError(
+            f"{trajectories_path}: {len(meta.class_names)} class_names but {pairs_path} has C = {C}"
+        )
     labels = meta.class_labels(pairs.labels)
     out = []
     for a, b in smallest_class_pairs(E, k):
@@ -368,16 +401,40 @@ def closest_pairs(pairs: Union[Pairs, PathLike], trajectories: Union[Trajectorie
         if (labels[i], labels[j]) == (b, a):
             i, j = j, i
         elif (labels[i], labels[j]) != (a, b):
-            raise InputError(f"{pairs_path}: /E/pair[{a}, {b}] = ({i}, {j}) has classes ({labels[i]}, "
-                             f"{labels[j]}) in {trajectories_path}, expected {{{a}, {b}}}")
-        out.append(ClosestPair(meta.class_names[a], meta.class_names[b], i, j, int(meta.index[i]),
-                               int(meta.index[j]), int(meta.order_in_class[i]), int(meta.order_in_class[j]),
-                               int(E_t_star[a, b]), float(E[a, b])))
+            raise InputError(
+                f"{pairs_path}: /E/pair[{a}, {b}] = ({i}, {j}) has classes ({labels[i]}, "
+                f"{labels[j]}) in {trajectories_path}, expected {{{a}, {b}}}"
+            )
+        out.append(
+            ClosestPair(
+                meta.class_names[a],
+                meta.class_names[b],
+                i,
+                j,
+                int(meta.index[i]),
+                int(meta.index[j]),
+                int(meta.order_in_class[i]),
+                int(meta.order_in_class[j]),
+                int(E_t_star[a, b]),
+                float(E[a, b]),
+            )
+        )
     return out
 
 
-TABLE3_COLUMNS = ["Dataset", "Model", "Rank", "Class a", "Class b", "Order a", "Order b",
-                  "Test index a", "Test index b", "n-th block (t*)", "Distance"]
+TABLE3_COLUMNS = [
+    "Dataset",
+    "Model",
+    "Rank",
+    "Class a",
+    "Class b",
+    "Order a",
+    "Order b",
+    "Test index a",
+    "Test index b",
+    "n-th block (t*)",
+    "Distance",
+]
 
 
 def table3(sources: Mapping[ResultKey, tuple[PathLike, PathLike]], k: int) -> pd.DataFrame:
@@ -390,10 +447,21 @@ def table3(sources: Mapping[ResultKey, tuple[PathLike, PathLike]], k: int) -> pd
     rows = []
     for key, (pairs_path, trajectories_path) in sources.items():
         for rank, pair in enumerate(closest_pairs(pairs_path, trajectories_path, k), start=1):
-            rows.append({"Dataset": key[0], "Model": key[1], "Rank": rank, "Class a": pair.class_a,
-                         "Class b": pair.class_b, "Order a": pair.order_a, "Order b": pair.order_b,
-                         "Test index a": pair.index_a, "Test index b": pair.index_b,
-                         "n-th block (t*)": pair.t_star, "Distance": pair.distance})
+            rows.append(
+                {
+                    "Dataset": key[0],
+                    "Model": key[1],
+                    "Rank": rank,
+                    "Class a": pair.class_a,
+                    "Class b": pair.class_b,
+                    "Order a": pair.order_a,
+                    "Order b": pair.order_b,
+                    "Test index a": pair.index_a,
+                    "Test index b": pair.index_b,
+                    "n-th block (t*)": pair.t_star,
+                    "Distance": pair.distance,
+                }
+            )
     return _frame(rows, TABLE3_COLUMNS)
 
 
@@ -403,7 +471,7 @@ def table3(sources: Mapping[ResultKey, tuple[PathLike, PathLike]], k: int) -> pd
 
 @dataclass
 class BestOrbit:
-    """The best-tracing pseudo-orbit ξ = (a_0..a_T) and its shadowing image b* (DESIGN §3.2, Tables 4–5)."""
+    """The best-tracing pseudo-orbit ξ = (a_0..a_T) and its shadowing image b* (method §3.2, Tables 4–5)."""
 
     rows: np.ndarray  # (T+1,) trajectories.h5 rows a_t
     test_index: np.ndarray  # (T+1,)
@@ -425,15 +493,18 @@ class BestOrbit:
         return int(self.hops.shape[0])
 
 
-def best_orbit(shadowing: Union[Shadowing, PathLike], constants: Union[Constants, PathLike],
-               trajectories: Union[Trajectories, PathLike]) -> BestOrbit:
+def best_orbit(
+    shadowing: Shadowing | PathLike,
+    constants: Constants | PathLike,
+    trajectories: Trajectories | PathLike,
+) -> BestOrbit:
     """The best-traced pseudo-orbit of one (dataset, model): the orbit that starts at the test image
     ``g_shadowing.paper.orbit_start`` of ``constants.json``, read from ``shadowing.h5`` (/orbits, /hops,
     /delta, /epsilon, /shadow_image, indexed by trajectory row), with labels, orders and probabilities
     from ``trajectories.h5``.
 
     Per depth it also recomputes ‖p_t(b*) − q_t‖₂ with q_t = p_t(a_t) in float64, whose maximum over t
-    is the shadowing error ε(ξ) of DESIGN §3.2. The files must agree: the orbit starts at its own row
+    is the shadowing error ε(ξ) of method §3.2. The files must agree: the orbit starts at its own row
     and the ``shadow_image`` of constants.json (when not null) is the test index of /shadow_image.
     """
     constants, meta = Constants.of(constants), Trajectories.of(trajectories)
@@ -443,46 +514,74 @@ def best_orbit(shadowing: Union[Shadowing, PathLike], constants: Union[Constants
         raise InputError(f"{constants_path}: key 'g_shadowing.paper.orbit_start' is null: no best orbit")
     matches = np.flatnonzero(meta.index == start_index)
     if matches.size != 1:
-        raise InputError(f"{constants_path}: orbit_start {start_index} is not a test index of {trajectories_path} "
-                         f"(found {matches.size} times in /index)")
+        raise InputError(
+            f"{constants_path}: orbit_start {start_index} is not a test index of {trajectories_path} "
+            f"(found {matches.size} times in /index)"
+        )
     start = int(matches[0])
     shadowing = Shadowing.of(shadowing)
     shadowing_path = shadowing.path
     n_orbits, depths = shadowing.orbits.shape
     if n_orbits != meta.labels.shape[0]:
-        raise InputError(f"{shadowing_path}: {n_orbits} orbits, but {trajectories_path} has "
-                         f"{meta.labels.shape[0]} rows")
+        raise InputError(
+            f"{shadowing_path}: {n_orbits} orbits, but {trajectories_path} has {meta.labels.shape[0]} rows"
+        )
     rows = shadowing.orbits[start]
     hops = shadowing.hops[start]
     delta = float(shadowing.delta[start])
     epsilon = float(shadowing.epsilon[start])
     shadow_row = int(shadowing.shadow_image[start])
     if rows[0] != start:
-        raise InputError(f"{shadowing_path}: /orbits[{start}, 0] = {rows[0]}, but an orbit starts at its own row")
+        raise InputError(
+            f"{shadowing_path}: /orbits[{start}, 0] = {rows[0]}, but an orbit starts at its own row"
+        )
     if meta.T != depths - 1:
-        raise InputError(f"{trajectories_path}: T = {meta.T}, but {shadowing_path} has orbits of T = {depths - 1}")
+        raise InputError(
+            f"{trajectories_path}: T = {meta.T}, but {shadowing_path} has orbits of T = {depths - 1}"
+        )
     n_rows = meta.labels.shape[0]
     for row in list(rows) + [shadow_row]:
         if not 0 <= row < n_rows:
             raise InputError(f"{shadowing_path}: row {row} outside 0..{n_rows - 1} of {trajectories_path}")
     stated_shadow = constants.number("g_shadowing.paper.shadow_image", integer=True)
     if stated_shadow is not None and stated_shadow != int(meta.index[shadow_row]):
-        raise InputError(f"{constants_path}: shadow_image {stated_shadow}, but {shadowing_path} gives test "
-                         f"index {int(meta.index[shadow_row])} for the orbit starting at {start_index}")
+        raise InputError(
+            f"{constants_path}: shadow_image {stated_shadow}, but {shadowing_path} gives test "
+            f"index {int(meta.index[shadow_row])} for the orbit starting at {start_index}"
+        )
     q = meta.probs[rows, np.arange(depths)]
     shadow = meta.probs[shadow_row]
     names = meta.class_names
     return BestOrbit(
-        rows=rows, test_index=meta.index[rows], classes=[names[c] for c in meta.labels[rows]],
-        orders=meta.order_in_class[rows], g_classes=[names[c] for c in q.argmax(axis=1)], hops=hops,
-        shadow_row=shadow_row, shadow_index=int(meta.index[shadow_row]),
-        shadow_class=names[meta.labels[shadow_row]], shadow_order=int(meta.order_in_class[shadow_row]),
+        rows=rows,
+        test_index=meta.index[rows],
+        classes=[names[c] for c in meta.labels[rows]],
+        orders=meta.order_in_class[rows],
+        g_classes=[names[c] for c in q.argmax(axis=1)],
+        hops=hops,
+        shadow_row=shadow_row,
+        shadow_index=int(meta.index[shadow_row]),
+        shadow_class=names[meta.labels[shadow_row]],
+        shadow_order=int(meta.order_in_class[shadow_row]),
         shadow_g_classes=[names[c] for c in shadow.argmax(axis=1)],
-        errors=np.linalg.norm(shadow - q, axis=1), epsilon=epsilon, delta=delta)
+        errors=np.linalg.norm(shadow - q, axis=1),
+        epsilon=epsilon,
+        delta=delta,
+    )
 
 
-BEST_ORBIT_COLUMNS = ["Dataset", "Model", "Image", "Test index", "Class", "Order in class", "g class at t",
-                      "Hop δ_{t−1}", "g class of b* at t", "‖p_t(b*) − q_t‖"]
+BEST_ORBIT_COLUMNS = [
+    "Dataset",
+    "Model",
+    "Image",
+    "Test index",
+    "Class",
+    "Order in class",
+    "g class at t",
+    "Hop δ_{t−1}",
+    "g class of b* at t",
+    "‖p_t(b*) − q_t‖",
+]
 
 
 def best_orbit_table(orbit: BestOrbit, dataset: str, model: str) -> pd.DataFrame:
@@ -491,15 +590,31 @@ def best_orbit_table(orbit: BestOrbit, dataset: str, model: str) -> pd.DataFrame
     b*'s class at depth t and the error ‖p_t(b*) − q_t‖₂; a last row for b* whose error cell is ε(ξ)."""
     rows = []
     for t in range(orbit.T + 1):
-        rows.append({"Dataset": dataset, "Model": model, "Image": f"a_{t}",
-                     "Test index": int(orbit.test_index[t]), "Class": orbit.classes[t],
-                     "Order in class": int(orbit.orders[t]), "g class at t": orbit.g_classes[t],
-                     "Hop δ_{t−1}": float(orbit.hops[t - 1]) if t > 0 else None,
-                     "g class of b* at t": orbit.shadow_g_classes[t],
-                     "‖p_t(b*) − q_t‖": float(orbit.errors[t])})
-    rows.append({"Dataset": dataset, "Model": model, "Image": "b*", "Test index": orbit.shadow_index,
-                 "Class": orbit.shadow_class, "Order in class": orbit.shadow_order,
-                 "‖p_t(b*) − q_t‖": orbit.epsilon})
+        rows.append(
+            {
+                "Dataset": dataset,
+                "Model": model,
+                "Image": f"a_{t}",
+                "Test index": int(orbit.test_index[t]),
+                "Class": orbit.classes[t],
+                "Order in class": int(orbit.orders[t]),
+                "g class at t": orbit.g_classes[t],
+                "Hop δ_{t−1}": float(orbit.hops[t - 1]) if t > 0 else None,
+                "g class of b* at t": orbit.shadow_g_classes[t],
+                "‖p_t(b*) − q_t‖": float(orbit.errors[t]),
+            }
+        )
+    rows.append(
+        {
+            "Dataset": dataset,
+            "Model": model,
+            "Image": "b*",
+            "Test index": orbit.shadow_index,
+            "Class": orbit.shadow_class,
+            "Order in class": orbit.shadow_order,
+            "‖p_t(b*) − q_t‖": orbit.epsilon,
+        }
+    )
     return _frame(rows, BEST_ORBIT_COLUMNS)
 
 

@@ -1,10 +1,11 @@
-"""Training and evaluation of a revised ResNet (paper §3 "Model details", Table 1; DESIGN §4, §7).
+"""Training and evaluation of a revised ResNet (paper §3 "Model details", Table 1; method §4, §7).
 
 Training follows the paper: Adam with PyTorch's default betas, cross-entropy, mini-batches. Each epoch's
 shuffle comes from a ``torch.Generator`` seeded from (seed, epoch) alone, and the model and optimizer state
 are checkpointed after every epoch, so a killed run that is restarted continues from its last finished
 epoch and, on the CPU, ends with weights bitwise equal to an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 LOG_COLUMNS = ("epoch", "loss", "accuracy", "seconds")
 CHECKPOINT_FORMAT = 1
 TRAINING_PROCEDURE = "adam-ce-even-batches-v1"
-"""Names the training loop in checkpoints; change it when the loop changes, so old checkpoints are not resumed."""
+"""Names the training loop in checkpoints; change it when the loop changes, so old checkpoints are not
+resumed."""
 SETTINGS_KEYS = ("epochs", "lr", "batch_size", "seed", "device")
 
 
@@ -50,23 +52,34 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def _check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, where: str) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
-            or images.shape[1:] != (3, 32, 32):
-        raise InputError(f"{where}: images must be a uint8 array (N, 3, 32, 32), got "
-                         f"{getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[1:] != (3, 32, 32)
+    ):
+        raise InputError(
+            f"{where}: images must be a uint8 array (N, 3, 32, 32), got "
+            f"{getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}"
+        )
     if not isinstance(labels, np.ndarray) or labels.shape != (len(images),) or labels.dtype.kind not in "iu":
-        raise InputError(f"{where}: labels must be an integer array ({len(images)},), got "
-                         f"{getattr(labels, 'dtype', type(labels))} {getattr(labels, 'shape', '')}")
+        raise InputError(
+            f"{where}: labels must be an integer array ({len(images)},), got "
+            f"{getattr(labels, 'dtype', type(labels))} {getattr(labels, 'shape', '')}"
+        )
     if len(images) == 0:
         raise InputError(f"{where}: no images")
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
-        raise InputError(f"{where}: label {labels[bad[0]]} at index {bad[0]} is outside the model's "
-                         f"classes 0..{num_classes - 1}")
+        raise InputError(
+            f"{where}: label {labels[bad[0]]} at index {bad[0]} is outside the model's "
+            f"classes 0..{num_classes - 1}"
+        )
 
 
-def _run_fingerprint(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, lr: float,
-                     batch_size: int, seed: int) -> str:
+def _run_fingerprint(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, *, lr: float, batch_size: int, seed: int
+) -> str:
     """sha256 over what a checkpoint must share with the run that resumes it: the architecture (parameter
     names and shapes), the training arrays, the training procedure, lr, batch size and seed. The epoch
     count is left out on purpose: raising it continues the same run, which gives the same weights as
@@ -94,7 +107,9 @@ def _load_checkpoint(path: Path, fingerprint: str, epochs: int) -> dict[str, Any
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # atomic writes make this rare; a foreign file is not worth crashing for
-        log.warning("%s: unreadable checkpoint (%s: %s); training from scratch", path, type(err).__name__, err)
+        log.warning(
+            "%s: unreadable checkpoint (%s: %s); training from scratch", path, type(err).__name__, err
+        )
         return None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         log.warning("%s: not a resdyn checkpoint; training from scratch", path)
@@ -103,8 +118,12 @@ def _load_checkpoint(path: Path, fingerprint: str, epochs: int) -> dict[str, Any
         log.warning("%s: checkpoint of a different model, data set or settings; training from scratch", path)
         return None
     if state["epoch"] > epochs:
-        log.warning("%s: checkpoint is at epoch %d, past the %d requested; training from scratch",
-                    path, state["epoch"], epochs)
+        log.warning(
+            "%s: checkpoint is at epoch %d, past the %d requested; training from scratch",
+            path,
+            state["epoch"],
+            epochs,
+        )
         return None
     return state
 
@@ -134,9 +153,11 @@ def train(
     Returns the log rows; the model is left in eval mode on ``device``.
     """
     if epochs < 1 or batch_size < 1 or not (lr > 0 and math.isfinite(lr)):
-        raise InputError(f"training settings: epochs={epochs}, batch_size={batch_size} must be ≥ 1 and "
-                         f"lr={lr} must be a positive number")
-    num_classes = int(getattr(model, "num_classes"))
+        raise InputError(
+            f"training settings: epochs={epochs}, batch_size={batch_size} must be ≥ 1 and "
+            f"lr={lr} must be a positive number"
+        )
+    num_classes = int(model.num_classes)
     _check_arrays(images, labels, num_classes, "training data")
     device = resolve_device(device)
     checkpoint_path = Path(checkpoint_path)
@@ -167,7 +188,9 @@ def train(
         # near-equal batches rather than full ones plus a remainder: a remainder of a few images gives
         # BatchNorm noisy statistics, and the last one of an epoch would then sit in the running averages
         batches = torch.tensor_split(order, math.ceil(n / batch_size))
-        for index in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=None, unit="batch"):
+        for index in tqdm(
+            batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=None, unit="batch"
+        ):
             x = images_to_tensor(images[index.numpy()]).to(device)
             y = labels_t[index].to(device)
             logits = model(x)
@@ -179,9 +202,17 @@ def train(
             correct += int((logits.detach().argmax(dim=1) == y).sum())
         mean_loss = loss_sum / n
         if not math.isfinite(mean_loss):
-            raise RuntimeError(f"training diverged in epoch {epoch + 1} (mean loss {mean_loss}); lower lr={lr}")
-        rows.append({"epoch": epoch + 1, "loss": mean_loss, "accuracy": correct / n,
-                     "seconds": time.perf_counter() - started})
+            raise RuntimeError(
+                f"training diverged in epoch {epoch + 1} (mean loss {mean_loss}); lower lr={lr}"
+            )
+        rows.append(
+            {
+                "epoch": epoch + 1,
+                "loss": mean_loss,
+                "accuracy": correct / n,
+                "seconds": time.perf_counter() - started,
+            }
+        )
         _write_log(log_path, rows)
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
@@ -193,32 +224,40 @@ def train(
         }
         with atomic_output(checkpoint_path) as tmp:
             torch.save(checkpoint, tmp)
-        log.info("epoch %d/%d: loss %.4f, accuracy %.4f, %.1f s", epoch + 1, epochs, mean_loss,
-                 correct / n, rows[-1]["seconds"])
+        log.info(
+            "epoch %d/%d: loss %.4f, accuracy %.4f, %.1f s",
+            epoch + 1,
+            epochs,
+            mean_loss,
+            correct / n,
+            rows[-1]["seconds"],
+        )
     model.eval()
     return rows
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: np.ndarray, *, device: str | torch.device,
-                   batch_size: int) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, images: np.ndarray, *, device: str | torch.device, batch_size: int
+) -> torch.Tensor:
     """Logits (N, C) float32 on the CPU of ``model`` in eval mode, computed in batches of ``batch_size``."""
     device = resolve_device(device)
     model.to(device).eval()
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="evaluate", leave=False, disable=None):
-        out.append(model(images_to_tensor(images[start:start + batch_size]).to(device)).float().cpu())
+        out.append(model(images_to_tensor(images[start : start + batch_size]).to(device)).float().cpu())
     return torch.cat(out)
 
 
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, device: str | torch.device,
-             batch_size: int) -> dict[str, float | int]:
+def evaluate(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, *, device: str | torch.device, batch_size: int
+) -> dict[str, float | int]:
     """Table 1 metrics: macro precision, recall and F1 (scikit-learn, zero_division=0), accuracy,
     loss = mean cross-entropy (1/N)·Σ_i −log softmax(z_i)[y_i] (in float64 from the float32 logits), n_test.
     """
     if batch_size < 1:
         raise InputError(f"evaluation batch_size must be ≥ 1, got {batch_size}")
-    _check_arrays(images, labels, int(getattr(model, "num_classes")), "evaluation data")
+    _check_arrays(images, labels, int(model.num_classes), "evaluation data")
     logits = predict_logits(model, images, device=device, batch_size=batch_size)
     if not torch.isfinite(logits).all():
         raise InputError("evaluation: the model produced non-finite logits (a diverged model?)")
@@ -241,5 +280,7 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     missing = [k for k in SETTINGS_KEYS if k not in settings]
     unknown = sorted(set(settings) - set(SETTINGS_KEYS))
     if missing or unknown:
-        raise InputError(f"training settings: missing {missing}, unknown {unknown} (expected {list(SETTINGS_KEYS)})")
+        raise InputError(
+            f"training settings: missing {missing}, unknown {unknown} (expected {list(SETTINGS_KEYS)})"
+        )
     return {k: settings[k] for k in SETTINGS_KEYS}

@@ -1,4 +1,4 @@
-"""Trajectory dumps: how every test image moves through the residual blocks (DESIGN §2, §6).
+"""Trajectory dumps: how every test image moves through the residual blocks (method §2, §6).
 
 For test image i the states x_0(i) = s(image_i), x_t(i) = φ_t(x_{t-1}(i)) are taken in canonical
 coordinates (:meth:`resdyn.model.RevisedResNet.trajectory`), and the probability trajectory
@@ -9,10 +9,11 @@ cast to float64 and pushed through a float64 copy of the head before the float64
 The file layout is :class:`resdyn.artifacts.Trajectories`; the stage that writes it is
 :func:`resdyn.stages.record_trajectories`.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ smaller batches with blank images keeps every image's numbers bitwise independen
 
 
 def order_in_class(labels: np.ndarray) -> np.ndarray:
-    """1-based rank of each image among the images of its class, in array order (DESIGN §5, Table 3).
+    """1-based rank of each image among the images of its class, in array order (method §5, Table 3).
 
     order[i] = 1 + #{j < i : labels[j] = labels[i]}.
     """
@@ -54,8 +55,9 @@ def head_layers(head: nn.Module) -> list[nn.Linear]:
 
 
 @torch.no_grad()
-def trajectory_batch(model: RevisedResNet, head64: nn.Module, x: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def trajectory_batch(
+    model: RevisedResNet, head64: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For a batch of images: states (B, T+1, n) float32, logits = head(x_t) (B, T+1, C) float32 and
     probs = softmax(head64(float64(x_t))) (B, T+1, C) float64, computed on ``x``'s device.
 
@@ -70,20 +72,23 @@ def trajectory_batch(model: RevisedResNet, head64: nn.Module, x: torch.Tensor
     return states[:rows], logits[:rows], probs[:rows]
 
 
-def trajectory_batches(model: RevisedResNet, images: np.ndarray, batch_size: int, device: torch.device
-                       ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+def trajectory_batches(
+    model: RevisedResNet, images: np.ndarray, batch_size: int, device: torch.device
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(start, states, logits, probs)`` for consecutive batches of ``batch_size`` test images, in order
     (:func:`trajectory_batch`); probs come from a float64 copy of the head."""
     head64 = copy.deepcopy(model.head).double()
     for start in tqdm(range(0, len(images), batch_size), desc="trajectories", disable=None, leave=False):
-        x = images_to_tensor(images[start:start + batch_size]).to(device)
+        x = images_to_tensor(images[start : start + batch_size]).to(device)
         yield (start, *trajectory_batch(model, head64, x))
 
 
 def head_params(head: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
     """The head g as float64 ``[(W_0, b_0), …]`` (ReLU between layers), as trajectories.h5 stores it."""
-    return [(l.weight.detach().cpu().double().numpy(), l.bias.detach().cpu().double().numpy())
-            for l in head_layers(head)]
+    return [
+        (l.weight.detach().cpu().double().numpy(), l.bias.detach().cpu().double().numpy())
+        for l in head_layers(head)
+    ]
 
 
 class ModelStates:

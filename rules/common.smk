@@ -2,7 +2,6 @@
 import os
 import re
 
-import yaml
 from snakemake.utils import validate
 
 from resdyn.config import canonical_config, check_entries, model_settings, training_settings
@@ -12,11 +11,9 @@ from resdyn.config import canonical_config, check_entries, model_settings, train
 # --config (a string) vs a config file must all give the same values. canonical_config converts by the
 # schema's types and orders keys by the schema; validate fails at parse time with a message naming an
 # unknown key or a bad value, and fills in the defaults, which the second pass puts in their place.
-with open(os.path.join(workflow.basedir, "schemas", "config.schema.yaml"), encoding="utf-8") as _schema:
-    CONFIG_SCHEMA = yaml.safe_load(_schema)
-config.update(canonical_config(config, CONFIG_SCHEMA))
+config.update(canonical_config(config))
 validate(config, "../schemas/config.schema.yaml")
-config.update(canonical_config(config, CONFIG_SCHEMA))
+config.update(canonical_config(config))
 # What the schema cannot check (a model that cannot be built, a missing npz file) fails here too, before
 # anything is scheduled.
 check_entries(config)

@@ -1,4 +1,5 @@
 """Shared fixtures: a temporary copy of the workflow and a helper that runs Snakemake inside it."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,18 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ("Snakefile", "rules", "schemas", "workflow_scripts", "envs", "report", "profiles", "resdyn",
-                  "config.yaml", "configs")
+WORKFLOW_PARTS = (
+    "Snakefile",
+    "rules",
+    "schemas",
+    "workflow_scripts",
+    "envs",
+    "report",
+    "profiles",
+    "resdyn",
+    "config.yaml",
+    "configs",
+)
 
 # A configuration small enough to run the whole workflow in about a minute on 2 CPU cores: 240 digits for
 # training, 60 for testing, two tiny revised ResNets (T = 4), three shards.
@@ -43,8 +54,9 @@ class Workflow:
         cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
         proc = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                                 f"{proc.stderr[-6000:]}")
+            raise AssertionError(
+                f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+            )
         return proc
 
     def scheduled_jobs(self, *args: str) -> dict[str, int]:

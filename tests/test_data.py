@@ -1,4 +1,5 @@
-"""Tests of the data stage (resdyn/data.py; DESIGN §5, ARCHITECTURE "Data"). All offline and fast."""
+"""Tests of the data stage (resdyn/data.py; method §5, ARCHITECTURE "Data"). All offline and fast."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,10 +14,10 @@ from sklearn.datasets import load_digits
 
 from resdyn.artifacts import DatasetFile, array_checksum
 from resdyn.data import images_to_tensor
+from resdyn.io import InputError
 from resdyn.stages import prepare_data as prepare_dataset
 
 load_split = DatasetFile.load_split
-from resdyn.io import InputError
 
 DIGITS = {"source": "sklearn-digits"}
 
@@ -25,7 +26,8 @@ DIGITS = {"source": "sklearn-digits"}
 # Plain references, written without the module's helpers
 # ---------------------------------------------------------------------------------------------------------
 def reference_digit_image(pixels8: np.ndarray) -> np.ndarray:
-    """3×32×32 uint8 from one 8×8 digits image, pixel by pixel: out[c, r, s] = rint(255·v[r // 4, s // 4] / 16)."""
+    """3×32×32 uint8 from one 8×8 digits image, pixel by pixel:
+    out[c, r, s] = rint(255·v[r // 4, s // 4] / 16)."""
     out = np.zeros((3, 32, 32), dtype=np.uint8)
     for r in range(32):
         for s in range(32):
@@ -53,7 +55,9 @@ def reference_to_chw32(image: np.ndarray) -> np.ndarray:
         for r in range(size):
             for s in range(size):
                 v = plane[r, s]
-                out[c, r + offset, s + offset] = int(round(float(v) * 255)) if plane.dtype.kind == "f" else int(v)
+                out[c, r + offset, s + offset] = (
+                    int(round(float(v) * 255)) if plane.dtype.kind == "f" else int(v)
+                )
     return out
 
 
@@ -71,7 +75,8 @@ def write_npz(path: Path, **arrays) -> Path:
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
-    """An uncompressed IDX file as in MNIST's raw folder: magic 0x0000 08 nd, big-endian int32 dims, uint8 data."""
+    """An uncompressed IDX file as in MNIST's raw folder: magic 0x0000 08 nd, big-endian int32 dims,
+    uint8 data."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     path.write_bytes(header + array.tobytes())
@@ -126,8 +131,10 @@ def test_digits_split_is_stratified_partition_in_source_order(digits_file):
 def test_digits_upscaling_is_nearest_x4(digits_file):
     digits = load_digits()
     images, _, _ = load_split(digits_file, "test")
-    source_rows = {row.tobytes(): k for k, row in enumerate(np.rint(digits.images * 255 / 16).reshape(1797, -1))}
-    for image in images[:: 45]:  # 10 images, each compared pixel by pixel with the loop reference
+    source_rows = {
+        row.tobytes(): k for k, row in enumerate(np.rint(digits.images * 255 / 16).reshape(1797, -1))
+    }
+    for image in images[::45]:  # 10 images, each compared pixel by pixel with the loop reference
         k = source_rows[image[0, ::4, ::4].astype(np.float64).tobytes()]
         np.testing.assert_array_equal(image, reference_digit_image(digits.images[k]))
 
@@ -161,8 +168,12 @@ def test_max_train_max_test_keep_first_images(tmp_path, digits_file):
 def test_class_names_override(tmp_path):
     out = tmp_path / "named.h5"
     names = [f"digit {k}" for k in range(10)]
-    prepare_dataset("named", {"source": "sklearn-digits", "class_names": names, "max_train": 2, "max_test": 2},
-                    out, tmp_path)
+    prepare_dataset(
+        "named",
+        {"source": "sklearn-digits", "class_names": names, "max_train": 2, "max_test": 2},
+        out,
+        tmp_path,
+    )
     assert load_split(out, "test")[2] == names
     with pytest.raises(InputError, match="class_names.*3 names.*10 classes"):
         prepare_dataset("named", {"source": "sklearn-digits", "class_names": ["a", "b", "c"]}, out, tmp_path)
@@ -208,8 +219,14 @@ def _layout(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 LAYOUTS = [
-    "nhw_28_uint8", "nhw_32_float", "nhwc_28_float", "nhwc_32_rgb_uint8", "nhwc_28_rgb_uint8",
-    "nchw_28_uint8", "nchw_32_rgb_float", "nchw_32_uint8",
+    "nhw_28_uint8",
+    "nhw_32_float",
+    "nhwc_28_float",
+    "nhwc_32_rgb_uint8",
+    "nhwc_28_rgb_uint8",
+    "nchw_28_uint8",
+    "nchw_32_rgb_float",
+    "nchw_32_uint8",
 ]
 
 
@@ -236,8 +253,14 @@ def test_npz_adversarial_sizes_and_class_names(tmp_path):
     """N = 2 training images, one test image, a single class, float labels with integral values."""
     x = np.zeros((2, 28, 28), dtype=np.uint8)
     x[1, 5, 7] = 200
-    src = write_npz(tmp_path / "one.npz", x_train=x, y_train=np.array([0.0, 0.0]), x_test=x[1:],
-                    y_test=np.array([0]), class_names=np.array(["only"]))
+    src = write_npz(
+        tmp_path / "one.npz",
+        x_train=x,
+        y_train=np.array([0.0, 0.0]),
+        x_test=x[1:],
+        y_test=np.array([0]),
+        class_names=np.array(["only"]),
+    )
     out = tmp_path / "one.h5"
     prepare_dataset("one", {"source": "npz", "path": src}, out, tmp_path)
     images, labels, names = load_split(out, "train")
@@ -285,8 +308,12 @@ BAD_NPZ = [
     ("short labels", {"y_train": np.array([0, 1, 2])}, "y_train", "3 labels.*x_train"),
     ("long labels", {"y_test": np.array([0, 1, 2])}, "y_test", "3 labels.*x_test"),
     ("empty test", {"x_test": np.zeros((0, 28, 28)), "y_test": np.zeros(0, np.int64)}, "x_test", "empty"),
-    ("empty train", {"x_train": np.zeros((0, 32, 32), np.uint8), "y_train": np.zeros(0, np.int64)},
-     "x_train", "empty"),
+    (
+        "empty train",
+        {"x_train": np.zeros((0, 32, 32), np.uint8), "y_train": np.zeros(0, np.int64)},
+        "x_train",
+        "empty",
+    ),
     ("few class names", {"class_names": np.array(["a", "b"])}, "class_names", "label 2"),
     ("numeric class names", {"class_names": np.array([1, 2, 3])}, "class_names", "strings"),
 ]
@@ -378,7 +405,9 @@ def test_torchvision_max_test(tmp_path):
     root = tmp_path / "downloads"
     written = _write_mnist_raw(root, "MNIST", np.random.default_rng(3))
     out = tmp_path / "m.h5"
-    prepare_dataset("m", {"source": "torchvision", "name": "MNIST", "download": False, "max_test": 2}, out, root)
+    prepare_dataset(
+        "m", {"source": "torchvision", "name": "MNIST", "download": False, "max_test": 2}, out, root
+    )
     images, labels, _ = load_split(out, "test")
     assert len(images) == 2
     np.testing.assert_array_equal(labels, written["t10k"][1][:2].astype(np.int64))
@@ -392,8 +421,13 @@ def test_torchvision_mnist_missing_offline_says_what_to_place_where(tmp_path):
         prepare_dataset("mnist", entry, tmp_path / "m.h5", root)
     message = str(info.value)
     assert str(root / "MNIST" / "raw") in message and "download: false" in message
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte.gz"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "train-images-idx3-ubyte.gz",
+    ):
         assert name in message
     # With the training files in place, the message lists exactly the two test files as missing.
     _write_mnist_raw(root, "MNIST", np.random.default_rng(0), which=("train",))
@@ -409,16 +443,21 @@ def test_torchvision_corrupt_idx_names_the_folder(tmp_path):
     _write_mnist_raw(root, "MNIST", np.random.default_rng(0))
     (root / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03garbage")
     with pytest.raises(InputError, match="could not be read") as info:
-        prepare_dataset("mnist", {"source": "torchvision", "name": "MNIST", "download": False}, tmp_path / "m.h5",
-                        root)
+        prepare_dataset(
+            "mnist", {"source": "torchvision", "name": "MNIST", "download": False}, tmp_path / "m.h5", root
+        )
     assert str(root / "MNIST" / "raw") in str(info.value)
 
 
 def test_torchvision_cifar_missing_offline_says_what_to_place_where(tmp_path):
     root = tmp_path / "downloads"
     with pytest.raises(InputError) as info:
-        prepare_dataset("cifar10", {"source": "torchvision", "name": "CIFAR10", "download": False},
-                        tmp_path / "c.h5", root)
+        prepare_dataset(
+            "cifar10",
+            {"source": "torchvision", "name": "CIFAR10", "download": False},
+            tmp_path / "c.h5",
+            root,
+        )
     message = str(info.value)
     assert str(root / "cifar-10-batches-py") in message and "cifar-10-python.tar.gz" in message
     for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch", "batches.meta"]:

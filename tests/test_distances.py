@@ -2,14 +2,16 @@
 
 Every fast path must give the brute force's values (relative 1e-12; in fact bitwise, by construction) and
 the same argmin pairs under the tie rule (smaller value, then the lexicographically smaller (i, j)), for
-any shard count, on random and adversarial inputs (DESIGN §3.1, §6; issue 3 "Exactness").
+any shard count, on random and adversarial inputs (method §3.1, §6; issue 3 "Exactness").
 """
+
 from __future__ import annotations
 
 import h5py
 import numpy as np
 import pytest
 
+from resdyn.artifacts import Pairs
 from resdyn.distances import (
     PairwiseResult,
     _pairwise_torch,
@@ -20,7 +22,6 @@ from resdyn.distances import (
     pairwise_shard,
     shard_rows,
 )
-from resdyn.artifacts import Pairs
 from resdyn.io import InputError
 
 VALUE_FIELDS = ("E", "E_mean", "depth_min", "nn_distance")
@@ -123,7 +124,7 @@ def test_near_duplicates_1e7_apart_are_exact():
 
 
 def test_expansion_formula_would_have_failed_here():
-    """Guard on the premise of DESIGN §6: ‖u‖² + ‖v‖² − 2u·v is far from the 1e-12 tolerance at ~1e-7
+    """Guard on the premise of method §6: ‖u‖² + ‖v‖² − 2u·v is far from the 1e-12 tolerance at ~1e-7
     in float64 (and loses such a distance entirely in float32); the stage computes from differences."""
     u = np.array([0.3, 0.5, 0.2])
     v = u + np.array([1e-7, -1e-7, 0.0])

@@ -1,6 +1,7 @@
 """Figures 2–3, the Table 3 image pairs, the Tables 4–5 orbit strips and the shadowing curve, drawn from
 stage outputs the tests write in the formats of docs/ARCHITECTURE.md; each PNG is checked to be a real
 image of the documented size."""
+
 from __future__ import annotations
 
 import struct
@@ -8,12 +9,19 @@ import struct
 import h5py
 import numpy as np
 import pytest
+from test_tables import CIFAR_NAMES, synthetic_run
 
-from resdyn.figures import (CLASS_EXPANSIVE_SIZE, DPI, figure_class_expansive, plot_best_orbit,
-                            plot_class_expansive, plot_closest_pairs, spans_decades)
+from resdyn.figures import (
+    CLASS_EXPANSIVE_SIZE,
+    DPI,
+    figure_class_expansive,
+    plot_best_orbit,
+    plot_class_expansive,
+    plot_closest_pairs,
+    spans_decades,
+)
 from resdyn.io import InputError
 from resdyn.tables import best_orbit, closest_pairs
-from test_tables import CIFAR_NAMES, synthetic_run
 
 
 def png_size(path) -> tuple[int, int]:
@@ -70,14 +78,18 @@ def test_plot_class_expansive_rejects_bad_shapes(tmp_path):
     with pytest.raises(ValueError, match=r"\(3, 3\)"):
         plot_class_expansive(np.zeros((2, 2)), ["a", "b", "c"], tmp_path / "x.png", "bad")
     with pytest.raises(ValueError, match="negative"):
-        plot_class_expansive(np.array([[np.nan, -1.0], [-1.0, np.nan]]), ["a", "b"], tmp_path / "x.png", "bad")
+        plot_class_expansive(
+            np.array([[np.nan, -1.0], [-1.0, np.nan]]), ["a", "b"], tmp_path / "x.png", "bad"
+        )
     with pytest.raises(ValueError, match="two classes"):
         plot_class_expansive(np.full((1, 1), np.nan), ["a"], tmp_path / "x.png", "bad")
 
 
 def test_figure_class_expansive_from_files(run, tmp_path):
     for which in ("E", "E_mean"):
-        out = figure_class_expansive(run["pairs"], run["trajectories"], tmp_path / f"{which}.png", which, which)
+        out = figure_class_expansive(
+            run["pairs"], run["trajectories"], tmp_path / f"{which}.png", which, which
+        )
         assert_drawn(out, CLASS_EXPANSIVE_SIZE)
     with pytest.raises(ValueError, match="which"):
         figure_class_expansive(run["pairs"], run["trajectories"], tmp_path / "x.png", "E_max", "x")
@@ -99,7 +111,7 @@ def test_plot_closest_pairs(run, tmp_path, k):
 
 def test_plot_closest_pairs_names_data_file_on_bad_index(run, tmp_path):
     pair = closest_pairs(run["pairs"], run["trajectories"], 1)[0]
-    pair.index_b = 10 ** 6
+    pair.index_b = 10**6
     with pytest.raises(InputError, match=r"data\.h5.*1000000"):
         plot_closest_pairs([pair], run["data"], tmp_path / "x.png", "Table 3")
 
@@ -122,8 +134,11 @@ def test_plot_best_orbit_grayscale_images(tmp_path):
     assert_drawn(out, (1.3 * 4 + 0.6, 4.4))
 
 
-@pytest.mark.parametrize("caption", sorted((__import__("pathlib").Path(__file__).parent.parent / "report")
-                                           .glob("*.rst")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "caption",
+    sorted((__import__("pathlib").Path(__file__).parent.parent / "report").glob("*.rst")),
+    ids=lambda p: p.name,
+)
 def test_report_captions_render_like_snakemake(caption):
     """Each caption renders the way Snakemake's report does (Jinja2, then docutils to HTML) without a
     reStructuredText warning, with and without the {dataset}/{model} wildcards."""
@@ -135,9 +150,11 @@ def test_report_captions_render_like_snakemake(caption):
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
     for wildcards in ({"dataset": "cifar10", "model": "resnet18"}, {}):
         text = env.from_string(caption.read_text()).render(
-            snakemake=SimpleNamespace(wildcards=SimpleNamespace(**wildcards)), categories={}, files={})
-        html = publish_parts(text, writer="html",
-                             settings_overrides={"halt_level": 2, "report_level": 2})["body"]
+            snakemake=SimpleNamespace(wildcards=SimpleNamespace(**wildcards)), categories={}, files={}
+        )
+        html = publish_parts(text, writer="html", settings_overrides={"halt_level": 2, "report_level": 2})[
+            "body"
+        ]
         assert len(html) > 200 and "system-message" not in html
         if wildcards and "snakemake.wildcards" in caption.read_text():
             assert "cifar10" in html

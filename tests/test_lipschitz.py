@@ -1,5 +1,6 @@
 """Tests of resdyn.lipschitz: LipSDP against LipSDP's published values, the exact reduction, the [I, W]
 closed form, the softmax 1/2, the ordering of the bounds, the Jacobian lower bound and weight loading."""
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,9 @@ PUBLISHED = {"neuron": 36.482, "layer": 39.839}
 
 
 def random_net(rng: np.random.Generator, dims: list[int], scale: float = 1.0) -> list[np.ndarray]:
-    return [scale * rng.standard_normal((dims[k + 1], dims[k])) / math.sqrt(dims[k]) for k in range(len(dims) - 1)]
+    return [
+        scale * rng.standard_normal((dims[k + 1], dims[k])) / math.sqrt(dims[k]) for k in range(len(dims) - 1)
+    ]
 
 
 def brute_lipsdp_matrix(weights, rho, lam):
@@ -48,7 +51,7 @@ def brute_lipsdp_matrix(weights, rho, lam):
     first = np.zeros((n_hidden, n0 + sum(hidden[:-1])))
     r = c = 0
     for w in weights[:-1]:
-        first[r:r + w.shape[0], c:c + w.shape[1]] = w
+        first[r : r + w.shape[0], c : c + w.shape[1]] = w
         r += w.shape[0]
         c += w.shape[1]
     a = np.hstack([first, np.zeros((n_hidden, hidden[-1]))])
@@ -56,7 +59,7 @@ def brute_lipsdp_matrix(weights, rho, lam):
     ab = np.vstack([a, b])
     m = np.zeros((n0 + n_hidden, n0 + n_hidden))
     m[:n0, :n0] = rho * np.eye(n0)
-    m[-hidden[-1]:, -hidden[-1]:] = -weights[-1].T @ weights[-1]
+    m[-hidden[-1] :, -hidden[-1] :] = -weights[-1].T @ weights[-1]
     return ab.T @ q @ ab - m
 
 
@@ -320,9 +323,13 @@ def test_jacobian_lower_bound_skips_kinks_and_reads_h5(tmp_path):
     w0 = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
     w1 = np.array([[1.0, -1.0, 2.0]])
     layers = [(w0, np.zeros(3)), (w1, np.zeros(1))]
-    points = np.array([[0.0, 1.0],  # first two pre-activations exactly 0: a kink
-                       [1.0, 1.0],  # h = (1, −1, 1): J = [1, 2]
-                       [1.0, 1.0 + 1e-7]])  # near-duplicate of the previous point
+    points = np.array(
+        [
+            [0.0, 1.0],  # first two pre-activations exactly 0: a kink
+            [1.0, 1.0],  # h = (1, −1, 1): J = [1, 2]
+            [1.0, 1.0 + 1e-7],
+        ]
+    )  # near-duplicate of the previous point
     bound = jacobian_lower_bound(layers, points)
     assert bound.n_skipped == 1 and bound.n_points == 3
     assert bound.value == pytest.approx(math.sqrt(5.0), rel=1e-14)

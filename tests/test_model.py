@@ -1,4 +1,5 @@
-"""The revised ResNet (DESIGN §4): patching, grouped blocks, canonical trajectories, model files."""
+"""The revised ResNet (method §4): patching, grouped blocks, canonical trajectories, model files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from resdyn.artifacts import load_model, save_model
 from resdyn.io import InputError
 from resdyn.model import (
     Bottleneck,
@@ -14,7 +16,6 @@ from resdyn.model import (
     build_model,
     normalize_model_entry,
 )
-from resdyn.artifacts import load_model, save_model
 
 RESNET18 = (2, 2, 2, 2)
 RESNET50 = (3, 4, 6, 3)
@@ -56,7 +57,9 @@ def test_patching_matches_loops_and_is_a_permutation():
         y = patching(x)
         np.testing.assert_array_equal(y.numpy(), patch_bruteforce(x.numpy(), rows, cols))
         assert y.shape[1:].numel() == x.shape[1:].numel()
-        np.testing.assert_array_equal(np.sort(y.flatten(1).numpy(), axis=1), np.sort(x.flatten(1).numpy(), axis=1))
+        np.testing.assert_array_equal(
+            np.sort(y.flatten(1).numpy(), axis=1), np.sort(x.flatten(1).numpy(), axis=1)
+        )
         torch.testing.assert_close(y.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-15, atol=0)
         assert torch.equal(patching.inverse(y), x)
         x = y
@@ -133,7 +136,7 @@ def test_post_activation_switch():
 
 
 def parameter_count_by_hand(blocks, tiles=TILES, width=64, num_classes=10, hidden=()):
-    """Parameters from the architecture description of DESIGN §4 alone."""
+    """Parameters from the architecture description of method §4 alone."""
     total = 3 * width * 49 + 2 * width  # stem conv + BN
     groups = 1
     for (rows, cols), num_blocks in zip(tiles, blocks):
@@ -153,14 +156,15 @@ def test_parameter_counts(blocks, expected):
     model = RevisedResNet(blocks=blocks)
     count = sum(p.numel() for p in model.parameters())
     assert count == parameter_count_by_hand(blocks) == expected
-    # DESIGN §4 quotes a prototype at 6.3 M and 15.8 M parameters.
+    # method §4 quotes a prototype at 6.3 M and 15.8 M parameters.
     assert round(count / 1e6, 1) == {RESNET18: 6.3, RESNET50: 15.8}[blocks]
 
 
 def test_parameter_count_of_small_and_deep_head_models():
     model = RevisedResNet(blocks=(1, 2, 1, 1), width=16, num_classes=3, head_hidden=(32, 8))
     assert sum(p.numel() for p in model.parameters()) == parameter_count_by_hand(
-        (1, 2, 1, 1), width=16, num_classes=3, hidden=(32, 8))
+        (1, 2, 1, 1), width=16, num_classes=3, hidden=(32, 8)
+    )
 
 
 def canonical_permutation(model: RevisedResNet, stage_index: int) -> np.ndarray:
@@ -170,7 +174,7 @@ def canonical_permutation(model: RevisedResNet, stage_index: int) -> np.ndarray:
         r, q = stage.patching.rows, stage.patching.cols
         shape = (shape[0] * r * q, shape[1] // r, shape[2] // q)
     ids = np.arange(np.prod(shape)).reshape(1, *shape)
-    for stage in model.stages[stage_index + 1:]:
+    for stage in model.stages[stage_index + 1 :]:
         ids = patch_bruteforce(ids, stage.patching.rows, stage.patching.cols)
     return ids.reshape(-1)
 
@@ -178,8 +182,9 @@ def canonical_permutation(model: RevisedResNet, stage_index: int) -> np.ndarray:
 @pytest.mark.parametrize("head_hidden", [(), (24,)])
 def test_trajectory_states_are_canonical_and_head_matches_forward(head_hidden):
     torch.manual_seed(3)
-    model = randomize_batchnorm(RevisedResNet(blocks=(1, 2, 1, 1), width=16, num_classes=4,
-                                              head_hidden=head_hidden))
+    model = randomize_batchnorm(
+        RevisedResNet(blocks=(1, 2, 1, 1), width=16, num_classes=4, head_hidden=head_hidden)
+    )
     x = torch.rand(5, 3, 32, 32)
     with torch.no_grad():
         states, logits = model.trajectory(x)
@@ -205,14 +210,25 @@ def test_input_shape_is_checked():
 
 
 def test_build_model_reads_the_config_entry():
-    entry = {"blocks": [1, 2, 1, 1], "tiles": [[2, 2], [2, 1], [1, 2], [2, 1]], "width": 8,
-             "post_activation": True, "head": {"hidden": [16]}, "training": {"epochs": 3}}
+    entry = {
+        "blocks": [1, 2, 1, 1],
+        "tiles": [[2, 2], [2, 1], [1, 2], [2, 1]],
+        "width": 8,
+        "post_activation": True,
+        "head": {"hidden": [16]},
+        "training": {"epochs": 3},
+    }
     model = build_model(entry, 7)
     assert [len(s.blocks) for s in model.stages] == [1, 2, 1, 1]
     assert model.state_dim == 8 * 64 and model.num_classes == 7
     assert isinstance(model.head, nn.Sequential) and model.head[-1].out_features == 7
-    assert normalize_model_entry({}) == {"blocks": [2, 2, 2, 2], "tiles": [[2, 2], [2, 1], [1, 2], [2, 1]],
-                                         "width": 64, "post_activation": True, "head": {"hidden": []}}
+    assert normalize_model_entry({}) == {
+        "blocks": [2, 2, 2, 2],
+        "tiles": [[2, 2], [2, 1], [1, 2], [2, 1]],
+        "width": 64,
+        "post_activation": True,
+        "head": {"hidden": []},
+    }
 
 
 def test_other_tilings_are_a_config_entry():
@@ -222,15 +238,18 @@ def test_other_tilings_are_a_config_entry():
     assert states.shape == (2, 3, 512)
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"blocks": [2, 2], "colour": 1}, "colour"),
-    ({"blocks": [2, 2, 2]}, "same"),
-    ({"tiles": [[3, 1], [1, 1], [1, 1], [1, 1]]}, "divide"),
-    ({"width": 6}, "multiple of 4"),
-    ({"blocks": [2, 0, 2, 2]}, "at least one block"),
-    ({"head": {"hidden": [0]}}, "positive"),
-    ({"head": {"depth": 2}}, "head"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"blocks": [2, 2], "colour": 1}, "colour"),
+        ({"blocks": [2, 2, 2]}, "same"),
+        ({"tiles": [[3, 1], [1, 1], [1, 1], [1, 1]]}, "divide"),
+        ({"width": 6}, "multiple of 4"),
+        ({"blocks": [2, 0, 2, 2]}, "at least one block"),
+        ({"head": {"hidden": [0]}}, "positive"),
+        ({"head": {"depth": 2}}, "head"),
+    ],
+)
 def test_bad_model_entries_raise_input_error(entry, message):
     with pytest.raises(InputError, match=message):
         build_model(entry, 10)
@@ -245,7 +264,11 @@ def test_save_and_load_round_trip(tmp_path):
     raw = torch.load(path, weights_only=True)
     assert raw["model_entry"]["head"] == {"hidden": [12]}
     loaded, meta = load_model(path)
-    assert meta == {"model_entry": normalize_model_entry(entry), "num_classes": 3, "class_names": ["a", "b", "c"]}
+    assert meta == {
+        "model_entry": normalize_model_entry(entry),
+        "num_classes": 3,
+        "class_names": ["a", "b", "c"],
+    }
     assert not loaded.training
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():

@@ -3,6 +3,7 @@
 The files here are written in the real formats of docs/ARCHITECTURE.md and run through the same driver
 functions the Snakemake entry points call (resdyn.stages).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ from resdyn.io import InputError, atomic_output, read_json, write_json
 
 
 def write_trajectory_file(path: Path, probs: np.ndarray, labels: np.ndarray, n_classes: int) -> Path:
-    """A trajectories.h5 in the DESIGN §6 layout for the given probabilities (head: a random linear map)."""
+    """A trajectories.h5 in the method §6 layout for the given probabilities (head: a random linear map)."""
     n, depths, _ = probs.shape
     rng = np.random.default_rng(0)
     with h5py.File(path, "w") as handle:
@@ -127,9 +128,13 @@ def run_analysis(trajectories: Path, tmp_path: Path, *, labels: str = "true", sh
     shadowing_h5 = tmp_path / "shadowing.h5"
     stages.gather_shadowing([tmp_path / "s.h5"], pairs, shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
     stages.lipschitz(trajectories, tmp_path / "lipschitz.json")
-    return stages.constants(tmp_path / "constants.json", trajectories_path=trajectories,
-                            pairs_path=pairs, shadowing_path=shadowing_h5,
-                            lipschitz_path=tmp_path / "lipschitz.json")
+    return stages.constants(
+        tmp_path / "constants.json",
+        trajectories_path=trajectories,
+        pairs_path=pairs,
+        shadowing_path=shadowing_h5,
+        lipschitz_path=tmp_path / "lipschitz.json",
+    )
 
 
 @pytest.mark.parametrize("labels", ["true", "predicted"])
@@ -151,12 +156,28 @@ def test_single_class_finishes_with_an_undefined_expansive_constant(tmp_path, la
     assert tables.table3({("synthetic", "none"): (tmp_path / "pairs.h5", path)}, 4).empty
     images = np.zeros((6, 3, 32, 32), np.uint8)
     data_h5 = tmp_path / "data.h5"
-    DatasetFile({"train": (images, np.array([0, 1] * 3)), "test": (images, np.zeros(6, np.int64))},
-                ["0", "1"], dataset="synthetic", source="npz", origin="test").save(data_h5)
-    pngs = {name: tmp_path / f"{name}.png" for name in ("figure2_png", "figure3_png", "pairs_png", "orbit_png")}
-    stages.figures(data_path=data_h5, trajectories_path=path, pairs_path=tmp_path / "pairs.h5",
-                   shadowing_path=tmp_path / "shadowing.h5", constants_path=tmp_path / "constants.json",
-                   orbit_table_stem=tmp_path / "orbit", k=4, dataset="synthetic", model="none", **pngs)
+    DatasetFile(
+        {"train": (images, np.array([0, 1] * 3)), "test": (images, np.zeros(6, np.int64))},
+        ["0", "1"],
+        dataset="synthetic",
+        source="npz",
+        origin="test",
+    ).save(data_h5)
+    pngs = {
+        name: tmp_path / f"{name}.png" for name in ("figure2_png", "figure3_png", "pairs_png", "orbit_png")
+    }
+    stages.figures(
+        data_path=data_h5,
+        trajectories_path=path,
+        pairs_path=tmp_path / "pairs.h5",
+        shadowing_path=tmp_path / "shadowing.h5",
+        constants_path=tmp_path / "constants.json",
+        orbit_table_stem=tmp_path / "orbit",
+        k=4,
+        dataset="synthetic",
+        model="none",
+        **pngs,
+    )
     assert all(png.stat().st_size > 0 for png in pngs.values())
 
 
@@ -267,8 +288,13 @@ def test_constants_name_a_missing_lipschitz_key(trajectories, tmp_path):
     with pytest.raises(InputError, match="lipschitz.json: missing key 'g'"):
         constants.assemble_constants(trajectories, pairs, shadowing_h5, lip)
     stages.lipschitz(trajectories, lip)
-    result = stages.constants(tmp_path / "constants.json", trajectories_path=trajectories,
-                              pairs_path=pairs, shadowing_path=shadowing_h5, lipschitz_path=lip)
+    result = stages.constants(
+        tmp_path / "constants.json",
+        trajectories_path=trajectories,
+        pairs_path=pairs,
+        shadowing_path=shadowing_h5,
+        lipschitz_path=lip,
+    )
     with h5py.File(trajectories) as handle:
         norm = np.linalg.norm(handle["head/weight"][()], 2)
     assert result["lip"]["fc"] == pytest.approx(norm, rel=1e-12)
@@ -300,3 +326,14 @@ def test_json_refuses_nan(tmp_path):
     with pytest.raises(ValueError, match=r"\$.lip.fc"):
         write_json(tmp_path / "x.json", {"lip": {"fc": float("nan")}})
     assert not (tmp_path / "x.json").exists()
+
+
+def test_results_record_the_software_versions(trajectories, tmp_path):
+    from importlib import metadata
+
+    result = run_analysis(trajectories, tmp_path)
+    versions = read_json(tmp_path / "constants.json")["versions"]
+    assert versions == result["versions"]
+    assert set(versions) == {"python", "torch", "numpy", "cvxpy", "scs", "snakemake"}
+    assert versions["numpy"] == np.__version__ == metadata.version("numpy")
+    assert versions["torch"] == metadata.version("torch")

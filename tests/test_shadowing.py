@@ -1,4 +1,5 @@
-"""Tests of resdyn.shadowing against plain float64 loops and a hand-worked example (DESIGN §3.2)."""
+"""Tests of resdyn.shadowing against plain float64 loops and a hand-worked example (method §3.2)."""
+
 from __future__ import annotations
 
 import math
@@ -271,7 +272,9 @@ def test_hand_built_example():
     paper = best_tracing(eps, delta, orbits, b_star)
     assert paper["orbit_start"] == 0 and paper["orbit"] == [0, 1, 2] and paper["shadow_image"] == 1
     assert paper["value"] == pytest.approx(2.0, rel=1e-14)
-    assert paper["epsilon"] == pytest.approx(U, rel=1e-14) and paper["delta"] == pytest.approx(2 * U, rel=1e-14)
+    assert paper["epsilon"] == pytest.approx(U, rel=1e-14) and paper["delta"] == pytest.approx(
+        2 * U, rel=1e-14
+    )
     assert paper["undefined_reason"] is None and paper["n_exactly_shadowed"] == 0
 
     curve, summary = shadowing_curve(eps, delta)

@@ -1,6 +1,7 @@
 """Tables 1–3 and the best-orbit table, built from stage outputs that these tests write in exactly the
 formats of docs/ARCHITECTURE.md (real JSON/HDF5 files), with the statistics computed here by a plain
 float64 brute force."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,18 @@ import pytest
 
 from resdyn.io import InputError, write_json
 from resdyn.paper_reference import PAPER_TABLE1, PAPER_TABLE2, paper_key
-from resdyn.tables import (best_orbit, best_orbit_table, closest_pairs, format_value, result_key,
-                           smallest_class_pairs, table1, table2, table3, write_table)
+from resdyn.tables import (
+    best_orbit,
+    best_orbit_table,
+    closest_pairs,
+    format_value,
+    result_key,
+    smallest_class_pairs,
+    table1,
+    table2,
+    table3,
+    write_table,
+)
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -31,11 +42,11 @@ def synthetic_probs(n: int, T: int, C: int, seed: int, near: float = 1e-6) -> tu
     labels = np.arange(n) % C
     rng.shuffle(labels)
     logits = rng.normal(0, 1.0, (n, 1, C)) + rng.normal(0, 0.3, (n, T + 1, C))
-    logits += (np.linspace(0.5, 6, T + 1)[None, :, None] * np.eye(C)[labels][:, None, :])
+    logits += np.linspace(0.5, 6, T + 1)[None, :, None] * np.eye(C)[labels][:, None, :]
     probs = np.exp(logits - logits.max(axis=2, keepdims=True))
     probs /= probs.sum(axis=2, keepdims=True)
     # Copy some images onto images of other classes with small perturbations of decreasing size.
-    scales = [near * 10 ** k for k in range(6)]
+    scales = [near * 10**k for k in range(6)]
     for k, scale in enumerate(scales):
         i = k
         j = int(np.flatnonzero(labels != labels[i])[k])
@@ -46,7 +57,7 @@ def synthetic_probs(n: int, T: int, C: int, seed: int, near: float = 1e-6) -> tu
 
 
 def brute_force_pairs(probs: np.ndarray, labels: np.ndarray, C: int) -> dict[str, np.ndarray]:
-    """E, Ē with pairs and t* by the plain definition (DESIGN §3.1), ties to the smaller (i, j)."""
+    """E, Ē with pairs and t* by the plain definition (method §3.1), ties to the smaller (i, j)."""
     n = probs.shape[0]
     E = np.full((C, C), np.nan)
     E_pair = np.full((C, C, 2), -1, np.int64)
@@ -76,8 +87,9 @@ def order_in_class(labels: np.ndarray) -> np.ndarray:
     return order
 
 
-def write_trajectories(path: Path, probs: np.ndarray, labels: np.ndarray, class_names: list[str],
-                       index: np.ndarray | None = None) -> None:
+def write_trajectories(
+    path: Path, probs: np.ndarray, labels: np.ndarray, class_names: list[str], index: np.ndarray | None = None
+) -> None:
     n, depths, C = probs.shape
     with h5py.File(path, "w") as f:
         f["logits"] = np.log(probs).astype(np.float32)
@@ -88,8 +100,15 @@ def write_trajectories(path: Path, probs: np.ndarray, labels: np.ndarray, class_
         f["order_in_class"] = order_in_class(labels).astype(np.int64)
         f["head/weight"] = np.zeros((C, 16))
         f["head/bias"] = np.zeros(C)
-        f.attrs.update(dataset="synthetic", model="tiny", T=depths - 1, n=16, class_names=class_names,
-                       model_checksum="0" * 64, data_checksum="0" * 64)
+        f.attrs.update(
+            dataset="synthetic",
+            model="tiny",
+            T=depths - 1,
+            n=16,
+            class_names=class_names,
+            model_checksum="0" * 64,
+            data_checksum="0" * 64,
+        )
 
 
 def write_pairs(path: Path, stats: dict[str, np.ndarray], T: int, n: int, labels_kind: str = "true") -> None:
@@ -107,13 +126,17 @@ def write_pairs(path: Path, stats: dict[str, np.ndarray], T: int, n: int, labels
         g = f.create_group("expansive")
         finite = np.where(np.isnan(stats["E"]), np.inf, stats["E"])
         a, b = np.unravel_index(np.argmin(finite), finite.shape)
-        g.attrs.update(value=stats["E"][a, b], i=stats["E_pair"][a, b, 0], j=stats["E_pair"][a, b, 1],
-                       t_star=stats["E_t"][a, b])
+        g.attrs.update(
+            value=stats["E"][a, b],
+            i=stats["E_pair"][a, b, 0],
+            j=stats["E_pair"][a, b, 1],
+            t_star=stats["E_t"][a, b],
+        )
         f.attrs.update(labels=labels_kind, n_shards=1, C=C, N=n, T=T)
 
 
 def brute_force_shadowing(probs: np.ndarray) -> dict[str, np.ndarray]:
-    """Greedy pseudo-orbits, hops, δ, ε and b* by the plain definition of DESIGN §3.2."""
+    """Greedy pseudo-orbits, hops, δ, ε and b* by the plain definition of method §3.2."""
     n, depths, _ = probs.shape
     T = depths - 1
     orbits = np.zeros((n, depths), np.int64)
@@ -151,7 +174,7 @@ def write_data(path: Path, n: int, labels: np.ndarray, class_names: list[str], s
         c = labels[k]
         hue = np.array([(c * 37) % 256, (c * 91 + 80) % 256, (c * 53 + 160) % 256], float)
         radius = 6 + (k % 7)
-        blob = ((yy - 16 - (k % 5)) ** 2 + (xx - 16 + (k % 3)) ** 2 < radius ** 2)
+        blob = (yy - 16 - (k % 5)) ** 2 + (xx - 16 + (k % 3)) ** 2 < radius**2
         base = rng.integers(0, 60, (3, 32, 32))
         images[k] = np.clip(base + blob[None] * hue[:, None, None], 0, 255).astype(np.uint8)
     with h5py.File(path, "w") as f:
@@ -162,8 +185,9 @@ def write_data(path: Path, n: int, labels: np.ndarray, class_names: list[str], s
         f.attrs.update(class_names=class_names, source="synthetic", checksum="0" * 64, dataset="synthetic")
 
 
-def synthetic_run(root: Path, n: int = 60, T: int = 8, C: int = 10, seed: int = 0,
-                  reverse_index: bool = False) -> dict[str, Path]:
+def synthetic_run(
+    root: Path, n: int = 60, T: int = 8, C: int = 10, seed: int = 0, reverse_index: bool = False
+) -> dict[str, Path]:
     """Every stage output one (dataset, model) needs for the tables and figures, consistent with each other
     and written as the real stages write them: row indices in the HDF5 files, test indices in
     constants.json. ``reverse_index`` stores the test images in reverse order (row r is test image N−1−r),
@@ -173,9 +197,17 @@ def synthetic_run(root: Path, n: int = 60, T: int = 8, C: int = 10, seed: int = 
     probs, labels = synthetic_probs(n, T, C, seed)
     stats = brute_force_pairs(probs, labels, C)
     sh = brute_force_shadowing(probs)
-    paths = {k: root / f for k, f in [("data", "data.h5"), ("trajectories", "trajectories.h5"),
-                                      ("pairs", "pairs.h5"), ("shadowing", "shadowing.h5"),
-                                      ("constants", "constants.json"), ("metrics", "metrics.json")]}
+    paths = {
+        k: root / f
+        for k, f in [
+            ("data", "data.h5"),
+            ("trajectories", "trajectories.h5"),
+            ("pairs", "pairs.h5"),
+            ("shadowing", "shadowing.h5"),
+            ("constants", "constants.json"),
+            ("metrics", "metrics.json"),
+        ]
+    }
     index = np.arange(n)[::-1].copy() if reverse_index else np.arange(n)
     test_labels = np.empty_like(labels)
     test_labels[index] = labels
@@ -183,7 +215,7 @@ def synthetic_run(root: Path, n: int = 60, T: int = 8, C: int = 10, seed: int = 
     write_trajectories(paths["trajectories"], probs, labels, names, index=index)
     write_pairs(paths["pairs"], stats, T, n)
     write_shadowing(paths["shadowing"], sh)
-    # Best tracing: smallest ε, ties → larger δ (DESIGN §3.2).
+    # Best tracing: smallest ε, ties → larger δ (method §3.2).
     best = int(np.lexsort((-sh["delta"], sh["epsilon"]))[0])
     finite = np.where(np.isnan(stats["E"]), np.inf, stats["E"])
     a, b = np.unravel_index(np.argmin(finite), finite.shape)
@@ -191,20 +223,43 @@ def synthetic_run(root: Path, n: int = 60, T: int = 8, C: int = 10, seed: int = 
     lip_fc = 3.38
     sh_paper = float(sh["delta"][best] / sh["epsilon"][best])
     constants = {
-        "g_expansive": {"value": float(finite[a, b]), "pair": [int(index[i]), int(index[j])], "t_star": int(stats["E_t"][a, b]),
-                        "pair_order": [int(order_in_class(labels)[i]), int(order_in_class(labels)[j])],
-                        "classes": [names[labels[i]], names[labels[j]]]},
-        "g_shadowing": {"paper": {"value": sh_paper, "epsilon": float(sh["epsilon"][best]),
-                                  "delta": float(sh["delta"][best]), "orbit_start": int(index[best]),
-                                  "shadow_image": int(index[sh["shadow_image"][best]])},
-                        "curve": {"value": None, "quantiles": [0.05, 0.95]}},
+        "g_expansive": {
+            "value": float(finite[a, b]),
+            "pair": [int(index[i]), int(index[j])],
+            "t_star": int(stats["E_t"][a, b]),
+            "pair_order": [int(order_in_class(labels)[i]), int(order_in_class(labels)[j])],
+            "classes": [names[labels[i]], names[labels[j]]],
+        },
+        "g_shadowing": {
+            "paper": {
+                "value": sh_paper,
+                "epsilon": float(sh["epsilon"][best]),
+                "delta": float(sh["delta"][best]),
+                "orbit_start": int(index[best]),
+                "shadow_image": int(index[sh["shadow_image"][best]]),
+            },
+            "curve": {"value": None, "quantiles": [0.05, 0.95]},
+        },
         "lip": {"fc": lip_fc, "g": lip_fc / 2},
-        "t_g_lower": {"paper": sh_paper / lip_fc, "curve": None, "paper_lip_g": sh_paper / (lip_fc / 2),
-                      "curve_lip_g": None},
+        "t_g_lower": {
+            "paper": sh_paper / lip_fc,
+            "curve": None,
+            "paper_lip_g": sh_paper / (lip_fc / 2),
+            "curve_lip_g": None,
+        },
     }
     write_json(paths["constants"], constants)
-    write_json(paths["metrics"], {"precision": 0.98931, "recall": 0.9891, "f1": 0.98905, "accuracy": 0.9891,
-                                  "loss": 0.036312, "n_test": n})
+    write_json(
+        paths["metrics"],
+        {
+            "precision": 0.98931,
+            "recall": 0.9891,
+            "f1": 0.98905,
+            "accuracy": 0.9891,
+            "loss": 0.036312,
+            "n_test": n,
+        },
+    )
     paths.update(probs=probs, labels=labels, stats=stats, sh=sh, best=best, names=names, index=index)
     return paths
 
@@ -218,29 +273,35 @@ def run(tmp_path_factory) -> dict:
 # Number formatting and writing
 
 
-@pytest.mark.parametrize("value, text, latex", [
-    (None, "n/a", "n/a"),
-    (float("nan"), "n/a", "n/a"),
-    (4.14e-5, "4.14e-05", r"$4.14\times10^{-5}$"),
-    (8.75e-06, "8.75e-06", r"$8.75\times10^{-6}$"),
-    (2.3583, "2.3583", "2.3583"),
-    (0.0031, "0.0031", "0.0031"),
-    (0.987, "0.9870", "0.9870"),
-    (0.0, "0", "0"),
-    (3, "3", "3"),
-    (np.int64(16), "16", "16"),
-    (123456.0, "1.23e+05", r"$1.23\times10^{5}$"),
-    (float("inf"), "inf", r"$\infty$"),
-    ("cat_dog & 5%", "cat_dog & 5%", r"cat\_dog \& 5\%"),
-])
+@pytest.mark.parametrize(
+    "value, text, latex",
+    [
+        (None, "n/a", "n/a"),
+        (float("nan"), "n/a", "n/a"),
+        (4.14e-5, "4.14e-05", r"$4.14\times10^{-5}$"),
+        (8.75e-06, "8.75e-06", r"$8.75\times10^{-6}$"),
+        (2.3583, "2.3583", "2.3583"),
+        (0.0031, "0.0031", "0.0031"),
+        (0.987, "0.9870", "0.9870"),
+        (0.0, "0", "0"),
+        (3, "3", "3"),
+        (np.int64(16), "16", "16"),
+        (123456.0, "1.23e+05", r"$1.23\times10^{5}$"),
+        (float("inf"), "inf", r"$\infty$"),
+        ("cat_dog & 5%", "cat_dog & 5%", r"cat\_dog \& 5\%"),
+    ],
+)
 def test_format_value_as_the_paper(value, text, latex):
     assert format_value(value) == text
     assert format_value(value, latex=True) == latex
 
 
 def test_write_table_three_formats_with_na(tmp_path):
-    df = pd.DataFrame([["mnist", 4.14e-5, None, 3], ["cifar10", 0.0081, 2.3583, None]],
-                      columns=["Dataset", "g-expansive", "ε", "t*"], dtype=object)
+    df = pd.DataFrame(
+        [["mnist", 4.14e-5, None, 3], ["cifar10", 0.0081, 2.3583, None]],
+        columns=["Dataset", "g-expansive", "ε", "t*"],
+        dtype=object,
+    )
     paths = write_table(df, tmp_path / "sub" / "table2")
     assert [p.name for p in paths] == ["table2.csv", "table2.md", "table2.tex"]
     csv_text, md, tex = (p.read_text() for p in paths)
@@ -283,18 +344,40 @@ def test_paper_reference_keys_and_consistency():
 
 def test_table1_values_and_paper_columns_only_when_asked(run, tmp_path):
     other = tmp_path / "results" / "digits" / "resnet50" / "metrics.json"
-    write_json(other, {"precision": 0.5, "recall": 0.25, "f1": 0.3, "accuracy": 0.4, "loss": 1.5, "n_test": 9})
+    write_json(
+        other, {"precision": 0.5, "recall": 0.25, "f1": 0.3, "accuracy": 0.4, "loss": 1.5, "n_test": 9}
+    )
     sources = {result_key(run["metrics"]): run["metrics"], result_key(other): other}
     plain = table1(sources)
-    assert list(plain.columns) == ["Dataset", "Model", "Precision", "Recall", "F1 (macro)", "Accuracy", "Test loss"]
+    assert list(plain.columns) == [
+        "Dataset",
+        "Model",
+        "Precision",
+        "Recall",
+        "F1 (macro)",
+        "Accuracy",
+        "Test loss",
+    ]
     assert plain.iloc[0].tolist() == ["mnist", "resnet18", 0.98931, 0.9891, 0.98905, 0.9891, 0.036312]
     assert plain.iloc[1].tolist() == ["digits", "resnet50", 0.5, 0.25, 0.3, 0.4, 1.5]
     assert not any("[paper]" in c for c in plain.columns)
     with_paper = table1(sources, paper_reference=True)
-    assert list(with_paper.columns) == ["Dataset", "Model", "Precision", "Precision [paper]", "Recall",
-                                        "Recall [paper]", "F1 (macro)", "F1 (macro) [paper]", "Accuracy",
-                                        "Test loss", "Test loss [paper]"]
-    assert with_paper.loc[0, "Precision [paper]"] == 0.9893 and with_paper.loc[0, "Test loss [paper]"] == 0.0363
+    assert list(with_paper.columns) == [
+        "Dataset",
+        "Model",
+        "Precision",
+        "Precision [paper]",
+        "Recall",
+        "Recall [paper]",
+        "F1 (macro)",
+        "F1 (macro) [paper]",
+        "Accuracy",
+        "Test loss",
+        "Test loss [paper]",
+    ]
+    assert (
+        with_paper.loc[0, "Precision [paper]"] == 0.9893 and with_paper.loc[0, "Test loss [paper]"] == 0.0363
+    )
     assert with_paper.loc[1, "Precision [paper]"] is None  # the paper has no digits run
     paths = write_table(with_paper, tmp_path / "table1")
     md = paths[1].read_text()
@@ -372,10 +455,7 @@ def test_table2_null_pair_and_missing_key(run, tmp_path):
 
 def test_smallest_class_pairs_hand_built():
     nan = np.nan
-    E = np.array([[nan, 0.5, 0.1, 0.3],
-                  [0.5, nan, 0.1, nan],
-                  [0.1, 0.1, nan, 2e-7],
-                  [0.3, nan, 2e-7, nan]])
+    E = np.array([[nan, 0.5, 0.1, 0.3], [0.5, nan, 0.1, nan], [0.1, 0.1, nan, 2e-7], [0.3, nan, 2e-7, nan]])
     assert smallest_class_pairs(E, 1) == [(2, 3)]
     assert smallest_class_pairs(E, 3) == [(2, 3), (0, 2), (1, 2)]  # exact tie 0.1: smaller (a, b) first
     assert smallest_class_pairs(E, 10) == [(2, 3), (0, 2), (1, 2), (0, 3), (0, 1)]  # NaN skipped
@@ -396,7 +476,7 @@ def test_smallest_class_pairs_random_against_sort():
         E = np.triu(M, 1) + np.triu(M, 1).T
         E[np.eye(C, dtype=bool)] = np.nan
         k = int(rng.integers(1, C * C))
-        expected = sorted(((E[a, b], a, b) for a in range(C) for b in range(a + 1, C)))[:k]
+        expected = sorted((E[a, b], a, b) for a in range(C) for b in range(a + 1, C))[:k]
         assert smallest_class_pairs(E, k) == [(a, b) for _, a, b in expected]
 
 
@@ -406,8 +486,9 @@ def test_table3_from_files_matches_brute_force(run):
     stats, labels, names = run["stats"], run["labels"], run["names"]
     order = order_in_class(labels)
     C = stats["E"].shape[0]
-    expected = sorted((stats["E"][a, b], a, b) for a in range(C) for b in range(a + 1, C)
-                      if not np.isnan(stats["E"][a, b]))[:k]
+    expected = sorted(
+        (stats["E"][a, b], a, b) for a in range(C) for b in range(a + 1, C) if not np.isnan(stats["E"][a, b])
+    )[:k]
     assert len(df) == k and df["Rank"].tolist() == [1, 2, 3, 4]
     for (_, row), (value, a, b) in zip(df.iterrows(), expected):
         i, j = stats["E_pair"][a, b]
@@ -473,8 +554,9 @@ def test_table3_missing_key_names_file_and_key(run, tmp_path):
 
 @pytest.mark.parametrize("reverse_index", [False, True])
 def test_best_orbit_matches_brute_force(tmp_path, reverse_index):
-    run = synthetic_run(tmp_path / "results" / "mnist" / "resnet18", n=30, T=4, C=4, seed=5,
-                        reverse_index=reverse_index)
+    run = synthetic_run(
+        tmp_path / "results" / "mnist" / "resnet18", n=30, T=4, C=4, seed=5, reverse_index=reverse_index
+    )
     orbit = best_orbit(run["shadowing"], run["constants"], run["trajectories"])
     sh, probs, best, names, labels = run["sh"], run["probs"], run["best"], run["names"], run["labels"]
     T = probs.shape[1] - 1
@@ -502,7 +584,7 @@ def test_best_orbit_bad_inputs(run, tmp_path):
     write_json(path, constants)
     with pytest.raises(InputError, match=r"constants\.json.*'g_shadowing\.paper\.orbit_start'"):
         best_orbit(run["shadowing"], path, run["trajectories"])
-    constants["g_shadowing"]["paper"]["orbit_start"] = 10 ** 6
+    constants["g_shadowing"]["paper"]["orbit_start"] = 10**6
     write_json(path, constants)
     with pytest.raises(InputError, match=r"orbit_start 1000000 is not a test index"):
         best_orbit(run["shadowing"], path, run["trajectories"])

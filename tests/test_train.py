@@ -1,4 +1,5 @@
 """Training determinism, checkpoint resume (including a real SIGKILL), evaluation against a brute force."""
+
 from __future__ import annotations
 
 import csv
@@ -33,7 +34,7 @@ def make_arrays(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray
     labels = rng.integers(0, classes, size=n).astype(np.int64)
     images = rng.integers(0, 60, size=(n, 3, 32, 32)).astype(np.uint8)
     for i, y in enumerate(labels):
-        images[i, :, 8 * y: 8 * y + 8, :] += 150
+        images[i, :, 8 * y : 8 * y + 8, :] += 150
     return images, labels
 
 
@@ -42,14 +43,21 @@ def data_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny.h5"
     train_arrays = make_arrays(48, 3, seed=0)
     test_arrays = make_arrays(20, 3, seed=1)
-    DatasetFile({"train": train_arrays, "test": test_arrays}, ["a", "b", "c"],
-                dataset="tiny", source="npz", origin="test").save(path)
+    DatasetFile(
+        {"train": train_arrays, "test": test_arrays},
+        ["a", "b", "c"],
+        dataset="tiny",
+        source="npz",
+        origin="test",
+    ).save(path)
     return path
 
 
 def run_training(data_file: Path, folder: Path, **overrides) -> dict[str, torch.Tensor]:
     settings = {**SETTINGS, **overrides}
-    train_from_files(data_file, TINY, settings, folder / "model.pt", folder / "train_log.csv", folder / "ckpt.pt")
+    train_from_files(
+        data_file, TINY, settings, folder / "model.pt", folder / "train_log.csv", folder / "ckpt.pt"
+    )
     return torch.load(folder / "model.pt", weights_only=True)["state_dict"]
 
 
@@ -70,6 +78,7 @@ def uninterrupted(data_file, tmp_path_factory) -> tuple[dict[str, torch.Tensor],
     return run_training(data_file, folder), folder
 
 
+@pytest.mark.slow  # trains a model
 def test_same_seed_gives_bitwise_equal_weights(data_file, uninterrupted, tmp_path):
     weights, folder = uninterrupted
     assert_bitwise_equal(run_training(data_file, tmp_path), weights)
@@ -77,28 +86,34 @@ def test_same_seed_gives_bitwise_equal_weights(data_file, uninterrupted, tmp_pat
     assert not torch.equal(other["head.weight"], weights["head.weight"])
 
 
+@pytest.mark.slow  # trains a model
 def test_log_and_checkpoint(uninterrupted):
     _, folder = uninterrupted
     rows = read_log(folder / "train_log.csv")
     assert list(rows[0]) == ["epoch", "loss", "accuracy", "seconds"]
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert all(float(r["loss"]) > 0 and 0 <= float(r["accuracy"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
+    assert all(
+        float(r["loss"]) > 0 and 0 <= float(r["accuracy"]) <= 1 and float(r["seconds"]) > 0 for r in rows
+    )
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     checkpoint = torch.load(folder / "ckpt.pt", weights_only=True)
     assert checkpoint["epoch"] == 3 and len(checkpoint["log"]) == 3
     assert not [p for p in folder.iterdir() if ".tmp-" in p.name]
 
 
+@pytest.mark.slow  # trains a model
 def test_resume_after_a_shorter_run_is_bitwise_equal(data_file, uninterrupted, tmp_path):
     weights, folder = uninterrupted
     run_training(data_file, tmp_path, epochs=1)
     assert len(read_log(tmp_path / "train_log.csv")) == 1
     assert_bitwise_equal(run_training(data_file, tmp_path), weights)
     rows, full_rows = read_log(tmp_path / "train_log.csv"), read_log(folder / "train_log.csv")
-    assert [(r["epoch"], r["loss"], r["accuracy"]) for r in rows] == \
-        [(r["epoch"], r["loss"], r["accuracy"]) for r in full_rows]
+    assert [(r["epoch"], r["loss"], r["accuracy"]) for r in rows] == [
+        (r["epoch"], r["loss"], r["accuracy"]) for r in full_rows
+    ]
 
 
+@pytest.mark.slow  # trains a model
 def test_resume_after_sigkill_is_bitwise_equal(data_file, uninterrupted, tmp_path):
     weights, _ = uninterrupted
     settings = {**SETTINGS, "epochs": 6}
@@ -107,8 +122,8 @@ def test_resume_after_sigkill_is_bitwise_equal(data_file, uninterrupted, tmp_pat
         import torch
         torch.set_num_threads({torch.get_num_threads()})
         from resdyn.stages import train_model as train_from_files
-        train_from_files({str(data_file)!r}, {TINY!r}, {settings!r}, {str(tmp_path / 'model.pt')!r},
-                         {str(tmp_path / 'train_log.csv')!r}, {str(tmp_path / 'ckpt.pt')!r})
+        train_from_files({str(data_file)!r}, {TINY!r}, {settings!r}, {str(tmp_path / "model.pt")!r},
+                         {str(tmp_path / "train_log.csv")!r}, {str(tmp_path / "ckpt.pt")!r})
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "TQDM_DISABLE": "1"})
     deadline = time.monotonic() + 120
@@ -127,6 +142,7 @@ def test_resume_after_sigkill_is_bitwise_equal(data_file, uninterrupted, tmp_pat
     assert [int(r["epoch"]) for r in read_log(tmp_path / "train_log.csv")] == list(range(1, 7))
 
 
+@pytest.mark.slow  # trains a model
 def test_checkpoint_of_other_settings_is_not_resumed(data_file, uninterrupted, tmp_path):
     weights, _ = uninterrupted
     run_training(data_file, tmp_path, epochs=2, lr=5e-3)
@@ -153,8 +169,15 @@ def test_resolve_device():
 def test_bad_training_input_raises(data_file, tmp_path):
     model = build_model(TINY, 3)
     images, labels = make_arrays(8, 3, seed=2)
-    kwargs = dict(epochs=1, lr=1e-3, batch_size=4, seed=0, device="cpu",
-                  checkpoint_path=tmp_path / "c.pt", log_path=tmp_path / "l.csv")
+    kwargs = dict(
+        epochs=1,
+        lr=1e-3,
+        batch_size=4,
+        seed=0,
+        device="cpu",
+        checkpoint_path=tmp_path / "c.pt",
+        log_path=tmp_path / "l.csv",
+    )
     with pytest.raises(InputError, match="label 5 at index 0"):
         train(model, images, np.r_[5, labels[1:]], **kwargs)
     with pytest.raises(InputError, match="uint8"):
@@ -162,8 +185,14 @@ def test_bad_training_input_raises(data_file, tmp_path):
     with pytest.raises(InputError, match="lr=-1"):
         train(model, images, labels, **{**kwargs, "lr": -1.0})
     with pytest.raises(InputError, match="missing \\['seed'\\]"):
-        train_from_files(data_file, TINY, {k: v for k, v in SETTINGS.items() if k != "seed"},
-                         tmp_path / "m.pt", tmp_path / "l.csv", tmp_path / "c.pt")
+        train_from_files(
+            data_file,
+            TINY,
+            {k: v for k, v in SETTINGS.items() if k != "seed"},
+            tmp_path / "m.pt",
+            tmp_path / "l.csv",
+            tmp_path / "c.pt",
+        )
 
 
 def metrics_bruteforce(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -186,9 +215,14 @@ def metrics_bruteforce(logits: np.ndarray, labels: np.ndarray) -> dict[str, floa
     for z, y in zip(logits, labels):
         top = z.max()
         losses.append(top + np.log(np.sum(np.exp(z - top))) - z[y])
-    return {"precision": float(np.mean(precisions)), "recall": float(np.mean(recalls)),
-            "f1": float(np.mean(f1s)), "accuracy": float(np.mean(pred == labels)), "loss": float(np.mean(losses)),
-            "n_test": len(labels)}
+    return {
+        "precision": float(np.mean(precisions)),
+        "recall": float(np.mean(recalls)),
+        "f1": float(np.mean(f1s)),
+        "accuracy": float(np.mean(pred == labels)),
+        "loss": float(np.mean(losses)),
+        "n_test": len(labels),
+    }
 
 
 @pytest.mark.parametrize("case", ["random", "single_class", "two_images", "one_image_class"])
@@ -211,10 +245,12 @@ def test_evaluate_matches_bruteforce(case):
         assert got[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-12), key
 
 
+@pytest.mark.slow  # trains a model
 def test_train_then_evaluate_from_files(data_file, uninterrupted, tmp_path):
     _, folder = uninterrupted
-    metrics = evaluate_from_files(folder / "model.pt", data_file, tmp_path / "metrics.json", device="cpu",
-                                  batch_size=7)
+    metrics = evaluate_from_files(
+        folder / "model.pt", data_file, tmp_path / "metrics.json", device="cpu", batch_size=7
+    )
     assert read_json(tmp_path / "metrics.json") == metrics
     assert set(metrics) == {"precision", "recall", "f1", "accuracy", "loss", "n_test"}
     assert metrics["n_test"] == 20

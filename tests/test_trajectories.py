@@ -1,4 +1,5 @@
-"""Trajectory files (DESIGN §6, ARCHITECTURE "Trajectories"): schema, float64 probabilities, batching."""
+"""Trajectory files (method §6, ARCHITECTURE "Trajectories"): schema, float64 probabilities, batching."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +27,7 @@ def load_probs(path):
 def load_head(path):
     return Trajectories.load(path).head
 
+
 ENTRY = {"blocks": [1, 2, 1, 1], "width": 16}
 CLASS_NAMES = ["zero", "one", "two"]
 TEST_LABELS = np.array([2, 0, 2, 1, 0, 2, 2, 1, 0, 2, 1], dtype=np.int64)
@@ -48,9 +50,17 @@ def files(tmp_path_factory) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     test_images = rng.integers(0, 256, size=(len(TEST_LABELS), 3, 32, 32)).astype(np.uint8)
     test_images[3] = test_images[1]  # an exact duplicate image: identical trajectories
-    train = (rng.integers(0, 256, size=(4, 3, 32, 32)).astype(np.uint8), np.array([0, 1, 2, 0], dtype=np.int64))
-    DatasetFile({"train": train, "test": (test_images, TEST_LABELS)}, CLASS_NAMES,
-                dataset="toy", source="npz", origin="test").save(folder / "data.h5")
+    train = (
+        rng.integers(0, 256, size=(4, 3, 32, 32)).astype(np.uint8),
+        np.array([0, 1, 2, 0], dtype=np.int64),
+    )
+    DatasetFile(
+        {"train": train, "test": (test_images, TEST_LABELS)},
+        CLASS_NAMES,
+        dataset="toy",
+        source="npz",
+        origin="test",
+    ).save(folder / "data.h5")
     paths = {"data": folder / "data.h5"}
     for name, entry in (("linear", ENTRY), ("mlp", {**ENTRY, "head": {"hidden": [20, 9]}})):
         torch.manual_seed(1)
@@ -63,8 +73,16 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 def dump(files, tmp_path, *, model="linear", batch_size=4, store_states=True, name="trajectories.h5") -> Path:
     out = tmp_path / name
-    write_trajectories(files[model], files["data"], out, dataset="toy", model_name=model, batch_size=batch_size,
-                       store_states=store_states, device="cpu")
+    write_trajectories(
+        files[model],
+        files["data"],
+        out,
+        dataset="toy",
+        model_name=model,
+        batch_size=batch_size,
+        store_states=store_states,
+        device="cpu",
+    )
     return out
 
 
@@ -84,10 +102,17 @@ def test_schema_and_dtypes(files, tmp_path):
     model, _ = load_model(files["linear"])
     N, T, n, C = len(TEST_LABELS), model.num_blocks, model.state_dim, len(CLASS_NAMES)
     with h5py.File(path, "r") as h5:
-        expected = {"logits": ((N, T + 1, C), np.float32), "probs": ((N, T + 1, C), np.float64),
-                    "labels": ((N,), np.int64), "pred": ((N,), np.int64), "index": ((N,), np.int64),
-                    "order_in_class": ((N,), np.int64), "states": ((N, T + 1, n), np.float32),
-                    "head/weight": ((C, n), np.float64), "head/bias": ((C,), np.float64)}
+        expected = {
+            "logits": ((N, T + 1, C), np.float32),
+            "probs": ((N, T + 1, C), np.float64),
+            "labels": ((N,), np.int64),
+            "pred": ((N,), np.int64),
+            "index": ((N,), np.int64),
+            "order_in_class": ((N,), np.int64),
+            "states": ((N, T + 1, n), np.float32),
+            "head/weight": ((C, n), np.float64),
+            "head/bias": ((C,), np.float64),
+        }
         for key, (shape, dtype) in expected.items():
             assert h5[key].shape == shape and h5[key].dtype == dtype, key
         assert h5["states"].chunks == (1, T + 1, n) and h5["states"].compression == "gzip"
@@ -143,7 +168,17 @@ def test_probabilities_match_a_float64_bruteforce(files, tmp_path):
 def test_written_file_does_not_depend_on_the_batch_size(files, tmp_path):
     paths = [dump(files, tmp_path, batch_size=b, name=f"b{b}.h5") for b in (1, 4, 7, 64)]
     with h5py.File(paths[0], "r") as ref:
-        keys = ["logits", "probs", "labels", "pred", "index", "order_in_class", "states", "head/weight", "head/bias"]
+        keys = [
+            "logits",
+            "probs",
+            "labels",
+            "pred",
+            "index",
+            "order_in_class",
+            "states",
+            "head/weight",
+            "head/bias",
+        ]
         for other in paths[1:]:
             with h5py.File(other, "r") as h5:
                 for key in keys:
@@ -174,8 +209,16 @@ def test_non_finite_logits_raise_naming_the_model(files, tmp_path):
     save_model(bad, model, meta["model_entry"], 3, CLASS_NAMES)
     out = tmp_path / "t.h5"
     with pytest.raises(InputError, match="diverged.pt.*non-finite logits for test image 0"):
-        write_trajectories(bad, files["data"], out, dataset="toy", model_name="m", batch_size=4,
-                           store_states=False, device="cpu")
+        write_trajectories(
+            bad,
+            files["data"],
+            out,
+            dataset="toy",
+            model_name="m",
+            batch_size=4,
+            store_states=False,
+            device="cpu",
+        )
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
 
 
@@ -184,8 +227,16 @@ def test_mismatched_class_names_raise(files, tmp_path):
     other = tmp_path / "other.pt"
     save_model(other, model, meta["model_entry"], 3, ["x", "y", "z"])
     with pytest.raises(InputError, match="class names"):
-        write_trajectories(other, files["data"], tmp_path / "t.h5", dataset="toy", model_name="m",
-                           batch_size=4, store_states=False, device="cpu")
+        write_trajectories(
+            other,
+            files["data"],
+            tmp_path / "t.h5",
+            dataset="toy",
+            model_name="m",
+            batch_size=4,
+            store_states=False,
+            device="cpu",
+        )
 
 
 def test_loaders_name_the_bad_file(files, tmp_path):

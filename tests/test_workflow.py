@@ -1,4 +1,5 @@
 """The workflow as a user drives it: config validation, the DAG, and end-to-end runs on a tiny config."""
+
 from __future__ import annotations
 
 import copy
@@ -7,8 +8,10 @@ import json
 import h5py
 import numpy as np
 import pytest
-
 from conftest import TINY_CONFIG, copy_workflow
+
+# Every test here runs Snakemake (dry runs or the tiny end-to-end run).
+pytestmark = pytest.mark.slow
 
 
 def test_default_dag_lists_every_stage(workflow):
@@ -57,10 +60,19 @@ def test_bad_config_fails_naming_the_key(workflow, override, expected):
 @pytest.mark.parametrize(
     "entry, expected",
     [
-        ({"blocks": [1, 1, 1, 1], "tiles": [[3, 3], [1, 1], [1, 1], [1, 1]]}, "models.bad: tiles [(3, 3), (1, 1)"),
-        ({"blocks": [1, 1, 1, 1], "width": 7}, "models.bad: width must be a positive multiple of 4 (bottleneck c/4 per group), got 7"),
+        (
+            {"blocks": [1, 1, 1, 1], "tiles": [[3, 3], [1, 1], [1, 1], [1, 1]]},
+            "models.bad: tiles [(3, 3), (1, 1)",
+        ),
+        (
+            {"blocks": [1, 1, 1, 1], "width": 7},
+            "models.bad: width must be a positive multiple of 4 (bottleneck c/4 per group), got 7",
+        ),
         ({"blocks": [1, 1]}, "models.bad: blocks [1, 1] and tiles"),
-        ({"blocks": [1, 1, 1, 1], "tiles": [[4, 1], [4, 1], [1, 1], [1, 1]]}, "cut the 8×8 stem output into 16×1"),
+        (
+            {"blocks": [1, 1, 1, 1], "tiles": [[4, 1], [4, 1], [1, 1], [1, 1]]},
+            "cut the 8×8 stem output into 16×1",
+        ),
     ],
 )
 def test_unbuildable_model_fails_the_dry_run(workflow, entry, expected):
@@ -101,13 +113,21 @@ def test_schema_fills_defaults(workflow):
     assert jobs["pairwise_shard"] == 2 * 4  # the schema's default shard count
 
 
-@pytest.mark.slow
 def test_tiny_run_produces_every_output(tiny_run):
     for model in ("tiny_a", "tiny_b"):
         run = tiny_run.path("results", "digits", model)
-        for name in ("model.pt", "train_log.csv", "metrics.json", "trajectories.h5", "pairs.h5",
-                     "shadowing.h5", "shadowing_curve.csv", "shadowing_curve.png", "lipschitz.json",
-                     "constants.json"):
+        for name in (
+            "model.pt",
+            "train_log.csv",
+            "metrics.json",
+            "trajectories.h5",
+            "pairs.h5",
+            "shadowing.h5",
+            "shadowing_curve.csv",
+            "shadowing_curve.png",
+            "lipschitz.json",
+            "constants.json",
+        ):
             assert (run / name).stat().st_size > 0, name
         for name in ("figure2", "figure3", "table3", "orbit"):
             assert tiny_run.path("results", "figures", f"{name}_digits_{model}.png").stat().st_size > 0
@@ -130,7 +150,6 @@ def test_tiny_run_produces_every_output(tiny_run):
     assert not list(tiny_run.path("results").rglob("shards/*.h5"))
 
 
-@pytest.mark.slow
 def test_finished_run_schedules_nothing(tiny_run):
     assert tiny_run.scheduled_jobs() == {}
 
@@ -144,12 +163,15 @@ def _with_defaults_written_out(config: dict) -> dict:
         entry.setdefault("head", {"hidden": []})
     config["datasets"]["digits"].update(seed=0, download=True)
     config["analysis"].update(labels="true", curve_quantiles=[0.05, 0.95], table3_pairs=4, store_states=False)
-    config.update(download_dir="data/downloads", results_dir="results", paper_reference=False,
-                  lipschitz={"solver": "SCS", "eps": 1e-6})
+    config.update(
+        download_dir="data/downloads",
+        results_dir="results",
+        paper_reference=False,
+        lipschitz={"solver": "SCS", "eps": 1e-6},
+    )
     return config
 
 
-@pytest.mark.slow
 def test_rewritten_config_schedules_nothing(tiny_run):
     """Reruns follow the config's meaning, not its spelling: each rewrite below means the same."""
     import yaml
@@ -158,19 +180,23 @@ def test_rewritten_config_schedules_nothing(tiny_run):
     sorted_keys.write_text(yaml.safe_dump(TINY_CONFIG, sort_keys=True))
     # YAML 1.1 reads `3e-3` as a string and `3.0e-3` as a float; both mean lr = 0.003.
     spelled = tiny_run.path("spelled.yaml")
-    spelled.write_text(yaml.safe_dump(TINY_CONFIG, sort_keys=False).replace("lr: 0.003", "lr: 3e-3")
-                       .replace("epochs: 2", "epochs: 2.0"))
+    spelled.write_text(
+        yaml.safe_dump(TINY_CONFIG, sort_keys=False)
+        .replace("lr: 0.003", "lr: 3e-3")
+        .replace("epochs: 2", "epochs: 2.0")
+    )
     assert "lr: 3e-3" in spelled.read_text()
     tiny_run.write_config(_with_defaults_written_out(TINY_CONFIG), "defaults.yaml")
-    variants = [("--configfile", str(path), "--replace-workflow-config")
-                for path in (sorted_keys, spelled, tiny_run.path("defaults.yaml"))]
+    variants = [
+        ("--configfile", str(path), "--replace-workflow-config")
+        for path in (sorted_keys, spelled, tiny_run.path("defaults.yaml"))
+    ]
     # The same training settings from the command line (nested values arrive as strings).
     variants.append(("--config", "training={device: cpu, seed: 0, batch_size: 32, lr: 3e-3, epochs: 2}"))
     for args in variants:
         assert tiny_run.scheduled_jobs(*args) == {}, args
 
 
-@pytest.mark.slow
 def test_changing_one_models_training_reruns_only_that_model(tiny_run):
     config = copy.deepcopy(TINY_CONFIG)
     config["models"]["tiny_b"]["training"] = {"epochs": 3}
@@ -183,7 +209,6 @@ def test_changing_one_models_training_reruns_only_that_model(tiny_run):
     assert "results/digits/tiny_a/model.pt" not in listed
 
 
-@pytest.mark.slow
 def test_changing_an_analysis_setting_reruns_only_analysis(tiny_run):
     config = copy.deepcopy(TINY_CONFIG)
     config["analysis"]["curve_quantiles"] = [0.1, 0.9]
@@ -193,7 +218,6 @@ def test_changing_an_analysis_setting_reruns_only_analysis(tiny_run):
     assert not set(jobs) & {"prepare_data", "train", "evaluate", "trajectories", "pairwise_shard"}
 
 
-@pytest.mark.slow
 def test_second_run_with_one_shard_gives_identical_constants(tiny_run, tmp_path):
     """Determinism and shard invariance at once: a fresh run (training included) with 1 shard instead of 3
     writes byte-identical constants.json files."""

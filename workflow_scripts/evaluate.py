@@ -1,4 +1,5 @@
 """Snakemake entry point of rule evaluate: metrics.json (Table 1) for one (dataset, model)."""
+
 from resdyn import stages
 from resdyn.io import log_to
 

@@ -1,4 +1,5 @@
 """Snakemake entry point of rule figures: Figures 2-3, Table 3's image pairs and the best orbit strip."""
+
 from resdyn import stages
 from resdyn.io import log_to
 

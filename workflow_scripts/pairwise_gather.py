@@ -1,4 +1,5 @@
 """Snakemake entry point of rule pairwise_gather: merge the shards into pairs.h5."""
+
 from resdyn import stages
 from resdyn.io import log_to
 

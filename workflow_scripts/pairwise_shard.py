@@ -1,4 +1,5 @@
 """Snakemake entry point of rule pairwise_shard: one scatter shard of the pair matrix's rows."""
+
 from resdyn import stages
 from resdyn.io import log_to
 

@@ -1,4 +1,5 @@
 """Snakemake entry point of rule prepare_data: one dataset → results/data/{dataset}.h5."""
+
 from resdyn import stages
 from resdyn.io import log_to
 

@@ -1,4 +1,5 @@
 """Snakemake entry point of rule shadowing_gather: shadowing.h5, the curve CSV and its plot."""
+
 from resdyn import stages
 from resdyn.io import log_to
 

@@ -1,4 +1,5 @@
 """Snakemake entry point of rule shadowing_shard: shadowing errors of one scatter shard of the orbits."""
+
 from resdyn import stages
 from resdyn.io import log_to
 

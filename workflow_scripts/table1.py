@@ -1,7 +1,9 @@
 """Snakemake entry point of rule table1: Table 1 (classification performance) over every run."""
+
 from resdyn import stages
 from resdyn.io import log_to
 
 with log_to(snakemake.log[0]):
-    stages.table1(list(snakemake.input.metrics), snakemake.params.stem,
-                  paper_reference=snakemake.params.paper_reference)
+    stages.table1(
+        list(snakemake.input.metrics), snakemake.params.stem, paper_reference=snakemake.params.paper_reference
+    )

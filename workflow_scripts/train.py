@@ -1,8 +1,9 @@
 """Snakemake entry point of rule train: model.pt and train_log.csv for one (dataset, model)."""
+
 import torch
 
-from resdyn.io import log_to
 from resdyn import stages
+from resdyn.io import log_to
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

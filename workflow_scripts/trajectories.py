@@ -1,6 +1,7 @@
 """Snakemake entry point of rule trajectories: trajectories.h5 for one (dataset, model)."""
-from resdyn.io import log_to
+
 from resdyn import stages
+from resdyn.io import log_to
 
 with log_to(snakemake.log[0]):
     stages.record_trajectories(
