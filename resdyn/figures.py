@@ -306,7 +306,7 @@ def plot_shadowing_curve(curve: pd.DataFrame, summary: Mapping[str, Any], out_pn
     fig, (ax_delta, ax_ratio) = plt.subplots(2, 1, sharex=True, figsize=(7, 6), constrained_layout=True)
     quantiles = summary.get("quantiles", {})
     counts = f"{summary.get('n_orbits', '?')} pseudo-orbits, {len(curve)} levels with a finite δ*"
-    fig.suptitle("g-shadowing curve estimate (method §3.2)\n" + counts, fontsize=11)
+    fig.suptitle("g-shadowing curve estimate (docs/method.md §3.2)\n" + counts, fontsize=11)
     undefined = "Sh_curve undefined:\n" + textwrap.fill(summary.get("undefined_reason") or "", 60)
     if not len(curve):
         for ax in (ax_delta, ax_ratio):
