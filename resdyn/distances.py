@@ -349,9 +349,9 @@ def pairwise_shard(
         raise InputError(f"shard rows {start}..{stop} are outside 0..{n_images}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    from resdyn.device import resolve_device
+    from resdyn.device import device_name
 
-    device = str(resolve_device(device))
+    device = device_name(device)
     if device != "cpu":
         return _pairwise_torch(probs, labels, start, stop, n_classes=n_classes, chunk=chunk, device=device)
     result = _empty_result(n_images, depths, n_classes)

@@ -5,6 +5,9 @@ artifact layer. The Snakemake entry points in ``workflow_scripts/`` call exactly
 Sharded stages are named as Snakemake's ``scattergather`` names them, ``"k-of-S"`` with k = 1..S; pairwise
 shards split the rows of the pair matrix by :func:`resdyn.distances.shard_rows` (equal numbers of pairs
 i < j), shadowing shards split the orbits evenly (each orbit costs the same).
+
+torch is imported inside the stages that run a model (train, evaluate, trajectories, the Lipschitz lower
+bound of a multi-layer head), so the many light analysis jobs never pay its import.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from resdyn import distances, shadowing
 from resdyn.artifacts import (
@@ -34,7 +36,7 @@ from resdyn.artifacts import (
     save_shadowing_curve,
 )
 from resdyn.config import schema_defaults
-from resdyn.device import resolve_device
+from resdyn.device import device_name, resolve_device
 from resdyn.io import InputError, file_checksum
 from resdyn.provenance import software_versions
 
@@ -93,6 +95,8 @@ def train_model(
     ``torch.manual_seed(settings["seed"])``, train it on the train split (:func:`resdyn.train.train`,
     which writes ``train_log.csv`` and the resumable checkpoint) and save ``model.pt``.
     ``settings`` = {epochs, lr, batch_size, seed, device}."""
+    import torch
+
     from resdyn.model import build_model
     from resdyn.train import check_settings, train
 
@@ -147,6 +151,8 @@ def record_trajectories(
     """Rule ``trajectories``: every test image's states, logits and float64 probabilities at t = 0..T
     (:func:`resdyn.trajectories.trajectory_batches`), written batch by batch, so memory is bounded by
     ``batch_size`` images. Non-finite logits raise :class:`InputError` and leave no file."""
+    import torch
+
     from resdyn.trajectories import head_params, order_in_class, trajectory_batches
 
     if batch_size < 1:
@@ -216,7 +222,7 @@ def pairwise_shard(
         stop,
         n_classes=len(traj.class_names),
         chunk=chunk,
-        device=str(resolve_device(device)),
+        device=device_name(device),
     )
     Pairs(result, labels, shard=shard, start=start, stop=stop).save(out_path)
 

@@ -5,6 +5,7 @@ import re
 from snakemake.utils import validate
 
 from resdyn.config import canonical_config, check_entries, model_settings, training_settings
+from resdyn.device import gpu_may_be_present
 
 # The config's meaning, not its spelling, decides what reruns: Snakemake compares each job's params by
 # repr, so key order, `1e-3` vs `0.001`, an omitted default vs the default written out, or a value from
@@ -66,6 +67,19 @@ def package_sources(*modules):
     Every cheap rule also depends on the stage functions and the artifact layer that reads and writes its files.
     """
     return [os.path.join(workflow.basedir, "resdyn", f"{m}.py") for m in ("stages", "artifacts", *modules)]
+
+
+def gpu_request(device):
+    """The `gpu` resource of a job whose torch device is `device` (a setting, or a function of the
+    wildcards): 1 where it will run on a GPU, 0 where it runs on the CPU (`cpu`, or `auto` on a machine
+    without an NVIDIA driver), so that the local profile's `gpu=1` cap serializes GPU jobs only and never
+    CPU work. Under SLURM the profile sets gpu: 0 and requests the GPU through gres instead."""
+
+    def request(wildcards):
+        setting = device(wildcards) if callable(device) else device
+        return int(setting != "cpu" and gpu_may_be_present())
+
+    return request
 
 
 def training_params(wildcards):

@@ -15,7 +15,7 @@ rule pairwise_shard:
     conda:
         ENV
     resources:
-        gpu=1,
+        gpu=gpu_request(analysis("device")),
     params:
         labels=analysis("labels"),
         chunk=analysis("chunk"),

@@ -15,7 +15,7 @@ rule train:
         ENV
     threads: workflow.cores
     resources:
-        gpu=1,
+        gpu=gpu_request(lambda w: training_params(w)["device"]),
     params:
         model=model_entry,
         training=training_params,

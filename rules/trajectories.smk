@@ -14,7 +14,7 @@ rule trajectories:
     conda:
         ENV
     resources:
-        gpu=1,
+        gpu=gpu_request(analysis("device")),
     params:
         batch_size=analysis("batch_size"),
         store_states=analysis("store_states"),

@@ -105,6 +105,14 @@ def test_bad_dataset_entry_fails_the_dry_run(workflow, entry, expected):
     assert not workflow.path("results").joinpath("data").exists()
 
 
+def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
+    """Without a GPU the profile's gpu=1 cap must not serialize training, trajectories or pairwise shards."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    listed = workflow.snakemake("-n").stdout
+    gpu = [line.split("gpu=")[1].split(",")[0] for line in listed.splitlines() if "gpu=" in line]
+    assert len(gpu) == 2 + 2 + 8 and set(gpu) == {"0"}  # train, trajectories, pairwise shards
+
+
 def test_schema_fills_defaults(workflow):
     config = copy.deepcopy(TINY_CONFIG)
     del config["analysis"]

@@ -1,0 +1,64 @@
+"""The device resolver and the light analysis jobs: torch is imported only where a model runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from resdyn.device import device_name, gpu_may_be_present, resolve_device
+from resdyn.io import InputError
+
+# Every module a light analysis job imports (pairwise, shadowing, gathers, Lipschitz of a linear head,
+# constants, tables, figures), through the stage functions the entry points call.
+ANALYSIS_MODULES = (
+    "resdyn.stages",
+    "resdyn.artifacts",
+    "resdyn.distances",
+    "resdyn.shadowing",
+    "resdyn.lipschitz",
+    "resdyn.constants",
+    "resdyn.tables",
+    "resdyn.figures",
+    "resdyn.config",
+    "resdyn.device",
+    "resdyn.provenance",
+)
+
+
+def _python(code: str, **env: str) -> str:
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, **env}
+    )
+    return proc.stdout.strip()
+
+
+def test_analysis_modules_do_not_import_torch():
+    code = (
+        "import sys; "
+        + "; ".join(f"import {m}" for m in ANALYSIS_MODULES)
+        + "; print('torch' in sys.modules)"
+    )
+    assert _python(code) == "False"
+
+
+def test_auto_on_a_machine_without_gpu_needs_no_torch():
+    code = (
+        "import sys; from resdyn.device import device_name, gpu_may_be_present; "
+        "print(gpu_may_be_present(), device_name('auto'), device_name('cpu'), 'torch' in sys.modules)"
+    )
+    assert _python(code, CUDA_VISIBLE_DEVICES="") == "False cpu cpu False"
+
+
+def test_device_name_agrees_with_resolve_device():
+    import torch
+
+    expected = "cuda" if gpu_may_be_present() and torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert device_name("auto").split(":")[0] == expected
+    assert device_name("cpu") == "cpu"
+    with pytest.raises(InputError, match="'gpu'"):
+        device_name("gpu")
