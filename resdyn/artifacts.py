@@ -812,12 +812,37 @@ class Metrics(JsonArtifact):
 
 
 class Lipschitz(JsonArtifact):
-    """``lipschitz.json``: fc, g, softmax_factor, lipsdp_neuron, lipsdp_layer, spectral_product,
+    """``lipschitz.json``: fc, g, certified, softmax_factor, lipsdp_neuron, lipsdp_layer, spectral_product,
     jacobian_lower, details and seconds (:func:`resdyn.lipschitz.head_lipschitz`)."""
 
     REQUIRED = ("fc", "g")
+
+    @property
+    def certified(self) -> bool:
+        """Whether ``fc`` is a certified upper bound; files written before the flag existed held only
+        certified values."""
+        return bool(self.data.get("certified", True))
 
 
 class Constants(JsonArtifact):
     """``constants.json`` (method §7): g_expansive, g_shadowing {paper, curve}, lip, t_g_lower, versions;
     image indices are test indices. Undefined values are null with an ``undefined_reason``, never NaN."""
+
+    @property
+    def lip_certified(self) -> bool:
+        """Whether ``lip.fc`` (and so ``t_g_lower``) rests on a certified Lipschitz upper bound."""
+        return bool(self.data.get("lip", {}).get("certified", True))
+
+    def undefined_reason(self, dotted: str) -> str | None:
+        """The ``undefined_reason`` that explains a null at ``dotted``: the one in the value's own object
+        (``g_expansive``, ``t_g_lower``) or in the object above it (``g_shadowing.paper`` for its
+        epsilon); None when there is none."""
+        parts = dotted.split(".")
+        for depth in (len(parts) - 1, len(parts) - 2):
+            try:
+                node = self.get(".".join(parts[:depth])) if depth > 0 else self.data
+            except InputError:
+                continue
+            if isinstance(node, Mapping) and node.get("undefined_reason"):
+                return str(node["undefined_reason"])
+        return None

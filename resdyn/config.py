@@ -28,9 +28,11 @@ def _schema() -> dict[str, Any]:
 
 
 def _defaults(node: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults an object schema declares, nested objects filled recursively (as ``validate`` does)."""
+    """The defaults an object schema declares, nested objects filled recursively (as ``validate`` does);
+    ``$ref`` and ``allOf`` are resolved by :func:`_resolve`, the walker :func:`canonical_config` uses."""
     out = {}
-    for key, prop in node.get("properties", {}).items():
+    for key, prop in _resolve(node, _schema()).get("properties", {}).items():
+        prop = _resolve(prop, _schema())
         if "default" in prop:
             value = copy.deepcopy(prop["default"])
             if isinstance(value, dict) and "properties" in prop:
@@ -50,8 +52,14 @@ def schema_defaults(section: str) -> dict[str, Any]:
     return _defaults(node)
 
 
-STEM_SIDE = 8
-"""Side of the stem's output map: 32×32 images shrink by 4 (stride-2 convolution, stride-2 max-pool)."""
+INPUT_SIZE = 32
+"""Side of the square RGB input images (method §5 brings every dataset to 3×32×32)."""
+
+STEM_REDUCTION = 4
+"""The stem's stride-2 convolution and stride-2 max-pool shrink each side by 4."""
+
+STEM_SIDE = INPUT_SIZE // STEM_REDUCTION
+"""Side of the stem's output map (8): every patching must cut it into equal tiles."""
 
 
 def training_settings(config: Mapping[str, Any], dataset: str, model: str) -> dict[str, Any]:

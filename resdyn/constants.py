@@ -51,23 +51,16 @@ def theorem1_lower_bound(sh: float | None, lip: float | None) -> float | None:
     return float(sh) / float(lip)
 
 
-def expansive_summary(
-    pairs: PairwiseResult,
-    label_source: str,
-    used_labels: np.ndarray,
-    true_labels: np.ndarray,
-    test_index: np.ndarray,
-    order_in_class: np.ndarray,
-    class_names: list[str],
-) -> dict[str, Any]:
+def expansive_summary(pairs: PairwiseResult, label_source: str, traj: Trajectories) -> dict[str, Any]:
     """``g_expansive`` of constants.json: e with its pair (test indices), t*, order and classes.
 
-    ``classes`` are the classes the estimator compared (``labels``: the true test labels, or the model's
-    predictions at depth T); with predicted labels ``true_classes`` gives the pair's true classes beside
-    them. ``pair_order`` is each image's 1-based order among the test images of its *true* class, which
-    identifies the image as in the paper's Table 3. When no different-class pair exists (every image
+    ``classes`` are the classes the estimator compared (``label_source``: the true test labels, or the
+    model's predictions at depth T); with predicted labels ``true_classes`` gives the pair's true classes
+    beside them. ``pair_order`` is each image's 1-based order among the test images of its *true* class,
+    which identifies the image as in the paper's Table 3. When no different-class pair exists (every image
     carries one label) e is undefined: ``value`` is null with an ``undefined_reason``.
     """
+    used_labels, names = traj.class_labels(label_source), traj.class_names
     summary: dict[str, Any] = {
         "value": None,
         "pair": None,
@@ -76,10 +69,10 @@ def expansive_summary(
         "classes": None,
         "labels": label_source,
     }
-    if label_source in ("pred", "predicted"):
+    if label_source == "predicted":
         summary["true_classes"] = None
     if not np.isfinite(pairs.expansive):
-        present = sorted({class_names[int(c)] for c in np.unique(used_labels)})
+        present = sorted({names[int(c)] for c in np.unique(used_labels)})
         summary["undefined_reason"] = (
             f"no different-class pair: all {used_labels.size} test images carry the {label_source} "
             f"label(s) {present}"
@@ -88,13 +81,13 @@ def expansive_summary(
     i, j = (int(k) for k in pairs.expansive_pair)
     summary.update(
         value=float(pairs.expansive),
-        pair=[int(test_index[i]), int(test_index[j])],
+        pair=[int(traj.index[i]), int(traj.index[j])],
         t_star=int(pairs.expansive_t_star),
-        pair_order=[int(order_in_class[i]), int(order_in_class[j])],
-        classes=[class_names[int(used_labels[i])], class_names[int(used_labels[j])]],
+        pair_order=[int(traj.order_in_class[i]), int(traj.order_in_class[j])],
+        classes=[names[int(used_labels[i])], names[int(used_labels[j])]],
     )
     if "true_classes" in summary:
-        summary["true_classes"] = [class_names[int(true_labels[i])], class_names[int(true_labels[j])]]
+        summary["true_classes"] = [names[int(traj.labels[i])], names[int(traj.labels[j])]]
     return summary
 
 
@@ -106,24 +99,14 @@ def assemble_constants(
 ) -> dict[str, Any]:
     """Collect every constant of one (dataset, model) into the ``constants.json`` dictionary."""
     traj = Trajectories.of(trajectories)
-    test_index, order_in_class, true_labels = traj.index, traj.order_in_class, traj.labels
-    class_names = traj.class_names
+    test_index, class_names = traj.index, traj.class_names
     meta = {key: traj.attrs[key] for key in ("dataset", "model", "T") if key in traj.attrs}
     pairs_file = Pairs.of(pairs)
     pairs, label_source = pairs_file.result, pairs_file.labels
     paper, curve = Shadowing.of(shadowing).summaries()
-    lip = Lipschitz.of(lipschitz).data
-    # lipschitz.json files written before the flag existed carry only certified values.
-    certified = bool(lip.get("certified", True))
-    expansive = expansive_summary(
-        pairs,
-        label_source,
-        traj.class_labels(label_source),
-        true_labels,
-        test_index,
-        order_in_class,
-        class_names,
-    )
+    lip_file = Lipschitz.of(lipschitz)
+    lip, certified = lip_file.data, lip_file.certified
+    expansive = expansive_summary(pairs, label_source, traj)
     paper_summary = {
         "value": paper["value"],
         "epsilon": paper["epsilon"],

@@ -22,14 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from resdyn.config import check_architecture, schema_defaults
+from resdyn.config import INPUT_SIZE, STEM_SIDE, check_architecture, schema_defaults
 from resdyn.io import InputError
-
-INPUT_SIZE = 32
-"""Side of the square RGB input images (method §5 brings every dataset to 3×32×32)."""
-
-STEM_REDUCTION = 4
-"""The stem's stride-2 convolution and stride-2 max-pool shrink each side by 4: 32×32 → 8×8."""
 
 # The schema is the one source of the defaults (the workflow fills them from it; so does this module).
 _DEFAULTS = schema_defaults("model")
@@ -171,11 +165,10 @@ class RevisedResNet(nn.Module):
         check_architecture(blocks, tiles, width, head_hidden)
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
-        side = INPUT_SIZE // STEM_REDUCTION
 
         self.width = width
         self.num_classes = num_classes
-        self.state_dim = width * side * side
+        self.state_dim = width * STEM_SIDE * STEM_SIDE
         self.stem = Stem(width)
         stages = []
         tiles_so_far = 1

@@ -301,11 +301,11 @@ def table2(
         for column, json_key, paper_key in TABLE2_COLUMNS:
             if json_key is not None:
                 row[column] = data.number(json_key, integer=(column == "t*"))
-                if row[column] is None and _undefined_reason(data.data, json_key):
+                if row[column] is None and data.undefined_reason(json_key):
                     row[column] = UNDEFINED
             if paper_key is not None:
                 row[_TABLE2_PAPER_LABELS[column] + PAPER_SUFFIX] = paper.get(paper_key)
-        if data.data.get("lip", {}).get("certified") is False:
+        if not data.lip_certified:
             for column in ("Lip_FC", "Lip(g) with softmax"):
                 row[column] = f"{format_value(row[column])} {UNCERTIFIED}"
         rows.append(row)
@@ -317,18 +317,6 @@ UNDEFINED = "undefined"
 
 UNCERTIFIED = "(uncertified)"
 """Mark after a Lipschitz value whose upper-bound certificate failed (``lip.certified`` false)."""
-
-
-def _undefined_reason(data: Mapping[str, Any], dotted: str) -> str | None:
-    """The ``undefined_reason`` beside the value at ``dotted`` (in its object or the one above), if any."""
-    parts = dotted.split(".")
-    for depth in (len(parts) - 1, len(parts) - 2):
-        node: Any = data
-        for part in parts[:depth]:
-            node = node.get(part, {}) if isinstance(node, Mapping) else {}
-        if isinstance(node, Mapping) and node.get("undefined_reason"):
-            return str(node["undefined_reason"])
-    return None
 
 
 # ----------------------------------------------------------------------------------------------------
