@@ -24,7 +24,10 @@ def test_default_dag_lists_every_stage(workflow):
     assert jobs["pairwise_gather"] == 2
     assert jobs["shadowing_shard"] == 8
     assert jobs["constants"] == 2
-    assert jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
+    assert jobs["table1"] == jobs["table2"] == jobs["table3"] == jobs["readings_table"] == 1
+    # config.yaml's `authors` reading: the same analysis stages again, per model.
+    assert jobs["reading_pairwise_shard"] == jobs["reading_shadowing_shard"] == 8
+    assert jobs["reading_constants"] == 2
 
 
 def test_shard_count_comes_from_the_config(workflow):
@@ -151,9 +154,19 @@ def test_tiny_run_produces_every_output(tiny_run):
         paper = constants["g_shadowing"]["paper"]
         if paper["value"] is not None:
             assert constants["t_g_lower"]["paper"] == pytest.approx(paper["value"] / lip["fc"])
-    for k in (1, 2, 3):
+        reading = json.loads((run / "readings" / "authors" / "constants.json").read_text())
+        assert (
+            reading["reading"]["over_depths"] == "min" and reading["g_shadowing"]["pairing"] == "independent"
+        )
+        assert 1 <= reading["g_expansive"]["t_star"] <= 4  # depths: blocks
+        assert reading["g_expansive"]["value"] < constants["g_expansive"]["value"]  # min ≤ max, τ flattens
+        assert len(reading["g_shadowing"]["paper"]["orbit"]) == 4  # blocks: a_1..a_T
+        assert len(set(reading["g_shadowing"]["paper"]["orbit"])) == 4  # distinct
+    for name in ("table1", "table2", "table3", "readings"):
         for ext in ("csv", "md", "tex"):
-            assert tiny_run.path("results", "tables", f"table{k}.{ext}").stat().st_size > 0
+            assert tiny_run.path("results", "tables", f"{name}.{ext}").stat().st_size > 0
+    readings = tiny_run.path("results", "tables", "readings.csv").read_text()
+    assert readings.count("definition") == 2 and readings.count("authors") == 2
     # Temporary shard files are gone once gathered.
     assert not list(tiny_run.path("results").rglob("shards/*.h5"))
 
@@ -171,6 +184,8 @@ def _with_defaults_written_out(config: dict) -> dict:
         entry.setdefault("head", {"hidden": []})
     config["datasets"]["digits"].update(seed=0, download=True)
     config["analysis"].update(labels="true", curve_quantiles=[0.05, 0.95], table3_pairs=4, store_states=False)
+    authors = config["readings"]["authors"]
+    authors.update(labels="true", temperature={"expansive": 1000.0, "shadowing": 1.0})
     config.update(
         download_dir="data/downloads",
         results_dir="results",
@@ -226,6 +241,46 @@ def test_changing_an_analysis_setting_reruns_only_analysis(tiny_run):
     assert not set(jobs) & {"prepare_data", "train", "evaluate", "trajectories", "pairwise_shard"}
 
 
+READING_RULES = {
+    "reading_pairwise_shard",
+    "reading_pairwise_gather",
+    "reading_shadowing_shard",
+    "reading_shadowing_gather",
+    "reading_constants",
+    "readings_table",
+    "all",
+}
+
+
+def test_changing_one_reading_reruns_only_that_reading(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["readings"]["authors"]["over_depths"] = "mean"
+    tiny_run.write_config(config, "changed.yaml")
+    args = ("--configfile", "changed.yaml", "--replace-workflow-config")
+    jobs = tiny_run.scheduled_jobs(*args)
+    assert set(jobs) <= READING_RULES and jobs["reading_constants"] == 2
+    listed = tiny_run.snakemake("-n", *args).stdout
+    assert "readings/authors/constants.json" in listed
+
+
+def test_adding_a_reading_runs_only_its_jobs(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["readings"]["hot"] = {"temperature": 1000}
+    tiny_run.write_config(config, "added.yaml")
+    args = ("--configfile", "added.yaml", "--replace-workflow-config")
+    jobs = tiny_run.scheduled_jobs(*args)
+    assert set(jobs) <= READING_RULES
+    assert jobs["reading_pairwise_shard"] == 6 and jobs["reading_constants"] == 2  # 2 models × 3 shards
+    listed = tiny_run.snakemake("-n", *args).stdout
+    assert "readings/hot/" in listed and "readings/authors/" not in listed
+
+
+def test_redefining_the_definition_reading_fails_the_dry_run(workflow):
+    proc = workflow.snakemake("-n", "--config", "readings={definition: {over_depths: min}}", check=False)
+    assert proc.returncode != 0
+    assert "readings.definition" in proc.stdout + proc.stderr
+
+
 def test_second_run_with_one_shard_gives_identical_constants(tiny_run, tmp_path):
     """Determinism and shard invariance at once: a fresh run (training included) with 1 shard instead of 3
     writes byte-identical constants.json files."""
@@ -233,8 +288,9 @@ def test_second_run_with_one_shard_gives_identical_constants(tiny_run, tmp_path)
     config["analysis"]["shards"] = 1
     wf = copy_workflow(tmp_path / "one_shard")
     wf.write_config(config)
-    wf.snakemake("--until", "constants")
+    wf.snakemake("--until", "constants", "reading_constants")
     for model in TINY_CONFIG["models"]:
-        one = wf.path("results", "digits", model, "constants.json").read_bytes()
-        three = tiny_run.path("results", "digits", model, "constants.json").read_bytes()
-        assert one == three
+        for folder in ((), ("readings", "authors")):
+            one = wf.path("results", "digits", model, *folder, "constants.json").read_bytes()
+            three = tiny_run.path("results", "digits", model, *folder, "constants.json").read_bytes()
+            assert one == three, folder
