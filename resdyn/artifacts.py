@@ -791,6 +791,80 @@ def save_shadowing_curve(path: PathLike, curve: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# sample_size.csv (method §3.6)
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class SampleSizeTable(_Artifact):
+    """``sample_size.csv``: one row per subset, columns :attr:`COLUMNS` = ``n`` (subset size), ``subset``
+    (0..B−1), ``g_expansive``, ``pair_i``, ``pair_j`` (its pair, test indices), ``sh_paper``,
+    ``orbit_start`` (the best-traced orbit's start, a test index), ``sh_curve``, ``sh_independent``
+    (:mod:`resdyn.sample_size`). Floats at full precision (``%.17g``, read back bit for bit); an undefined
+    estimate is an empty cell (NaN), an index −1. The largest ``n`` is the whole test set (one row)."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "n",
+        "subset",
+        "g_expansive",
+        "pair_i",
+        "pair_j",
+        "sh_paper",
+        "orbit_start",
+        "sh_curve",
+        "sh_independent",
+    )
+    ESTIMATES: ClassVar[tuple[str, ...]] = ("g_expansive", "sh_paper", "sh_curve", "sh_independent")
+    INTEGERS: ClassVar[tuple[str, ...]] = ("n", "subset", "pair_i", "pair_j", "orbit_start")
+
+    table: Any  # pandas.DataFrame
+    path: str | None = None
+
+    def _check(self, where: str) -> None:
+        table = self.table
+        if list(table.columns) != list(self.COLUMNS):
+            raise InputError(f"{where}: columns {list(table.columns)}, expected {list(self.COLUMNS)}")
+        if not len(table):
+            raise InputError(f"{where}: no rows")
+        for column in self.INTEGERS:
+            values = np.asarray(table[column])
+            if not np.issubdtype(values.dtype, np.integer):
+                raise InputError(f"{where}: column '{column}' must hold integers, got {values.dtype}")
+        for column in self.ESTIMATES:
+            values = np.asarray(table[column], dtype=np.float64)
+            bad = np.flatnonzero(np.isinf(values) | (values < 0))
+            if bad.size:
+                raise InputError(
+                    f"{where}: '{column}' = {float(values[bad[0]])!r} in row {bad[0]}; expected >= 0"
+                )
+        n = np.asarray(table["n"])
+        if n.min() < 2 or (np.asarray(table["subset"]) < 0).any():
+            raise InputError(f"{where}: sizes must be >= 2 and subset numbers >= 0")
+        if int((n == n.max()).sum()) != 1:
+            raise InputError(
+                f"{where}: the largest size n = {n.max()} (the whole test set) must have one row"
+            )
+
+    def save(self, path: PathLike) -> None:
+        self._check(str(path))
+        with atomic_output(path) as tmp:
+            self.table.to_csv(tmp, index=False, float_format="%.17g", na_rep="")
+
+    @classmethod
+    def load(cls, path: PathLike) -> SampleSizeTable:
+        """Read and check the columns, integer and non-negative values, one row at the largest n."""
+        import pandas as pd
+
+        if not Path(path).is_file():
+            raise InputError(f"{path}: file not found")
+        try:
+            table = pd.read_csv(path, float_precision="round_trip")
+        except (ValueError, pd.errors.ParserError) as err:
+            raise InputError(f"{path}: not a readable CSV ({err})") from None
+        artifact = cls(table, str(path))
+        artifact._check(str(path))
+        return artifact
+
+
+# ---------------------------------------------------------------------------------------------------------
 # JSON artifacts: lipschitz.json, constants.json, metrics.json
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
@@ -861,6 +935,31 @@ class Lipschitz(JsonArtifact):
         """Whether ``fc`` is a certified upper bound; files written before the flag existed held only
         certified values."""
         return bool(self.data.get("certified", True))
+
+
+class SampleSizeSummary(JsonArtifact):
+    """``sample_size.json`` (method §3.6, :func:`resdyn.sample_size.summarize`): ``N``, ``band`` (the
+    quantiles), ``sizes`` (per size n: subsets and, per estimate, {median, low, high, n_defined}),
+    ``slope`` (per estimate: the log-log slope of the median against n, {value, intercept, sizes,
+    undefined_reason}), ``reference`` {n, available, undefined_reason, and the size's entry when
+    available}, ``reading`` and ``settings``."""
+
+    REQUIRED = ("N", "sizes", "slope", "reference.n", "reference.available")
+
+    def at_reference(self, estimate: str) -> dict[str, Any] | None:
+        """{median, low, high, n_defined} of ``estimate`` at the reference size; None when the test set is
+        smaller than it (:meth:`reference_reason` says so)."""
+        if not self.get("reference.available"):
+            return None
+        found = self.get(f"reference.{estimate}")
+        for key in ("median", "low", "high"):
+            self.number(f"reference.{estimate}.{key}")
+        return dict(found)
+
+    def reference_reason(self) -> str | None:
+        """Why there is no value at the reference size (None when there is)."""
+        reason = self.data.get("reference", {}).get("undefined_reason")
+        return None if reason is None else str(reason)
 
 
 class Constants(JsonArtifact):

@@ -63,14 +63,51 @@ STEM_SIDE = INPUT_SIZE // STEM_REDUCTION
 """Side of the stem's output map (8): every patching must cut it into equal tiles."""
 
 
-def training_settings(config: Mapping[str, Any], dataset: str, model: str) -> dict[str, Any]:
-    """Training settings for one (dataset, model): global defaults < dataset override < model override."""
+def training_settings(
+    config: Mapping[str, Any], dataset: str, model: str, replicate: int = 1
+) -> dict[str, Any]:
+    """Training settings for one (dataset, model): global defaults < dataset override < model override.
+
+    ``replicate`` k (method §3.6, config ``replicates``) trains with ``seed + k − 1`` and the same settings
+    otherwise, so replicate 1 is the configured run and the replicates differ only in the seed.
+    """
     _require(config, "datasets", dataset)
     _require(config, "models", model)
+    if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 1:
+        raise InputError(f"replicate must be an integer >= 1, got {replicate!r}")
     settings = dict(config.get("training", {}))
     settings.update(config["datasets"][dataset].get("training", {}) or {})
     settings.update(config["models"][model].get("training", {}) or {})
+    if replicate > 1:
+        settings["seed"] = int(settings.get("seed", 0)) + replicate - 1
     return settings
+
+
+SAMPLE_SIZE_KEYS = ("sizes", "count", "min_size", "subsets", "seed", "reference")
+
+
+def sample_size_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's ``sample_size`` block (method §3.6, :mod:`resdyn.sample_size`) with equal meanings
+    made equal (Snakemake compares params by repr): explicit ``sizes`` sorted and deduplicated, and
+    ``count``/``min_size`` dropped when ``sizes`` is given (they are then unused). Raises InputError naming
+    a bad key or value."""
+    unknown = set(settings) - set(SAMPLE_SIZE_KEYS)
+    if unknown:
+        raise InputError(f"config: sample_size: unknown key(s) {sorted(unknown)}")
+    out: dict[str, Any] = {}
+    for key, minimum in (("subsets", 1), ("seed", 0), ("reference", 2), ("count", 1), ("min_size", 2)):
+        value = settings.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InputError(f"config: sample_size.{key} = {value!r}; expected an integer >= {minimum}")
+        out[key] = value
+    sizes = settings.get("sizes") or []
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+            raise InputError(f"config: sample_size.sizes holds {size!r}; expected integers >= 2")
+    if sizes:
+        del out["count"], out["min_size"]
+        out["sizes"] = sorted(set(int(s) for s in sizes))
+    return {key: out[key] for key in SAMPLE_SIZE_KEYS if key in out}
 
 
 def model_settings(config: Mapping[str, Any], model: str) -> dict[str, Any]:

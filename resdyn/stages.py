@@ -28,6 +28,8 @@ from resdyn.artifacts import (
     Lipschitz,
     Metrics,
     Pairs,
+    SampleSizeSummary,
+    SampleSizeTable,
     Shadowing,
     ShadowingShard,
     Trajectories,
@@ -35,7 +37,7 @@ from resdyn.artifacts import (
     save_model,
     save_shadowing_curve,
 )
-from resdyn.config import schema_defaults
+from resdyn.config import sample_size_settings, schema_defaults
 from resdyn.device import device_name, resolve_device
 from resdyn.io import InputError, file_checksum
 from resdyn.provenance import software_versions
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 # Library callers (tests, notebooks) get the workflow's defaults, read from the schema.
 _ANALYSIS = schema_defaults("analysis")
 _LIPSCHITZ = schema_defaults("lipschitz")
+_SAMPLE_SIZE = schema_defaults("sample_size")
 
 PathLike = str | os.PathLike
 
@@ -102,6 +105,7 @@ def train_model(
     from resdyn.train import check_settings, train
 
     settings = check_settings(settings)
+    log.info("training settings: %s", dict(settings))
     images, labels, class_names = DatasetFile.load_split(data_path, "train")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(settings["seed"]))
@@ -214,11 +218,17 @@ def reading_view(
     """The trajectory file and the probabilities ``stage`` ("expansive" or "shadowing") sees under
     ``reading`` (method §3.4): stored p_t at τ = 1, else softmax(z_t/τ) from the float64 logits."""
     traj = Trajectories.load(trajectories_path)
+    return traj, view_of(traj, reading, stage)
+
+
+def view_of(traj: Trajectories, reading: Reading, stage: str) -> np.ndarray:
+    """The probabilities ``stage`` ("expansive" or "shadowing") sees under ``reading`` in a loaded
+    trajectory file (see :func:`reading_view`)."""
     temperature = getattr(reading, f"temperature_{stage}")
     if temperature != 1.0:
         traj.require_float64_logits(f"reading '{reading.name}' (temperature {temperature:g})")
     view = reading.expansive_probs if stage == "expansive" else reading.shadowing_probs
-    return traj, view(traj.logits, traj.probs)
+    return view(traj.logits, traj.probs)
 
 
 def pairwise_shard(
@@ -440,22 +450,152 @@ def constants(
 
 
 # ---------------------------------------------------------------------------------------------------------
+# sample size (method §3.6)
+# ---------------------------------------------------------------------------------------------------------
+_FULL_SET_KEYS = {
+    "g_expansive": "g_expansive.value",
+    "sh_paper": "g_shadowing.paper.value",
+    "sh_curve": "g_shadowing.curve.value",
+    "sh_independent": "g_shadowing.independent.value",
+}
+
+
+def sample_size(
+    trajectories_path: PathLike,
+    out_csv: PathLike,
+    out_json: PathLike,
+    out_png: PathLike,
+    *,
+    constants_path: PathLike | None = None,
+    settings: Mapping[str, Any] | None = None,
+    quantiles: Sequence[float] = shadowing.DEFAULT_QUANTILES,
+    chunk: int = _ANALYSIS["chunk"],
+    reading: Reading | None = None,
+    title: str = "",
+) -> dict[str, Any]:
+    """Rule ``sample_size``: e and every Sh estimate of ``reading`` (the definition's by default) on B
+    class-stratified random subsets per size of the grid (:mod:`resdyn.sample_size`, method §3.6) →
+    sample_size.csv (one row per subset), sample_size.json (medians, bands, slopes, the reference size)
+    and the log-log figure sample_size.png.
+
+    ``settings`` is the config's ``sample_size`` block (sizes or count and min_size, subsets, seed,
+    reference; schema defaults for missing keys). The subset of size N is the whole test set: when
+    ``constants_path`` is given its estimates must equal that constants.json exactly, else InputError
+    (the files come from different inputs) and nothing is written. Returns the summary."""
+    from resdyn import sample_size as ss
+    from resdyn.figures import plot_sample_size
+
+    reading = _reading(reading, _ANALYSIS["labels"])
+    settings = sample_size_settings({**_SAMPLE_SIZE, **(settings or {})})
+    traj = Trajectories.load(trajectories_path)
+    expansive, shadow = view_of(traj, reading, "expansive"), view_of(traj, reading, "shadowing")
+    n_images = expansive.shape[0]
+    grid = ss.size_grid(
+        n_images,
+        sizes=settings.get("sizes", ()),
+        count=settings.get("count", 1),
+        min_size=settings.get("min_size", 2),
+        reference=settings["reference"],
+    )
+    log.info(
+        "sample size (reading %s): sizes %s, %d subsets each, seed %d",
+        reading.name,
+        grid,
+        settings["subsets"],
+        settings["seed"],
+    )
+    started = time.perf_counter()
+    table = ss.sample_size_table(
+        expansive,
+        shadow,
+        traj.class_labels(reading.labels),
+        traj.labels,
+        len(traj.class_names),
+        reading,
+        grid,
+        subsets=settings["subsets"],
+        seed=settings["seed"],
+        test_index=traj.index,
+        quantiles=quantiles,
+        chunk=chunk,
+    )
+    log.info("sample size: %d subsets in %.2f s", len(table), time.perf_counter() - started)
+    if constants_path is not None:
+        full = ss.full_set_row(table, n_images)
+        found = Constants.load(constants_path)
+        for estimate, key in _FULL_SET_KEYS.items():
+            if found.number(key) != full[estimate]:
+                raise InputError(
+                    f"{constants_path}: '{key}' = {found.number(key)!r}, but the whole test set of "
+                    f"{trajectories_path} gives {full[estimate]!r} under reading '{reading.name}': the two "
+                    "files come from different inputs (rerun the constants)"
+                )
+    summary = ss.summarize(table, n_images, settings["reference"])
+    summary["reading"] = {"name": reading.name, **reading.settings()}
+    summary["settings"] = settings
+    SampleSizeTable(table).save(out_csv)
+    SampleSizeSummary(summary).save(out_json)
+    plot_sample_size(table, summary, out_png, title)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------
 # tables and figures
 # ---------------------------------------------------------------------------------------------------------
-def table1(metrics_paths: Sequence[PathLike], stem: PathLike, *, paper_reference: bool = False) -> None:
-    """Rule ``table1``: Table 1 over every run's metrics.json → ``{stem}.csv|md|tex``."""
+def _by_replicate(
+    paths: Sequence[PathLike], runs: Sequence[tuple[str, str, int]] | None, loader: Any
+) -> dict[tuple[str, str], list[Any]]:
+    """{(dataset, model): [loaded file of replicate 1, 2, …]} from ``paths[k]`` of run ``runs[k]`` =
+    (dataset, model, replicate); without ``runs`` each path is one run's only replicate, its (dataset,
+    model) read off the path (``tables.result_key``)."""
     from resdyn import tables
 
-    metrics = {tables.result_key(path): Metrics.load(path) for path in metrics_paths}
+    if runs is None:
+        return {tables.result_key(path): [loader(path)] for path in paths}
+    if len(runs) != len(paths):
+        raise InputError(f"{len(runs)} runs but {len(paths)} files")
+    grouped: dict[tuple[str, str], dict[int, Any]] = {}
+    for (dataset, model, replicate), path in zip(runs, paths):
+        grouped.setdefault((dataset, model), {})[int(replicate)] = loader(path)
+    for key, found in grouped.items():
+        if sorted(found) != list(range(1, len(found) + 1)):
+            raise InputError(f"{'/'.join(key)}: replicates {sorted(found)}, expected 1..{len(found)}")
+    return {key: [found[k] for k in sorted(found)] for key, found in grouped.items()}
+
+
+def table1(
+    metrics_paths: Sequence[PathLike],
+    stem: PathLike,
+    *,
+    paper_reference: bool = False,
+    runs: Sequence[tuple[str, str, int]] | None = None,
+) -> None:
+    """Rule ``table1``: Table 1 over every run's metrics.json → ``{stem}.csv|md|tex``; ``runs[k]`` =
+    (dataset, model, replicate) of ``metrics_paths[k]`` (method §3.6: mean ± sd over replicates)."""
+    from resdyn import tables
+
+    metrics = _by_replicate(metrics_paths, runs, Metrics.load)
     tables.write_table(tables.table1(metrics, paper_reference=paper_reference), stem)
 
 
-def table2(constants_paths: Sequence[PathLike], stem: PathLike, *, paper_reference: bool = False) -> None:
-    """Rule ``table2``: Table 2 over every run's constants.json."""
+def table2(
+    constants_paths: Sequence[PathLike],
+    stem: PathLike,
+    *,
+    paper_reference: bool = False,
+    runs: Sequence[tuple[str, str, int]] | None = None,
+    sample_size_paths: Sequence[PathLike] | None = None,
+) -> None:
+    """Rule ``table2``: Table 2 over every run's constants.json, with the reference-size columns from
+    ``sample_size_paths[k]``, the sample_size.json of the same run (method §3.6); ``runs`` as for
+    :func:`table1`."""
     from resdyn import tables
 
-    found = {tables.result_key(path): Constants.load(path) for path in constants_paths}
-    tables.write_table(tables.table2(found, paper_reference=paper_reference), stem)
+    found = _by_replicate(constants_paths, runs, Constants.load)
+    summaries = None
+    if sample_size_paths is not None:
+        summaries = _by_replicate(sample_size_paths, runs, SampleSizeSummary.load)
+    tables.write_table(tables.table2(found, paper_reference=paper_reference, sample_size=summaries), stem)
 
 
 def readings_table(
@@ -464,15 +604,23 @@ def readings_table(
     stem: PathLike,
     *,
     paper_reference: bool = False,
+    sample_size_paths: Sequence[PathLike] | None = None,
 ) -> None:
     """Rule ``readings_table``: the readings table (method §3.4) over every (dataset, model, reading)
-    ``runs[k]`` and its ``constants_paths[k]``."""
+    ``runs[k]`` and its ``constants_paths[k]``, with the reference-size columns from
+    ``sample_size_paths[k]`` (method §3.6)."""
     from resdyn import tables
 
     if len(runs) != len(constants_paths):
         raise InputError(f"{len(runs)} runs but {len(constants_paths)} constants.json files")
     found = {tuple(run): Constants.load(path) for run, path in zip(runs, constants_paths)}
-    tables.write_table(tables.readings_table(found, paper_reference=paper_reference), stem)
+    summaries = None
+    if sample_size_paths is not None:
+        if len(runs) != len(sample_size_paths):
+            raise InputError(f"{len(runs)} runs but {len(sample_size_paths)} sample_size.json files")
+        summaries = {tuple(run): SampleSizeSummary.load(path) for run, path in zip(runs, sample_size_paths)}
+    table = tables.readings_table(found, paper_reference=paper_reference, sample_size=summaries)
+    tables.write_table(table, stem)
 
 
 def table3(

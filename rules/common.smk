@@ -4,7 +4,13 @@ import re
 
 from snakemake.utils import validate
 
-from resdyn.config import canonical_config, check_entries, model_settings, training_settings
+from resdyn.config import (
+    canonical_config,
+    check_entries,
+    model_settings,
+    sample_size_settings,
+    training_settings,
+)
 from resdyn.device import gpu_may_be_present
 from resdyn.readings import DEFINITION, reading_settings
 
@@ -32,6 +38,9 @@ DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
 # The extra readings (method §3.4); the definition's results keep the per-run paths of method §7.
 READINGS = [name for name in config["readings"] if name != DEFINITION]
+# Training replicates (method §3.6): replicate 1 is the run at the per-run paths of method §7, replicates
+# 2..K live under results/{dataset}/{model}/replicates/{k}/ and differ from it only in the training seed.
+REPLICATES = [str(k) for k in range(2, config["replicates"] + 1)]
 ENV = "../envs/resdyn.yaml"
 
 
@@ -40,6 +49,8 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     # "(?!)" never matches: without extra readings no job has a reading wildcard.
     reading="|".join(map(re.escape, READINGS)) or "(?!)",
+    # The same for replicates: with K = 1 no job has a replicate wildcard.
+    replicate="|".join(REPLICATES) or "(?!)",
 
 
 scattergather:
@@ -64,6 +75,14 @@ def shard_path(kind, folder=()):
 
 
 READING_FOLDER = ("readings", "{reading}")
+
+
+def replicate_dir(*parts):
+    """results/{dataset}/{model}/replicates/{replicate}/<parts>: training replicate k >= 2's folder."""
+    return run_dir("replicates", "{replicate}", *parts)
+
+
+REPLICATE_FOLDER = ("replicates", "{replicate}")
 
 
 def reading_params(wildcards):
@@ -109,8 +128,15 @@ def gpu_request(device):
 
 
 def training_params(wildcards):
-    """Exactly the training settings of one (dataset, model): a change reruns only that pair's jobs."""
-    return training_settings(config, wildcards.dataset, wildcards.model)
+    """Exactly the training settings of one (dataset, model) and replicate (its seed shifted by k - 1):
+    a change reruns only that pair's jobs; replicate 1 (no replicate wildcard) has the configured seed."""
+    replicate = int(wildcards.get("replicate", 1))
+    return training_settings(config, wildcards.dataset, wildcards.model, replicate=replicate)
+
+
+def checkpoint_path(wildcards, output):
+    """The resumable training checkpoint beside the job's model.pt (not an output, see rules/train.smk)."""
+    return os.path.join(os.path.dirname(output.model), "checkpoint.pt")
 
 
 def model_entry(wildcards):
@@ -126,6 +152,12 @@ def analysis(key):
     return config["analysis"][key]
 
 
+def sample_size_params():
+    """The canonical `sample_size` settings (method §3.6): listed sizes sorted and deduplicated, the
+    unused grid settings dropped, so only a change of meaning reruns the sample-size jobs."""
+    return sample_size_settings(config["sample_size"])
+
+
 def per_run(path):
     """Expand a per-(dataset, model) path over every configured pair."""
     return expand(path, dataset=DATASETS, model=MODELS)
@@ -136,15 +168,27 @@ def per_reading(path):
     return expand(path, dataset=DATASETS, model=MODELS, reading=READINGS)
 
 
-def readings_table_runs():
-    """(dataset, model, reading, constants.json) of every run in the readings table: the definition's
+def replicate_runs(name):
+    """(dataset, model, replicate, path of `name`) of every run of Tables 1-2, replicates 1..K of each
+    (dataset, model) in config order; replicate 1 at the per-run path."""
+    runs = []
+    for dataset in DATASETS:
+        for model in MODELS:
+            for k in range(1, config["replicates"] + 1):
+                folder = () if k == 1 else ("replicates", str(k))
+                runs.append((dataset, model, k, os.path.join(RESULTS, dataset, model, *folder, name)))
+    return runs
+
+
+def readings_table_runs(name="constants.json"):
+    """(dataset, model, reading, path of `name`) of every run in the readings table: the definition's
     and every extra reading's, in config order."""
     runs = []
     for dataset in DATASETS:
         for model in MODELS:
             for reading in [DEFINITION, *READINGS]:
                 folder = () if reading == DEFINITION else ("readings", reading)
-                path = os.path.join(RESULTS, dataset, model, *folder, "constants.json")
+                path = os.path.join(RESULTS, dataset, model, *folder, name)
                 runs.append((dataset, model, reading, path))
     return runs
 
@@ -155,6 +199,8 @@ def all_outputs():
         per_run(run_dir("constants.json"))
         + per_run(run_dir("shadowing_curve.png"))
         + per_reading(reading_dir("constants.json"))
+        + per_run(run_dir("sample_size.png"))
+        + per_reading(reading_dir("sample_size.png"))
         + expand(figures, name=["figure2", "figure3", "table3", "orbit"], dataset=DATASETS, model=MODELS)
         + expand(
             os.path.join(RESULTS, "tables", "{table}.{ext}"),

@@ -1,5 +1,5 @@
-# Stage 7: one constants.json per (dataset, model), and per extra reading: g-expansive, g-shadowing, Lip,
-# and the Theorem 1 bound.
+# Stage 7: one constants.json per (dataset, model), per extra reading and per training replicate 2..K:
+# g-expansive, g-shadowing, Lip, and the Theorem 1 bound.
 
 
 rule constants:
@@ -37,3 +37,18 @@ use rule constants as reading_constants with:
         log_path("readings/{reading}/constants"),
     benchmark:
         benchmark_path("readings/{reading}/constants")
+
+
+use rule constants as replicate_constants with:
+    input:
+        trajectories=replicate_dir("trajectories.h5"),
+        pairs=replicate_dir("pairs.h5"),
+        shadowing=replicate_dir("shadowing.h5"),
+        lipschitz=replicate_dir("lipschitz.json"),
+        code=package_sources("constants", "readings"),
+    output:
+        replicate_dir("constants.json"),
+    log:
+        log_path("replicates/{replicate}/constants"),
+    benchmark:
+        benchmark_path("replicates/{replicate}/constants")

@@ -1,6 +1,6 @@
 # Stage 5: greedy pseudo-orbits, their shadowing errors (sharded over orbits), and every g-shadowing
 # estimate: best tracing, the independent pairing and the curve (method §3.2, §3.4). The reading_* rules
-# run the same stage for every extra reading.
+# run the same stage for every extra reading, the replicate_* rules for every training replicate 2..K.
 
 
 rule shadowing_shard:
@@ -37,6 +37,19 @@ use rule shadowing_shard as reading_shadowing_shard with:
         log_path("readings/{reading}/shadowing_{scatteritem}"),
     benchmark:
         benchmark_path("readings/{reading}/shadowing_{scatteritem}")
+
+
+use rule shadowing_shard as replicate_shadowing_shard with:
+    input:
+        trajectories=replicate_dir("trajectories.h5"),
+        pairs=replicate_dir("pairs.h5"),
+        code=package_sources("shadowing", "distances", "readings"),
+    output:
+        temp(replicate_dir("shards", "shadowing_{scatteritem}.h5")),
+    log:
+        log_path("replicates/{replicate}/shadowing_{scatteritem}"),
+    benchmark:
+        benchmark_path("replicates/{replicate}/shadowing_{scatteritem}")
 
 
 rule shadowing_gather:
@@ -93,3 +106,17 @@ use rule shadowing_gather as reading_shadowing_gather with:
         log_path("readings/{reading}/shadowing_gather"),
     benchmark:
         benchmark_path("readings/{reading}/shadowing_gather")
+
+
+use rule shadowing_gather as replicate_shadowing_gather with:
+    input:
+        shards=gather.shards(shard_path("shadowing", REPLICATE_FOLDER)),
+        code=package_sources("shadowing", "figures", "readings"),
+    output:
+        h5=replicate_dir("shadowing.h5"),
+        curve=replicate_dir("shadowing_curve.csv"),
+        plot=replicate_dir("shadowing_curve.png"),
+    log:
+        log_path("replicates/{replicate}/shadowing_gather"),
+    benchmark:
+        benchmark_path("replicates/{replicate}/shadowing_gather")

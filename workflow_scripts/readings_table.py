@@ -9,4 +9,5 @@ with log_to(snakemake.log[0]):
         list(snakemake.input.constants),
         snakemake.params.stem,
         paper_reference=snakemake.params.paper_reference,
+        sample_size_paths=list(snakemake.input.sample_size),
     )
