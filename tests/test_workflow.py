@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
-from conftest import TINY_CONFIG, copy_workflow
+from conftest import TINY_CONFIG, Workflow, copy_workflow
 
 # Every test here runs Snakemake (dry runs or the tiny end-to-end run).
 pytestmark = pytest.mark.slow
@@ -28,6 +30,9 @@ def test_default_dag_lists_every_stage(workflow):
     # config.yaml's `authors` reading: the same analysis stages again, per model.
     assert jobs["reading_pairwise_shard"] == jobs["reading_shadowing_shard"] == 8
     assert jobs["reading_constants"] == 2
+    # The sample-size stage per model and reading (method §3.6); one training replicate: no replicate jobs.
+    assert jobs["sample_size"] == jobs["reading_sample_size"] == 2
+    assert not [rule for rule in jobs if rule.startswith("replicate_")]
 
 
 def test_shard_count_comes_from_the_config(workflow):
@@ -142,6 +147,16 @@ def test_tiny_run_produces_every_output(tiny_run):
             assert (run / name).stat().st_size > 0, name
         for name in ("figure2", "figure3", "table3", "orbit"):
             assert tiny_run.path("results", "figures", f"{name}_digits_{model}.png").stat().st_size > 0
+        for folder in (run, run / "readings" / "authors"):
+            for ext in ("csv", "json", "png"):
+                assert (folder / f"sample_size.{ext}").stat().st_size > 0, (folder, ext)
+            table = pd.read_csv(folder / "sample_size.csv", float_precision="round_trip")
+            assert table.groupby("n").size().to_dict() == {20: 4, 35: 4, 40: 4, 60: 1}
+            full = table[table["n"] == 60].iloc[0]
+            found = json.loads((folder / "constants.json").read_text())
+            assert full["g_expansive"] == found["g_expansive"]["value"]  # the whole test set, exactly
+            summary = json.loads((folder / "sample_size.json").read_text())
+            assert summary["reference"]["n"] == 40 and summary["reference"]["available"]
         constants = json.loads((run / "constants.json").read_text())
         assert constants["g_expansive"]["value"] > 0
         assert 0 <= constants["g_expansive"]["t_star"] <= 4
@@ -167,6 +182,11 @@ def test_tiny_run_produces_every_output(tiny_run):
             assert tiny_run.path("results", "tables", f"{name}.{ext}").stat().st_size > 0
     readings = tiny_run.path("results", "tables", "readings.csv").read_text()
     assert readings.count("definition") == 2 and readings.count("authors") == 2
+    assert "g-expansive @40" in readings and "Sh @40 5–95%" in readings
+    table2 = pd.read_csv(tiny_run.path("results", "tables", "table2.csv"))
+    assert "Replicates" not in table2.columns  # one replicate: the single-run table
+    assert table2["g-expansive @40"].notna().all() and "Sh curve @40 5–95%" in table2.columns
+    assert not list(tiny_run.path("results").rglob("replicates"))
     # Temporary shard files are gone once gathered.
     assert not list(tiny_run.path("results").rglob("shards/*.h5"))
 
@@ -186,11 +206,13 @@ def _with_defaults_written_out(config: dict) -> dict:
     config["analysis"].update(labels="true", curve_quantiles=[0.05, 0.95], table3_pairs=4, store_states=False)
     authors = config["readings"]["authors"]
     authors.update(labels="true", temperature={"expansive": 1000.0, "shadowing": 1.0})
+    config["sample_size"].update(sizes=[], seed=0)
     config.update(
         download_dir="data/downloads",
         results_dir="results",
         paper_reference=False,
         lipschitz={"solver": "SCS", "eps": 1e-6},
+        replicates=1,
     )
     return config
 
@@ -247,6 +269,7 @@ READING_RULES = {
     "reading_shadowing_shard",
     "reading_shadowing_gather",
     "reading_constants",
+    "reading_sample_size",
     "readings_table",
     "all",
 }
@@ -294,3 +317,48 @@ def test_second_run_with_one_shard_gives_identical_constants(tiny_run, tmp_path)
             one = wf.path("results", "digits", model, *folder, "constants.json").read_bytes()
             three = tiny_run.path("results", "digits", model, *folder, "constants.json").read_bytes()
             assert one == three, folder
+
+
+def test_changing_the_sample_size_settings_reruns_only_that_stage(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["sample_size"]["subsets"] = 5
+    tiny_run.write_config(config, "changed.yaml")
+    jobs = tiny_run.scheduled_jobs("--configfile", "changed.yaml", "--replace-workflow-config")
+    assert set(jobs) == {"sample_size", "reading_sample_size", "table2", "readings_table", "all"}
+    # Listing the grid's sizes instead of the same grid's settings means the same: nothing to do.
+    config = copy.deepcopy(TINY_CONFIG)
+    config["sample_size"] = {"sizes": [35, 20, 20], "count": 9, "subsets": 4, "reference": 40}
+    tiny_run.write_config(config, "listed.yaml")
+    jobs = tiny_run.scheduled_jobs("--configfile", "listed.yaml", "--replace-workflow-config")
+    assert set(jobs) == {"sample_size", "reading_sample_size", "table2", "readings_table", "all"}
+
+
+def test_replicates_run_the_analysis_chain_under_their_own_folder(workflow):
+    jobs = workflow.scheduled_jobs("--config", "replicates=3")
+    for rule in ("train", "evaluate", "trajectories", "lipschitz", "constants", "sample_size"):
+        assert jobs[f"replicate_{rule}"] == 2 * 2, rule  # 2 models × replicates 2 and 3
+    assert jobs["replicate_pairwise_shard"] == jobs["replicate_shadowing_shard"] == 2 * 2 * 4
+    assert jobs["train"] == 2 and jobs["figures"] == 2  # replicate 1: today's jobs and paths
+    assert not [rule for rule in jobs if rule.startswith("replicate_reading")]
+    listed = workflow.snakemake("-n", "--config", "replicates=3").stdout
+    assert "results/digits/resnet50/replicates/3/constants.json" in listed
+    assert "results/digits/resnet18/replicates/1" not in listed
+
+
+def test_adding_a_replicate_trains_only_the_new_one(tiny_run, tmp_path):
+    """K = 3 → 4 trains replicate 4 alone; replicate k trains with seed + k − 1."""
+    wf = Workflow(tmp_path / "replicates")
+    shutil.copytree(tiny_run.root, wf.root, symlinks=True)
+    wf.snakemake("--config", "replicates=3", "--until", "replicate_train")
+    for model in TINY_CONFIG["models"]:
+        run = wf.path("results", "digits", model)
+        models = [(run / "model.pt").read_bytes()]
+        models += [(run / "replicates" / k / "model.pt").read_bytes() for k in ("2", "3")]
+        assert len(set(models)) == 3  # three seeds, three sets of weights
+        log = wf.path("results", "logs", "digits", model, "replicates", "3", "train.log").read_text()
+        assert "'seed': 2," in log  # TINY_CONFIG's seed 0 + 3 − 1
+    jobs = wf.scheduled_jobs("--config", "replicates=4")
+    assert jobs["replicate_train"] == 2 and "train" not in jobs  # one new replicate per model
+    listed = wf.snakemake("-n", "--config", "replicates=4").stdout
+    trained = [line for line in listed.splitlines() if "model.pt" in line and "output:" in line]
+    assert trained and all("/replicates/4/model.pt" in line for line in trained)
