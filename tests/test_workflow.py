@@ -333,12 +333,6 @@ def test_changing_the_sample_size_settings_reruns_only_that_stage(tiny_run):
     tiny_run.write_config(config, "changed.yaml")
     jobs = tiny_run.scheduled_jobs("--configfile", "changed.yaml", "--replace-workflow-config")
     assert set(jobs) == {"sample_size", "reading_sample_size", "table2", "readings_table", "all"}
-    # Listing the grid's sizes instead of the same grid's settings means the same: nothing to do.
-    config = copy.deepcopy(TINY_CONFIG)
-    config["sample_size"] = {"sizes": [35, 20, 20], "count": 9, "subsets": 4, "reference": 40}
-    tiny_run.write_config(config, "listed.yaml")
-    jobs = tiny_run.scheduled_jobs("--configfile", "listed.yaml", "--replace-workflow-config")
-    assert set(jobs) == {"sample_size", "reading_sample_size", "table2", "readings_table", "all"}
 
 
 def test_replicates_run_the_analysis_chain_under_their_own_folder(workflow):
