@@ -434,18 +434,34 @@ def plot_sample_size(table: pd.DataFrame, summary: Mapping[str, Any], out_png: P
     reference = summary.get("reference", {})
     for panel, ax in enumerate(axes):
         if not drawn[panel]:
-            ax.set_axis_off()
             ax.text(0.5, 0.5, "undefined on every subset", ha="center", va="center", transform=ax.transAxes)
+            ax.set_yticks([])
             continue
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_log_labels(ax.yaxis)
         if reference.get("available"):
             ax.axvline(reference["n"], color="0.3", ls=":", lw=1, label=f"reference n = {reference['n']}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="best")
+    _plain_log_labels(axes[1].xaxis)
     axes[0].set_ylabel("g-expansive e")
     axes[1].set_ylabel("g-shadowing Sh")
     axes[1].set_xlabel(f"subset size n (log scale; star: the whole test set, N = {summary['N']})")
-    if drawn[1] or not drawn[0]:
-        axes[1].xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     return _save(fig, out_png)
+
+
+def _plain_log_labels(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers (0.2, 50) instead of 2×10^-1: every minor tick labelled
+    when the axis spans less than a factor 3, those with leading digit 2, 3 or 5 up to a factor 30, none
+    beyond (they would collide)."""
+    low, high = sorted(axis.get_view_interval())
+    span = high / low if low > 0 else math.inf
+    digits = set(range(2, 10)) if span < 3 else {2, 3, 5} if span < 30 else set()
+
+    def minor(value: float, _: Any) -> str:
+        leading = round(value / 10 ** math.floor(math.log10(value) + 1e-9)) if value > 0 else 0
+        return f"{value:.3g}" if leading in digits else ""
+
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
+    axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
