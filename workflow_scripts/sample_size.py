@@ -5,12 +5,11 @@ from resdyn import stages
 from resdyn.io import log_to
 from resdyn.readings import Reading
 
-wildcards = snakemake.wildcards
-title = " / ".join(
-    [wildcards.dataset, wildcards.model]
-    + [f"replicate {wildcards.replicate}"] * ("replicate" in wildcards.keys())
-    + [f"reading {snakemake.params.name}"]
-)
+wildcards = dict(snakemake.wildcards.items())
+title = [wildcards["dataset"], wildcards["model"]]
+if "replicate" in wildcards:
+    title.append(f"replicate {wildcards['replicate']}")
+title.append(f"reading {snakemake.params.name}")
 with log_to(snakemake.log[0]):
     stages.sample_size(
         snakemake.input.trajectories,
@@ -22,5 +21,5 @@ with log_to(snakemake.log[0]):
         quantiles=snakemake.params.quantiles,
         chunk=snakemake.params.chunk,
         reading=Reading.from_settings(snakemake.params.name, snakemake.params.reading),
-        title=title,
+        title=" / ".join(title),
     )
