@@ -17,6 +17,7 @@ include: "rules/trajectories.smk"
 include: "rules/pairwise.smk"
 include: "rules/shadowing.smk"
 include: "rules/lipschitz.smk"
+include: "rules/probes.smk"
 include: "rules/constants.smk"
 include: "rules/tables.smk"
 

@@ -113,7 +113,8 @@ def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     listed = workflow.snakemake("-n").stdout
     gpu = [line.split("gpu=")[1].split(",")[0] for line in listed.splitlines() if "gpu=" in line]
-    assert len(gpu) == 2 + 2 + 8 and set(gpu) == {"0"}  # train, trajectories, pairwise shards
+    # train, trajectories, and the pairwise shards of the definition and of config.yaml's `authors` reading
+    assert len(gpu) == 2 + 2 + 8 + 8 and set(gpu) == {"0"}
 
 
 def test_schema_fills_defaults(workflow):
@@ -165,8 +166,16 @@ def test_tiny_run_produces_every_output(tiny_run):
     for name in ("table1", "table2", "table3", "readings"):
         for ext in ("csv", "md", "tex"):
             assert tiny_run.path("results", "tables", f"{name}.{ext}").stat().st_size > 0
+        probe_run = json.loads((run / "readings" / "probes" / "constants.json").read_text())
+        probe_lip = json.loads((run / "probes" / "lipschitz.json").read_text())
+        assert probe_run["reading"]["head"] == "probes"
+        assert probe_run["lip"]["fc"] == max(row["fc"] for row in probe_lip["per_depth"])
+        assert len(probe_lip["per_depth"]) == 5
+        assert (run / "probes" / "probes.csv").read_text().count("\n") == 6  # header + depths 0..4
     readings = tiny_run.path("results", "tables", "readings.csv").read_text()
     assert readings.count("definition") == 2 and readings.count("authors") == 2
+    assert readings.count("probes") == 2
+    assert tiny_run.path("results", "figures", "probes_digits.png").stat().st_size > 0
     # Temporary shard files are gone once gathered.
     assert not list(tiny_run.path("results").rglob("shards/*.h5"))
 
@@ -186,6 +195,9 @@ def _with_defaults_written_out(config: dict) -> dict:
     config["analysis"].update(labels="true", curve_quantiles=[0.05, 0.95], table3_pairs=4, store_states=False)
     authors = config["readings"]["authors"]
     authors.update(labels="true", temperature={"expansive": 1000.0, "shadowing": 1.0})
+    config["readings"]["probes"].update(
+        temperature=1, depths="all", over_depths="max", orbits="revisit", pairing="best_tracing"
+    )
     config.update(
         download_dir="data/downloads",
         results_dir="results",
@@ -241,6 +253,13 @@ def test_changing_an_analysis_setting_reruns_only_analysis(tiny_run):
     assert not set(jobs) & {"prepare_data", "train", "evaluate", "trajectories", "pairwise_shard"}
 
 
+def scheduled_outputs(workflow, *args: str) -> str:
+    """The output lines of the jobs a dry run schedules (inputs left out: the readings table reads every
+    reading's constants.json)."""
+    listed = workflow.snakemake("-n", *args).stdout
+    return "\n".join(line for line in listed.splitlines() if line.strip().startswith("output:"))
+
+
 READING_RULES = {
     "reading_pairwise_shard",
     "reading_pairwise_gather",
@@ -259,8 +278,8 @@ def test_changing_one_reading_reruns_only_that_reading(tiny_run):
     args = ("--configfile", "changed.yaml", "--replace-workflow-config")
     jobs = tiny_run.scheduled_jobs(*args)
     assert set(jobs) <= READING_RULES and jobs["reading_constants"] == 2
-    listed = tiny_run.snakemake("-n", *args).stdout
-    assert "readings/authors/constants.json" in listed
+    outputs = scheduled_outputs(tiny_run, *args)
+    assert "readings/authors/constants.json" in outputs and "readings/probes/" not in outputs
 
 
 def test_adding_a_reading_runs_only_its_jobs(tiny_run):
@@ -271,8 +290,20 @@ def test_adding_a_reading_runs_only_its_jobs(tiny_run):
     jobs = tiny_run.scheduled_jobs(*args)
     assert set(jobs) <= READING_RULES
     assert jobs["reading_pairwise_shard"] == 6 and jobs["reading_constants"] == 2  # 2 models × 3 shards
-    listed = tiny_run.snakemake("-n", *args).stdout
-    assert "readings/hot/" in listed and "readings/authors/" not in listed
+    outputs = scheduled_outputs(tiny_run, *args)
+    assert "readings/hot/" in outputs and "readings/authors/" not in outputs
+
+
+def test_changing_the_probe_settings_reruns_only_the_probes_reading(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["probes"]["epochs"] = 3
+    tiny_run.write_config(config, "probes.yaml")
+    args = ("--configfile", "probes.yaml", "--replace-workflow-config")
+    jobs = tiny_run.scheduled_jobs(*args)
+    probe_rules = {"probes", "probe_trajectories", "probe_lipschitz", "probes_figure"}
+    assert set(jobs) <= READING_RULES | probe_rules and jobs["probes"] == 2
+    outputs = scheduled_outputs(tiny_run, *args)
+    assert "readings/probes/constants.json" in outputs and "readings/authors/" not in outputs
 
 
 def test_redefining_the_definition_reading_fails_the_dry_run(workflow):
