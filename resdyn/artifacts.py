@@ -260,6 +260,26 @@ class DatasetFile:
 # ---------------------------------------------------------------------------------------------------------
 # model.pt
 # ---------------------------------------------------------------------------------------------------------
+def _load_torch_payload(path: PathLike, what: str, keys: Sequence[str], version: int) -> dict[str, Any]:
+    """The dict a ``torch.save`` artifact holds (loaded with ``weights_only=True``), checked for its keys
+    and format version; any failure is an InputError naming the file."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a corrupt file
+        raise InputError(f"{path}: not a readable {what} file ({type(err).__name__}: {err})") from None
+    missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise InputError(f"{path}: {what} file lacks key(s) {missing}")
+    if payload["format"] != version:
+        raise InputError(f"{path}: {what} file format {payload['format']!r}, expected {version}")
+    return payload
+
+
 @dataclass
 class ModelCheckpoint:
     """``model.pt``: {format, state_dict (CPU tensors), model_entry (defaults filled), num_classes,
@@ -296,22 +316,7 @@ class ModelCheckpoint:
 
     @classmethod
     def load(cls, path: PathLike) -> ModelCheckpoint:
-        import torch
-
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: model file not found")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for a corrupt file
-            raise InputError(f"{path}: not a readable model file ({type(err).__name__}: {err})") from None
-        missing = [k for k in cls.KEYS if not isinstance(payload, dict) or k not in payload]
-        if missing:
-            raise InputError(f"{path}: model file lacks key(s) {missing}")
-        if payload["format"] != cls.FORMAT_VERSION:
-            raise InputError(
-                f"{path}: model file format {payload['format']!r}, expected {cls.FORMAT_VERSION}"
-            )
+        payload = _load_torch_payload(path, "model", cls.KEYS, cls.FORMAT_VERSION)
         return cls(
             payload["state_dict"], payload["model_entry"], payload["num_classes"], payload["class_names"]
         )
@@ -378,22 +383,7 @@ class ProbeHeads:
     @classmethod
     def load(cls, path: PathLike) -> ProbeHeads:
         """Read and check keys and shapes (one probe per depth, C × n each)."""
-        import torch
-
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: probes file not found")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for a corrupt file
-            raise InputError(f"{path}: not a readable probes file ({type(err).__name__}: {err})") from None
-        missing = [k for k in cls.KEYS if not isinstance(payload, dict) or k not in payload]
-        if missing:
-            raise InputError(f"{path}: probes file lacks key(s) {missing}")
-        if payload["format"] != cls.FORMAT_VERSION:
-            raise InputError(
-                f"{path}: probes file format {payload['format']!r}, expected {cls.FORMAT_VERSION}"
-            )
+        payload = _load_torch_payload(path, "probes", cls.KEYS, cls.FORMAT_VERSION)
         weight, bias = payload["weight"], payload["bias"]
         if weight.ndim != 3 or tuple(bias.shape) != tuple(weight.shape[:2]):
             raise InputError(
@@ -433,7 +423,7 @@ def load_probe_table(path: PathLike) -> Any:
     import pandas as pd
 
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, float_precision="round_trip")  # the default parser may lose an ulp
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: cannot read the probe table ({err})") from None
     if list(table.columns) != PROBE_TABLE_COLUMNS:

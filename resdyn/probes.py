@@ -139,9 +139,7 @@ def fit_probes(
         raise InputError(
             f"probes: need N ≥ 1 images with one label each, got {len(images)} and {labels.shape}"
         )
-    model.to(device).eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
+    model.to(device).eval()  # frozen: its states are computed under no_grad, so it never gets a gradient
     depths, classes = model.num_blocks + 1, int(model.num_classes)
     weight = torch.zeros((depths, classes, model.state_dim), device=device, requires_grad=True)
     bias = torch.zeros((depths, classes), device=device, requires_grad=True)
