@@ -58,17 +58,15 @@ class TorchvisionReader:
     ``split_args[split]`` are the constructor keywords that select resdyn's ``train`` / ``test`` split;
     ``labels`` is the attribute holding the labels (``data`` always holds the images); ``label_column``
     picks the class from a 2-D target array; ``option`` = (config key, torchvision keyword, class
-    attribute listing the allowed values) passes a dataset-specific choice through; ``transpose`` swaps
-    the two image axes (EMNIST's files store each image transposed, and torchvision keeps it so:
-    pytorch/vision issue 8783).
+    attribute listing the allowed values) passes a dataset-specific choice through; ``transpose``, when
+    set, says why the two image axes are swapped back (a step recorded in the dataset file).
     """
 
     split_args: Mapping[str, Mapping[str, Any]]
     labels: str = "targets"
     label_column: int | None = None
     option: tuple[str, str, str] | None = None
-    transpose: bool = False
-    notes: tuple[str, ...] = field(default=())
+    transpose: str | None = None
 
 
 _TRAIN_FLAG = {"train": {"train": True}, "test": {"train": False}}
@@ -81,8 +79,8 @@ TORCHVISION: dict[str, TorchvisionReader] = {
     "EMNIST": TorchvisionReader(
         _TRAIN_FLAG,
         option=("emnist_split", "split", "splits"),
-        transpose=True,
-        notes=("transposed: EMNIST's files store each image transposed (pytorch/vision issue 8783)",),
+        transpose="EMNIST's files store each image transposed and torchvision keeps it so (pytorch/vision "
+        "issue 8783)",
     ),
     # what='test' is QMNIST's whole 60,000-image test set; the targets' column 0 is the class.
     "QMNIST": TorchvisionReader({"train": {"what": "train"}, "test": {"what": "test"}}, label_column=0),
@@ -98,16 +96,6 @@ TORCHVISION_NAMES = tuple(TORCHVISION)
 # ---------------------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------------------
-@dataclass
-class _Raw:
-    """A source's splits as found (any accepted layout and dtype), before :func:`to_chw32`."""
-
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]
-    class_names: list[str]
-    origin: str
-    steps: list[str] = field(default_factory=list)  # what the reader already did to the images
-
-
 def read_dataset(name: str, entry: Mapping[str, Any], download_dir: str | os.PathLike) -> DatasetFile:
     """Read the dataset described by ``entry`` as 3×32×32 uint8 images (method §5).
 
@@ -297,6 +285,16 @@ def _auto_reason(height: int, width: int) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # Sources
 # ---------------------------------------------------------------------------------------------------------
+@dataclass
+class _Raw:
+    """A source's splits as found (any accepted layout and dtype), before :func:`to_chw32`."""
+
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    class_names: list[str]
+    origin: str
+    steps: list[str] = field(default_factory=list)  # what the reader already did to the images
+
+
 def _stratified_split(images: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, tuple]:
     """75/25 split stratified by class (``random_state=seed``), each split's indices sorted so it keeps
     source order (the digits' split of method §5, shared by the bundled sources)."""
@@ -389,7 +387,8 @@ def _read_torchvision(dataset: str, entry: Mapping[str, Any], root: Path, downlo
         class_names = [str(k) for k in range(1 + max(int(splits[s][1].max(initial=0)) for s in SPLITS))]
     described = ", ".join(f"{k}={v!r}" for k, v in options.items())
     origin = f"torchvision.datasets.{tv_name}({described + ', ' if described else ''}root {root})"
-    return _Raw(splits, class_names, origin, list(reader.notes))
+    steps = [f"transposed (rows ↔ columns) back upright: {reader.transpose}"] if reader.transpose else []
+    return _Raw(splits, class_names, origin, steps)
 
 
 def _torchvision_options(
