@@ -367,13 +367,15 @@ HeadLayers = list[tuple[np.ndarray, np.ndarray]]
 
 @dataclass
 class Trajectories(_Artifact):
-    """``trajectories.h5`` (ARCHITECTURE "Trajectories"): ``/logits`` (N, T+1, C) float32 = head(x_t);
-    ``/probs`` (N, T+1, C) float64; ``/labels``, ``/pred`` (argmax of the logits at t = T), ``/index`` (test
-    index), ``/order_in_class`` (1-based rank among test images of the same true class), all int64 (N,);
-    the head as ``/head/weight`` (C, n), ``/head/bias`` (C,) float64 for a linear head, or
-    ``/head/layers/<k>/weight|bias`` (ReLU between layers, none after the last); optional ``/states``
-    (N, T+1, n) float32 chunked (1, T+1, n) with gzip (read lazily, :meth:`open_states`); attrs
-    ``dataset``, ``model``, ``T``, ``n``, ``class_names``, ``model_checksum``, ``data_checksum``."""
+    """``trajectories.h5`` (ARCHITECTURE "Trajectories"): ``/logits`` (N, T+1, C) float64 = the head z_t
+    in float64 (files written before readings existed hold float32, see :meth:`require_float64_logits`);
+    ``/probs`` (N, T+1, C) float64 = softmax(z_t); ``/labels``, ``/pred`` (the model's prediction: argmax
+    of its float32 head at t = T), ``/index`` (test index), ``/order_in_class`` (1-based rank among test
+    images of the same true class), all int64 (N,); the head as ``/head/weight`` (C, n), ``/head/bias``
+    (C,) float64 for a linear head, or ``/head/layers/<k>/weight|bias`` (ReLU between layers, none after
+    the last); optional ``/states`` (N, T+1, n) float32 chunked (1, T+1, n) with gzip (read lazily,
+    :meth:`open_states`); attrs ``dataset``, ``model``, ``T``, ``n``, ``class_names``,
+    ``model_checksum``, ``data_checksum``."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     ROW_KEYS: ClassVar[tuple[str, ...]] = ("labels", "pred", "index", "order_in_class")
@@ -393,6 +395,15 @@ class Trajectories(_Artifact):
     @property
     def T(self) -> int:
         return int(self.probs.shape[1] - 1)
+
+    def require_float64_logits(self, why: str) -> None:
+        """Raise InputError when ``/logits`` is float32 (written by a resdyn before readings existed):
+        p_t = softmax(z_t / τ) must come from the float64 numbers the stored probabilities come from."""
+        if self.logits.dtype != np.float64:
+            raise InputError(
+                f"{self.path}: '/logits' is {self.logits.dtype} (an older trajectory file); {why} needs "
+                "float64 logits: rerun its trajectories (snakemake -R trajectories)"
+            )
 
     def class_labels(self, source: str = "true") -> np.ndarray:
         """The labels y_i the constants use: the true test labels, or the predictions at depth T."""
@@ -483,7 +494,7 @@ class TrajectoryWriter:
 
     def __init__(self, handle: h5py.File, *, N: int, T: int, n: int, C: int, store_states: bool) -> None:
         self.handle = handle
-        self.logits = handle.create_dataset("logits", (N, T + 1, C), dtype=np.float32)
+        self.logits = handle.create_dataset("logits", (N, T + 1, C), dtype=np.float64)
         self.probs = handle.create_dataset("probs", (N, T + 1, C), dtype=np.float64)
         self.states = None
         if store_states:
@@ -541,8 +552,10 @@ class TrajectoryWriter:
 class Pairs(_Artifact):
     """``pairs.h5`` or one shard of it (ARCHITECTURE "Pairwise"): ``/expansive`` (a group with attrs value,
     i, j, t_star), ``/E/value|pair|t_star``, ``/E_mean/value|pair``, ``/depth_min/value|pair``,
-    ``/nearest/index|distance``; attrs ``C``, ``N``, ``T``, ``n_shards``, ``labels`` ("true" or
-    "predicted") and, for a shard file only, ``shard``, ``start``, ``stop`` (its rows of the pair matrix).
+    ``/nearest/index|distance``; attrs ``C``, ``N``, ``T`` (the number of depths minus one), ``n_shards``,
+    ``labels`` ("true" or "predicted"), ``first_depth`` (the model depth of depth index 0: 1 under a reading
+    with ``depths: blocks``, method §3.4; 0 when absent), ``temperature`` (τ of p_t = softmax(z_t/τ); 1 when
+    absent) and, for a shard file only, ``shard``, ``start``, ``stop`` (its rows of the pair matrix).
     """
 
     FORMAT_VERSION: ClassVar[int] = 1
@@ -560,6 +573,8 @@ class Pairs(_Artifact):
 
     result: Any  # resdyn.distances.PairwiseResult
     labels: str = "true"
+    first_depth: int = 0
+    temperature: float = 1.0
     shard: int | None = None
     start: int | None = None
     stop: int | None = None
@@ -580,6 +595,8 @@ class Pairs(_Artifact):
             handle.attrs["T"] = int(r.nn_index.shape[0] - 1)
             handle.attrs["n_shards"] = int(r.n_shards)
             handle.attrs["labels"] = self.labels
+            handle.attrs["first_depth"] = int(self.first_depth)
+            handle.attrs["temperature"] = float(self.temperature)
             if self.shard is not None:
                 handle.attrs.update(shard=self.shard, start=self.start, stop=self.stop)
 
@@ -620,7 +637,11 @@ class Pairs(_Artifact):
         # Older files spelled the predicted-label source "pred".
         labels = "predicted" if labels == "pred" else labels
         span = {k: (int(attrs[k]) if k in attrs else None) for k in ("shard", "start", "stop")}
-        return cls(result, labels, **span, path=str(path))
+        view = {
+            "first_depth": int(attrs.get("first_depth", 0)),
+            "temperature": float(attrs.get("temperature", 1.0)),
+        }
+        return cls(result, labels, **view, **span, path=str(path))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -628,48 +649,66 @@ class Pairs(_Artifact):
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
 class ShadowingShard:
-    """One shard file: ``/epsilon`` (stop−start,) float64, ``/shadow_image`` int64; attrs ``start``,
-    ``stop``, ``shard``, ``n_shards``."""
+    """One shard file: the pseudo-orbits starting at images ``start..stop-1`` (``/orbits`` (M, D) int64,
+    ``/hops`` (M, D−1) float64) and their ``/epsilon`` (M,) float64 and ``/shadow_image`` (M,) int64;
+    attrs ``start``, ``stop``, ``N`` (the number of orbits over all shards), ``shard``, ``n_shards``."""
 
-    FORMAT_VERSION: ClassVar[int] = 1
+    FORMAT_VERSION: ClassVar[int] = 2
+    KEYS: ClassVar[tuple[str, ...]] = ("orbits", "hops", "epsilon", "shadow_image")
 
     start: int
     stop: int
+    orbits: np.ndarray
+    hops: np.ndarray
     epsilon: np.ndarray
     shadow_image: np.ndarray
+    N: int
     shard: int = 0
     n_shards: int = 1
 
     def save(self, path: PathLike) -> None:
         with _write_h5(path, self.FORMAT_VERSION) as handle:
-            handle.create_dataset("epsilon", data=self.epsilon)
-            handle.create_dataset("shadow_image", data=self.shadow_image)
-            handle.attrs.update(start=self.start, stop=self.stop, shard=self.shard, n_shards=self.n_shards)
+            for key in self.KEYS:
+                handle.create_dataset(key, data=getattr(self, key))
+            handle.attrs.update(
+                start=self.start, stop=self.stop, N=self.N, shard=self.shard, n_shards=self.n_shards
+            )
 
     @classmethod
     def load(cls, path: PathLike) -> ShadowingShard:
-        with open_h5(path, required=["epsilon", "shadow_image"]) as handle:
+        """Read and check that every array has one row per orbit ``start..stop-1``."""
+        with open_h5(path, required=cls.KEYS) as handle:
             _check_version(path, handle, cls.FORMAT_VERSION)
-            _require_attrs(path, handle.attrs, ("start", "stop"), "shadowing shard ")
+            _require_attrs(path, handle.attrs, ("start", "stop", "N"), "shadowing shard ")
             attrs = {
                 key: int(_plain(handle.attrs[key]))
-                for key in ("start", "stop", "shard", "n_shards")
+                for key in ("start", "stop", "N", "shard", "n_shards")
                 if key in handle.attrs
             }
-            epsilon = _read(path, handle, "epsilon")
-            shadow_image = _read(path, handle, "shadow_image")
-        return cls(epsilon=epsilon, shadow_image=shadow_image, **attrs)
+            arrays = {key: _read(path, handle, key) for key in cls.KEYS}
+        rows = attrs["stop"] - attrs["start"]
+        depths = arrays["orbits"].shape[1] if arrays["orbits"].ndim == 2 else -1
+        for key, shape in (
+            ("orbits", (rows, depths)),
+            ("hops", (rows, depths - 1)),
+            ("epsilon", (rows,)),
+            ("shadow_image", (rows,)),
+        ):
+            _check_shape(path, key, arrays[key], shape)
+        return cls(**arrays, **attrs)
 
 
 @dataclass
 class Shadowing(_Artifact):
     """``shadowing.h5``: ``/orbits`` (N, T+1) int64, ``/hops`` (N, T) float64, ``/delta`` = max_t hops,
-    ``/epsilon`` (N,) float64, ``/shadow_image`` (N,) int64; attrs ``N``, ``T`` and the two summaries
-    ``best_tracing`` and ``curve`` as JSON strings (:func:`resdyn.shadowing.best_tracing`,
-    :func:`resdyn.shadowing.shadowing_curve`), plus any extra ``attrs``."""
+    ``/epsilon`` (N,) float64, ``/shadow_image`` (N,) int64; attrs ``N``, ``T`` and the summaries
+    ``best_tracing``, ``independent`` and ``curve`` as JSON strings (:func:`resdyn.shadowing.best_tracing`,
+    :func:`resdyn.shadowing.independent_pairing`, :func:`resdyn.shadowing.shadowing_curve`), plus any extra
+    ``attrs`` (a reading's ``first_depth``: the model depth of orbit position 0)."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     KEYS: ClassVar[tuple[str, ...]] = ("orbits", "hops", "delta", "epsilon", "shadow_image")
+    SUMMARIES: ClassVar[tuple[str, ...]] = ("best_tracing", "independent", "curve")
 
     orbits: np.ndarray
     hops: np.ndarray
@@ -677,6 +716,7 @@ class Shadowing(_Artifact):
     shadow_image: np.ndarray
     best_tracing: dict[str, Any] | None = None
     curve: dict[str, Any] | None = None
+    independent: dict[str, Any] | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
@@ -684,12 +724,13 @@ class Shadowing(_Artifact):
     def delta(self) -> np.ndarray:
         return self.hops.max(axis=1)
 
-    def summaries(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(best_tracing, curve); a file written without them raises InputError naming it."""
-        for key in ("best_tracing", "curve"):
+    def summaries(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """(best_tracing, independent, curve); a file written without one raises InputError naming it
+        (shadowing.h5 files from before readings existed lack ``independent``: rerun their gather)."""
+        for key in self.SUMMARIES:
             if getattr(self, key) is None:
                 raise InputError(f"{self.path}: missing attribute '{key}'")
-        return self.best_tracing, self.curve
+        return self.best_tracing, self.independent, self.curve
 
     def save(self, path: PathLike) -> None:
         orbits = np.asarray(self.orbits, dtype=np.int64)
@@ -706,7 +747,7 @@ class Shadowing(_Artifact):
                 f"epsilon {epsilon.shape} and shadow_image {shadow_image.shape} must be ({n_orbits},)"
             )
         attrs = dict(self.attrs)
-        for key in ("best_tracing", "curve"):
+        for key in self.SUMMARIES:
             if getattr(self, key) is not None:
                 attrs[key] = json.dumps(getattr(self, key))
         with _write_h5(path, self.FORMAT_VERSION) as handle:
@@ -742,9 +783,7 @@ class Shadowing(_Artifact):
             raise InputError(f"{path}: /delta is not the row maximum of /hops")
         for key in ("hops", "epsilon"):
             _check_finite(path, f"/{key}", data[key])
-        summaries = {
-            key: json.loads(attrs.pop(key)) if key in attrs else None for key in ("best_tracing", "curve")
-        }
+        summaries = {key: json.loads(attrs.pop(key)) if key in attrs else None for key in cls.SUMMARIES}
         return cls(
             orbits.astype(np.int64),
             hops.astype(np.float64),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from resdyn.io import InputError
+from resdyn.readings import reading_settings
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 """The config schema: the single source of every default (the workflow's ``validate`` fills them from it)."""
@@ -121,7 +122,7 @@ _OWNED_KEYS: dict[str, tuple[str, str | None]] = {
 
 def check_entries(config: Mapping[str, Any]) -> None:
     """Check what the schema cannot: every model entry builds, no dataset key belongs to another source,
-    every npz dataset file exists.
+    every npz dataset file exists, every reading resolves (:func:`check_readings`).
 
     Called when the workflow is parsed (after schema validation, defaults filled), so a bad entry fails
     the dry run with an :class:`InputError` naming the entry and the value instead of failing its first
@@ -151,6 +152,15 @@ def check_entries(config: Mapping[str, Any]) -> None:
                 f"config: datasets.{name}.path: npz file {entry['path']!r} not found "
                 f"(relative paths start at the working directory {os.getcwd()})"
             )
+    check_readings(config)
+
+
+def check_readings(config: Mapping[str, Any]) -> None:
+    """Every reading of the ``readings`` block resolves (:func:`resdyn.readings.reading_settings`):
+    ``definition`` is not redefined and every value is valid; raises InputError naming the reading."""
+    labels = config.get("analysis", {}).get("labels", "true")
+    for name in config.get("readings", {}) or {}:
+        reading_settings(config["readings"], name, labels)
 
 
 def _require(config: Mapping[str, Any], section: str, key: str) -> None:

@@ -39,6 +39,7 @@ from resdyn.config import schema_defaults
 from resdyn.device import device_name, resolve_device
 from resdyn.io import InputError, file_checksum
 from resdyn.provenance import software_versions
+from resdyn.readings import Reading
 
 log = logging.getLogger(__name__)
 
@@ -166,18 +167,22 @@ def record_trajectories(
         out_path, N=N, T=T, n=model.state_dim, C=model.num_classes, store_states=store_states
     ) as writer:
         pred = np.empty(N, dtype=np.int64)
-        for start, states, logits, probs in trajectory_batches(model, images, batch_size, torch_device):
+        for start, states, logits, probs, batch_pred in trajectory_batches(
+            model, images, batch_size, torch_device
+        ):
             if not torch.isfinite(logits).all():
                 bad = start + int(torch.nonzero(~torch.isfinite(logits).all(dim=2).all(dim=1))[0, 0])
                 raise InputError(
                     f"{model_path}: non-finite logits for test image {bad} of {data_path} "
                     f"(a diverged model?); {out_path} not written"
                 )
-            logits_np = logits.cpu().numpy()
             writer.write_batch(
-                start, logits_np, probs.cpu().numpy(), states.cpu().numpy() if store_states else None
+                start,
+                logits.cpu().numpy(),
+                probs.cpu().numpy(),
+                states.cpu().numpy() if store_states else None,
             )
-            pred[start : start + len(logits_np)] = logits_np[:, T].argmax(axis=1)
+            pred[start : start + len(batch_pred)] = batch_pred.cpu().numpy()
         writer.finish(
             labels=labels,
             pred=pred,
@@ -198,6 +203,24 @@ def record_trajectories(
 # ---------------------------------------------------------------------------------------------------------
 # pairwise and shadowing (sharded)
 # ---------------------------------------------------------------------------------------------------------
+def _reading(reading: Reading | None, labels: str) -> Reading:
+    """The reading a pairwise or shadowing stage runs: the definition's (with ``labels``) unless given."""
+    return Reading(labels=labels) if reading is None else reading
+
+
+def reading_view(
+    trajectories_path: PathLike, reading: Reading, stage: str
+) -> tuple[Trajectories, np.ndarray]:
+    """The trajectory file and the probabilities ``stage`` ("expansive" or "shadowing") sees under
+    ``reading`` (method §3.4): stored p_t at τ = 1, else softmax(z_t/τ) from the float64 logits."""
+    traj = Trajectories.load(trajectories_path)
+    temperature = getattr(reading, f"temperature_{stage}")
+    if temperature != 1.0:
+        traj.require_float64_logits(f"reading '{reading.name}' (temperature {temperature:g})")
+    view = reading.expansive_probs if stage == "expansive" else reading.shadowing_probs
+    return traj, view(traj.logits, traj.probs)
+
+
 def pairwise_shard(
     trajectories_path: PathLike,
     out_path: PathLike,
@@ -206,35 +229,49 @@ def pairwise_shard(
     labels: str = _ANALYSIS["labels"],
     chunk: int = _ANALYSIS["chunk"],
     device: str = "cpu",
+    reading: Reading | None = None,
 ) -> None:
-    """Rule ``pairwise_shard``: rows ``shard_rows(N, S, k)`` of the pair matrix (method §3.1)."""
+    """Rule ``pairwise_shard``: rows ``shard_rows(N, S, k)`` of the pair matrix (method §3.1) of the
+    definition's probabilities with label source ``labels``, or of ``reading``'s expansive view and labels."""
+    reading = _reading(reading, labels)
     shard, n_shards = parse_scatteritem(scatteritem)
-    traj = Trajectories.load(trajectories_path)
-    y = traj.class_labels(labels)
-    start, stop = distances.shard_rows(traj.probs.shape[0], n_shards, shard)
+    traj, probs = reading_view(trajectories_path, reading, "expansive")
+    y = traj.class_labels(reading.labels)
+    start, stop = distances.shard_rows(probs.shape[0], n_shards, shard)
     log.info(
-        "pairwise shard %d/%d: rows %d..%d of N = %d", shard + 1, n_shards, start, stop, traj.probs.shape[0]
-    )
-    result = distances.pairwise_shard(
-        traj.probs,
-        y,
+        "pairwise shard %d/%d (reading %s): rows %d..%d of N = %d",
+        shard + 1,
+        n_shards,
+        reading.name,
         start,
         stop,
-        n_classes=len(traj.class_names),
-        chunk=chunk,
-        device=device_name(device),
+        probs.shape[0],
     )
-    Pairs(result, labels, shard=shard, start=start, stop=stop).save(out_path)
+    result = distances.pairwise_shard(
+        probs, y, start, stop, n_classes=len(traj.class_names), chunk=chunk, device=device_name(device)
+    )
+    Pairs(
+        result,
+        reading.labels,
+        first_depth=reading.first_depth,
+        temperature=reading.temperature_expansive,
+        shard=shard,
+        start=start,
+        stop=stop,
+    ).save(out_path)
 
 
 def gather_pairwise(shard_paths: Sequence[PathLike], out_path: PathLike) -> None:
     """Rule ``pairwise_gather``: merge every shard (associative min, ties → smaller (i, j)) into pairs.h5,
-    after checking that the shards agree on the label source and tile the rows 0..N exactly (a missing
-    shard would still leave plausible-looking nearest neighbours: each shard also fills later rows)."""
+    after checking that the shards agree on the label source and the view and tile the rows 0..N exactly
+    (a missing shard would still leave plausible-looking nearest neighbours: each shard also fills later
+    rows)."""
     shards = [Pairs.load(path, shard=True) for path in shard_paths]
-    label_sources = {s.labels for s in shards}
-    if len(label_sources) != 1:
-        raise InputError(f"pairwise shards disagree on the label source: {sorted(label_sources)}")
+    views = {(s.labels, s.first_depth, s.temperature) for s in shards}
+    if len(views) != 1:
+        raise InputError(
+            f"pairwise shards disagree on the label source, first depth or temperature: {sorted(views)}"
+        )
     n_images = shards[0].result.nn_index.shape[1]
     covered = 0
     for s, path in sorted(zip(shards, shard_paths), key=lambda sp: (sp[0].start, sp[0].stop)):
@@ -247,7 +284,8 @@ def gather_pairwise(shard_paths: Sequence[PathLike], out_path: PathLike) -> None
     if covered != n_images:
         raise InputError(f"pairwise shards cover rows 0..{covered} only, expected 0..{n_images}")
     merged = distances.merge_pairwise([s.result for s in shards])
-    Pairs(merged, label_sources.pop()).save(out_path)
+    labels, first_depth, temperature = views.pop()
+    Pairs(merged, labels, first_depth=first_depth, temperature=temperature).save(out_path)
 
 
 def shadowing_shard(
@@ -257,47 +295,82 @@ def shadowing_shard(
     scatteritem: str,
     *,
     chunk: int = _ANALYSIS["chunk"],
+    reading: Reading | None = None,
 ) -> None:
-    """Rule ``shadowing_shard``: ε and b* of the greedy pseudo-orbits starting at rows ``start..stop``."""
+    """Rule ``shadowing_shard``: the greedy pseudo-orbits starting at images ``start..stop`` of the
+    reading's shadowing view (the definition's by default), their ε and b*.
+
+    Orbits that may revisit an image are read off pairs.h5's nearest-neighbour tables when the pairwise
+    stage saw the same probabilities (one temperature); otherwise (distinct orbits, or a separate
+    shadowing temperature) each hop is found by scanning all images (:func:`shadowing.scan_pseudo_orbits`).
+    """
+    reading = _reading(reading, _ANALYSIS["labels"])
     shard, n_shards = parse_scatteritem(scatteritem)
-    probs = Trajectories.load(trajectories_path).probs
-    pairs = Pairs.load(pairs_path).result
-    orbits, _ = shadowing.greedy_pseudo_orbits(pairs.nn_index, pairs.nn_distance)
-    start, stop = even_rows(orbits.shape[0], n_shards, shard)
+    _, probs = reading_view(trajectories_path, reading, "shadowing")
+    start, stop = even_rows(probs.shape[0], n_shards, shard)
     log.info(
-        "shadowing shard %d/%d: orbits %d..%d of N = %d", shard + 1, n_shards, start, stop, orbits.shape[0]
+        "shadowing shard %d/%d (reading %s): orbits %d..%d of N = %d",
+        shard + 1,
+        n_shards,
+        reading.name,
+        start,
+        stop,
+        probs.shape[0],
     )
-    eps, b_star = shadowing.shadowing_errors(probs, orbits, start, stop, chunk=chunk)
-    ShadowingShard(start, stop, eps, b_star, shard=shard, n_shards=n_shards).save(out_path)
+    if reading.orbits == "revisit" and reading.same_view:
+        pairs = Pairs.load(pairs_path).result
+        orbits, hops = shadowing.greedy_pseudo_orbits(pairs.nn_index, pairs.nn_distance)
+        orbits, hops = orbits[start:stop], hops[start:stop]
+    else:
+        orbits, hops = shadowing.scan_pseudo_orbits(
+            probs, start, stop, distinct=reading.orbits == "distinct", chunk=chunk
+        )
+    eps, b_star = shadowing.shadowing_errors(probs, orbits, 0, len(orbits), chunk=chunk)
+    ShadowingShard(
+        start, stop, orbits, hops, eps, b_star, N=probs.shape[0], shard=shard, n_shards=n_shards
+    ).save(out_path)
 
 
 def gather_shadowing(
     shard_paths: Sequence[PathLike],
-    pairs_path: PathLike,
     out_h5: PathLike,
     out_curve_csv: PathLike,
     out_curve_png: PathLike,
     *,
     quantiles: Sequence[float] = shadowing.DEFAULT_QUANTILES,
+    reading: Reading | None = None,
 ) -> dict[str, Any]:
-    """Rule ``shadowing_gather``: merge the shards, form both g-shadowing estimates (method §3.2) and write
-    shadowing.h5, the curve CSV and its plot."""
+    """Rule ``shadowing_gather``: join the shards' orbits, form every g-shadowing estimate (method §3.2,
+    §3.4: best tracing, independent pairing, curve) and write shadowing.h5, the curve CSV and its plot.
+    Under a reading with ``depths: blocks`` the file records ``first_depth`` = 1, the model depth of orbit
+    position 0."""
     from resdyn.figures import plot_shadowing_curve
 
-    parts = [ShadowingShard.load(path) for path in shard_paths]
-    pairs = Pairs.load(pairs_path).result
-    orbits, hops = shadowing.greedy_pseudo_orbits(pairs.nn_index, pairs.nn_distance)
+    reading = _reading(reading, _ANALYSIS["labels"])
+    parts = sorted((ShadowingShard.load(path) for path in shard_paths), key=lambda p: (p.start, p.stop))
+    if not parts:
+        raise InputError("gather_shadowing got no shard files")
+    sizes = {p.N for p in parts}
+    if len(sizes) != 1:
+        raise InputError(f"shadowing shards disagree on the number of orbits N: {sorted(sizes)}")
+    n_orbits = sizes.pop()
     eps, b_star = shadowing.merge_shadowing(
         [shadowing.ShadowingPart(p.start, p.stop, p.epsilon, p.shadow_image) for p in parts],
-        n_orbits=orbits.shape[0],
+        n_orbits=n_orbits,
     )
+    orbits = np.concatenate([p.orbits for p in parts])
+    hops = np.concatenate([p.hops for p in parts])
     delta = hops.max(axis=1)
-    best = shadowing.best_tracing(eps, delta, orbits, b_star)
-    curve, curve_summary = shadowing.shadowing_curve(eps, delta, *quantiles)
-    Shadowing(orbits, hops, eps, b_star, best_tracing=best, curve=curve_summary).save(out_h5)
+    summaries = {
+        "best_tracing": shadowing.best_tracing(eps, delta, orbits, b_star),
+        "independent": shadowing.independent_pairing(eps, delta),
+    }
+    curve, summaries["curve"] = shadowing.shadowing_curve(eps, delta, *quantiles)
+    attrs = {"first_depth": reading.first_depth} if reading.first_depth else {}
+    Shadowing(orbits, hops, eps, b_star, **summaries, attrs=attrs).save(out_h5)
     save_shadowing_curve(out_curve_csv, curve)
-    plot_shadowing_curve(curve, curve_summary, out_curve_png)
-    return {"paper": best, "curve": curve_summary}
+    plot_shadowing_curve(curve, summaries["curve"], out_curve_png)
+    return summaries
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -346,8 +419,10 @@ def constants(
     pairs_path: PathLike,
     shadowing_path: PathLike,
     lipschitz_path: PathLike,
+    reading: Reading | None = None,
 ) -> dict[str, Any]:
-    """Rule ``constants``: every constant of one (dataset, model)
+    """Rule ``constants``: every constant of one (dataset, model) under ``reading`` (the definition's by
+    default)
     (:func:`resdyn.constants.assemble_constants`) → constants.json, with the ``versions`` of the software
     that made it (:func:`resdyn.provenance.software_versions`); returns the dictionary."""
     from resdyn.constants import assemble_constants
@@ -357,6 +432,7 @@ def constants(
         Pairs.load(pairs_path),
         Shadowing.load(shadowing_path),
         Lipschitz.load(lipschitz_path),
+        reading,
     )
     result["versions"] = software_versions()
     Constants(result).save(out_path)
@@ -380,6 +456,23 @@ def table2(constants_paths: Sequence[PathLike], stem: PathLike, *, paper_referen
 
     found = {tables.result_key(path): Constants.load(path) for path in constants_paths}
     tables.write_table(tables.table2(found, paper_reference=paper_reference), stem)
+
+
+def readings_table(
+    runs: Sequence[tuple[str, str, str]],
+    constants_paths: Sequence[PathLike],
+    stem: PathLike,
+    *,
+    paper_reference: bool = False,
+) -> None:
+    """Rule ``readings_table``: the readings table (method §3.4) over every (dataset, model, reading)
+    ``runs[k]`` and its ``constants_paths[k]``."""
+    from resdyn import tables
+
+    if len(runs) != len(constants_paths):
+        raise InputError(f"{len(runs)} runs but {len(constants_paths)} constants.json files")
+    found = {tuple(run): Constants.load(path) for run, path in zip(runs, constants_paths)}
+    tables.write_table(tables.readings_table(found, paper_reference=paper_reference), stem)
 
 
 def table3(

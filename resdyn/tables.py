@@ -312,6 +312,113 @@ def table2(
     return _frame(rows, columns)
 
 
+# ----------------------------------------------------------------------------------------------------
+# Readings table (method §3.4)
+
+READINGS_COLUMNS = [
+    # (column, constants.json key or None for a derived cell)
+    ("g-expansive", "g_expansive.value"),
+    ("pair (i, j)", None),
+    ("depth", "g_expansive.t_star"),
+    ("Sh", None),
+    ("ε", None),
+    ("δ", None),
+    ("Sh best-tracing", "g_shadowing.paper.value"),
+    ("shadow = start", "g_shadowing.paper.shadow_is_start"),
+    ("Sh independent", "g_shadowing.independent.value"),
+    ("Sh curve", "g_shadowing.curve.value"),
+    ("r(Q_low)", None),
+    ("Lip_FC", "lip.fc"),
+    ("Lip(g) with softmax", "lip.g"),
+    ("T_g ≥ Sh/Lip_FC", None),
+]
+PUBLISHED = "published"
+"""The Reading cell of the paper's own Table 2 row in the readings table."""
+
+_PAIRING_KEY = {"best_tracing": "paper", "independent": "independent"}
+
+
+def reading_choices(reading: Mapping[str, Any]) -> str:
+    """A reading's choices in one cell: 'τ 1000/1, blocks, min, distinct, independent, true labels'."""
+    temperature = reading.get("temperature", {})
+    tau_e, tau_s = temperature.get("expansive", 1.0), temperature.get("shadowing", 1.0)
+    tau = f"τ {tau_e:g}" if tau_e == tau_s else f"τ {tau_e:g}/{tau_s:g}"
+    parts = [reading.get(k) for k in ("depths", "over_depths", "orbits", "pairing")]
+    return ", ".join([tau, *map(str, parts), f"{reading.get('labels')} labels"])
+
+
+def readings_table(
+    constants: Mapping[tuple[str, str, str], Mapping[str, Any] | PathLike], paper_reference: bool = False
+) -> pd.DataFrame:
+    """The readings table: one row per (dataset, model, reading) from each ``constants.json``.
+
+    Columns: the reading's choices; its g-expansive constant (the reading's statistic over depths) with the
+    pair and the depth that attains it; its headline Sh with ε and δ (the reading's ``pairing``), then
+    both pairings' Sh side by side, whether the best-traced orbit's shadow is its own start (method §3.2
+    caveat), Sh_curve and r at the window's lower end; Lip_FC, Lip(g) (with the reading's τ) and T_g ≥
+    Sh/Lip_FC for the headline Sh. With ``paper_reference`` a row "published" after each run the paper
+    reports gives its Table 2 numbers (:mod:`resdyn.paper_reference`) in the matching columns.
+    """
+    columns = ["Dataset", "Model", "Reading", "Choices", *(c for c, _ in READINGS_COLUMNS)]
+    rows: list[dict[str, Any]] = []
+    published_after: dict[tuple[str, str], int] = {}
+    for (dataset, model, reading), source in constants.items():
+        data = Constants.from_source(source, f"constants of {dataset}/{model}/{reading}")
+        choices = data.get("reading")
+        pairing = _PAIRING_KEY[data.get("g_shadowing.pairing")]
+        row: dict[str, Any] = {
+            "Dataset": dataset,
+            "Model": model,
+            "Reading": reading,
+            "Choices": reading_choices(choices),
+            "pair (i, j)": _pair_cell(data),
+            "Sh": data.number(f"g_shadowing.{pairing}.value"),
+            "ε": data.number(f"g_shadowing.{pairing}.epsilon"),
+            "δ": data.number(f"g_shadowing.{pairing}.delta"),
+            "r(Q_low)": (data.get("g_shadowing.curve.at_lower_quantile") or {}).get("value"),
+            "T_g ≥ Sh/Lip_FC": data.number(f"t_g_lower.{pairing}"),
+        }
+        for column, json_key in READINGS_COLUMNS:
+            if json_key is None:
+                continue
+            value = data.get(json_key)
+            row[column] = (
+                value if isinstance(value, bool) else data.number(json_key, integer=column == "depth")
+            )
+        for column, json_key in (
+            ("g-expansive", "g_expansive.value"),
+            ("Sh", f"g_shadowing.{pairing}.value"),
+        ):
+            if row[column] is None and data.undefined_reason(json_key):
+                row[column] = UNDEFINED
+        if not data.lip_certified:
+            for column in ("Lip_FC", "Lip(g) with softmax"):
+                row[column] = f"{format_value(row[column])} {UNCERTIFIED}"
+        rows.append(row)
+        published_after[(dataset, model)] = len(rows)
+    if paper_reference:
+        for (dataset, model), position in sorted(published_after.items(), key=lambda kv: -kv[1]):
+            paper = paper_table2(dataset, model)
+            if paper is None:
+                continue
+            rows.insert(
+                position,
+                {
+                    "Dataset": dataset,
+                    "Model": model,
+                    "Reading": PUBLISHED,
+                    "Choices": "the paper's Table 2",
+                    "g-expansive": paper["g_expansive"],
+                    "Sh": paper["g_shadowing"],
+                    "ε": paper["epsilon"],
+                    "δ": paper["delta"],
+                    "Lip_FC": paper["lip_fc"],
+                    "T_g ≥ Sh/Lip_FC": paper["t_g_lower"],
+                },
+            )
+    return _frame(rows, columns)
+
+
 UNDEFINED = "undefined"
 """Cell text of a constant that is undefined for the data (JSON null with an ``undefined_reason``)."""
 

@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from resdyn.config import canonical_config, check_entries, model_settings, training_settings
 from resdyn.device import gpu_may_be_present
+from resdyn.readings import DEFINITION, reading_settings
 
 # The config's meaning, not its spelling, decides what reruns: Snakemake compares each job's params by
 # repr, so key order, `1e-3` vs `0.001`, an omitted default vs the default written out, or a value from
@@ -29,12 +30,16 @@ check_entries(config)
 RESULTS = config["results_dir"]
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
+# The extra readings (method §3.4); the definition's results keep the per-run paths of method §7.
+READINGS = [name for name in config["readings"] if name != DEFINITION]
 ENV = "../envs/resdyn.yaml"
 
 
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     model="|".join(map(re.escape, MODELS)),
+    # "(?!)" never matches: without extra readings no job has a reading wildcard.
+    reading="|".join(map(re.escape, READINGS)) or "(?!)",
 
 
 scattergather:
@@ -46,9 +51,30 @@ def run_dir(*parts):
     return os.path.join(RESULTS, "{dataset}", "{model}", *parts)
 
 
-def shard_path(kind):
-    """Pattern of one scatter shard's file, for scatter/gather (other wildcards escaped)."""
-    return os.path.join(RESULTS, "{{dataset}}", "{{model}}", "shards", f"{kind}_{{scatteritem}}.h5")
+def reading_dir(*parts):
+    """results/{dataset}/{model}/readings/{reading}/<parts>: an extra reading's folder (method §3.4)."""
+    return run_dir("readings", "{reading}", *parts)
+
+
+def shard_path(kind, folder=()):
+    """Pattern of one scatter shard's file, for scatter/gather (other wildcards escaped); ``folder`` are
+    the path parts between the run's folder and shards/ (a reading's ``readings/{reading}``)."""
+    escaped = [part.replace("{", "{{").replace("}", "}}") for part in folder]
+    return os.path.join(RESULTS, "{{dataset}}", "{{model}}", *escaped, "shards", f"{kind}_{{scatteritem}}.h5")
+
+
+READING_FOLDER = ("readings", "{reading}")
+
+
+def reading_params(wildcards):
+    """The canonical settings of the job's reading (the definition's when the job has no reading
+    wildcard): adding or changing one reading changes only its own jobs' params."""
+    name = wildcards.get("reading", DEFINITION)
+    return reading_settings(config["readings"], name, config["analysis"]["labels"])
+
+
+def reading_name(wildcards):
+    return wildcards.get("reading", DEFINITION)
 
 
 def log_path(name):
@@ -105,15 +131,34 @@ def per_run(path):
     return expand(path, dataset=DATASETS, model=MODELS)
 
 
+def per_reading(path):
+    """Expand a per-(dataset, model, reading) path over every pair and every extra reading."""
+    return expand(path, dataset=DATASETS, model=MODELS, reading=READINGS)
+
+
+def readings_table_runs():
+    """(dataset, model, reading, constants.json) of every run in the readings table: the definition's
+    and every extra reading's, in config order."""
+    runs = []
+    for dataset in DATASETS:
+        for model in MODELS:
+            for reading in [DEFINITION, *READINGS]:
+                folder = () if reading == DEFINITION else ("readings", reading)
+                path = os.path.join(RESULTS, dataset, model, *folder, "constants.json")
+                runs.append((dataset, model, reading, path))
+    return runs
+
+
 def all_outputs():
     figures = os.path.join(RESULTS, "figures", "{name}_{dataset}_{model}.png")
     return (
         per_run(run_dir("constants.json"))
         + per_run(run_dir("shadowing_curve.png"))
+        + per_reading(reading_dir("constants.json"))
         + expand(figures, name=["figure2", "figure3", "table3", "orbit"], dataset=DATASETS, model=MODELS)
         + expand(
             os.path.join(RESULTS, "tables", "{table}.{ext}"),
-            table=["table1", "table2", "table3"],
+            table=["table1", "table2", "table3", "readings"],
             ext=["csv", "md", "tex"],
         )
     )

@@ -40,6 +40,26 @@ rule table2:
         "../workflow_scripts/table2.py"
 
 
+rule readings_table:
+    input:
+        constants=[path for *_, path in readings_table_runs()],
+        code=package_sources("tables", "paper_reference"),
+    output:
+        **table_outputs("readings", "readings.rst"),
+    log:
+        os.path.join(RESULTS, "logs", "tables", "readings.log"),
+    benchmark:
+        os.path.join(RESULTS, "benchmarks", "tables", "readings.tsv")
+    conda:
+        ENV
+    params:
+        stem=table_stem,
+        runs=[run for *run, _ in readings_table_runs()],
+        paper_reference=config["paper_reference"],
+    script:
+        "../workflow_scripts/readings_table.py"
+
+
 rule table3:
     input:
         pairs=per_run(run_dir("pairs.h5")),

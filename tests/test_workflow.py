@@ -24,7 +24,10 @@ def test_default_dag_lists_every_stage(workflow):
     assert jobs["pairwise_gather"] == 2
     assert jobs["shadowing_shard"] == 8
     assert jobs["constants"] == 2
-    assert jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
+    assert jobs["table1"] == jobs["table2"] == jobs["table3"] == jobs["readings_table"] == 1
+    # config.yaml's `authors` reading: the same analysis stages again, per model.
+    assert jobs["reading_pairwise_shard"] == jobs["reading_shadowing_shard"] == 8
+    assert jobs["reading_constants"] == 2
 
 
 def test_shard_count_comes_from_the_config(workflow):
@@ -128,7 +131,8 @@ def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     listed = workflow.snakemake("-n").stdout
     gpu = [line.split("gpu=")[1].split(",")[0] for line in listed.splitlines() if "gpu=" in line]
-    assert len(gpu) == 2 + 2 + 8 and set(gpu) == {"0"}  # train, trajectories, pairwise shards
+    # train, trajectories, and the pairwise shards of the definition and of config.yaml's `authors` reading
+    assert len(gpu) == 2 + 2 + 8 + 8 and set(gpu) == {"0"}
 
 
 def test_schema_fills_defaults(workflow):
@@ -169,9 +173,19 @@ def test_tiny_run_produces_every_output(tiny_run):
         paper = constants["g_shadowing"]["paper"]
         if paper["value"] is not None:
             assert constants["t_g_lower"]["paper"] == pytest.approx(paper["value"] / lip["fc"])
-    for k in (1, 2, 3):
+        reading = json.loads((run / "readings" / "authors" / "constants.json").read_text())
+        assert (
+            reading["reading"]["over_depths"] == "min" and reading["g_shadowing"]["pairing"] == "independent"
+        )
+        assert 1 <= reading["g_expansive"]["t_star"] <= 4  # depths: blocks
+        assert reading["g_expansive"]["value"] < constants["g_expansive"]["value"]  # min ≤ max, τ flattens
+        assert len(reading["g_shadowing"]["paper"]["orbit"]) == 4  # blocks: a_1..a_T
+        assert len(set(reading["g_shadowing"]["paper"]["orbit"])) == 4  # distinct
+    for name in ("table1", "table2", "table3", "readings"):
         for ext in ("csv", "md", "tex"):
-            assert tiny_run.path("results", "tables", f"table{k}.{ext}").stat().st_size > 0
+            assert tiny_run.path("results", "tables", f"{name}.{ext}").stat().st_size > 0
+    readings = tiny_run.path("results", "tables", "readings.csv").read_text()
+    assert readings.count("definition") == 2 and readings.count("authors") == 2
     # Temporary shard files are gone once gathered.
     assert not list(tiny_run.path("results").rglob("shards/*.h5"))
 
@@ -189,6 +203,8 @@ def _with_defaults_written_out(config: dict) -> dict:
         entry.setdefault("head", {"hidden": []})
     config["datasets"]["digits"].update(seed=0, download=True)
     config["analysis"].update(labels="true", curve_quantiles=[0.05, 0.95], table3_pairs=4, store_states=False)
+    authors = config["readings"]["authors"]
+    authors.update(labels="true", temperature={"expansive": 1000.0, "shadowing": 1.0})
     config.update(
         download_dir="data/downloads",
         results_dir="results",
@@ -244,6 +260,53 @@ def test_changing_an_analysis_setting_reruns_only_analysis(tiny_run):
     assert not set(jobs) & {"prepare_data", "train", "evaluate", "trajectories", "pairwise_shard"}
 
 
+def scheduled_outputs(workflow, *args: str) -> str:
+    """The output lines of the jobs a dry run schedules (inputs left out: the readings table reads every
+    reading's constants.json)."""
+    listed = workflow.snakemake("-n", *args).stdout
+    return "\n".join(line for line in listed.splitlines() if line.strip().startswith("output:"))
+
+
+READING_RULES = {
+    "reading_pairwise_shard",
+    "reading_pairwise_gather",
+    "reading_shadowing_shard",
+    "reading_shadowing_gather",
+    "reading_constants",
+    "readings_table",
+    "all",
+}
+
+
+def test_changing_one_reading_reruns_only_that_reading(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["readings"]["authors"]["over_depths"] = "mean"
+    tiny_run.write_config(config, "changed.yaml")
+    args = ("--configfile", "changed.yaml", "--replace-workflow-config")
+    jobs = tiny_run.scheduled_jobs(*args)
+    assert set(jobs) <= READING_RULES and jobs["reading_constants"] == 2
+    outputs = scheduled_outputs(tiny_run, *args)
+    assert "readings/authors/constants.json" in outputs and "readings/probes/" not in outputs
+
+
+def test_adding_a_reading_runs_only_its_jobs(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["readings"]["hot"] = {"temperature": 1000}
+    tiny_run.write_config(config, "added.yaml")
+    args = ("--configfile", "added.yaml", "--replace-workflow-config")
+    jobs = tiny_run.scheduled_jobs(*args)
+    assert set(jobs) <= READING_RULES
+    assert jobs["reading_pairwise_shard"] == 6 and jobs["reading_constants"] == 2  # 2 models × 3 shards
+    outputs = scheduled_outputs(tiny_run, *args)
+    assert "readings/hot/" in outputs and "readings/authors/" not in outputs
+
+
+def test_redefining_the_definition_reading_fails_the_dry_run(workflow):
+    proc = workflow.snakemake("-n", "--config", "readings={definition: {over_depths: min}}", check=False)
+    assert proc.returncode != 0
+    assert "readings.definition" in proc.stdout + proc.stderr
+
+
 def test_second_run_with_one_shard_gives_identical_constants(tiny_run, tmp_path):
     """Determinism and shard invariance at once: a fresh run (training included) with 1 shard instead of 3
     writes byte-identical constants.json files."""
@@ -251,8 +314,9 @@ def test_second_run_with_one_shard_gives_identical_constants(tiny_run, tmp_path)
     config["analysis"]["shards"] = 1
     wf = copy_workflow(tmp_path / "one_shard")
     wf.write_config(config)
-    wf.snakemake("--until", "constants")
+    wf.snakemake("--until", "constants", "reading_constants")
     for model in TINY_CONFIG["models"]:
-        one = wf.path("results", "digits", model, "constants.json").read_bytes()
-        three = tiny_run.path("results", "digits", model, "constants.json").read_bytes()
-        assert one == three
+        for folder in ((), ("readings", "authors")):
+            one = wf.path("results", "digits", model, *folder, "constants.json").read_bytes()
+            three = tiny_run.path("results", "digits", model, *folder, "constants.json").read_bytes()
+            assert one == three, folder
