@@ -165,9 +165,14 @@ def check_split(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
 @dataclass
 class DatasetFile:
     """``results/data/{dataset}.h5``: ``/{train,test}/images`` uint8 (N, 3, 32, 32) gzip-1 in chunks of 256
-    images, ``/{train,test}/labels`` int64 (N,); attrs ``class_names``, ``source``, ``dataset``, ``origin``
-    and ``checksum`` (:func:`array_checksum`). The test split keeps its source order ("order within
-    class")."""
+    images, ``/{train,test}/labels`` int64 (N,); attrs ``class_names``, ``source``, ``dataset``, ``origin``,
+    ``checksum`` (:func:`array_checksum`) and ``preprocessing``: a JSON object saying how the source's
+    images became 3×32×32 (method §5): ``resize`` (the setting) and, per split, ``source_shape`` [C, H, W],
+    ``source_dtype`` and ``steps`` (every operation in order, e.g. the torchvision resize with its
+    interpolation). The test split keeps its source order ("order within class").
+
+    ``preprocessing`` is ``{}`` when read from a file written before the attr existed (an added attr, so
+    the layout version stays 1: older readers ignore it, this reader does not require it)."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     # gzip level 1 over chunks of 256 whole images: measured on sklearn digits (3×32×32) tiled to 70 000
@@ -181,6 +186,7 @@ class DatasetFile:
     dataset: str
     source: str
     origin: str
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         for split in SPLITS:
@@ -211,6 +217,7 @@ class DatasetFile:
             handle.attrs["dataset"] = self.dataset
             handle.attrs["origin"] = self.origin
             handle.attrs["checksum"] = self.checksum
+            handle.attrs["preprocessing"] = json.dumps(self.preprocessing, ensure_ascii=False)
 
     @classmethod
     def load_split(cls, path: PathLike, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -236,7 +243,16 @@ class DatasetFile:
             splits[split] = (images, labels)
         with open_h5(path) as handle:
             attrs = {k: str(_plain(handle.attrs.get(k, ""))) for k in ("dataset", "source", "origin")}
-        return cls(splits, names, **attrs)
+            raw = _plain(handle.attrs.get("preprocessing", "{}"))
+        try:
+            preprocessing = json.loads(raw)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{path}: attr 'preprocessing' is not a JSON object ({err})") from None
+        if not isinstance(preprocessing, dict):
+            raise InputError(
+                f"{path}: attr 'preprocessing' is not a JSON object, got {type(preprocessing).__name__}"
+            )
+        return cls(splits, names, **attrs, preprocessing=preprocessing)
 
     @classmethod
     def test_images(cls, path: PathLike, test_indices: Sequence[int]) -> np.ndarray:

