@@ -92,32 +92,38 @@ def test_resume_after_an_interruption_gives_identical_probes(setup, tmp_path):
 
 
 @pytest.mark.slow
-def test_last_probe_agrees_with_a_trained_linear_head(setup, tmp_path):
-    """On a trained network (its head linear and well trained on x_T), the probe at t = T solves the head's
-    own problem on the same states, so it predicts what the head predicts on ≥ 99% of test images."""
+def test_last_probe_agrees_with_a_trained_linear_head(tmp_path):
+    """On a well-trained network (its head linear), the probe at t = T solves the head's own problem on the
+    same states, so it predicts what the head predicts on ≥ 99% of test images. The images are
+    test_train's learnable bands, on which the tiny network is trained to (near) perfect accuracy: on
+    digits a tiny network stops near 97%, and two 97% classifiers can disagree on the 3% they get wrong."""
+    from test_train import make_arrays
+
     from resdyn.train import train
 
+    x_train, y_train = make_arrays(400, 4, seed=0)
+    x_test, y_test = make_arrays(300, 4, seed=1)
     torch.manual_seed(1)
-    model = build_model(TINY, 10)
+    model = build_model(TINY, 4)
     train(
         model,
-        *setup["train"],
-        epochs=15,
+        x_train,
+        y_train,
+        epochs=6,
         lr=3e-3,
-        batch_size=64,
+        batch_size=32,
         seed=0,
         device="cpu",
         checkpoint_path=tmp_path / "model_ckpt.pt",
         log_path=tmp_path / "train_log.csv",
     )
-    x_test, y_test = setup["test"]
-    settings = {**SETTINGS, "epochs": 30}
-    weight, bias, _ = probes.fit_probes(model, *setup["train"], settings, checkpoint_path=tmp_path / "c.pt")
+    settings = {**SETTINGS, "epochs": 20}
+    weight, bias, _ = probes.fit_probes(model, x_train, y_train, settings, checkpoint_path=tmp_path / "c.pt")
     with torch.no_grad():
         states = model.trajectory(images_to_tensor(x_test))[0]
         head = model.head(states[:, -1]).argmax(dim=1)
         probe = probes.probe_logits(states, weight, bias)[:, -1].argmax(dim=1)
-    assert (head.numpy() == y_test).mean() >= 0.9  # the head is well trained
+    assert (head.numpy() == y_test).mean() >= 0.99  # the head is well trained
     assert (head == probe).float().mean() >= 0.99
 
 
