@@ -165,9 +165,14 @@ def check_split(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
 @dataclass
 class DatasetFile:
     """``results/data/{dataset}.h5``: ``/{train,test}/images`` uint8 (N, 3, 32, 32) gzip-1 in chunks of 256
-    images, ``/{train,test}/labels`` int64 (N,); attrs ``class_names``, ``source``, ``dataset``, ``origin``
-    and ``checksum`` (:func:`array_checksum`). The test split keeps its source order ("order within
-    class")."""
+    images, ``/{train,test}/labels`` int64 (N,); attrs ``class_names``, ``source``, ``dataset``, ``origin``,
+    ``checksum`` (:func:`array_checksum`) and ``preprocessing``: a JSON object saying how the source's
+    images became 3×32×32 (method §5): ``resize`` (the setting) and, per split, ``source_shape`` [C, H, W],
+    ``source_dtype`` and ``steps`` (every operation in order, e.g. the torchvision resize with its
+    interpolation). The test split keeps its source order ("order within class").
+
+    ``preprocessing`` is ``{}`` when read from a file written before the attr existed (an added attr, so
+    the layout version stays 1: older readers ignore it, this reader does not require it)."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     # gzip level 1 over chunks of 256 whole images: measured on sklearn digits (3×32×32) tiled to 70 000
@@ -181,6 +186,7 @@ class DatasetFile:
     dataset: str
     source: str
     origin: str
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         for split in SPLITS:
@@ -211,6 +217,7 @@ class DatasetFile:
             handle.attrs["dataset"] = self.dataset
             handle.attrs["origin"] = self.origin
             handle.attrs["checksum"] = self.checksum
+            handle.attrs["preprocessing"] = json.dumps(self.preprocessing, ensure_ascii=False)
 
     @classmethod
     def load_split(cls, path: PathLike, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -236,7 +243,16 @@ class DatasetFile:
             splits[split] = (images, labels)
         with open_h5(path) as handle:
             attrs = {k: str(_plain(handle.attrs.get(k, ""))) for k in ("dataset", "source", "origin")}
-        return cls(splits, names, **attrs)
+            raw = _plain(handle.attrs.get("preprocessing", "{}"))
+        try:
+            preprocessing = json.loads(raw)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{path}: attr 'preprocessing' is not a JSON object ({err})") from None
+        if not isinstance(preprocessing, dict):
+            raise InputError(
+                f"{path}: attr 'preprocessing' is not a JSON object, got {type(preprocessing).__name__}"
+            )
+        return cls(splits, names, **attrs, preprocessing=preprocessing)
 
     @classmethod
     def test_images(cls, path: PathLike, test_indices: Sequence[int]) -> np.ndarray:
@@ -260,6 +276,26 @@ class DatasetFile:
 # ---------------------------------------------------------------------------------------------------------
 # model.pt
 # ---------------------------------------------------------------------------------------------------------
+def _load_torch_payload(path: PathLike, what: str, keys: Sequence[str], version: int) -> dict[str, Any]:
+    """The dict a ``torch.save`` artifact holds (loaded with ``weights_only=True``), checked for its keys
+    and format version; any failure is an InputError naming the file."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a corrupt file
+        raise InputError(f"{path}: not a readable {what} file ({type(err).__name__}: {err})") from None
+    missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise InputError(f"{path}: {what} file lacks key(s) {missing}")
+    if payload["format"] != version:
+        raise InputError(f"{path}: {what} file format {payload['format']!r}, expected {version}")
+    return payload
+
+
 @dataclass
 class ModelCheckpoint:
     """``model.pt``: {format, state_dict (CPU tensors), model_entry (defaults filled), num_classes,
@@ -296,22 +332,7 @@ class ModelCheckpoint:
 
     @classmethod
     def load(cls, path: PathLike) -> ModelCheckpoint:
-        import torch
-
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: model file not found")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for a corrupt file
-            raise InputError(f"{path}: not a readable model file ({type(err).__name__}: {err})") from None
-        missing = [k for k in cls.KEYS if not isinstance(payload, dict) or k not in payload]
-        if missing:
-            raise InputError(f"{path}: model file lacks key(s) {missing}")
-        if payload["format"] != cls.FORMAT_VERSION:
-            raise InputError(
-                f"{path}: model file format {payload['format']!r}, expected {cls.FORMAT_VERSION}"
-            )
+        payload = _load_torch_payload(path, "model", cls.KEYS, cls.FORMAT_VERSION)
         return cls(
             payload["state_dict"], payload["model_entry"], payload["num_classes"], payload["class_names"]
         )
@@ -344,6 +365,91 @@ def load_model(path: PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------------------------
+# probes.pt and probes.csv (per-depth heads, method §3.5)
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class ProbeHeads:
+    """``probes.pt``: {format, weight (T+1, C, n) float32, bias (T+1, C) float32, class_names, settings,
+    log}, a plain dict that loads with ``torch.load(weights_only=True)``. Probe t maps the state x_t to
+    the logits W_t x_t + b_t (:mod:`resdyn.probes`)."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
+    KEYS: ClassVar[tuple[str, ...]] = ("format", "weight", "bias", "class_names", "settings", "log")
+
+    weight: Any  # torch.Tensor (T+1, C, n)
+    bias: Any  # torch.Tensor (T+1, C)
+    class_names: list[str]
+    settings: dict[str, Any]
+    log: list[dict[str, float]]
+
+    def save(self, path: PathLike) -> None:
+        import torch
+
+        payload = {
+            "format": self.FORMAT_VERSION,
+            "weight": self.weight.detach().cpu().float(),
+            "bias": self.bias.detach().cpu().float(),
+            "class_names": [str(name) for name in self.class_names],
+            "settings": dict(self.settings),
+            "log": [dict(row) for row in self.log],
+        }
+        with atomic_output(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: PathLike) -> ProbeHeads:
+        """Read and check keys and shapes (one probe per depth, C × n each)."""
+        payload = _load_torch_payload(path, "probes", cls.KEYS, cls.FORMAT_VERSION)
+        weight, bias = payload["weight"], payload["bias"]
+        if weight.ndim != 3 or tuple(bias.shape) != tuple(weight.shape[:2]):
+            raise InputError(
+                f"{path}: probe weight {tuple(weight.shape)} and bias {tuple(bias.shape)} must be "
+                "(T+1, C, n) and (T+1, C)"
+            )
+        if weight.shape[1] != len(payload["class_names"]):
+            raise InputError(
+                f"{path}: {weight.shape[1]} probe outputs but {len(payload['class_names'])} class names"
+            )
+        return cls(weight, bias, payload["class_names"], payload["settings"], payload["log"])
+
+
+PROBE_TABLE_COLUMNS = [
+    "depth",
+    "train_accuracy",
+    "train_loss",
+    "test_accuracy",
+    "test_loss",
+    "head_test_accuracy",
+    "weight_norm",
+    "lip_g",
+]
+
+
+def save_probe_table(path: PathLike, table: Any) -> None:
+    """Write ``probes.csv`` (a DataFrame with :data:`PROBE_TABLE_COLUMNS`, one row per depth t = 0..T) at
+    full precision."""
+    if list(table.columns) != PROBE_TABLE_COLUMNS:
+        raise InputError(f"probe table columns {list(table.columns)} must be {PROBE_TABLE_COLUMNS}")
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.17g")
+
+
+def load_probe_table(path: PathLike) -> Any:
+    """Read ``probes.csv`` back as a DataFrame, checking its columns and that depths run 0..T."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, float_precision="round_trip")  # the default parser may lose an ulp
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read the probe table ({err})") from None
+    if list(table.columns) != PROBE_TABLE_COLUMNS:
+        raise InputError(f"{path}: columns {list(table.columns)}, expected {PROBE_TABLE_COLUMNS}")
+    if table["depth"].tolist() != list(range(len(table))):
+        raise InputError(f"{path}: depths must run 0..T in order, got {table['depth'].tolist()}")
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------------
 # trajectories.h5
 # ---------------------------------------------------------------------------------------------------------
 HeadLayers = list[tuple[np.ndarray, np.ndarray]]
@@ -357,9 +463,11 @@ class Trajectories(_Artifact):
     of its float32 head at t = T), ``/index`` (test index), ``/order_in_class`` (1-based rank among test
     images of the same true class), all int64 (N,); the head as ``/head/weight`` (C, n), ``/head/bias``
     (C,) float64 for a linear head, or ``/head/layers/<k>/weight|bias`` (ReLU between layers, none after
-    the last); optional ``/states`` (N, T+1, n) float32 chunked (1, T+1, n) with gzip (read lazily,
+    the last), or, for per-depth probes (method §3.5), ``/head/depths/weight`` (T+1, C, n) and
+    ``/head/depths/bias`` (T+1, C) float64 (then ``head`` is None and ``depth_heads`` holds them);
+    optional ``/states`` (N, T+1, n) float32 chunked (1, T+1, n) with gzip (read lazily,
     :meth:`open_states`); attrs ``dataset``, ``model``, ``T``, ``n``, ``class_names``,
-    ``model_checksum``, ``data_checksum``."""
+    ``model_checksum``, ``data_checksum`` (and ``probes_checksum`` with per-depth probes)."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     ROW_KEYS: ClassVar[tuple[str, ...]] = ("labels", "pred", "index", "order_in_class")
@@ -371,10 +479,11 @@ class Trajectories(_Artifact):
     pred: np.ndarray
     index: np.ndarray
     order_in_class: np.ndarray
-    head: HeadLayers
+    head: HeadLayers | None
     class_names: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    depth_heads: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def T(self) -> int:
@@ -406,7 +515,8 @@ class Trajectories(_Artifact):
             probs = _read(path, handle, "probs")
             logits = _read(path, handle, "logits")
             rows = {key: _read(path, handle, key) for key in cls.ROW_KEYS}
-            head = cls._read_head(path, handle["head"])
+            depth_heads = cls._read_depth_heads(path, handle["head"], probs.shape[1:], names)
+            head = None if depth_heads is not None else cls._read_head(path, handle["head"])
             attrs = {k: _plain(v) for k, v in handle.attrs.items() if k not in ("class_names", _FORMAT_ATTR)}
         if probs.dtype != np.float64 or probs.ndim != 3 or probs.shape[2] != len(names):
             raise InputError(
@@ -421,7 +531,36 @@ class Trajectories(_Artifact):
                     f"{values.dtype} {values.shape}"
                 )
         _check_labels(f"{path}: '/labels'", rows["labels"], len(names))
-        return cls(probs, logits, head=head, class_names=names, attrs=attrs, path=str(path), **rows)
+        return cls(
+            probs,
+            logits,
+            head=head,
+            class_names=names,
+            attrs=attrs,
+            path=str(path),
+            depth_heads=depth_heads,
+            **rows,
+        )
+
+    @staticmethod
+    def _read_depth_heads(
+        path: PathLike, group: h5py.Group, shape: tuple[int, ...], names: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The per-depth probes (weight (T+1, C, n), bias (T+1, C)) when the file holds them, else None."""
+        if "depths" not in group:
+            return None
+        for part in ("weight", "bias"):
+            if part not in group["depths"]:
+                raise InputError(f"{path}: missing HDF5 key 'head/depths/{part}'")
+        weight = np.asarray(group["depths"]["weight"][()], dtype=np.float64)
+        bias = np.asarray(group["depths"]["bias"][()], dtype=np.float64)
+        depths, classes = shape[0], len(names)
+        if weight.ndim != 3 or weight.shape[:2] != (depths, classes) or bias.shape != (depths, classes):
+            raise InputError(
+                f"{path}: 'head/depths' holds weight {weight.shape} and bias {bias.shape}, expected "
+                f"({depths}, {classes}, n) and ({depths}, {classes})"
+            )
+        return weight, bias
 
     @staticmethod
     def _read_head(path: PathLike, group: h5py.Group) -> HeadLayers:
@@ -506,16 +645,22 @@ class TrajectoryWriter:
         labels: np.ndarray,
         pred: np.ndarray,
         order_in_class: np.ndarray,
-        head: HeadLayers,
+        head: HeadLayers | None,
         class_names: Sequence[str],
         attrs: Mapping[str, Any],
+        depth_heads: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
+        """Write the per-image rows, the head (``head`` layers, or per-depth ``depth_heads`` = (weight,
+        bias)) and the attrs."""
         h5 = self.handle
         h5.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
         h5.create_dataset("pred", data=pred)
         h5.create_dataset("index", data=np.arange(len(labels), dtype=np.int64))
         h5.create_dataset("order_in_class", data=order_in_class)
-        if len(head) == 1:
+        if depth_heads is not None:
+            h5.create_dataset("head/depths/weight", data=np.asarray(depth_heads[0], dtype=np.float64))
+            h5.create_dataset("head/depths/bias", data=np.asarray(depth_heads[1], dtype=np.float64))
+        elif len(head) == 1:
             h5.create_dataset("head/weight", data=head[0][0])
             h5.create_dataset("head/bias", data=head[0][1])
         else:
@@ -527,6 +672,8 @@ class TrajectoryWriter:
         h5.attrs["class_names"] = encode_class_names(class_names)
         for key in ("model_checksum", "data_checksum"):
             h5.attrs[key] = attrs[key]
+        if "probes_checksum" in attrs:
+            h5.attrs["probes_checksum"] = attrs["probes_checksum"]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -147,9 +147,19 @@ def check_architecture(
         raise ValueError(f"head widths {list(head_hidden)} must be positive")
 
 
+# Dataset keys that only one source (and, for a torchvision option, one dataset class) reads: anywhere
+# else they would be silently ignored, so they fail instead. Keys with schema defaults (seed, resize,
+# download) are filled into every entry and cannot be checked this way.
+_OWNED_KEYS: dict[str, tuple[str, str | None]] = {
+    "name": ("torchvision", None),
+    "path": ("npz", None),
+    "emnist_split": ("torchvision", "EMNIST"),
+}
+
+
 def check_entries(config: Mapping[str, Any]) -> None:
-    """Check what the schema cannot: every model entry builds, every npz dataset file exists, every
-    reading resolves (:func:`check_readings`).
+    """Check what the schema cannot: every model entry builds, no dataset key belongs to another source,
+    every npz dataset file exists, every reading resolves (:func:`check_readings`).
 
     Called when the workflow is parsed (after schema validation, defaults filled), so a bad entry fails
     the dry run with an :class:`InputError` naming the entry and the value instead of failing its first
@@ -162,16 +172,18 @@ def check_entries(config: Mapping[str, Any]) -> None:
             raise InputError(f"config: models.{name}: {err}") from None
     for name, entry in config.get("datasets", {}).items():
         source = entry.get("source")
-        misplaced = [
-            key
-            for key, owner in (("name", "torchvision"), ("path", "npz"))
-            if key in entry and source != owner
-        ]
-        if misplaced:
-            raise InputError(
-                f"config: datasets.{name}: key '{misplaced[0]}' belongs to source "
-                f"'{dict(name='torchvision', path='npz')[misplaced[0]]}', not '{source}'"
-            )
+        for key, (owner, tv_name) in _OWNED_KEYS.items():
+            if key not in entry:
+                continue
+            if source != owner:
+                raise InputError(
+                    f"config: datasets.{name}: key '{key}' belongs to source '{owner}', not '{source}'"
+                )
+            if tv_name is not None and entry.get("name") != tv_name:
+                raise InputError(
+                    f"config: datasets.{name}: key '{key}' belongs to torchvision name '{tv_name}', "
+                    f"not {entry.get('name')!r}"
+                )
         if source == "npz" and not os.path.isfile(entry["path"]):
             raise InputError(
                 f"config: datasets.{name}.path: npz file {entry['path']!r} not found "

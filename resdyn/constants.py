@@ -151,6 +151,8 @@ def assemble_constants(
     if tau != 1.0 and lip_values["g"] is not None:
         lip_values["g"] = lip_values["g"] / tau
     sh = {"paper": best["value"], "curve": curve["value"], "independent": independent["value"]}
+    if "per_depth" in lip:  # per-depth probes (method §3.5): Lip of each g_t
+        lip_values["per_depth"] = [row | {"g": row["g"] / tau} for row in lip["per_depth"]]
     return {
         **{k: (v.item() if isinstance(v, np.generic) else v) for k, v in meta.items()},
         "N": int(test_index.size),

@@ -465,3 +465,29 @@ def _plain_log_labels(axis: Any) -> None:
 
     axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
     axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
+
+
+def plot_probe_accuracy(tables: Mapping[str, pd.DataFrame], out_png: PathLike, title: str) -> Path:
+    """Test accuracy against depth t = 0..T for each model (method §3.5): its per-depth probe (solid) and
+    the network's own head applied at that depth (dashed), one colour per model. 7 × 4.5 in."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    colors = plt.get_cmap("tab10")
+    for k, (model, table) in enumerate(tables.items()):
+        depth = table["depth"].to_numpy()
+        ax.plot(depth, table["test_accuracy"], "o-", color=colors(k % 10), label=f"{model}: probe g_θt")
+        ax.plot(
+            depth,
+            table["head_test_accuracy"],
+            "s--",
+            color=colors(k % 10),
+            alpha=0.7,
+            label=f"{model}: final head g",
+        )
+    ax.set_xlabel("depth t (0 = stem output)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.4)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=11)
+    return _save(fig, out_png)

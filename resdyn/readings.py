@@ -14,7 +14,10 @@ orbits that may revisit an image, the best-tracing pairing). A reading changes a
   ``best_tracing`` (the orbit with the smallest ε, Sh = δ/ε) or ``independent`` (ε and δ minimised
   separately over orbits, the authors' code). Both are always computed and reported;
 - ``labels``: the label source of the g-expansive constant (``true`` or ``predicted``; default
-  ``analysis.labels``).
+  ``analysis.labels``);
+- ``head``: ``shared`` (the trained head g at every depth) or ``probes`` (p_t = softmax(W_t x_t + b_t)
+  with one linear probe per depth, method §3.5: the reading then reads the probes' trajectory file and
+  Lipschitz constants instead of the main ones).
 
 A reading's probabilities are its *view* of the trajectory file: an (N, D, C) float64 array with D = T+1
 (``all``) or T (``blocks``) depths; view depth k is model depth k + :attr:`Reading.first_depth`.
@@ -39,6 +42,7 @@ OVER_DEPTHS = ("max", "mean", "min")
 ORBITS = ("revisit", "distinct")
 PAIRINGS = ("best_tracing", "independent")
 LABELS = ("true", "predicted")
+HEADS = ("shared", "probes")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Reading:
     orbits: str = "revisit"
     pairing: str = "best_tracing"
     labels: str = "true"
+    head: str = "shared"
 
     def __post_init__(self) -> None:
         for key, allowed in (
@@ -61,6 +66,7 @@ class Reading:
             ("orbits", ORBITS),
             ("pairing", PAIRINGS),
             ("labels", LABELS),
+            ("head", HEADS),
         ):
             if getattr(self, key) not in allowed:
                 raise InputError(
@@ -78,7 +84,7 @@ class Reading:
         """A reading from its canonical settings (:meth:`settings`, as the workflow passes them)."""
         settings = dict(settings)
         temperature = settings.pop("temperature", {"expansive": 1.0, "shadowing": 1.0})
-        unknown = set(settings) - {"depths", "over_depths", "orbits", "pairing", "labels"}
+        unknown = set(settings) - {"depths", "over_depths", "orbits", "pairing", "labels", "head"}
         if unknown:
             raise InputError(f"reading '{name}': unknown setting(s) {sorted(unknown)}")
         return cls(

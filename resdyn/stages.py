@@ -28,6 +28,7 @@ from resdyn.artifacts import (
     Lipschitz,
     Metrics,
     Pairs,
+    ProbeHeads,
     SampleSizeSummary,
     SampleSizeTable,
     Shadowing,
@@ -35,6 +36,7 @@ from resdyn.artifacts import (
     Trajectories,
     load_model,
     save_model,
+    save_probe_table,
     save_shadowing_curve,
 )
 from resdyn.config import sample_size_settings, schema_defaults
@@ -152,10 +154,14 @@ def record_trajectories(
     batch_size: int,
     store_states: bool,
     device: str,
+    probes_path: PathLike | None = None,
 ) -> None:
     """Rule ``trajectories``: every test image's states, logits and float64 probabilities at t = 0..T
     (:func:`resdyn.trajectories.trajectory_batches`), written batch by batch, so memory is bounded by
-    ``batch_size`` images. Non-finite logits raise :class:`InputError` and leave no file."""
+    ``batch_size`` images. Non-finite logits raise :class:`InputError` and leave no file.
+
+    With ``probes_path`` (rule ``probe_trajectories``, method §3.5) the logits are the per-depth probes'
+    z_t = W_t x_t + b_t and the file stores every W_t, b_t, so it alone defines the g_t."""
     import torch
 
     from resdyn.trajectories import head_params, order_in_class, trajectory_batches
@@ -166,13 +172,23 @@ def record_trajectories(
     model, meta = load_model(model_path, torch_device)
     images, labels, class_names = DatasetFile.load_split(data_path, "test")
     _same_classes(data_path, class_names, model_path, meta["class_names"])
+    probes = None
+    if probes_path is not None:
+        heads = ProbeHeads.load(probes_path)
+        _same_classes(probes_path, heads.class_names, model_path, meta["class_names"])
+        if tuple(heads.weight.shape) != (model.num_blocks + 1, model.num_classes, model.state_dim):
+            raise InputError(
+                f"{probes_path}: probes of shape {tuple(heads.weight.shape)} do not fit {model_path} "
+                f"(T+1 = {model.num_blocks + 1}, C = {model.num_classes}, n = {model.state_dim})"
+            )
+        probes = (heads.weight.double().numpy(), heads.bias.double().numpy())
     N, T = len(labels), model.num_blocks
     with Trajectories.writer(
         out_path, N=N, T=T, n=model.state_dim, C=model.num_classes, store_states=store_states
     ) as writer:
         pred = np.empty(N, dtype=np.int64)
         for start, states, logits, probs, batch_pred in trajectory_batches(
-            model, images, batch_size, torch_device
+            model, images, batch_size, torch_device, probes
         ):
             if not torch.isfinite(logits).all():
                 bad = start + int(torch.nonzero(~torch.isfinite(logits).all(dim=2).all(dim=1))[0, 0])
@@ -191,7 +207,8 @@ def record_trajectories(
             labels=labels,
             pred=pred,
             order_in_class=order_in_class(labels),
-            head=head_params(model.head),
+            head=head_params(model.head) if probes is None else None,
+            depth_heads=probes,
             class_names=class_names,
             attrs={
                 "dataset": dataset,
@@ -200,8 +217,62 @@ def record_trajectories(
                 "n": model.state_dim,
                 "model_checksum": file_checksum(model_path),
                 "data_checksum": file_checksum(data_path),
-            },
+            }
+            | ({"probes_checksum": file_checksum(probes_path)} if probes_path is not None else {}),
         )
+
+
+def fit_probes(
+    model_path: PathLike,
+    data_path: PathLike,
+    probes_out: PathLike,
+    table_out: PathLike,
+    *,
+    settings: Mapping[str, Any],
+    checkpoint_path: PathLike,
+    batch_size: int,
+) -> Any:
+    """Rule ``probes``: one linear probe per depth on the frozen network's training states
+    (:func:`resdyn.probes.fit_probes`) → probes.pt, and the per-depth table probes.csv: train and test
+    accuracy and loss of each probe, the accuracy of the network's own head at that depth, ‖W_t‖₂ and
+    Lip(g_t) ≤ ‖W_t‖₂/2 (method §3.5). ``settings`` = {epochs, lr, batch_size, seed, device};
+    ``batch_size`` is the scoring batch."""
+    import pandas as pd
+
+    from resdyn import probes
+    from resdyn.lipschitz import depth_heads_lipschitz
+
+    model, meta = load_model(model_path)
+    train_images, train_labels, class_names = DatasetFile.load_split(data_path, "train")
+    _same_classes(data_path, class_names, model_path, meta["class_names"])
+    settings = probes.check_settings(settings)
+    weight, bias, rows = probes.fit_probes(
+        model, train_images, train_labels, settings, checkpoint_path=checkpoint_path
+    )
+    test_images, test_labels, _ = DatasetFile.load_split(data_path, "test")
+    device = resolve_device(settings["device"])
+    train = probes.probe_scores(
+        model, weight, bias, train_images, train_labels, batch_size=batch_size, device=device
+    )
+    test = probes.probe_scores(
+        model, weight, bias, test_images, test_labels, batch_size=batch_size, device=device
+    )
+    lip = depth_heads_lipschitz(weight.numpy())["per_depth"]
+    table = pd.DataFrame(
+        {
+            "depth": np.arange(len(lip)),
+            "train_accuracy": train["accuracy"],
+            "train_loss": train["loss"],
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "head_test_accuracy": test["head_accuracy"],
+            "weight_norm": [row["fc"] for row in lip],
+            "lip_g": [row["g"] for row in lip],
+        }
+    )
+    ProbeHeads(weight, bias, class_names, settings, rows).save(probes_out)
+    save_probe_table(table_out, table)
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -396,18 +467,22 @@ def lipschitz(
     eps: float = _LIPSCHITZ["eps"],
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Rule ``lipschitz``: ``lipschitz.json`` for the head g stored in trajectories.h5 (method §3.3).
+    """Rule ``lipschitz``: ``lipschitz.json`` for the head g stored in trajectories.h5 (method §3.3), or
+    for its per-depth probes (:func:`resdyn.lipschitz.depth_heads_lipschitz`, method §3.5).
 
     A linear head gets Lip_FC = ‖W‖₂ exactly; a multi-layer head gets LipSDP-Neuron and -Layer (certified
     upper bounds) and a lower bound, the largest Jacobian norm over the test states (from /states when
     stored, else recomputed from the model batch by batch). Lip(g) = Lip_FC / 2 accounts for the softmax.
     """
-    from resdyn.lipschitz import head_lipschitz
+    from resdyn.lipschitz import depth_heads_lipschitz, head_lipschitz
     from resdyn.trajectories import ModelStates
 
-    layers = Trajectories.load(trajectories_path).head
+    traj = Trajectories.load(trajectories_path)
+    layers = traj.head
     started = time.perf_counter()
-    if len(layers) == 1:
+    if traj.depth_heads is not None:
+        result = depth_heads_lipschitz(traj.depth_heads[0])
+    elif len(layers) == 1:
         result = head_lipschitz(layers, solver=solver, eps=eps)
     else:
         with Trajectories.open_states(trajectories_path) as states:
@@ -634,6 +709,16 @@ def table3(
         for p, t in zip(pairs_paths, trajectories_paths)
     }
     tables.write_table(tables.table3(sources, k), stem)
+
+
+def probes_figure(table_paths: Mapping[str, PathLike], out_png: PathLike, *, dataset: str) -> None:
+    """Rule ``probes_figure``: probe and final-head test accuracy against depth for every model of one
+    dataset (``table_paths``: model → its probes.csv)."""
+    from resdyn.artifacts import load_probe_table
+    from resdyn.figures import plot_probe_accuracy
+
+    tables = {model: load_probe_table(path) for model, path in table_paths.items()}
+    plot_probe_accuracy(tables, out_png, f"Per-depth heads ({dataset}): test accuracy against depth")
 
 
 def figures(

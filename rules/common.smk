@@ -96,6 +96,24 @@ def reading_name(wildcards):
     return wildcards.get("reading", DEFINITION)
 
 
+def uses_probes(reading):
+    return reading_settings(config["readings"], reading, config["analysis"]["labels"])["head"] == "probes"
+
+
+PROBE_READINGS = [name for name in READINGS if uses_probes(name)]
+
+
+def reading_source(name):
+    """Input function: the reading's trajectories.h5 or lipschitz.json: the probes' own (under
+    probes/) for a reading with `head: probes`, else the main one."""
+
+    def source(wildcards):
+        folder = ("probes",) if uses_probes(wildcards.reading) else ()
+        return run_dir(*folder, name).format(dataset=wildcards.dataset, model=wildcards.model)
+
+    return source
+
+
 def log_path(name):
     return os.path.join(RESULTS, "logs", "{dataset}", "{model}", f"{name}.log")
 
@@ -201,6 +219,7 @@ def all_outputs():
         + per_reading(reading_dir("constants.json"))
         + per_run(run_dir("sample_size.png"))
         + per_reading(reading_dir("sample_size.png"))
+        + (expand(os.path.join(FIGURES, "probes_{dataset}.png"), dataset=DATASETS) if PROBE_READINGS else [])
         + expand(figures, name=["figure2", "figure3", "table3", "orbit"], dataset=DATASETS, model=MODELS)
         + expand(
             os.path.join(RESULTS, "tables", "{table}.{ext}"),

@@ -26,10 +26,10 @@ rule constants:
 
 use rule constants as reading_constants with:
     input:
-        trajectories=run_dir("trajectories.h5"),
+        trajectories=reading_source("trajectories.h5"),
         pairs=reading_dir("pairs.h5"),
         shadowing=reading_dir("shadowing.h5"),
-        lipschitz=run_dir("lipschitz.json"),
+        lipschitz=reading_source("lipschitz.json"),
         code=package_sources("constants", "readings"),
     output:
         reading_dir("constants.json"),

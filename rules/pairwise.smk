@@ -29,6 +29,9 @@ rule pairwise_shard:
 
 
 use rule pairwise_shard as reading_pairwise_shard with:
+    input:
+        trajectories=reading_source("trajectories.h5"),
+        code=package_sources("distances", "readings"),
     output:
         temp(reading_dir("shards", "pairs_{scatteritem}.h5")),
     log:

@@ -38,7 +38,8 @@ rule sample_size:
 
 use rule sample_size as reading_sample_size with:
     input:
-        trajectories=run_dir("trajectories.h5"),
+        # a reading with `head: probes` reads the probes' trajectories (rules/common.smk reading_source)
+        trajectories=reading_source("trajectories.h5"),
         constants=reading_dir("constants.json"),
         code=package_sources("sample_size", "distances", "shadowing", "readings", "figures"),
     output:

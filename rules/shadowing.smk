@@ -28,7 +28,7 @@ rule shadowing_shard:
 
 use rule shadowing_shard as reading_shadowing_shard with:
     input:
-        trajectories=run_dir("trajectories.h5"),
+        trajectories=reading_source("trajectories.h5"),
         pairs=reading_dir("pairs.h5"),
         code=package_sources("shadowing", "distances", "readings"),
     output:

@@ -26,8 +26,8 @@ WORKFLOW_PARTS = (
 )
 
 # A configuration small enough to run the whole workflow in about a minute on 2 CPU cores: 240 digits for
-# training, 60 for testing, two tiny revised ResNets (T = 4), three shards, the authors' reading, a small
-# sample-size grid.
+# training, 60 for testing, two tiny revised ResNets (T = 4), three shards, the authors' reading, a
+# reading with per-depth probes and a small sample-size grid.
 TINY_CONFIG = {
     "datasets": {"digits": {"source": "sklearn-digits", "max_train": 240, "max_test": 60}},
     "models": {
@@ -45,8 +45,10 @@ TINY_CONFIG = {
             "over_depths": "min",
             "orbits": "distinct",
             "pairing": "independent",
-        }
+        },
+        "probes": {"head": "probes"},
     },
+    "probes": {"epochs": 2, "lr": 0.003, "batch_size": 32, "seed": 0, "device": "cpu"},
 }
 
 

