@@ -15,7 +15,7 @@ orbits that may revisit an image, the best-tracing pairing). A reading changes a
   separately over orbits, the authors' code). Both are always computed and reported;
 - ``labels``: the label source of the g-expansive constant (``true`` or ``predicted``; default
   ``analysis.labels``);
-- ``head``: ``shared`` (the trained head g at every depth) or ``probes`` (p_t = softmax(W_t x_t + b_t)
+- ``head``: ``final`` (the trained final head g at every depth) or ``probes`` (p_t = softmax(W_t x_t + b_t)
   with one linear probe per depth, method §3.5: the reading then reads the probes' trajectory file and
   Lipschitz constants instead of the main ones).
 
@@ -42,7 +42,7 @@ OVER_DEPTHS = ("max", "mean", "min")
 ORBITS = ("revisit", "distinct")
 PAIRINGS = ("best_tracing", "independent")
 LABELS = ("true", "predicted")
-HEADS = ("shared", "probes")
+HEADS = ("final", "probes")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Reading:
     orbits: str = "revisit"
     pairing: str = "best_tracing"
     labels: str = "true"
-    head: str = "shared"
+    head: str = "final"
 
     def __post_init__(self) -> None:
         for key, allowed in (
