@@ -129,6 +129,8 @@ def test_mnist5k_config_schedules_every_stage_of_both_models(workflow):
     assert jobs["train"] == jobs["evaluate"] == jobs["trajectories"] == jobs["constants"] == 2
     assert jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 2
     assert jobs["figures"] == 2 and jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
+    # the authors' reading beside the definition, in the readings table with the paper's row
+    assert jobs["reading_constants"] == 2 and jobs["readings_table"] == 1
 
 
 def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
