@@ -255,14 +255,34 @@ def _empty_result(n_images: int, depths: int, n_classes: int) -> PairwiseResult:
 
 
 def _pick(values: np.ndarray, pairs: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Index along ``axis`` of the smallest value (NaN = empty), ties → lexicographically smaller pair."""
-    v = np.where(np.isnan(values), np.inf, values)
-    first = np.where(pairs[..., 0] < 0, np.iinfo(np.int64).max, pairs[..., 0])
-    second = np.where(pairs[..., 1] < 0, np.iinfo(np.int64).max, pairs[..., 1])
-    v, first, second = (np.moveaxis(x, axis, -1) for x in (v, first, second))
-    # lexsort over the last axis, keys from least to most significant
-    order = np.lexsort((second, first, v), axis=-1)
-    return order[..., 0]
+    """Index along ``axis`` of the smallest value (NaN = empty), ties → lexicographically smaller pair,
+    then the earlier position (the order of a stable sort on (value, i, j)).
+
+    A 1-D input is sorted; a stacked one (a few partial results over large tables, e.g. row blocks ×
+    C × C) is folded one slice at a time, so the temporaries stay the size of one slice (at C = 1000 a
+    sort over the stacked tables took seconds and several copies of them)."""
+    big = np.iinfo(np.int64).max
+
+    def keys(v: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.where(np.isnan(v), np.inf, v),
+            np.where(p[..., 0] < 0, big, p[..., 0]),
+            np.where(p[..., 1] < 0, big, p[..., 1]),
+        )
+
+    if values.ndim == 1:
+        v, first, second = keys(values, pairs)
+        return np.lexsort((second, first, v))[0]
+    values = np.moveaxis(values, axis, 0)
+    pairs = np.moveaxis(pairs, axis, 0)
+    best_v, best_f, best_s = keys(values[0], pairs[0])
+    best = np.zeros(best_v.shape, np.int64)
+    for k in range(1, values.shape[0]):
+        v, first, second = keys(values[k], pairs[k])
+        better = (v < best_v) | ((v == best_v) & ((first < best_f) | ((first == best_f) & (second < best_s))))
+        best[better] = k
+        best_v[better], best_f[better], best_s[better] = v[better], first[better], second[better]
+    return best
 
 
 def _take(array: np.ndarray, index: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -270,18 +290,19 @@ def _take(array: np.ndarray, index: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def _t_star(probs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """argmax_t d_t(i, j) for each pair (ties → smaller t); −1 for an empty pair."""
-    pairs = np.asarray(pairs).reshape(-1, 2)
+    """argmax_t d_t(i, j) for each pair (ties → smaller t); −1 for an empty pair. A numba kernel with
+    the module's arithmetic, O(1) memory per pair (a (K, T+1, C) gather was 68 GB for the C × C pairs
+    at C = 1000)."""
+    pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
     out = np.full(pairs.shape[0], -1, np.int64)
-    ok = pairs[:, 0] >= 0
-    if ok.any():
-        dist = np.sqrt(_sq_distance(probs[pairs[ok, 0]], probs[pairs[ok, 1]]))  # (K, D)
-        out[ok] = np.argmax(dist, axis=1)
+    if len(pairs):
+        _kernels.pair_t_star(np.ascontiguousarray(probs, dtype=np.float64), pairs, out)
     return out
 
 
-def _finish(result: PairwiseResult, probs: np.ndarray) -> PairwiseResult:
-    """Symmetrise E / Ē, fill t*, and derive e = min_{a<b} E[a, b] (ties → smaller pair)."""
+def _finish(result: PairwiseResult, probs: np.ndarray, t_star: np.ndarray | None = None) -> PairwiseResult:
+    """Symmetrise E / Ē, fill t* (``t_star``, the (C, C) upper triangle, when the caller has it; else
+    computed from the pairs), and derive e = min_{a<b} E[a, b] (ties → smaller pair)."""
     n_cls = result.E.shape[0]
     upper = np.triu(np.ones((n_cls, n_cls), bool), 1)
     for value, pair in ((result.E, result.E_pair), (result.E_mean, result.E_mean_pair)):
@@ -289,7 +310,11 @@ def _finish(result: PairwiseResult, probs: np.ndarray) -> PairwiseResult:
         pair[~upper] = -1
         value.T[upper] = value[upper]
         pair.transpose(1, 0, 2)[upper] = pair[upper]
-    result.E_t_star = _t_star(probs, result.E_pair).reshape(n_cls, n_cls)
+    # d_t is symmetric: the upper triangle suffices
+    t_star = _t_star(probs, result.E_pair[upper]) if t_star is None else np.asarray(t_star)[upper]
+    result.E_t_star = np.full((n_cls, n_cls), -1, np.int64)
+    result.E_t_star[upper] = t_star
+    result.E_t_star.T[upper] = t_star
     flat_v = result.E[upper]
     flat_p = result.E_pair[upper]
     if np.isfinite(flat_v).any():
@@ -311,6 +336,31 @@ def _row_blocks(start: int, stop: int, n_images: int, n_blocks: int) -> np.ndarr
     targets = before[0] + (before[-1] - before[0]) * np.arange(1, n_blocks) // n_blocks
     inner = rows[np.searchsorted(before, targets)]
     return np.concatenate([[start], inner, [stop]]).astype(np.int64)
+
+
+ROW_TILE = 32
+"""Rows of a tile in the fused kernel (:func:`kernel_blocking`)."""
+TILE_COLUMNS = 128
+"""Most columns per column block of the fused kernel."""
+MEAN_BOUND_MAX_CLASSES = 32
+"""Below this many classes the fused kernel prunes Ē by the mean trajectories (:func:`kernel_blocking`)."""
+
+
+def kernel_blocking(n_classes: int, chunk: int, n_images: int) -> tuple[int, int, bool]:
+    """(rows per tile, columns per block, mean bound) for :func:`resdyn._kernels.fused_pairs` at C classes.
+
+    :data:`ROW_TILE` rows share each column block of at most min(``chunk``, :data:`TILE_COLUMNS`)
+    columns: the tile's squared distances to the block (32 × 128 float64 per depth, in L1) are computed
+    together, so each column value is loaded once per 32 rows. That divides the memory traffic by 32, which
+    matters from C ≈ 30 on, where a row's partners (D·C·N values: 17 × 1000 × 10,000 float64 = 1.4 GB at
+    C = 1000) no longer fit in cache (measured at C = 1000, N = 1,500: 4.4 s of CPU time against 14.5 s
+    one row at a time; at C = 10, N = 5,000: 1.8 s against 2.2 s). Below :data:`MEAN_BOUND_MAX_CLASSES` the
+    kernel prunes Ē by ‖mean_t p_t(i) − mean_t p_t(j)‖ ≤ mean_t d_t, since there the D square roots of a
+    pair cost as much as its D·C distance terms; above, every different-class pair's mean is computed.
+    Either way the arithmetic per pair, and so every bit of the result, is the same.
+    """
+    jblock = int(min(chunk, n_images, TILE_COLUMNS))
+    return ROW_TILE, jblock, n_classes < MEAN_BOUND_MAX_CLASSES
 
 
 def pairwise_shard(
@@ -344,7 +394,7 @@ def pairwise_shard(
         InputError: malformed arrays or labels out of range. ValueError: a single class.
     """
     probs, labels = _check_inputs(probs, labels, n_classes)
-    n_images, depths, _ = probs.shape
+    n_images, depths, n_feat = probs.shape
     if not 0 <= start <= stop <= n_images:
         raise InputError(f"shard rows {start}..{stop} are outside 0..{n_images}")
     if chunk < 1:
@@ -364,8 +414,9 @@ def pairwise_shard(
     # blocks of rows with equal pair counts, a few per thread so that uneven blocks even out
     n_blocks = max(1, min(stop - start, 4 * get_num_threads()))
     bounds = _row_blocks(start, stop, n_images, n_blocks)
-    nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_mean, e_mean_p = _kernels.fused_pairs(
-        cmajor, mean_traj, labels, int(n_classes), bounds, int(min(chunk, n_images))
+    rtile, jblock, mean_bound = kernel_blocking(n_feat, chunk, n_images)
+    nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_max_t, e_mean, e_mean_p = _kernels.fused_pairs(
+        cmajor, mean_traj, labels, int(n_classes), bounds, jblock, rtile, mean_bound
     )
     # merge the blocks: every candidate is a genuine pair with its exact value, only ties remain
     nn_d = np.sqrt(nn_s)
@@ -385,7 +436,9 @@ def pairwise_shard(
         v = _take(value, k)
         setattr(result, out_v, np.where(np.isfinite(v), v, np.nan))
         setattr(result, out_p, np.take_along_axis(pair, k[None, :, :, None], axis=0)[0].copy())
-    return _finish(result, probs)
+        if out_v == "E":
+            t_star = _take(e_max_t, k)
+    return _finish(result, probs, t_star)
 
 
 def _ieee_sqrt(values: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from resdyn import distances
 from resdyn.artifacts import Pairs
 from resdyn.distances import (
     PairwiseResult,
@@ -161,6 +162,61 @@ def test_all_distances_tied():
     ref = pairwise_bruteforce(probs, labels, 3)
     for n_shards in (1, 2, 5, 7):
         assert_same(sharded(probs, labels, 3, n_shards, chunk=3), ref, bitwise=True)
+
+
+BLOCKINGS = [(1, 16, True), (1, 5, False), (4, 8, True), (16, 128, False), (3, 7, False), (5, 3, True)]
+
+
+@pytest.mark.parametrize("rtile, jblock, mean_bound", BLOCKINGS)
+def test_every_kernel_blocking_is_bitwise_equal_to_bruteforce(monkeypatch, rtile, jblock, mean_bound):
+    """Row tiles (the wide-head path of issue 20), column blocks and the Ē bound change only the order in
+    which pairs are visited: on tie-heavy inputs (duplicated rows across classes, all distances tied) and
+    on random ones every blocking gives the brute force's bits and its tie-broken pairs, for any shard
+    count."""
+    monkeypatch.setattr(distances, "kernel_blocking", lambda c, chunk, n: (rtile, jblock, mean_bound))
+    rng = np.random.default_rng(11)
+    probs, labels = random_trajectories(rng, 30, depths=4, classes=3)
+    probs[[5, 9, 17, 23]] = probs[2]
+    labels[[2, 5, 9, 17, 23]] = [0, 1, 1, 2, 0]
+    probs[[12, 27]] = probs[4]
+    n = 12
+    tied = np.zeros((n, 3, 2))
+    tied[:, :, 0] = np.where(np.arange(n) % 2 == 0, 0.25, 0.75)[:, None]
+    tied[:, :, 1] = 1 - tied[:, :, 0]
+    wide_p, wide_y = random_trajectories(rng, 45, depths=3, classes=7, concentration=0.2)
+    wide_p[[30, 31, 32]] = wide_p[3]  # ties across three classes
+    cases = [(probs, labels, 3), (tied, np.arange(n) % 3, 3), (wide_p, wide_y, 7)]
+    if rtile >= 3:
+        # a tie that a tile visits out of lexicographic order: rows 0 and 2 share a tile, and in column
+        # lane 0 the kernel sees (2, 1 + jblock) before (0, 1 + 2·jblock); both are 0 and of classes {0, 1}
+        m = max(2 * jblock + 10, 150)  # so that rows 0..2 share the first row block of the kernel
+        lane_p, lane_y = random_trajectories(rng, m, depths=3, classes=3)
+        late, early = 1 + 2 * jblock, 1 + jblock
+        lane_p[late], lane_p[early] = lane_p[0], lane_p[2]
+        lane_y[[0, 2, late, early]] = [0, 0, 1, 1]
+        ref = pairwise_bruteforce(lane_p, lane_y, 3)
+        assert ref.expansive == 0.0 and tuple(ref.E_pair[0, 1]) == (0, late)
+        cases.append((lane_p, lane_y, 3))
+    for p, y, n_cls in cases:
+        ref = pairwise_bruteforce(p, y, n_cls)
+        for n_shards in (1, 2, 5):
+            assert_same(sharded(p, y, n_cls, n_shards), ref, bitwise=True)
+
+
+def test_wide_head_drops_the_mean_bound_and_stays_exact():
+    """C = 40: the kernel runs without the Ē bound, on near-one-hot probabilities with near-duplicates
+    1e-9 apart across classes; bitwise the brute force."""
+    assert distances.kernel_blocking(40, 512, 90) == (distances.ROW_TILE, 90, False)
+    assert distances.kernel_blocking(10, 512, 900) == (distances.ROW_TILE, distances.TILE_COLUMNS, True)
+    rng = np.random.default_rng(4)
+    probs, labels = random_trajectories(rng, 90, depths=5, classes=40, concentration=0.05)
+    probs[60:70] = probs[0:10]
+    probs[60:70, :, 0] += 1e-9
+    probs[60:70, :, 1] -= 1e-9
+    labels[60:70] = (labels[0:10] + 1) % 40
+    ref = pairwise_bruteforce(probs, labels, 40)
+    for n_shards in (1, 3):
+        assert_same(sharded(probs, labels, 40, n_shards, chunk=256), ref, bitwise=True)
 
 
 def test_two_images():
