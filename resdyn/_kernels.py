@@ -48,83 +48,102 @@ def _sq_dist(P, t, b, Q, m):
 
 
 @njit(inline="always")
-def _sq_query(P, t, q, acc):
-    """acc[b] = Σ_c (P[t, c, b] − q[c])² for every point b, summed sequentially over c (4 at a time)."""
+def _sq_query(P, t, q, acc, b0, b1):
+    """acc[b] = Σ_c (P[t, c, b] − q[c])² for the points b0 <= b < b1, summed sequentially over c (4 at a
+    time)."""
     C = P.shape[1]
-    N = P.shape[2]
-    for b in range(N):
-        acc[b] = 0.0
+    L = b1 - b0
+    out = acc[b0:b1]
+    for b in range(L):
+        out[b] = 0.0
     c = 0
     while c + 4 <= C:
-        r0 = P[t, c]
-        r1 = P[t, c + 1]
-        r2 = P[t, c + 2]
-        r3 = P[t, c + 3]
+        r0 = P[t, c, b0:b1]
+        r1 = P[t, c + 1, b0:b1]
+        r2 = P[t, c + 2, b0:b1]
+        r3 = P[t, c + 3, b0:b1]
         q0 = q[c]
         q1 = q[c + 1]
         q2 = q[c + 2]
         q3 = q[c + 3]
-        for b in range(N):
+        for b in range(L):
             d0 = r0[b] - q0
             d1 = r1[b] - q1
             d2 = r2[b] - q2
             d3 = r3[b] - q3
-            acc[b] = (((acc[b] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3
+            out[b] = (((out[b] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3
         c += 4
     while c < C:
-        r0 = P[t, c]
+        r0 = P[t, c, b0:b1]
         q0 = q[c]
-        for b in range(N):
+        for b in range(L):
             d0 = r0[b] - q0
-            acc[b] += d0 * d0
+            out[b] += d0 * d0
         c += 1
+
+
+QUERY_TILE = 16
+"""Queries whose lower bounds share each block of points in :func:`min_max_scan`."""
+POINT_BLOCK = 512
+"""Points per block in :func:`min_max_scan` (C × 512 float64: 4 MB at C = 1000, reused from cache by the
+queries of a tile instead of streamed from memory once per query)."""
 
 
 @njit(parallel=True, cache=True)
 def min_max_scan(P, Q, order, seed, out_value, out_index):
     """For every query m: min over points b of max_t sqrt(sum_c (P[t,c,b] - Q[m,t,c])^2), argmin b.
 
-    ``order`` lists the depths, most selective first (the first one is the vectorised lower bound);
+    ``order`` lists the depths, most selective first (the first one is the vectorised lower bound,
+    computed for :data:`QUERY_TILE` queries at a time over blocks of :data:`POINT_BLOCK` points);
     ``seed[m]`` is a point whose exact value initialises the incumbent (any valid index).
     Ties go to the smaller b.
     """
     D, C, N = P.shape
     M = Q.shape[0]
     t0 = order[0]
-    for m in prange(M):
-        s0 = np.empty(N)
-        _sq_query(P, t0, Q[m, t0], s0)
-        # incumbent from the seed
-        b_seed = seed[m]
-        smax = 0.0
-        for t in range(D):
-            s = _sq_dist(P, t, b_seed, Q, m)
-            if s > smax:
-                smax = s
-        best = math.sqrt(smax)
-        best_b = b_seed
-        thr = _threshold(best, 0.0)
-        for b in range(N):
-            if s0[b] > thr:
-                continue
-            smax = s0[b]
-            alive = True
-            for k in range(1, D):
-                s = _sq_dist(P, order[k], b, Q, m)
-                if s > thr:
-                    alive = False
-                    break
+    n_tiles = (M + QUERY_TILE - 1) // QUERY_TILE
+    for tile in prange(n_tiles):
+        m0 = tile * QUERY_TILE
+        MT = min(QUERY_TILE, M - m0)
+        S0 = np.empty((QUERY_TILE, N))
+        for b0 in range(0, N, POINT_BLOCK):
+            b1 = min(N, b0 + POINT_BLOCK)
+            for q in range(MT):
+                _sq_query(P, t0, Q[m0 + q, t0], S0[q], b0, b1)
+        for q in range(MT):
+            m = m0 + q
+            s0 = S0[q]
+            # incumbent from the seed
+            b_seed = seed[m]
+            smax = 0.0
+            for t in range(D):
+                s = _sq_dist(P, t, b_seed, Q, m)
                 if s > smax:
                     smax = s
-            if not alive:
-                continue
-            v = math.sqrt(smax)
-            if v < best or (v == best and b < best_b):
-                best = v
-                best_b = b
-                thr = _threshold(best, 0.0)
-        out_value[m] = best
-        out_index[m] = best_b
+            best = math.sqrt(smax)
+            best_b = b_seed
+            thr = _threshold(best, 0.0)
+            for b in range(N):
+                if s0[b] > thr:
+                    continue
+                smax = s0[b]
+                alive = True
+                for k in range(1, D):
+                    s = _sq_dist(P, order[k], b, Q, m)
+                    if s > thr:
+                        alive = False
+                        break
+                    if s > smax:
+                        smax = s
+                if not alive:
+                    continue
+                v = math.sqrt(smax)
+                if v < best or (v == best and b < best_b):
+                    best = v
+                    best_b = b
+                    thr = _threshold(best, 0.0)
+            out_value[m] = best
+            out_index[m] = best_b
 
 
 # Relative margins on squared distances: s < best·_LOW certainly gives sqrt(s) < sqrt(best) after rounding,

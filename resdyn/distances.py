@@ -168,8 +168,11 @@ def _sq_distance(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _depth_order(points_cmajor: np.ndarray) -> np.ndarray:
-    """Depths sorted by decreasing total variance: the most spread depth prunes best as a lower bound."""
-    spread = points_cmajor.var(axis=2).sum(axis=1)
+    """Depths sorted by decreasing total variance: the most spread depth prunes best as a lower bound.
+    Estimated on at most 2,048 evenly spaced points (it only orders the pruning, never a result; over all
+    10,000 points at C = 1000 the variance took 1.8 s)."""
+    step = max(1, points_cmajor.shape[2] // 2048)
+    spread = points_cmajor[:, :, ::step].var(axis=2).sum(axis=1)
     return np.argsort(-spread, kind="stable").astype(np.int64)
 
 
