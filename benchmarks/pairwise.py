@@ -174,14 +174,21 @@ def _class_pair_minima(values, y, r0: int, upper, n_classes: int, best, best_pai
     first_i = torch.full((n_classes, n_classes), big).scatter_reduce(
         0, by_row, torch.where(hit, torch.arange(rows)[:, None], big), "amin"
     )
-    low_ab, first_i = low_ab.numpy(), first_i.numpy()
-    first_j = first_j.numpy()
-    for a, b in zip(*np.nonzero(np.isfinite(low_ab))):
-        i = int(first_i[a, b])
-        v, pair = float(low_ab[a, b]), (r0 + i, int(first_j[i, b]))
-        lo, hi = min(a, b), max(a, b)
-        if v < best[lo, hi] or (v == best[lo, hi] and pair < tuple(best_pair[lo, hi])):
-            best[lo, hi], best_pair[lo, hi] = v, pair
+    low_ab, first_i, first_j = low_ab.numpy(), first_i.numpy(), first_j.numpy()
+    a, b = np.nonzero(np.isfinite(low_ab))
+    i = first_i[a, b]
+    values, pairs_i, pairs_j = low_ab[a, b], r0 + i, first_j[i, b]
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    # candidates in (value, i, j) order, then the first per class pair {lo, hi}: the chunk's best
+    order = np.lexsort((pairs_j, pairs_i, values, hi, lo))
+    lo, hi, values, pairs_i, pairs_j = lo[order], hi[order], values[order], pairs_i[order], pairs_j[order]
+    first = np.r_[True, (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])]
+    lo, hi, values, pairs_i, pairs_j = lo[first], hi[first], values[first], pairs_i[first], pairs_j[first]
+    cur_v, cur_i, cur_j = best[lo, hi], best_pair[lo, hi, 0], best_pair[lo, hi, 1]
+    lex = (cur_i < 0) | (pairs_i < cur_i) | ((pairs_i == cur_i) & (pairs_j < cur_j))
+    take = (values < cur_v) | ((values == cur_v) & lex)
+    best[lo[take], hi[take]] = values[take]
+    best_pair[lo[take], hi[take]] = np.stack([pairs_i[take], pairs_j[take]], axis=1)
 
 
 def run_baseline(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:

@@ -58,3 +58,33 @@ def device_name(device: str) -> str:
     if device == "cpu" or (device == "auto" and not gpu_may_be_present()):
         return "cpu"
     return str(resolve_device(device))
+
+
+def free_memory(device: str | torch.device) -> int | None:
+    """Free bytes on a CUDA device (``torch.cuda.mem_get_info``), or None for the CPU (no budget to
+    respect there: the stages keep their configured batch sizes)."""
+    if str(device) == "cpu" or getattr(device, "type", None) == "cpu":
+        return None
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def fit_count(
+    device: str | torch.device, bytes_per_item: int, *, default: int, limit: int, fraction: float = 0.5
+) -> int:
+    """How many items (images of a batch, rows of a chunk) to process at once on ``device``.
+
+    On the CPU: ``default`` (the configured batch or chunk), unchanged. On a CUDA device: as many as fit in
+    ``fraction`` of the free memory at ``bytes_per_item`` each (the caller's estimate of its peak use per
+    item), at most ``limit`` (e.g. N) and at least 1; the configured value, tuned for a CPU, does not
+    apply there.
+    """
+    free = free_memory(device)
+    if free is None:
+        return int(default)
+    return int(max(1, min(int(limit), int(fraction * free) // max(1, int(bytes_per_item)))))

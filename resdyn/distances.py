@@ -455,15 +455,32 @@ def _ieee_sqrt(values: torch.Tensor) -> torch.Tensor:
 
 
 def _pairwise_torch(
-    probs: np.ndarray, labels: np.ndarray, start: int, stop: int, *, n_classes: int, chunk: int, device: Any
+    probs: np.ndarray,
+    labels: np.ndarray,
+    start: int,
+    stop: int,
+    *,
+    n_classes: int,
+    chunk: int,
+    device: Any,
+    fused: bool | None = None,
 ) -> PairwiseResult:
     """Chunked brute force in torch (for a GPU): the same sequential float64 arithmetic, so the same bits.
 
-    Rows are taken ``chunk`` at a time against all N partners; each statistic is a masked minimum whose
-    ties are broken by the first occurrence in row-major (i, j) order (``argmax`` of the equality mask,
-    documented to return the first maximal index). Memory O(chunk·N) on the device.
+    Rows are taken a chunk at a time against all N partners: ``chunk`` rows on the CPU; on a CUDA device
+    as many as half its free memory holds (:func:`resdyn.device.fit_count`, about 12 live (rows, N)
+    float64 tensors). A chunk's squared distances at one depth come from the Triton kernel
+    (:func:`resdyn._gpu_kernels.sq_distances`; ``fused``, by default on a CUDA device with Triton), else
+    from one torch operation per class (``sq += d·d`` with d and d·d each rounded, as the kernel does). Each
+    statistic is a masked minimum whose ties are broken by the first occurrence in row-major (i, j) order
+    (``argmax`` of the equality mask, documented to return the first maximal index); E and Ē reduce all
+    class pairs of a chunk at once with ``scatter_reduce`` (:func:`_fold_class_pairs`), so the cost does not
+    grow with C² (a loop over class pairs was ~10⁶ reductions at C = 1000).
     """
     import torch
+
+    from resdyn import _gpu_kernels
+    from resdyn.device import fit_count
 
     dev = torch.device(device)
     n_images, depths, n_feat = probs.shape
@@ -478,13 +495,16 @@ def _pairwise_torch(
     }
     dm_v = np.full(depths, np.inf)
     dm_p = np.full((depths, 2), -1, np.int64)
+    if fused is None:
+        fused = dev.type == "cuda" and _gpu_kernels.available()
+    XT = X.permute(1, 2, 0).contiguous() if fused else None  # (D, C, N) for the kernel
 
     def first_min(values: torch.Tensor) -> tuple[float, int]:
         low = values.min()
         flat = torch.argmax((values == low).reshape(-1).to(torch.uint8))
         return float(low), int(flat)
 
-    step = max(1, min(chunk, n_images))
+    step = fit_count(dev, 12 * 8 * n_images, default=max(1, min(chunk, n_images)), limit=max(1, stop - start))
     for r0 in tqdm(range(start, stop, step), desc="pairwise (torch)", disable=None, leave=False):
         r1 = min(r0 + step, stop)
         rows = torch.arange(r0, r1, device=dev)
@@ -492,11 +512,17 @@ def _pairwise_torch(
         diff = y[r0:r1, None] != y[None, :]
         dmax = torch.zeros((r1 - r0, n_images), dtype=torch.float64, device=dev)
         dsum = torch.zeros_like(dmax)
+        sq = torch.empty_like(dmax)
+        tmp = None if fused else torch.empty_like(dmax)
         for t in range(depths):
-            sq = torch.zeros_like(dmax)
-            for c in range(n_feat):
-                d = X[r0:r1, t, c, None] - X[None, :, t, c]
-                sq = sq + d * d
+            if fused:
+                _gpu_kernels.sq_distances(XT[t], r0, r1, out=sq)
+            else:
+                sq.zero_()
+                for c in range(n_feat):
+                    torch.sub(X[r0:r1, t, c, None], X[None, :, t, c], out=tmp)
+                    tmp.mul_(tmp)
+                    sq.add_(tmp)
             dist = _ieee_sqrt(sq)
             dmax = torch.maximum(dmax, dist)
             dsum = dsum + dist
@@ -512,22 +538,8 @@ def _pairwise_torch(
                 dm_v[t] = v
                 dm_p[t] = (r0 + flat // n_images, flat % n_images)
         mean = dsum / depths
-        for a in range(n_classes):
-            row_a = y[r0:r1] == a
-            if not bool(row_a.any()):
-                continue
-            for b in range(n_classes):
-                if b == a:
-                    continue
-                mask = row_a[:, None] & (y[None, :] == b) & upper
-                lo, hi = min(a, b), max(a, b)
-                for name, values in (("max", dmax), ("mean", mean)):
-                    v, flat = first_min(torch.where(mask, values, torch.inf))
-                    pair = (r0 + flat // n_images, flat % n_images)
-                    cur_v, cur_p = best[name]
-                    if v < cur_v[lo, hi] or (v == cur_v[lo, hi] and tuple(pair) < tuple(cur_p[lo, hi])):
-                        cur_v[lo, hi] = v
-                        cur_p[lo, hi] = pair
+        for name, values in (("max", dmax), ("mean", mean)):
+            _fold_class_pairs(values, y, r0, upper, n_classes, *best[name])
     result.depth_min = np.where(np.isfinite(dm_v), dm_v, np.nan)
     result.depth_min_pair = dm_p
     for name, out_v, out_p in (("max", "E", "E_pair"), ("mean", "E_mean", "E_mean_pair")):
@@ -535,6 +547,67 @@ def _pairwise_torch(
         setattr(result, out_v, np.where(np.isfinite(value), value, np.nan))
         setattr(result, out_p, pair)
     return _finish(result, probs)
+
+
+def _fold_class_pairs(
+    values: torch.Tensor,
+    y: torch.Tensor,
+    r0: int,
+    upper: torch.Tensor,
+    n_classes: int,
+    best: np.ndarray,
+    best_pair: np.ndarray,
+) -> None:
+    """Fold the chunk rows r0.. of a (rows, N) matrix of pair values into ``best`` / ``best_pair`` (C, C,
+    upper triangle lo < hi): per class pair the minimum over pairs i < j, ties → the lexicographically
+    smaller (i, j). Per row and partner class the minimum and its first j (``scatter_reduce`` over the
+    columns), then per row class the first row attaining it (over the rows); exact, as min is."""
+    import torch
+
+    rows, n = values.shape
+    dev = values.device
+    big = torch.iinfo(torch.int64).max
+    masked = torch.where(upper, values, torch.inf)
+    by_col = y[None, :].expand(rows, n)
+    low = torch.full((rows, n_classes), torch.inf, dtype=values.dtype, device=dev)
+    low = low.scatter_reduce(1, by_col, masked, "amin")
+    hit = masked == low.gather(1, by_col)
+    first_j = torch.full((rows, n_classes), big, device=dev).scatter_reduce(
+        1, by_col, torch.where(hit, torch.arange(n, device=dev)[None, :], big), "amin"
+    )
+    row_y = y[r0 : r0 + rows]
+    low[torch.arange(rows, device=dev), row_y] = torch.inf  # same-class pairs are no class pair
+    by_row = row_y[:, None].expand(rows, n_classes)
+    low_ab = torch.full((n_classes, n_classes), torch.inf, dtype=values.dtype, device=dev)
+    low_ab = low_ab.scatter_reduce(0, by_row, low, "amin")
+    hit = (low == low_ab.gather(0, by_row)) & torch.isfinite(low)
+    first_i = torch.full((n_classes, n_classes), big, device=dev).scatter_reduce(
+        0, by_row, torch.where(hit, torch.arange(rows, device=dev)[:, None], big), "amin"
+    )
+    low_ab, first_i = low_ab.cpu().numpy(), first_i.cpu().numpy()
+    found = np.isfinite(low_ab)
+    pair = np.full((n_classes, n_classes, 2), -1, np.int64)
+    a_idx, b_idx = np.nonzero(found)
+    i_idx = first_i[a_idx, b_idx]
+    pair[a_idx, b_idx, 0] = r0 + i_idx
+    pair[a_idx, b_idx, 1] = (
+        first_j[torch.from_numpy(i_idx).to(dev), torch.from_numpy(b_idx).to(dev)].cpu().numpy()
+    )
+    # the class pair {lo, hi} from rows of class lo (upper triangle) or of class hi (lower, transposed)
+    upper_cls = np.triu(np.ones((n_classes, n_classes), bool), 1)
+    v, p = np.where(upper_cls, low_ab, np.inf), np.where(upper_cls[..., None], pair, -1)
+    v_t, p_t = low_ab.T, pair.transpose(1, 0, 2)
+    take = upper_cls & _better(v_t, p_t, v, p)
+    v, p = np.where(take, v_t, v), np.where(take[..., None], p_t, p)
+    take = upper_cls & _better(v, p, best, best_pair)
+    best[take], best_pair[take] = v[take], p[take]
+
+
+def _better(v: np.ndarray, p: np.ndarray, v0: np.ndarray, p0: np.ndarray) -> np.ndarray:
+    """Where the finite candidate (v, p) beats the incumbent (v0, p0): smaller value, or equal value and
+    lexicographically smaller pair (−1 = empty incumbent)."""
+    lex = (p0[..., 0] < 0) | (p[..., 0] < p0[..., 0]) | ((p[..., 0] == p0[..., 0]) & (p[..., 1] < p0[..., 1]))
+    return np.isfinite(v) & ((v < v0) | ((v == v0) & lex))
 
 
 def merge_pairwise(results: Sequence[PairwiseResult]) -> PairwiseResult:

@@ -94,7 +94,8 @@ def train_model(
     """Rule ``train``: build the model of ``model_entry`` with initial weights drawn from
     ``torch.manual_seed(settings["seed"])``, train it on the train split (:func:`resdyn.train.train`,
     which writes ``train_log.csv`` and the resumable checkpoint) and save ``model.pt``.
-    ``settings`` = {epochs, lr, batch_size, seed, device}."""
+    ``settings`` = {epochs, lr, batch_size, seed, device, channels_last, bf16_autocast} (the last two
+    optional, off by default)."""
     import torch
 
     from resdyn.model import build_model
@@ -116,6 +117,8 @@ def train_model(
         device=resolve_device(settings["device"]),
         checkpoint_path=checkpoint_path,
         log_path=log_out,
+        channels_last=bool(settings["channels_last"]),
+        bf16_autocast=bool(settings["bf16_autocast"]),
     )
     save_model(model_out, model.cpu(), model_entry, len(class_names), class_names)
     return rows
@@ -150,10 +153,12 @@ def record_trajectories(
 ) -> None:
     """Rule ``trajectories``: every test image's states, logits and float64 probabilities at t = 0..T
     (:func:`resdyn.trajectories.trajectory_batches`), written batch by batch, so memory is bounded by
-    ``batch_size`` images. Non-finite logits raise :class:`InputError` and leave no file."""
+    ``batch_size`` images. On a CUDA device the batch is instead as large as half the free device memory
+    allows (:func:`resdyn.trajectories.batch_for_device`). Non-finite logits raise :class:`InputError`
+    and leave no file."""
     import torch
 
-    from resdyn.trajectories import head_params, order_in_class, trajectory_batches
+    from resdyn.trajectories import batch_for_device, head_params, order_in_class, trajectory_batches
 
     if batch_size < 1:
         raise InputError(f"trajectories: batch_size must be ≥ 1, got {batch_size}")
@@ -162,6 +167,7 @@ def record_trajectories(
     images, labels, class_names = DatasetFile.load_split(data_path, "test")
     _same_classes(data_path, class_names, model_path, meta["class_names"])
     N, T = len(labels), model.num_blocks
+    batch_size = batch_for_device(model, torch_device, batch_size, N, store_states=store_states)
     with Trajectories.writer(
         out_path, N=N, T=T, n=model.state_dim, C=model.num_classes, store_states=store_states
     ) as writer:

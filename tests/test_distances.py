@@ -7,6 +7,10 @@ any shard count, on random and adversarial inputs (method §3.1, §6; issue 3 "E
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -311,6 +315,55 @@ def test_torch_path_matches_bruteforce_on_cpu_tensors():
         for k in range(3)
     ]
     assert_same(merge_pairwise(parts), ref, bitwise=True)
+
+
+def test_torch_path_wide_head_with_ties_on_cpu_tensors():
+    """The CUDA path's class-pair reduction (scatter_reduce over all class pairs of a chunk) on a wider
+    head with exact ties across classes and chunks: bitwise the brute force, pairs tie-broken alike."""
+    rng = np.random.default_rng(9)
+    probs, labels = random_trajectories(rng, 61, depths=4, classes=12, concentration=0.1)
+    probs[[20, 33, 47]] = probs[5]
+    labels[[5, 20, 33, 47]] = [0, 1, 1, 2]
+    probs[58] = probs[7]
+    ref = pairwise_bruteforce(probs, labels, 12)
+    for n_shards, chunk in ((1, 61), (2, 7), (3, 4)):
+        parts = [
+            _pairwise_torch(
+                probs, labels, *shard_rows(61, n_shards, k), n_classes=12, chunk=chunk, device="cpu"
+            )
+            for k in range(n_shards)
+        ]
+        assert_same(merge_pairwise(parts), ref, bitwise=True)
+
+
+@pytest.mark.slow  # a subprocess running Triton's interpreter
+def test_triton_kernel_in_interpreter_is_bitwise_exact(tmp_path):
+    """The fused CUDA kernel (resdyn._gpu_kernels) run by Triton's CPU interpreter inside the torch path:
+    the same bits and pairs as the brute force, chunks that do not fill the 64×64 tiles included."""
+    pytest.importorskip("triton")
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from resdyn.distances import _pairwise_torch, merge_pairwise, pairwise_bruteforce\n"
+        "rng = np.random.default_rng(2)\n"
+        "probs = rng.dirichlet(np.full(9, 0.3), size=(70, 3))\n"
+        "labels = rng.integers(0, 9, 70)\n"
+        "probs[50] = probs[4]\n"
+        "kw = dict(n_classes=9, chunk=30, device='cpu', fused=True)\n"
+        "fast = merge_pairwise([_pairwise_torch(probs, labels, 0, 3, **kw), "
+        "_pairwise_torch(probs, labels, 3, 70, **kw)])\n"
+        "ref = pairwise_bruteforce(probs, labels, 9)\n"
+        "for key in ('E', 'E_mean', 'depth_min', 'nn_distance', 'E_pair', 'E_mean_pair', 'E_t_star',\n"
+        "            'depth_min_pair', 'nn_index', 'expansive_pair'):\n"
+        "    assert np.array_equal(getattr(fast, key), getattr(ref, key), equal_nan=key[0] in 'Edn'), key\n"
+        "assert fast.expansive == ref.expansive\n"
+        "print('identical')\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, timeout=600, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "identical" in done.stdout, done.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------------- pairs.h5
