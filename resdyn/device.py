@@ -8,8 +8,10 @@ Lipschitz of a linear head, constants, tables, figures) start in about a second 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from resdyn.io import InputError
@@ -88,3 +90,24 @@ def fit_count(
     if free is None:
         return int(default)
     return int(max(1, min(int(limit), int(fraction * free) // max(1, int(bytes_per_item)))))
+
+
+@contextlib.contextmanager
+def full_float32(device: str | torch.device) -> Iterator[None]:
+    """Within the block, CUDA convolutions and matrix products run in full float32, not TF32.
+
+    PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) by default on Ampere and later GPUs, which
+    moves a state by ~1e-3 relative; the trajectories feed distances down to ~1e-7 (method §6), so the
+    stages that record them (and the evaluation) turn it off. Training keeps PyTorch's default. No-op on
+    the CPU; the previous flags are restored on exit."""
+    if resolve_device(device).type != "cuda":
+        yield
+        return
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -36,7 +36,7 @@ from resdyn.artifacts import (
     save_shadowing_curve,
 )
 from resdyn.config import schema_defaults
-from resdyn.device import device_name, resolve_device
+from resdyn.device import device_name, full_float32, resolve_device
 from resdyn.io import InputError, file_checksum
 from resdyn.provenance import software_versions
 
@@ -134,7 +134,8 @@ def evaluate_model(
     model, meta = load_model(model_path)
     images, labels, class_names = DatasetFile.load_split(data_path, "test")
     _same_classes(data_path, class_names, model_path, meta["class_names"])
-    metrics = evaluate(model, images, labels, device=resolve_device(device), batch_size=batch_size)
+    with full_float32(device):
+        metrics = evaluate(model, images, labels, device=resolve_device(device), batch_size=batch_size)
     metrics["versions"] = software_versions()
     Metrics(metrics).save(metrics_out)
     return metrics
@@ -168,7 +169,7 @@ def record_trajectories(
     _same_classes(data_path, class_names, model_path, meta["class_names"])
     N, T = len(labels), model.num_blocks
     batch_size = batch_for_device(model, torch_device, batch_size, N, store_states=store_states)
-    with Trajectories.writer(
+    with full_float32(torch_device), Trajectories.writer(
         out_path, N=N, T=T, n=model.state_dim, C=model.num_classes, store_states=store_states
     ) as writer:
         pred = np.empty(N, dtype=np.int64)
