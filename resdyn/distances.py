@@ -26,19 +26,25 @@ j ≠ i, identical for any shard count. (This visits each pair once; having ever
 its own rows, as the contract's wording suggests, would cost up to twice the arithmetic.)
 
 CPU algorithm (``resdyn._kernels.fused_pairs``, numba, exact): one pass over the pairs i < j, all depths
-at once, vectorised over a column block of ``chunk`` partners j. Each squared distance is computed once
+at once, vectorised over a column block of partners j, taken for 32 rows at a time so that each column
+value is loaded once per 32 rows (:func:`kernel_blocking`; it is what keeps C = 100 and 1000 heads, whose
+partners do not fit in cache, fast). Each squared distance is computed once
 and feeds, per depth, the nearest-neighbour tables of both images, the per-depth different-class minimum,
 and the running max / sum over depths. Comparisons are made on squared distances where they are certain
 (relative margin 1e-15 either side) and on the square roots inside the margin, so ties are decided on the
-same values as the reference. Ē is pruned by ‖mean_t p_t(i) − mean_t p_t(j)‖ ≤ mean_t d_t (triangle
-inequality), so the D square roots of a pair are taken only when it can still win. Rows are split into
+same values as the reference; where a tile visits pairs out of lexicographic order, equal values go to
+the smaller pair explicitly. Below C = 32, Ē is pruned by ‖mean_t p_t(i) − mean_t p_t(j)‖ ≤ mean_t d_t
+(triangle inequality), so the D square roots of a pair are taken only when it can still win. t* of each
+E[a, b] is recorded when the pair wins. Rows are split into
 blocks of equal pair counts run in parallel (prange) and merged exactly. The arithmetic is the full
 N²/2·D·C brute force (~25 GFLOP at paper scale), done once, fused and vectorised; see
 benchmarks/pairwise.py for the measured speed against the torch.cdist baseline.
 
 GPU (``device="cuda"``): the same quantities from a chunked brute force in torch with the same
 sequential arithmetic (CUDA's float64 sqrt is IEEE, so the same bits); ties resolved by first occurrence
-in (i, j) order.
+in (i, j) order. The rows per chunk follow the free device memory; the squared distances come from a
+Triton kernel compiled without FMA contraction (``resdyn._gpu_kernels``), the class pairs are reduced
+with ``scatter_reduce`` (:func:`_pairwise_torch`).
 
 Memory: the kernel holds, per row block (4 per thread), two (D, N) tables (float64 + int64) and
 O(D·chunk) scratch; nothing is N² or N²·D. Measured at N = 10,000, T+1 = 17, C = 10 on 2 threads

@@ -16,13 +16,13 @@ pytestmark = pytest.mark.slow
 
 def test_default_dag_lists_every_stage(workflow):
     jobs = workflow.scheduled_jobs()
-    # digits × {resnet18, resnet50}, 4 shards each for the pairwise and shadowing stages.
+    # digits × {resnet18, resnet50}, 1 shard each for the pairwise and shadowing stages (config.yaml).
     assert jobs["prepare_data"] == 1
     assert jobs["train"] == 2
     assert jobs["trajectories"] == 2
-    assert jobs["pairwise_shard"] == 8
+    assert jobs["pairwise_shard"] == 2
     assert jobs["pairwise_gather"] == 2
-    assert jobs["shadowing_shard"] == 8
+    assert jobs["shadowing_shard"] == 2
     assert jobs["constants"] == 2
     assert jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
 
@@ -110,7 +110,7 @@ def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     listed = workflow.snakemake("-n").stdout
     gpu = [line.split("gpu=")[1].split(",")[0] for line in listed.splitlines() if "gpu=" in line]
-    assert len(gpu) == 2 + 2 + 8 and set(gpu) == {"0"}  # train, trajectories, pairwise shards
+    assert len(gpu) == 2 + 2 + 2 and set(gpu) == {"0"}  # train, trajectories, pairwise shards
 
 
 def test_schema_fills_defaults(workflow):
