@@ -169,9 +169,12 @@ def record_trajectories(
     _same_classes(data_path, class_names, model_path, meta["class_names"])
     N, T = len(labels), model.num_blocks
     batch_size = batch_for_device(model, torch_device, batch_size, N, store_states=store_states)
-    with full_float32(torch_device), Trajectories.writer(
-        out_path, N=N, T=T, n=model.state_dim, C=model.num_classes, store_states=store_states
-    ) as writer:
+    with (
+        full_float32(torch_device),
+        Trajectories.writer(
+            out_path, N=N, T=T, n=model.state_dim, C=model.num_classes, store_states=store_states
+        ) as writer,
+    ):
         pred = np.empty(N, dtype=np.int64)
         for start, states, logits, probs in trajectory_batches(model, images, batch_size, torch_device):
             if not torch.isfinite(logits).all():
