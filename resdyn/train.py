@@ -190,9 +190,9 @@ def train(
     ``channels_last`` trains in the NHWC memory format and ``bf16_autocast`` runs the forward pass and
     the loss under ``torch.autocast(dtype=torch.bfloat16)`` (parameters, gradients and the optimizer stay
     float32). Both change which kernels run, and bf16 rounds activations to 8 bits of mantissa, so the
-    weights differ from the default's (bf16: like a different seed, not bitwise); both are off by default,
-    and with them off training is bitwise the same as before they existed. The model is returned in the
-    default (contiguous) memory format either way.
+    weights differ from the default's (by how much: benchmarks/gpu_check.sh prints the loss curves side by
+    side); both are off by default, and with them off training is bitwise the same as before they existed.
+    The model is returned in the default (contiguous) memory format either way.
     Returns the log rows; the model is left in eval mode on ``device``.
     """
     if epochs < 1 or batch_size < 1 or not (lr > 0 and math.isfinite(lr)):
