@@ -38,11 +38,11 @@ def _threshold(best: float, slack: float) -> float:
 
 
 @njit(inline="always")
-def _sq_dist(P, t, b, Q, m):
-    # P: (D, C, N) coordinate-major points; Q: (M, D, C) queries.
+def _sq_dist(X, t, b, Q, m):
+    # X: (N, D, C) point-major points (contiguous over c); Q: (M, D, C) queries.
     s = 0.0
-    for c in range(P.shape[1]):
-        d = P[t, c, b] - Q[m, t, c]
+    for c in range(X.shape[2]):
+        d = X[b, t, c] - Q[m, t, c]
         s += d * d
     return s
 
@@ -90,10 +90,12 @@ queries of a tile instead of streamed from memory once per query)."""
 
 
 @njit(parallel=True, cache=True)
-def min_max_scan(P, Q, order, seed, out_value, out_index):
+def min_max_scan(P, X, Q, order, seed, out_value, out_index):
     """For every query m: min over points b of max_t sqrt(sum_c (P[t,c,b] - Q[m,t,c])^2), argmin b.
 
-    ``order`` lists the depths, most selective first (the first one is the vectorised lower bound,
+    ``P`` (D, C, N) and ``X`` (N, D, C) hold the same points, coordinate-major for the vectorised bound and
+    point-major for the few exact checks (a strided gather of C values per depth misses the cache at large
+    C). ``order`` lists the depths, most selective first (the first one is the vectorised lower bound,
     computed for :data:`QUERY_TILE` queries at a time over blocks of :data:`POINT_BLOCK` points);
     ``seed[m]`` is a point whose exact value initialises the incumbent (any valid index).
     Ties go to the smaller b.
@@ -117,7 +119,7 @@ def min_max_scan(P, Q, order, seed, out_value, out_index):
             b_seed = seed[m]
             smax = 0.0
             for t in range(D):
-                s = _sq_dist(P, t, b_seed, Q, m)
+                s = _sq_dist(X, t, b_seed, Q, m)
                 if s > smax:
                     smax = s
             best = math.sqrt(smax)
@@ -129,7 +131,7 @@ def min_max_scan(P, Q, order, seed, out_value, out_index):
                 smax = s0[b]
                 alive = True
                 for k in range(1, D):
-                    s = _sq_dist(P, order[k], b, Q, m)
+                    s = _sq_dist(X, order[k], b, Q, m)
                     if s > thr:
                         alive = False
                         break

@@ -201,7 +201,7 @@ def min_max_distance(
         (M,) float64 values and (M,) int64 indices into ``points``.
     """
     queries = np.asarray(queries, dtype=np.float64)
-    points = np.asarray(points, dtype=np.float64)
+    points = np.ascontiguousarray(points, dtype=np.float64)
     if points.ndim != 3 or points.shape[0] < 1:
         raise InputError(f"points must be (N, T+1, C) with N >= 1, got shape {points.shape}")
     if queries.ndim != 3 or queries.shape[1:] != points.shape[1:]:
@@ -223,6 +223,7 @@ def min_max_distance(
         _, seed = tree.query(block[:, order[0], :], k=1, workers=-1)
         _kernels.min_max_scan(
             cmajor,
+            points,
             block,
             order,
             np.asarray(seed, dtype=np.int64),
