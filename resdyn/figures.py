@@ -377,3 +377,117 @@ def plot_shadowing_curve(curve: pd.DataFrame, summary: Mapping[str, Any], out_pn
         ax_ratio.legend(loc="upper right", fontsize=8)
     # 120 dpi, not DPI: the curve's PNG predates the shared setting and is kept byte-identical.
     return _save(fig, out_png, dpi=120)
+
+
+SAMPLE_SIZE_SIZE = (7.0, 7.5)  # inches
+_SAMPLE_SIZE_PANELS = (
+    # (panel, estimate, label, colour)
+    (0, "g_expansive", "g-expansive e", "tab:blue"),
+    (1, "sh_paper", "Sh best-tracing", "tab:orange"),
+    (1, "sh_curve", "Sh curve", "tab:green"),
+)
+
+
+def plot_sample_size(table: pd.DataFrame, summary: Mapping[str, Any], out_png: PathLike, title: str) -> Path:
+    """The sample-size figure (method §3.6), log-log: top, e of every subset (grey dots) against its size
+    n, the median per size (line), the 5–95 % band (shaded), the fitted line median ∝ n^s with its slope
+    s (dashed), the whole test set (star) and the reference size (dotted); bottom, the same median, band
+    and slope for Sh best-tracing and Sh curve. ``table`` is sample_size.csv, ``summary`` its
+    :func:`resdyn.sample_size.summarize`. Size: 7 × 7.5 in at ``DPI``."""
+    fig, axes = plt.subplots(2, 1, sharex=True, figsize=SAMPLE_SIZE_SIZE, constrained_layout=True)
+    band = summary.get("band", [0.05, 0.95])
+    band_label = f"{100 * band[0]:g}–{100 * band[1]:g} %"
+    fig.suptitle(f"Dependence on the sample size (docs/method.md §3.6)\n{title}", fontsize=11)
+    sizes = summary["sizes"]
+    n_all = np.array([s["n"] for s in sizes], dtype=np.float64)
+    drawn = [False, False]
+    for panel, estimate, label, colour in _SAMPLE_SIZE_PANELS:
+        ax = axes[panel]
+        median = np.array([np.nan if s[estimate]["median"] is None else s[estimate]["median"] for s in sizes])
+        low = np.array([np.nan if s[estimate]["low"] is None else s[estimate]["low"] for s in sizes])
+        high = np.array([np.nan if s[estimate]["high"] is None else s[estimate]["high"] for s in sizes])
+        ok = np.isfinite(median) & (median > 0) & (low > 0)
+        if not ok.any():
+            continue
+        drawn[panel] = True
+        if panel == 0:
+            values = table[estimate].to_numpy(dtype=np.float64)
+            shown = np.isfinite(values) & (values > 0)
+            ax.plot(table["n"].to_numpy()[shown], values[shown], ".", ms=3, color="0.6", label="one subset")
+        ax.fill_between(
+            n_all[ok], low[ok], high[ok], color=colour, alpha=0.18, lw=0, label=f"{label}: {band_label}"
+        )
+        ax.plot(n_all[ok], median[ok], "o-", ms=4, lw=1.3, color=colour, label=f"{label}: median")
+        fit = summary["slope"][estimate]
+        if fit["value"] is not None:
+            grid = np.geomspace(n_all[ok].min(), n_all[ok].max(), 50)
+            ax.plot(
+                grid,
+                np.exp(fit["intercept"]) * grid ** fit["value"],
+                "--",
+                color=colour,
+                lw=1,
+                label=f"{label}: fit ∝ n^{fit['value']:.3f}",
+            )
+        if np.isfinite(median[-1]) and median[-1] > 0:
+            ax.plot([n_all[-1]], [median[-1]], "*", ms=13, color=colour, ls="none")
+    reference = summary.get("reference", {})
+    for panel, ax in enumerate(axes):
+        if not drawn[panel]:
+            ax.text(0.5, 0.5, "undefined on every subset", ha="center", va="center", transform=ax.transAxes)
+            ax.set_yticks([])
+            continue
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_log_labels(ax.yaxis)
+        if reference.get("available"):
+            ax.axvline(reference["n"], color="0.3", ls=":", lw=1, label=f"reference n = {reference['n']}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    _plain_log_labels(axes[1].xaxis)
+    axes[0].set_ylabel("g-expansive e")
+    axes[1].set_ylabel("g-shadowing Sh")
+    axes[1].set_xlabel(f"subset size n (log scale; star: the whole test set, N = {summary['N']})")
+    return _save(fig, out_png)
+
+
+def _plain_log_labels(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers (0.2, 50) instead of 2×10^-1: every minor tick labelled
+    when the axis spans less than a factor 3, those with leading digit 2, 3 or 5 up to a factor 30, none
+    beyond (they would collide)."""
+    low, high = sorted(axis.get_view_interval())
+    span = high / low if low > 0 else math.inf
+    digits = set(range(2, 10)) if span < 3 else {2, 3, 5} if span < 30 else set()
+
+    def minor(value: float, _: Any) -> str:
+        leading = round(value / 10 ** math.floor(math.log10(value) + 1e-9)) if value > 0 else 0
+        return f"{value:.3g}" if leading in digits else ""
+
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
+    axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
+
+
+def plot_probe_accuracy(tables: Mapping[str, pd.DataFrame], out_png: PathLike, title: str) -> Path:
+    """Test accuracy against depth t = 0..T for each model (method §3.5): its per-depth probe (solid) and
+    the network's own head applied at that depth (dashed), one colour per model. 7 × 4.5 in."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    colors = plt.get_cmap("tab10")
+    for k, (model, table) in enumerate(tables.items()):
+        depth = table["depth"].to_numpy()
+        ax.plot(depth, table["test_accuracy"], "o-", color=colors(k % 10), label=f"{model}: probe g_θt")
+        ax.plot(
+            depth,
+            table["head_test_accuracy"],
+            "s--",
+            color=colors(k % 10),
+            alpha=0.7,
+            label=f"{model}: final head g",
+        )
+    ax.set_xlabel("depth t (0 = stem output)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.4)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=11)
+    return _save(fig, out_png)

@@ -440,6 +440,39 @@ def jacobian_lower_bound(
     return JacobianLowerBound(math.sqrt(max(best, 0.0)), index, n_points, skipped)
 
 
+def depth_heads_lipschitz(weights: np.ndarray) -> dict[str, Any]:
+    """Lipschitz constants of per-depth linear heads g_t(x) = softmax(W_t x + b_t), t = 0..T (method §3.5).
+
+    Each depth gets ‖W_t‖₂ (its Lip_FC, exactly: :func:`linear_head_lipschitz`) and ‖W_t‖₂/2 (with the
+    softmax). Theorem 1 needs one Lipschitz constant valid for the map g applied along the whole orbit, so
+    ``fc`` and ``g`` are the largest over depths: an upper bound for every g_t, hence T_g ≥ Sh / max_t
+    Lip(g_t) holds whichever depth the shadowing error is attained at.
+
+    Returns the keys of :func:`head_lipschitz` (``fc``, ``g``, ``certified``, ...) plus ``per_depth``
+    (a list of {depth, fc, g}) and ``details.argmax_depth``.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 3 or not weights.shape[0]:
+        raise InputError(f"per-depth head weights must be (T+1, C, n), got shape {weights.shape}")
+    norms = [linear_head_lipschitz(w) for w in weights]
+    top = int(np.argmax(norms))
+    return {
+        "lipsdp_neuron": norms[top],
+        "lipsdp_layer": norms[top],
+        "spectral_product": norms[top],
+        "jacobian_lower": norms[top],
+        "fc": norms[top],
+        "g": norms[top] * SOFTMAX_LIPSCHITZ,
+        "certified": True,
+        "softmax_factor": SOFTMAX_LIPSCHITZ,
+        "per_depth": [{"depth": t, "fc": v, "g": v * SOFTMAX_LIPSCHITZ} for t, v in enumerate(norms)],
+        "details": {
+            "method": "closed form ‖W_t‖₂ per depth; fc and g the largest over depths",
+            "argmax_depth": top,
+        },
+    }
+
+
 def head_lipschitz(
     layers: Sequence[tuple[np.ndarray, np.ndarray]],
     points: Any = None,

@@ -36,10 +36,20 @@ Degenerate inputs (never an inf or NaN in the results; JSON cannot hold them):
   case for N = 2, whose two orbits mirror each other and share one ε), ``value`` is ``None`` (JSON null)
   and ``undefined_reason`` says why.
 
-The authors' code (KY-HDC/DS-ResNets) differs in two details that we do not follow: its chain excludes
-every image already visited (we take the nearest image at each depth, revisits allowed, as §3 and
-Definition 2 state), and it matches a depth-1 output against depth-0 states (an off-by-one; the hop here
-compares both images at the same depth t+1, as the definition of a pseudo-orbit requires).
+Readings (method §3.4) add two choices the authors' code (KY-HDC/DS-ResNets) makes:
+
+- distinct orbits (:func:`scan_pseudo_orbits` with ``distinct=True``): a_{t+1} is the nearest image not yet
+  visited by the orbit (a_0 included), so an orbit needs N ≥ T+1 images;
+- the independent pairing (:func:`independent_pairing`): ε = min over orbits of ε_k (ε_k > 0) and
+  δ = min over orbits of δ_k, usually from different orbits; Sh = δ/ε.
+
+Its chains also match a depth-1 output against depth-0 states (an off-by-one); no reading reproduces that,
+since the hop of a pseudo-orbit compares both images at the same depth t+1.
+
+Caveat of the best-tracing estimate (method §3.2): when the best-traced orbit's shadow is its own start
+(b* = a_0), ε = max_t d_t(a_0, a_t) ≥ d_1(a_0, a_1) = δ_0 and δ ≥ δ_0, so Sh = δ/ε ≥ δ_0/ε, and in the usual
+case (ε attained at t = 1) Sh ≥ 1 by construction: it then says more about the orbit's hop sizes than about
+shadowing. :func:`best_tracing` flags it as ``shadow_is_start``.
 """
 
 from __future__ import annotations
@@ -49,9 +59,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from resdyn.config import schema_defaults
-from resdyn.distances import min_max_distance
+from resdyn.distances import min_max_distance, squared_distance
 from resdyn.io import InputError
 
 DEFAULT_QUANTILES = tuple(schema_defaults("analysis")["curve_quantiles"])
@@ -114,6 +125,69 @@ def greedy_pseudo_orbits(nn_index: np.ndarray, nn_distance: np.ndarray) -> tuple
         current = orbits[:, t]
         orbits[:, t + 1] = nn_index[t + 1, current]
         hops[:, t] = nn_distance[t + 1, current]
+    return orbits, hops
+
+
+def scan_pseudo_orbits(
+    probs: np.ndarray, start: int, stop: int, *, distinct: bool = False, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy pseudo-orbits from images ``start..stop-1``, each hop found by scanning all N images.
+
+    a_0 = i, a_{t+1} = argmin_{j ∈ A_t} d_{t+1}(a_t, j) with ties → smaller j, hop
+    δ_t = d_{t+1}(a_t, a_{t+1}), for t = 0..D−2 (D = the view's depths). A_t = {j ≠ a_t}
+    (``distinct=False``: the orbits of :func:`greedy_pseudo_orbits`, which reads them off the
+    nearest-neighbour tables instead) or
+    A_t = {j ∉ {a_0..a_t}} (``distinct=True``: no image twice, the authors' chains). Distances use the
+    arithmetic of :mod:`resdyn.distances` (float64, from differences, summed over classes in order), so the
+    two routes give the same orbits. Cost O((stop−start)·D·N·C), memory O(chunk·N).
+
+    Args:
+        probs: (N, D, C) float64 probability trajectories (a reading's view), D ≥ 2.
+        start, stop: the orbits' start images, 0 ≤ start ≤ stop ≤ N.
+        distinct: forbid revisits.
+        chunk: orbits advanced together.
+
+    Returns:
+        orbits (stop−start, D) int64 with orbits[k, 0] = start + k, and hops (stop−start, D−1) float64.
+
+    Raises:
+        InputError: D < 2, N < 2, a bad range, or distinct orbits longer than the N images can fill.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 3:
+        raise InputError(f"probs must be (N, D, C), got shape {probs.shape}")
+    n_images, depths, _ = probs.shape
+    if depths < 2:
+        raise InputError(f"probs have {depths} depth(s); a pseudo-orbit needs at least 2")
+    if n_images < 2:
+        raise InputError(f"pseudo-orbits need N >= 2 images, got N = {n_images}")
+    if distinct and n_images < depths:
+        raise InputError(
+            f"distinct pseudo-orbits visit {depths} different images, but there are only N = {n_images}: "
+            "they run out of images (use orbits: revisit, or more test images)"
+        )
+    if not 0 <= start <= stop <= n_images:
+        raise InputError(f"orbit range {start}..{stop} is outside 0..{n_images}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    orbits = np.empty((stop - start, depths), dtype=np.int64)
+    hops = np.empty((stop - start, depths - 1), dtype=np.float64)
+    for begin in tqdm(range(start, stop, chunk), desc="pseudo-orbits", disable=None, leave=False):
+        end = min(begin + chunk, stop)
+        rows = np.arange(end - begin)
+        current = np.arange(begin, end)
+        orbit = orbits[begin - start : end - start]
+        orbit[:, 0] = current
+        excluded = np.zeros((end - begin, n_images), dtype=bool)
+        for t in range(depths - 1):
+            dist = np.sqrt(squared_distance(probs[current, t + 1][:, None, :], probs[None, :, t + 1, :]))
+            if not distinct:
+                excluded[:] = False
+            excluded[rows, current] = True
+            dist[excluded] = np.inf
+            current = np.argmin(dist, axis=1)  # first occurrence: the smaller j
+            orbit[:, t + 1] = current
+            hops[begin - start : end - start, t] = dist[rows, current]
     return orbits, hops
 
 
@@ -206,7 +280,8 @@ def best_tracing(
 
     Returns:
         dict with ``value`` (Sh, or None), ``epsilon``, ``delta``, ``orbit_start``, ``orbit`` (a_0..a_T),
-        ``shadow_image`` (b*), ``n_orbits``, ``n_exactly_shadowed`` and ``undefined_reason`` (None unless
+        ``shadow_image`` (b*), ``shadow_is_start`` (b* = a_0: the caveat of the module docstring),
+        ``n_orbits``, ``n_exactly_shadowed`` and ``undefined_reason`` (None unless
         ``value`` is None). When every ε_k = 0, the reported orbit is the one with the largest δ (ties:
         smaller start) and ``value`` is None.
     """
@@ -231,12 +306,49 @@ def best_tracing(
         "orbit_start": k,
         "orbit": [int(a) for a in orbits[k]],
         "shadow_image": int(b_star[k]),
+        "shadow_is_start": bool(b_star[k] == orbits[k, 0]),
         "n_orbits": int(eps.size),
         "n_exactly_shadowed": int(exact.sum()),
-        "undefined_reason": None
-        if defined
-        else f"all {eps.size} pseudo-orbits are exactly shadowed (epsilon = 0), "
-        "so delta/epsilon is undefined",
+        "undefined_reason": None if defined else _all_exact(eps.size),
+    }
+
+
+def _all_exact(n_orbits: int) -> str:
+    return f"all {n_orbits} pseudo-orbits are exactly shadowed (epsilon = 0), so delta/epsilon is undefined"
+
+
+def independent_pairing(eps: np.ndarray, delta: np.ndarray) -> dict[str, Any]:
+    """The authors' estimate (method §3.4): ε and δ minimised separately over the orbits, Sh = δ/ε.
+
+    ε = min over orbits with ε_k > 0 of ε_k (its orbit: ``epsilon_orbit``, ties → smaller start) and
+    δ = min over all orbits of δ_k (``delta_orbit``, ties → smaller start). The two usually come from
+    different orbits, so no single pseudo-orbit need have both; orbits with ε_k = 0 are left out of the ε
+    minimum for the reason :func:`best_tracing` gives.
+
+    Returns:
+        dict with ``value`` (or None), ``epsilon``, ``delta``, ``epsilon_orbit``, ``delta_orbit`` (start
+        images) and ``undefined_reason``.
+    """
+    eps, delta = _check_eps_delta(eps, delta)
+    delta_orbit = int(np.argmin(delta))  # first occurrence: the smaller start
+    positive = np.flatnonzero(eps > 0)
+    if not positive.size:
+        return {
+            "value": None,
+            "epsilon": 0.0,
+            "delta": float(delta[delta_orbit]),
+            "epsilon_orbit": None,
+            "delta_orbit": delta_orbit,
+            "undefined_reason": _all_exact(eps.size),
+        }
+    epsilon_orbit = int(positive[np.argmin(eps[positive])])
+    return {
+        "value": float(delta[delta_orbit] / eps[epsilon_orbit]),
+        "epsilon": float(eps[epsilon_orbit]),
+        "delta": float(delta[delta_orbit]),
+        "epsilon_orbit": epsilon_orbit,
+        "delta_orbit": delta_orbit,
+        "undefined_reason": None,
     }
 
 
@@ -258,8 +370,10 @@ def shadowing_curve(
     Returns:
         (curve, summary): curve has columns ``epsilon, delta_star, ratio`` ascending in ε (possibly no
         rows); summary has ``value`` (or None), ``epsilon``, ``delta_star``, ``quantiles`` {q_low, q_high,
-        epsilon_low, epsilon_high}, ``n_orbits``, ``n_levels``, ``n_levels_in_window`` and
-        ``undefined_reason``.
+        epsilon_low, epsilon_high}, ``n_orbits``, ``n_levels``, ``n_levels_in_window``,
+        ``at_lower_quantile`` (r, ε and δ* at the smallest level in the window, i.e. r(Q_low) when Q_low is
+        itself a level: the 2026 refactor's choice, beside the window minimum; None when the window holds
+        no level) and ``undefined_reason``.
     """
     eps, delta = _check_eps_delta(eps, delta)
     if not 0.0 <= q_low <= q_high <= 1.0:
@@ -293,6 +407,7 @@ def shadowing_curve(
         "n_orbits": int(eps.size),
         "n_levels": int(levels.size),
         "n_levels_in_window": int(in_window.sum()),
+        "at_lower_quantile": None,
         "undefined_reason": None,
     }
     if in_window.any():
@@ -303,6 +418,12 @@ def shadowing_curve(
             epsilon=float(curve["epsilon"].iloc[best]),
             delta_star=float(curve["delta_star"].iloc[best]),
         )
+        low = int(window_rows[0])  # the smallest level in the window: r at Q_low (when Q_low is a level)
+        summary["at_lower_quantile"] = {
+            "value": float(curve["ratio"].iloc[low]),
+            "epsilon": float(curve["epsilon"].iloc[low]),
+            "delta_star": float(curve["delta_star"].iloc[low]),
+        }
     elif levels.size == 0:
         n_positive = int(np.unique(eps[eps > 0]).size)
         summary["undefined_reason"] = (

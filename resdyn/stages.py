@@ -28,23 +28,29 @@ from resdyn.artifacts import (
     Lipschitz,
     Metrics,
     Pairs,
+    ProbeHeads,
+    SampleSizeSummary,
+    SampleSizeTable,
     Shadowing,
     ShadowingShard,
     Trajectories,
     load_model,
     save_model,
+    save_probe_table,
     save_shadowing_curve,
 )
-from resdyn.config import schema_defaults
+from resdyn.config import sample_size_settings, schema_defaults
 from resdyn.device import device_name, full_float32, resolve_device
 from resdyn.io import InputError, file_checksum
 from resdyn.provenance import software_versions
+from resdyn.readings import Reading
 
 log = logging.getLogger(__name__)
 
 # Library callers (tests, notebooks) get the workflow's defaults, read from the schema.
 _ANALYSIS = schema_defaults("analysis")
 _LIPSCHITZ = schema_defaults("lipschitz")
+_SAMPLE_SIZE = schema_defaults("sample_size")
 
 PathLike = str | os.PathLike
 
@@ -102,6 +108,7 @@ def train_model(
     from resdyn.train import check_settings, train
 
     settings = check_settings(settings)
+    log.info("training settings: %s", dict(settings))
     images, labels, class_names = DatasetFile.load_split(data_path, "train")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(settings["seed"]))
@@ -151,12 +158,16 @@ def record_trajectories(
     batch_size: int,
     store_states: bool,
     device: str,
+    probes_path: PathLike | None = None,
 ) -> None:
     """Rule ``trajectories``: every test image's states, logits and float64 probabilities at t = 0..T
     (:func:`resdyn.trajectories.trajectory_batches`), written batch by batch, so memory is bounded by
     ``batch_size`` images. On a CUDA device the batch is instead as large as half the free device memory
     allows (:func:`resdyn.trajectories.batch_for_device`). Non-finite logits raise :class:`InputError`
-    and leave no file."""
+    and leave no file.
+
+    With ``probes_path`` (rule ``probe_trajectories``, method §3.5) the logits are the per-depth probes'
+    z_t = W_t x_t + b_t and the file stores every W_t, b_t, so it alone defines the g_t."""
     import torch
 
     from resdyn.trajectories import batch_for_device, head_params, order_in_class, trajectory_batches
@@ -167,6 +178,16 @@ def record_trajectories(
     model, meta = load_model(model_path, torch_device)
     images, labels, class_names = DatasetFile.load_split(data_path, "test")
     _same_classes(data_path, class_names, model_path, meta["class_names"])
+    probes = None
+    if probes_path is not None:
+        heads = ProbeHeads.load(probes_path)
+        _same_classes(probes_path, heads.class_names, model_path, meta["class_names"])
+        if tuple(heads.weight.shape) != (model.num_blocks + 1, model.num_classes, model.state_dim):
+            raise InputError(
+                f"{probes_path}: probes of shape {tuple(heads.weight.shape)} do not fit {model_path} "
+                f"(T+1 = {model.num_blocks + 1}, C = {model.num_classes}, n = {model.state_dim})"
+            )
+        probes = (heads.weight.double().numpy(), heads.bias.double().numpy())
     N, T = len(labels), model.num_blocks
     batch_size = batch_for_device(model, torch_device, batch_size, N, store_states=store_states)
     with (
@@ -176,23 +197,28 @@ def record_trajectories(
         ) as writer,
     ):
         pred = np.empty(N, dtype=np.int64)
-        for start, states, logits, probs in trajectory_batches(model, images, batch_size, torch_device):
+        for start, states, logits, probs, batch_pred in trajectory_batches(
+            model, images, batch_size, torch_device, probes
+        ):
             if not torch.isfinite(logits).all():
                 bad = start + int(torch.nonzero(~torch.isfinite(logits).all(dim=2).all(dim=1))[0, 0])
                 raise InputError(
                     f"{model_path}: non-finite logits for test image {bad} of {data_path} "
                     f"(a diverged model?); {out_path} not written"
                 )
-            logits_np = logits.cpu().numpy()
             writer.write_batch(
-                start, logits_np, probs.cpu().numpy(), states.cpu().numpy() if store_states else None
+                start,
+                logits.cpu().numpy(),
+                probs.cpu().numpy(),
+                states.cpu().numpy() if store_states else None,
             )
-            pred[start : start + len(logits_np)] = logits_np[:, T].argmax(axis=1)
+            pred[start : start + len(batch_pred)] = batch_pred.cpu().numpy()
         writer.finish(
             labels=labels,
             pred=pred,
             order_in_class=order_in_class(labels),
-            head=head_params(model.head),
+            head=head_params(model.head) if probes is None else None,
+            depth_heads=probes,
             class_names=class_names,
             attrs={
                 "dataset": dataset,
@@ -201,13 +227,91 @@ def record_trajectories(
                 "n": model.state_dim,
                 "model_checksum": file_checksum(model_path),
                 "data_checksum": file_checksum(data_path),
-            },
+            }
+            | ({"probes_checksum": file_checksum(probes_path)} if probes_path is not None else {}),
         )
+
+
+def fit_probes(
+    model_path: PathLike,
+    data_path: PathLike,
+    probes_out: PathLike,
+    table_out: PathLike,
+    *,
+    settings: Mapping[str, Any],
+    checkpoint_path: PathLike,
+    batch_size: int,
+) -> Any:
+    """Rule ``probes``: one linear probe per depth on the frozen network's training states
+    (:func:`resdyn.probes.fit_probes`) → probes.pt, and the per-depth table probes.csv: train and test
+    accuracy and loss of each probe, the accuracy of the network's own head at that depth, ‖W_t‖₂ and
+    Lip(g_t) ≤ ‖W_t‖₂/2 (method §3.5). ``settings`` = {epochs, lr, batch_size, seed, device};
+    ``batch_size`` is the scoring batch."""
+    import pandas as pd
+
+    from resdyn import probes
+    from resdyn.lipschitz import depth_heads_lipschitz
+
+    model, meta = load_model(model_path)
+    train_images, train_labels, class_names = DatasetFile.load_split(data_path, "train")
+    _same_classes(data_path, class_names, model_path, meta["class_names"])
+    settings = probes.check_settings(settings)
+    weight, bias, rows = probes.fit_probes(
+        model, train_images, train_labels, settings, checkpoint_path=checkpoint_path
+    )
+    test_images, test_labels, _ = DatasetFile.load_split(data_path, "test")
+    device = resolve_device(settings["device"])
+    train = probes.probe_scores(
+        model, weight, bias, train_images, train_labels, batch_size=batch_size, device=device
+    )
+    test = probes.probe_scores(
+        model, weight, bias, test_images, test_labels, batch_size=batch_size, device=device
+    )
+    lip = depth_heads_lipschitz(weight.numpy())["per_depth"]
+    table = pd.DataFrame(
+        {
+            "depth": np.arange(len(lip)),
+            "train_accuracy": train["accuracy"],
+            "train_loss": train["loss"],
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "head_test_accuracy": test["head_accuracy"],
+            "weight_norm": [row["fc"] for row in lip],
+            "lip_g": [row["g"] for row in lip],
+        }
+    )
+    ProbeHeads(weight, bias, class_names, settings, rows).save(probes_out)
+    save_probe_table(table_out, table)
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------------
 # pairwise and shadowing (sharded)
 # ---------------------------------------------------------------------------------------------------------
+def _reading(reading: Reading | None, labels: str) -> Reading:
+    """The reading a pairwise or shadowing stage runs: the definition's (with ``labels``) unless given."""
+    return Reading(labels=labels) if reading is None else reading
+
+
+def reading_view(
+    trajectories_path: PathLike, reading: Reading, stage: str
+) -> tuple[Trajectories, np.ndarray]:
+    """The trajectory file and the probabilities ``stage`` ("expansive" or "shadowing") sees under
+    ``reading`` (method §3.4): stored p_t at τ = 1, else softmax(z_t/τ) from the float64 logits."""
+    traj = Trajectories.load(trajectories_path)
+    return traj, view_of(traj, reading, stage)
+
+
+def view_of(traj: Trajectories, reading: Reading, stage: str) -> np.ndarray:
+    """The probabilities ``stage`` ("expansive" or "shadowing") sees under ``reading`` in a loaded
+    trajectory file (see :func:`reading_view`)."""
+    temperature = getattr(reading, f"temperature_{stage}")
+    if temperature != 1.0:
+        traj.require_float64_logits(f"reading '{reading.name}' (temperature {temperature:g})")
+    view = reading.expansive_probs if stage == "expansive" else reading.shadowing_probs
+    return view(traj.logits, traj.probs)
+
+
 def pairwise_shard(
     trajectories_path: PathLike,
     out_path: PathLike,
@@ -216,35 +320,49 @@ def pairwise_shard(
     labels: str = _ANALYSIS["labels"],
     chunk: int = _ANALYSIS["chunk"],
     device: str = "cpu",
+    reading: Reading | None = None,
 ) -> None:
-    """Rule ``pairwise_shard``: rows ``shard_rows(N, S, k)`` of the pair matrix (method §3.1)."""
+    """Rule ``pairwise_shard``: rows ``shard_rows(N, S, k)`` of the pair matrix (method §3.1) of the
+    definition's probabilities with label source ``labels``, or of ``reading``'s expansive view and labels."""
+    reading = _reading(reading, labels)
     shard, n_shards = parse_scatteritem(scatteritem)
-    traj = Trajectories.load(trajectories_path)
-    y = traj.class_labels(labels)
-    start, stop = distances.shard_rows(traj.probs.shape[0], n_shards, shard)
+    traj, probs = reading_view(trajectories_path, reading, "expansive")
+    y = traj.class_labels(reading.labels)
+    start, stop = distances.shard_rows(probs.shape[0], n_shards, shard)
     log.info(
-        "pairwise shard %d/%d: rows %d..%d of N = %d", shard + 1, n_shards, start, stop, traj.probs.shape[0]
-    )
-    result = distances.pairwise_shard(
-        traj.probs,
-        y,
+        "pairwise shard %d/%d (reading %s): rows %d..%d of N = %d",
+        shard + 1,
+        n_shards,
+        reading.name,
         start,
         stop,
-        n_classes=len(traj.class_names),
-        chunk=chunk,
-        device=device_name(device),
+        probs.shape[0],
     )
-    Pairs(result, labels, shard=shard, start=start, stop=stop).save(out_path)
+    result = distances.pairwise_shard(
+        probs, y, start, stop, n_classes=len(traj.class_names), chunk=chunk, device=device_name(device)
+    )
+    Pairs(
+        result,
+        reading.labels,
+        first_depth=reading.first_depth,
+        temperature=reading.temperature_expansive,
+        shard=shard,
+        start=start,
+        stop=stop,
+    ).save(out_path)
 
 
 def gather_pairwise(shard_paths: Sequence[PathLike], out_path: PathLike) -> None:
     """Rule ``pairwise_gather``: merge every shard (associative min, ties → smaller (i, j)) into pairs.h5,
-    after checking that the shards agree on the label source and tile the rows 0..N exactly (a missing
-    shard would still leave plausible-looking nearest neighbours: each shard also fills later rows)."""
+    after checking that the shards agree on the label source and the view and tile the rows 0..N exactly
+    (a missing shard would still leave plausible-looking nearest neighbours: each shard also fills later
+    rows)."""
     shards = [Pairs.load(path, shard=True) for path in shard_paths]
-    label_sources = {s.labels for s in shards}
-    if len(label_sources) != 1:
-        raise InputError(f"pairwise shards disagree on the label source: {sorted(label_sources)}")
+    views = {(s.labels, s.first_depth, s.temperature) for s in shards}
+    if len(views) != 1:
+        raise InputError(
+            f"pairwise shards disagree on the label source, first depth or temperature: {sorted(views)}"
+        )
     n_images = shards[0].result.nn_index.shape[1]
     covered = 0
     for s, path in sorted(zip(shards, shard_paths), key=lambda sp: (sp[0].start, sp[0].stop)):
@@ -257,7 +375,8 @@ def gather_pairwise(shard_paths: Sequence[PathLike], out_path: PathLike) -> None
     if covered != n_images:
         raise InputError(f"pairwise shards cover rows 0..{covered} only, expected 0..{n_images}")
     merged = distances.merge_pairwise([s.result for s in shards])
-    Pairs(merged, label_sources.pop()).save(out_path)
+    labels, first_depth, temperature = views.pop()
+    Pairs(merged, labels, first_depth=first_depth, temperature=temperature).save(out_path)
 
 
 def shadowing_shard(
@@ -267,47 +386,82 @@ def shadowing_shard(
     scatteritem: str,
     *,
     chunk: int = _ANALYSIS["chunk"],
+    reading: Reading | None = None,
 ) -> None:
-    """Rule ``shadowing_shard``: ε and b* of the greedy pseudo-orbits starting at rows ``start..stop``."""
+    """Rule ``shadowing_shard``: the greedy pseudo-orbits starting at images ``start..stop`` of the
+    reading's shadowing view (the definition's by default), their ε and b*.
+
+    Orbits that may revisit an image are read off pairs.h5's nearest-neighbour tables when the pairwise
+    stage saw the same probabilities (one temperature); otherwise (distinct orbits, or a separate
+    shadowing temperature) each hop is found by scanning all images (:func:`shadowing.scan_pseudo_orbits`).
+    """
+    reading = _reading(reading, _ANALYSIS["labels"])
     shard, n_shards = parse_scatteritem(scatteritem)
-    probs = Trajectories.load(trajectories_path).probs
-    pairs = Pairs.load(pairs_path).result
-    orbits, _ = shadowing.greedy_pseudo_orbits(pairs.nn_index, pairs.nn_distance)
-    start, stop = even_rows(orbits.shape[0], n_shards, shard)
+    _, probs = reading_view(trajectories_path, reading, "shadowing")
+    start, stop = even_rows(probs.shape[0], n_shards, shard)
     log.info(
-        "shadowing shard %d/%d: orbits %d..%d of N = %d", shard + 1, n_shards, start, stop, orbits.shape[0]
+        "shadowing shard %d/%d (reading %s): orbits %d..%d of N = %d",
+        shard + 1,
+        n_shards,
+        reading.name,
+        start,
+        stop,
+        probs.shape[0],
     )
-    eps, b_star = shadowing.shadowing_errors(probs, orbits, start, stop, chunk=chunk)
-    ShadowingShard(start, stop, eps, b_star, shard=shard, n_shards=n_shards).save(out_path)
+    if reading.orbits == "revisit" and reading.same_view:
+        pairs = Pairs.load(pairs_path).result
+        orbits, hops = shadowing.greedy_pseudo_orbits(pairs.nn_index, pairs.nn_distance)
+        orbits, hops = orbits[start:stop], hops[start:stop]
+    else:
+        orbits, hops = shadowing.scan_pseudo_orbits(
+            probs, start, stop, distinct=reading.orbits == "distinct", chunk=chunk
+        )
+    eps, b_star = shadowing.shadowing_errors(probs, orbits, 0, len(orbits), chunk=chunk)
+    ShadowingShard(
+        start, stop, orbits, hops, eps, b_star, N=probs.shape[0], shard=shard, n_shards=n_shards
+    ).save(out_path)
 
 
 def gather_shadowing(
     shard_paths: Sequence[PathLike],
-    pairs_path: PathLike,
     out_h5: PathLike,
     out_curve_csv: PathLike,
     out_curve_png: PathLike,
     *,
     quantiles: Sequence[float] = shadowing.DEFAULT_QUANTILES,
+    reading: Reading | None = None,
 ) -> dict[str, Any]:
-    """Rule ``shadowing_gather``: merge the shards, form both g-shadowing estimates (method §3.2) and write
-    shadowing.h5, the curve CSV and its plot."""
+    """Rule ``shadowing_gather``: join the shards' orbits, form every g-shadowing estimate (method §3.2,
+    §3.4: best tracing, independent pairing, curve) and write shadowing.h5, the curve CSV and its plot.
+    Under a reading with ``depths: blocks`` the file records ``first_depth`` = 1, the model depth of orbit
+    position 0."""
     from resdyn.figures import plot_shadowing_curve
 
-    parts = [ShadowingShard.load(path) for path in shard_paths]
-    pairs = Pairs.load(pairs_path).result
-    orbits, hops = shadowing.greedy_pseudo_orbits(pairs.nn_index, pairs.nn_distance)
+    reading = _reading(reading, _ANALYSIS["labels"])
+    parts = sorted((ShadowingShard.load(path) for path in shard_paths), key=lambda p: (p.start, p.stop))
+    if not parts:
+        raise InputError("gather_shadowing got no shard files")
+    sizes = {p.N for p in parts}
+    if len(sizes) != 1:
+        raise InputError(f"shadowing shards disagree on the number of orbits N: {sorted(sizes)}")
+    n_orbits = sizes.pop()
     eps, b_star = shadowing.merge_shadowing(
         [shadowing.ShadowingPart(p.start, p.stop, p.epsilon, p.shadow_image) for p in parts],
-        n_orbits=orbits.shape[0],
+        n_orbits=n_orbits,
     )
+    orbits = np.concatenate([p.orbits for p in parts])
+    hops = np.concatenate([p.hops for p in parts])
     delta = hops.max(axis=1)
-    best = shadowing.best_tracing(eps, delta, orbits, b_star)
-    curve, curve_summary = shadowing.shadowing_curve(eps, delta, *quantiles)
-    Shadowing(orbits, hops, eps, b_star, best_tracing=best, curve=curve_summary).save(out_h5)
+    summaries = {
+        "best_tracing": shadowing.best_tracing(eps, delta, orbits, b_star),
+        "independent": shadowing.independent_pairing(eps, delta),
+    }
+    curve, summaries["curve"] = shadowing.shadowing_curve(eps, delta, *quantiles)
+    attrs = {"first_depth": reading.first_depth} if reading.first_depth else {}
+    Shadowing(orbits, hops, eps, b_star, **summaries, attrs=attrs).save(out_h5)
     save_shadowing_curve(out_curve_csv, curve)
-    plot_shadowing_curve(curve, curve_summary, out_curve_png)
-    return {"paper": best, "curve": curve_summary}
+    plot_shadowing_curve(curve, summaries["curve"], out_curve_png)
+    return summaries
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -323,18 +477,22 @@ def lipschitz(
     eps: float = _LIPSCHITZ["eps"],
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Rule ``lipschitz``: ``lipschitz.json`` for the head g stored in trajectories.h5 (method §3.3).
+    """Rule ``lipschitz``: ``lipschitz.json`` for the head g stored in trajectories.h5 (method §3.3), or
+    for its per-depth probes (:func:`resdyn.lipschitz.depth_heads_lipschitz`, method §3.5).
 
     A linear head gets Lip_FC = ‖W‖₂ exactly; a multi-layer head gets LipSDP-Neuron and -Layer (certified
     upper bounds) and a lower bound, the largest Jacobian norm over the test states (from /states when
     stored, else recomputed from the model batch by batch). Lip(g) = Lip_FC / 2 accounts for the softmax.
     """
-    from resdyn.lipschitz import head_lipschitz
+    from resdyn.lipschitz import depth_heads_lipschitz, head_lipschitz
     from resdyn.trajectories import ModelStates
 
-    layers = Trajectories.load(trajectories_path).head
+    traj = Trajectories.load(trajectories_path)
+    layers = traj.head
     started = time.perf_counter()
-    if len(layers) == 1:
+    if traj.depth_heads is not None:
+        result = depth_heads_lipschitz(traj.depth_heads[0])
+    elif len(layers) == 1:
         result = head_lipschitz(layers, solver=solver, eps=eps)
     else:
         with Trajectories.open_states(trajectories_path) as states:
@@ -356,8 +514,10 @@ def constants(
     pairs_path: PathLike,
     shadowing_path: PathLike,
     lipschitz_path: PathLike,
+    reading: Reading | None = None,
 ) -> dict[str, Any]:
-    """Rule ``constants``: every constant of one (dataset, model)
+    """Rule ``constants``: every constant of one (dataset, model) under ``reading`` (the definition's by
+    default)
     (:func:`resdyn.constants.assemble_constants`) → constants.json, with the ``versions`` of the software
     that made it (:func:`resdyn.provenance.software_versions`); returns the dictionary."""
     from resdyn.constants import assemble_constants
@@ -367,6 +527,7 @@ def constants(
         Pairs.load(pairs_path),
         Shadowing.load(shadowing_path),
         Lipschitz.load(lipschitz_path),
+        reading,
     )
     result["versions"] = software_versions()
     Constants(result).save(out_path)
@@ -374,22 +535,177 @@ def constants(
 
 
 # ---------------------------------------------------------------------------------------------------------
+# sample size (method §3.6)
+# ---------------------------------------------------------------------------------------------------------
+_FULL_SET_KEYS = {
+    "g_expansive": "g_expansive.value",
+    "sh_paper": "g_shadowing.paper.value",
+    "sh_curve": "g_shadowing.curve.value",
+    "sh_independent": "g_shadowing.independent.value",
+}
+
+
+def sample_size(
+    trajectories_path: PathLike,
+    out_csv: PathLike,
+    out_json: PathLike,
+    out_png: PathLike,
+    *,
+    constants_path: PathLike | None = None,
+    settings: Mapping[str, Any] | None = None,
+    quantiles: Sequence[float] = shadowing.DEFAULT_QUANTILES,
+    chunk: int = _ANALYSIS["chunk"],
+    reading: Reading | None = None,
+    title: str = "",
+) -> dict[str, Any]:
+    """Rule ``sample_size``: e and every Sh estimate of ``reading`` (the definition's by default) on B
+    class-stratified random subsets per size of the grid (:mod:`resdyn.sample_size`, method §3.6) →
+    sample_size.csv (one row per subset), sample_size.json (medians, bands, slopes, the reference size)
+    and the log-log figure sample_size.png.
+
+    ``settings`` is the config's ``sample_size`` block (sizes or count and min_size, subsets, seed,
+    reference; schema defaults for missing keys). The subset of size N is the whole test set: when
+    ``constants_path`` is given its estimates must equal that constants.json exactly, else InputError
+    (the files come from different inputs) and nothing is written. Returns the summary."""
+    from resdyn import sample_size as ss
+    from resdyn.figures import plot_sample_size
+
+    reading = _reading(reading, _ANALYSIS["labels"])
+    settings = sample_size_settings({**_SAMPLE_SIZE, **(settings or {})})
+    traj = Trajectories.load(trajectories_path)
+    expansive, shadow = view_of(traj, reading, "expansive"), view_of(traj, reading, "shadowing")
+    n_images = expansive.shape[0]
+    grid = ss.size_grid(
+        n_images,
+        sizes=settings.get("sizes", ()),
+        count=settings.get("count", 1),
+        min_size=settings.get("min_size", 2),
+        reference=settings["reference"],
+    )
+    log.info(
+        "sample size (reading %s): sizes %s, %d subsets each, seed %d",
+        reading.name,
+        grid,
+        settings["subsets"],
+        settings["seed"],
+    )
+    started = time.perf_counter()
+    table = ss.sample_size_table(
+        expansive,
+        shadow,
+        traj.class_labels(reading.labels),
+        traj.labels,
+        len(traj.class_names),
+        reading,
+        grid,
+        subsets=settings["subsets"],
+        seed=settings["seed"],
+        test_index=traj.index,
+        quantiles=quantiles,
+        chunk=chunk,
+    )
+    log.info("sample size: %d subsets in %.2f s", len(table), time.perf_counter() - started)
+    if constants_path is not None:
+        full = ss.full_set_row(table, n_images)
+        found = Constants.load(constants_path)
+        for estimate, key in _FULL_SET_KEYS.items():
+            if found.number(key) != full[estimate]:
+                raise InputError(
+                    f"{constants_path}: '{key}' = {found.number(key)!r}, but the whole test set of "
+                    f"{trajectories_path} gives {full[estimate]!r} under reading '{reading.name}': the two "
+                    "files come from different inputs (rerun the constants)"
+                )
+    summary = ss.summarize(table, n_images, settings["reference"])
+    summary["reading"] = {"name": reading.name, **reading.settings()}
+    summary["settings"] = settings
+    SampleSizeTable(table).save(out_csv)
+    SampleSizeSummary(summary).save(out_json)
+    plot_sample_size(table, summary, out_png, title)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------
 # tables and figures
 # ---------------------------------------------------------------------------------------------------------
-def table1(metrics_paths: Sequence[PathLike], stem: PathLike, *, paper_reference: bool = False) -> None:
-    """Rule ``table1``: Table 1 over every run's metrics.json → ``{stem}.csv|md|tex``."""
+def _by_replicate(
+    paths: Sequence[PathLike], runs: Sequence[tuple[str, str, int]] | None, loader: Any
+) -> dict[tuple[str, str], list[Any]]:
+    """{(dataset, model): [loaded file of replicate 1, 2, …]} from ``paths[k]`` of run ``runs[k]`` =
+    (dataset, model, replicate); without ``runs`` each path is one run's only replicate, its (dataset,
+    model) read off the path (``tables.result_key``)."""
     from resdyn import tables
 
-    metrics = {tables.result_key(path): Metrics.load(path) for path in metrics_paths}
+    if runs is None:
+        return {tables.result_key(path): [loader(path)] for path in paths}
+    if len(runs) != len(paths):
+        raise InputError(f"{len(runs)} runs but {len(paths)} files")
+    grouped: dict[tuple[str, str], dict[int, Any]] = {}
+    for (dataset, model, replicate), path in zip(runs, paths):
+        grouped.setdefault((dataset, model), {})[int(replicate)] = loader(path)
+    for key, found in grouped.items():
+        if sorted(found) != list(range(1, len(found) + 1)):
+            raise InputError(f"{'/'.join(key)}: replicates {sorted(found)}, expected 1..{len(found)}")
+    return {key: [found[k] for k in sorted(found)] for key, found in grouped.items()}
+
+
+def table1(
+    metrics_paths: Sequence[PathLike],
+    stem: PathLike,
+    *,
+    paper_reference: bool = False,
+    runs: Sequence[tuple[str, str, int]] | None = None,
+) -> None:
+    """Rule ``table1``: Table 1 over every run's metrics.json → ``{stem}.csv|md|tex``; ``runs[k]`` =
+    (dataset, model, replicate) of ``metrics_paths[k]`` (method §3.6: mean ± sd over replicates)."""
+    from resdyn import tables
+
+    metrics = _by_replicate(metrics_paths, runs, Metrics.load)
     tables.write_table(tables.table1(metrics, paper_reference=paper_reference), stem)
 
 
-def table2(constants_paths: Sequence[PathLike], stem: PathLike, *, paper_reference: bool = False) -> None:
-    """Rule ``table2``: Table 2 over every run's constants.json."""
+def table2(
+    constants_paths: Sequence[PathLike],
+    stem: PathLike,
+    *,
+    paper_reference: bool = False,
+    runs: Sequence[tuple[str, str, int]] | None = None,
+    sample_size_paths: Sequence[PathLike] | None = None,
+) -> None:
+    """Rule ``table2``: Table 2 over every run's constants.json, with the reference-size columns from
+    ``sample_size_paths[k]``, the sample_size.json of the same run (method §3.6); ``runs`` as for
+    :func:`table1`."""
     from resdyn import tables
 
-    found = {tables.result_key(path): Constants.load(path) for path in constants_paths}
-    tables.write_table(tables.table2(found, paper_reference=paper_reference), stem)
+    found = _by_replicate(constants_paths, runs, Constants.load)
+    summaries = None
+    if sample_size_paths is not None:
+        summaries = _by_replicate(sample_size_paths, runs, SampleSizeSummary.load)
+    tables.write_table(tables.table2(found, paper_reference=paper_reference, sample_size=summaries), stem)
+
+
+def readings_table(
+    runs: Sequence[tuple[str, str, str]],
+    constants_paths: Sequence[PathLike],
+    stem: PathLike,
+    *,
+    paper_reference: bool = False,
+    sample_size_paths: Sequence[PathLike] | None = None,
+) -> None:
+    """Rule ``readings_table``: the readings table (method §3.4) over every (dataset, model, reading)
+    ``runs[k]`` and its ``constants_paths[k]``, with the reference-size columns from
+    ``sample_size_paths[k]`` (method §3.6)."""
+    from resdyn import tables
+
+    if len(runs) != len(constants_paths):
+        raise InputError(f"{len(runs)} runs but {len(constants_paths)} constants.json files")
+    found = {tuple(run): Constants.load(path) for run, path in zip(runs, constants_paths)}
+    summaries = None
+    if sample_size_paths is not None:
+        if len(runs) != len(sample_size_paths):
+            raise InputError(f"{len(runs)} runs but {len(sample_size_paths)} sample_size.json files")
+        summaries = {tuple(run): SampleSizeSummary.load(path) for run, path in zip(runs, sample_size_paths)}
+    table = tables.readings_table(found, paper_reference=paper_reference, sample_size=summaries)
+    tables.write_table(table, stem)
 
 
 def table3(
@@ -403,6 +719,16 @@ def table3(
         for p, t in zip(pairs_paths, trajectories_paths)
     }
     tables.write_table(tables.table3(sources, k), stem)
+
+
+def probes_figure(table_paths: Mapping[str, PathLike], out_png: PathLike, *, dataset: str) -> None:
+    """Rule ``probes_figure``: probe and final-head test accuracy against depth for every model of one
+    dataset (``table_paths``: model → its probes.csv)."""
+    from resdyn.artifacts import load_probe_table
+    from resdyn.figures import plot_probe_accuracy
+
+    tables = {model: load_probe_table(path) for model, path in table_paths.items()}
+    plot_probe_accuracy(tables, out_png, f"Per-depth heads ({dataset}): test accuracy against depth")
 
 
 def figures(

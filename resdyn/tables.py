@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from resdyn.artifacts import Constants, Metrics, Pairs, Shadowing, Trajectories
+from resdyn.artifacts import Constants, Metrics, Pairs, SampleSizeSummary, Shadowing, Trajectories
 from resdyn.io import InputError, atomic_output
 from resdyn.paper_reference import paper_table1, paper_table2
 
@@ -46,6 +46,47 @@ SCIENTIFIC_FROM = 1e5
 
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+@dataclass(frozen=True)
+class Band:
+    """A band [low, high] in one cell (method §3.6: the 5–95 % band over subsets): "[0.1234, 0.2345]" in
+    Markdown and LaTeX (each end as :func:`format_value`), each end at full precision in the CSV."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class MeanSd:
+    """One value over ``total`` training replicates, of which ``count`` define it: the mean ± the sample
+    standard deviation (ddof = 1; None for a single value). Written "0.9822 ± 0.0031", with
+    "(count of total)" appended when count < total; the CSV keeps full precision."""
+
+    mean: float
+    sd: float | None
+    count: int
+    total: int
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> MeanSd | None:
+        """Mean ± sd of the numbers among ``values`` (None and NaN skipped); None when there is none."""
+        numbers = [float(v) for v in values if _is_number(v) and not _is_missing(v)]
+        if not numbers:
+            return None
+        sd = float(np.std(numbers, ddof=1)) if len(numbers) > 1 else None
+        return cls(float(np.mean(numbers)), sd, len(numbers), len(values))
+
+    def text(self, number: Any) -> str:
+        sd = NOT_AVAILABLE if self.sd is None else number(self.sd)
+        out = f"{number(self.mean)} ± {sd}"
+        return out if self.count == self.total else f"{out} ({self.count} of {self.total})"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 def _exact_cell(value: Any) -> str | None:
@@ -70,6 +111,11 @@ def format_value(value: Any, latex: bool = False) -> str:
     exact = _exact_cell(value)
     if exact is not None:
         return exact
+    if isinstance(value, Band):
+        return f"[{format_value(value.low, latex)}, {format_value(value.high, latex)}]"
+    if isinstance(value, MeanSd):
+        text = value.text(lambda x: format_value(x, latex))
+        return text.replace("±", r"$\pm$") if latex else text
     if isinstance(value, (float, np.floating)):
         x = float(value)
         if math.isinf(x):
@@ -91,6 +137,10 @@ def _csv_value(value: Any) -> str:
     exact = _exact_cell(value)
     if exact is not None:
         return exact
+    if isinstance(value, Band):
+        return f"[{_csv_value(value.low)}, {_csv_value(value.high)}]"
+    if isinstance(value, MeanSd):
+        return value.text(_csv_value)
     if isinstance(value, (float, np.floating)):
         return repr(float(value))
     return str(value)
@@ -173,7 +223,9 @@ def write_table(df: pd.DataFrame, stem: PathLike) -> list[Path]:
 
 def _numeric_column(column: pd.Series) -> bool:
     values = [v for v in column if not _is_missing(v)]
-    return bool(values) and all(isinstance(v, (int, float, np.integer, np.floating)) for v in values)
+    return bool(values) and all(
+        isinstance(v, (int, float, np.integer, np.floating, Band, MeanSd)) for v in values
+    )
 
 
 def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
@@ -206,29 +258,77 @@ TABLE1_METRICS = [
 ]
 
 
+Source = Mapping[str, Any] | PathLike
+"""A result file: its path, or its contents already loaded."""
+
+REPLICATES = "Replicates"
+"""Column of Tables 1–2 giving the number of training replicates K when some run has K > 1."""
+
+
+def _replicates(source: Source | Sequence[Source]) -> list[Source]:
+    """One run's sources, one per training replicate (a list or tuple), or a single source."""
+    return list(source) if isinstance(source, (list, tuple)) else [source]
+
+
+def _run_name(what: str, key: Sequence[str], k: int, total: int) -> str:
+    return f"{what} of {'/'.join(key)}" + (f" replicate {k}" if total > 1 else "")
+
+
+def _combine_replicates(cells: Sequence[Mapping[str, Any]], listed: Sequence[str] = ()) -> dict[str, Any]:
+    """One table row from the rows of a run's K training replicates (method §3.6): numbers become
+    :class:`MeanSd` over the replicates that define them; bands the envelope [min low, max high];
+    identifiers (``listed`` columns: a pair, a depth) every replicate's value joined by "; "; the run's
+    names, the paper's columns and cells no replicate defines as a number keep the first replicate's."""
+    if len(cells) == 1:
+        return dict(cells[0])
+    out: dict[str, Any] = {}
+    for column in cells[0]:
+        values = [cell.get(column) for cell in cells]
+        bands = [v for v in values if isinstance(v, Band)]
+        if column in listed:
+            out[column] = "; ".join(format_value(v) for v in values)
+        elif column in ("Dataset", "Model") or column.endswith(PAPER_SUFFIX):
+            out[column] = values[0]
+        elif bands:
+            out[column] = Band(min(b.low for b in bands), max(b.high for b in bands))
+        elif any(_is_number(v) for v in values):
+            out[column] = MeanSd.of(values)
+        else:
+            out[column] = values[0]
+    return out
+
+
 def table1(
-    metrics: Mapping[ResultKey, Mapping[str, Any] | PathLike], paper_reference: bool = False
+    metrics: Mapping[ResultKey, Source | Sequence[Source]], paper_reference: bool = False
 ) -> pd.DataFrame:
     """Table 1 of the paper (§3 "Training ResNets"): macro precision, recall and F1 (scikit-learn),
     accuracy and mean test cross-entropy per (dataset, model), from each ``metrics.json``.
 
-    ``metrics`` maps (dataset, model) to a ``metrics.json`` path or its loaded dict; rows keep that order.
+    ``metrics`` maps (dataset, model) to a ``metrics.json`` path or its loaded dict, or to a list of them,
+    one per training replicate (method §3.6); rows keep that order. With more than one replicate a
+    "Replicates" column gives K and each metric is the mean ± sd over the replicates (:class:`MeanSd`);
+    with one the table is exactly the single-run table.
     With ``paper_reference`` each metric the paper reports gets a "<metric> [paper]" column beside ours
     (:mod:`resdyn.paper_reference`; the paper reports no accuracy, and rows the paper did not run get n/a).
     """
-    rows, columns = [], ["Dataset", "Model"]
+    runs = {key: _replicates(source) for key, source in metrics.items()}
+    replicated = any(len(sources) > 1 for sources in runs.values())
+    rows, columns = [], ["Dataset", "Model", *([REPLICATES] if replicated else [])]
     for _, label in TABLE1_METRICS:
         columns.append(label)
         if paper_reference and label != "Accuracy":
             columns.append(label + PAPER_SUFFIX)
-    for key, source in metrics.items():
-        data = Metrics.from_source(source, f"metrics of {key[0]}/{key[1]}")
-        row: dict[str, Any] = {"Dataset": key[0], "Model": key[1]}
+    for key, sources in runs.items():
         paper = paper_table1(*key) or {}
-        for metric, label in TABLE1_METRICS:
-            row[label] = data.number(metric)
-            row[label + PAPER_SUFFIX] = paper.get(metric)
-        rows.append(row)
+        cells = []
+        for k, source in enumerate(sources, 1):
+            data = Metrics.from_source(source, _run_name("metrics", key, k, len(sources)))
+            cell: dict[str, Any] = {"Dataset": key[0], "Model": key[1]}
+            for metric, label in TABLE1_METRICS:
+                cell[label] = data.number(metric)
+                cell[label + PAPER_SUFFIX] = paper.get(metric)
+            cells.append(cell)
+        rows.append(_combine_replicates(cells) | {REPLICATES: len(sources)})
     return _frame(rows, columns)
 
 
@@ -275,8 +375,92 @@ def _pair_cell(data: Constants) -> str | None:
     return f"({pair[0]}, {pair[1]})"
 
 
+# Columns at the common reference size (method §3.6): (label, sample_size.json estimate).
+TABLE2_REFERENCE = [
+    ("g-expansive", "g_expansive"),
+    ("Sh best-tracing", "sh_paper"),
+    ("Sh curve", "sh_curve"),
+]
+
+
+def reference_size(summaries: Iterable[SampleSizeSummary]) -> tuple[int, tuple[float, float]]:
+    """The reference size n_ref and the band quantiles the summaries share; InputError when they differ
+    (every run of one table must be compared at the same size)."""
+    found = {
+        (s.number("reference.n", integer=True), tuple(float(q) for q in s.get("band"))): s.name
+        for s in summaries
+    }
+    if len(found) != 1:
+        raise InputError(f"sample-size summaries disagree on the reference size or band: {sorted(found)}")
+    return next(iter(found))
+
+
+def reference_columns(estimates: Sequence[tuple[str, str]], n_ref: int, band: Sequence[float]) -> list[str]:
+    """Headers of the reference-size columns: "<label> @<n_ref>" (the median) and "<label> @<n_ref>
+    5–95%" (the band) for each estimate."""
+    band_text = f"{100 * band[0]:g}–{100 * band[1]:g}%"
+    return [name for label, _ in estimates for name in (f"{label} @{n_ref}", f"{label} @{n_ref} {band_text}")]
+
+
+def reference_cells(
+    summary: SampleSizeSummary, estimates: Sequence[tuple[str, str]], n_ref: int, band: Sequence[float]
+) -> dict[str, Any]:
+    """The reference-size cells of one run (method §3.6): per estimate its median over the B subsets of
+    n_ref images and the band as a :class:`Band`; "undefined" when no subset defines it; when the test set
+    is smaller than n_ref, "n/a (N = … < n_ref)" and n/a, never an extrapolation."""
+    headers = reference_columns(estimates, n_ref, band)
+    cells: dict[str, Any] = {}
+    n_images = summary.number("N", integer=True)
+    for (_, estimate), median_column, band_column in zip(estimates, headers[::2], headers[1::2]):
+        found = summary.at_reference(estimate)
+        if found is None:
+            cells[median_column] = f"{NOT_AVAILABLE} (N = {n_images} < {n_ref})"
+            cells[band_column] = None
+        elif found["median"] is None:
+            cells[median_column] = UNDEFINED
+            cells[band_column] = None
+        else:
+            cells[median_column] = float(found["median"])
+            cells[band_column] = Band(float(found["low"]), float(found["high"]))
+    return cells
+
+
+def _summaries(
+    sample_size: Mapping[Any, Source | Sequence[Source]] | None, keys: Iterable[Any]
+) -> dict[Any, list[SampleSizeSummary]]:
+    """Every run's sample_size.json, loaded (one per replicate); a run missing from the mapping is an
+    InputError naming it."""
+    if sample_size is None:
+        return {}
+    out = {}
+    for key in keys:
+        if key not in sample_size:
+            raise InputError(f"no sample-size summary for {'/'.join(key)}")
+        sources = _replicates(sample_size[key])
+        out[key] = [
+            SampleSizeSummary.from_source(source, _run_name("sample size", key, k, len(sources)))
+            for k, source in enumerate(sources, 1)
+        ]
+    return out
+
+
+def _table2_cells(data: Constants, paper: Mapping[str, Any]) -> dict[str, Any]:
+    """One replicate's Table 2 cells (raw values, Lip not yet marked)."""
+    row: dict[str, Any] = {"pair (i, j)": _pair_cell(data)}
+    for column, json_key, paper_key in TABLE2_COLUMNS:
+        if json_key is not None:
+            row[column] = data.number(json_key, integer=(column == "t*"))
+            if row[column] is None and data.undefined_reason(json_key):
+                row[column] = UNDEFINED
+        if paper_key is not None:
+            row[_TABLE2_PAPER_LABELS[column] + PAPER_SUFFIX] = paper.get(paper_key)
+    return row
+
+
 def table2(
-    constants: Mapping[ResultKey, Mapping[str, Any] | PathLike], paper_reference: bool = False
+    constants: Mapping[ResultKey, Source | Sequence[Source]],
+    paper_reference: bool = False,
+    sample_size: Mapping[ResultKey, Source | Sequence[Source]] | None = None,
 ) -> pd.DataFrame:
     """Table 2 of the paper (§3 "The constants of properties of dynamical systems") from each
     ``constants.json`` (method §3, §7).
@@ -287,29 +471,182 @@ def table2(
     T_g ≥ Sh/Lip for both Sh estimates and both Lipschitz constants. With ``paper_reference`` the paper's
     numbers stand in "[paper]" columns beside ours (its "Lip(g)" is our Lip_FC, see
     :mod:`resdyn.paper_reference`). JSON nulls become n/a; a missing key is an InputError naming the file.
+
+    ``sample_size`` (each run's ``sample_size.json``, method §3.6) adds, after these, e, Sh best-tracing
+    and Sh curve at the common reference size n_ref: the median over the B stratified subsets of n_ref
+    test images ("<constant> @n_ref") and the 5–95 % band ("<constant> @n_ref 5–95%", a :class:`Band`),
+    so that runs on test sets of different sizes compare; a run whose test set is smaller says so in the
+    cell (:func:`reference_cells`).
+
+    Training replicates (method §3.6): a run may map to a list of sources, one per replicate (both
+    mappings alike). With more than one, a "Replicates" column gives K, every number is the mean ± sd
+    over the replicates (:class:`MeanSd`), the pair and t* list each replicate's, a reference band is
+    the envelope of the replicates' bands, and Lip is marked uncertified when any replicate's is. With one
+    replicate each the table is exactly the single-run table.
     """
-    columns = ["Dataset", "Model"]
+    runs = {key: _replicates(source) for key, source in constants.items()}
+    replicated = any(len(sources) > 1 for sources in runs.values())
+    summaries = _summaries(sample_size, runs)
+    columns = ["Dataset", "Model", *([REPLICATES] if replicated else [])]
     for column, _, paper_key in TABLE2_COLUMNS:
         columns.append(column)
         if paper_reference and paper_key is not None:
             columns.append(_TABLE2_PAPER_LABELS[column] + PAPER_SUFFIX)
+    if summaries:
+        n_ref, band = reference_size(s for found in summaries.values() for s in found)
+        columns += reference_columns(TABLE2_REFERENCE, n_ref, band)
     rows = []
-    for key, source in constants.items():
-        data = Constants.from_source(source, f"constants of {key[0]}/{key[1]}")
+    for key, sources in runs.items():
         paper = paper_table2(*key) or {}
-        row: dict[str, Any] = {"Dataset": key[0], "Model": key[1], "pair (i, j)": _pair_cell(data)}
-        for column, json_key, paper_key in TABLE2_COLUMNS:
-            if json_key is not None:
-                row[column] = data.number(json_key, integer=(column == "t*"))
-                if row[column] is None and data.undefined_reason(json_key):
-                    row[column] = UNDEFINED
-            if paper_key is not None:
-                row[_TABLE2_PAPER_LABELS[column] + PAPER_SUFFIX] = paper.get(paper_key)
-        if not data.lip_certified:
+        datas = [
+            Constants.from_source(source, _run_name("constants", key, k, len(sources)))
+            for k, source in enumerate(sources, 1)
+        ]
+        if summaries and len(summaries[key]) != len(datas):
+            raise InputError(
+                f"{'/'.join(key)}: {len(datas)} constants.json files but "
+                f"{len(summaries[key])} sample-size summaries"
+            )
+        cells = []
+        for k, data in enumerate(datas):
+            cell = {"Dataset": key[0], "Model": key[1]} | _table2_cells(data, paper)
+            if summaries:
+                cell |= reference_cells(summaries[key][k], TABLE2_REFERENCE, n_ref, band)
+            cells.append(cell)
+        row = _combine_replicates(cells, listed=("pair (i, j)", "t*")) | {REPLICATES: len(datas)}
+        if not all(data.lip_certified for data in datas):
             for column in ("Lip_FC", "Lip(g) with softmax"):
                 row[column] = f"{format_value(row[column])} {UNCERTIFIED}"
         rows.append(row)
     return _frame(rows, columns)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Readings table (method §3.4)
+
+READINGS_COLUMNS = [
+    # (column, constants.json key or None for a derived cell)
+    ("g-expansive", "g_expansive.value"),
+    ("pair (i, j)", None),
+    ("depth", "g_expansive.t_star"),
+    ("Sh", None),
+    ("ε", None),
+    ("δ", None),
+    ("Sh best-tracing", "g_shadowing.paper.value"),
+    ("shadow = start", "g_shadowing.paper.shadow_is_start"),
+    ("Sh independent", "g_shadowing.independent.value"),
+    ("Sh curve", "g_shadowing.curve.value"),
+    ("r(Q_low)", None),
+    ("Lip_FC", "lip.fc"),
+    ("Lip(g) with softmax", "lip.g"),
+    ("T_g ≥ Sh/Lip_FC", None),
+]
+PUBLISHED = "published"
+"""The Reading cell of the paper's own Table 2 row in the readings table."""
+
+_PAIRING_KEY = {"best_tracing": "paper", "independent": "independent"}
+
+
+def reading_choices(reading: Mapping[str, Any]) -> str:
+    """A reading's choices in one cell: 'τ 1000/1, blocks, min, distinct, independent, true labels'."""
+    temperature = reading.get("temperature", {})
+    tau_e, tau_s = temperature.get("expansive", 1.0), temperature.get("shadowing", 1.0)
+    tau = f"τ {tau_e:g}" if tau_e == tau_s else f"τ {tau_e:g}/{tau_s:g}"
+    parts = [reading.get(k) for k in ("depths", "over_depths", "orbits", "pairing")]
+    return ", ".join([tau, *map(str, parts), f"{reading.get('labels')} labels"])
+
+
+_SAMPLE_SIZE_HEADLINE = {"best_tracing": "sh_paper", "independent": "sh_independent"}
+
+
+def readings_table(
+    constants: Mapping[tuple[str, str, str], Mapping[str, Any] | PathLike],
+    paper_reference: bool = False,
+    sample_size: Mapping[tuple[str, str, str], Mapping[str, Any] | PathLike] | None = None,
+) -> pd.DataFrame:
+    """The readings table: one row per (dataset, model, reading) from each ``constants.json``.
+
+    Columns: the reading's choices; its g-expansive constant (the reading's statistic over depths) with the
+    pair and the depth that attains it; its headline Sh with ε and δ (the reading's ``pairing``), then
+    both pairings' Sh side by side, whether the best-traced orbit's shadow is its own start (method §3.2
+    caveat), Sh_curve and r at the window's lower end; Lip_FC, Lip(g) (with the reading's τ) and T_g ≥
+    Sh/Lip_FC for the headline Sh. With ``paper_reference`` a row "published" after each run the paper
+    reports gives its Table 2 numbers (:mod:`resdyn.paper_reference`) in the matching columns.
+
+    ``sample_size`` (each run's ``sample_size.json``, keyed alike; method §3.6) adds e, the headline Sh
+    and Sh curve at the common reference size: median and 5–95 % band over the stratified subsets, as
+    in :func:`table2` (the published rows: n/a).
+    """
+    columns = ["Dataset", "Model", "Reading", "Choices", *(c for c, _ in READINGS_COLUMNS)]
+    summaries = {key: found[0] for key, found in _summaries(sample_size, constants).items()}
+    if summaries:
+        n_ref, band = reference_size(summaries.values())
+        columns += reference_columns(_readings_reference("best_tracing"), n_ref, band)
+    rows: list[dict[str, Any]] = []
+    published_after: dict[tuple[str, str], int] = {}
+    for (dataset, model, reading), source in constants.items():
+        data = Constants.from_source(source, f"constants of {dataset}/{model}/{reading}")
+        choices = data.get("reading")
+        pairing = _PAIRING_KEY[data.get("g_shadowing.pairing")]
+        row: dict[str, Any] = {
+            "Dataset": dataset,
+            "Model": model,
+            "Reading": reading,
+            "Choices": reading_choices(choices),
+            "pair (i, j)": _pair_cell(data),
+            "Sh": data.number(f"g_shadowing.{pairing}.value"),
+            "ε": data.number(f"g_shadowing.{pairing}.epsilon"),
+            "δ": data.number(f"g_shadowing.{pairing}.delta"),
+            "r(Q_low)": (data.get("g_shadowing.curve.at_lower_quantile") or {}).get("value"),
+            "T_g ≥ Sh/Lip_FC": data.number(f"t_g_lower.{pairing}"),
+        }
+        for column, json_key in READINGS_COLUMNS:
+            if json_key is None:
+                continue
+            value = data.get(json_key)
+            row[column] = (
+                value if isinstance(value, bool) else data.number(json_key, integer=column == "depth")
+            )
+        for column, json_key in (
+            ("g-expansive", "g_expansive.value"),
+            ("Sh", f"g_shadowing.{pairing}.value"),
+        ):
+            if row[column] is None and data.undefined_reason(json_key):
+                row[column] = UNDEFINED
+        if not data.lip_certified:
+            for column in ("Lip_FC", "Lip(g) with softmax"):
+                row[column] = f"{format_value(row[column])} {UNCERTIFIED}"
+        if summaries:
+            estimates = _readings_reference(data.get("g_shadowing.pairing"))
+            row |= reference_cells(summaries[(dataset, model, reading)], estimates, n_ref, band)
+        rows.append(row)
+        published_after[(dataset, model)] = len(rows)
+    if paper_reference:
+        for (dataset, model), position in sorted(published_after.items(), key=lambda kv: -kv[1]):
+            paper = paper_table2(dataset, model)
+            if paper is None:
+                continue
+            rows.insert(
+                position,
+                {
+                    "Dataset": dataset,
+                    "Model": model,
+                    "Reading": PUBLISHED,
+                    "Choices": "the paper's Table 2",
+                    "g-expansive": paper["g_expansive"],
+                    "Sh": paper["g_shadowing"],
+                    "ε": paper["epsilon"],
+                    "δ": paper["delta"],
+                    "Lip_FC": paper["lip_fc"],
+                    "T_g ≥ Sh/Lip_FC": paper["t_g_lower"],
+                },
+            )
+    return _frame(rows, columns)
+
+
+def _readings_reference(pairing: str) -> list[tuple[str, str]]:
+    """The readings table's reference-size estimates: e, the reading's headline Sh, Sh curve."""
+    return [("g-expansive", "g_expansive"), ("Sh", _SAMPLE_SIZE_HEADLINE[pairing]), ("Sh curve", "sh_curve")]
 
 
 UNDEFINED = "undefined"

@@ -130,7 +130,7 @@ def _write_log(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> No
                 writer.writerow({k: row[k] for k in LOG_COLUMNS})
 
 
-def _load_checkpoint(path: Path, fingerprint: str, epochs: int) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, fingerprint: str, epochs: int) -> dict[str, Any] | None:
     """The checkpoint at ``path`` if it belongs to this run and does not exceed ``epochs``, else None."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -220,7 +220,7 @@ def train(
 
     rows: list[dict[str, float]] = []
     start_epoch = 0
-    state = _load_checkpoint(checkpoint_path, fingerprint, epochs) if checkpoint_path.exists() else None
+    state = load_checkpoint(checkpoint_path, fingerprint, epochs) if checkpoint_path.exists() else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

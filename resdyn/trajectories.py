@@ -13,7 +13,7 @@ The file layout is :class:`resdyn.artifacts.Trajectories`; the stage that writes
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -56,28 +56,48 @@ def head_layers(head: nn.Module) -> list[nn.Linear]:
 
 @torch.no_grad()
 def trajectory_batch(
-    model: RevisedResNet, head64: nn.Module, x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For a batch of images: states (B, T+1, n) float32, logits = head(x_t) (B, T+1, C) float32 and
-    probs = softmax(head64(float64(x_t))) (B, T+1, C) float64, computed on ``x``'s device.
+    model: RevisedResNet, head64: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For a batch of images: states (B, T+1, n) float32; logits z_t = head64(float64(x_t)) (B, T+1, C)
+    float64 (the trained head in float64, or the per-depth probes) and probs = softmax(z_t) (B, T+1, C)
+    float64; and the model's prediction (B,), the argmax of its own float32 head at depth T (the
+    prediction Table 1 scores). All computed on ``x``'s device.
 
-    Batches under :data:`MIN_ROWS` images are padded with blank images (dropped again) so the numbers do
-    not depend on the batch size; in eval mode images do not interact, so padding changes nothing else."""
+    The logits are float64 so that a reading's p_t = softmax(z_t / τ) (method §3.4) is recomputed from
+    the same numbers the stored probabilities come from. Batches under :data:`MIN_ROWS` images are padded
+    with blank images (dropped again) so the numbers do not depend on the batch size; in eval mode images
+    do not interact, so padding changes nothing else."""
     rows = len(x)
     if rows < MIN_ROWS:
         x = torch.cat([x, x.new_zeros((MIN_ROWS - rows, *x.shape[1:]))])
     states, _ = model.trajectory(x)
-    logits = model.head(states)
-    probs = torch.softmax(head64(states.double()), dim=-1)
-    return states[:rows], logits[:rows], probs[:rows]
+    pred = model.head(states)[:, -1].argmax(dim=-1)  # as before: the head on every depth, then t = T
+    logits = head64(states.double())
+    probs = torch.softmax(logits, dim=-1)
+    return states[:rows], logits[:rows], probs[:rows], pred[:rows]
 
 
 def trajectory_batches(
-    model: RevisedResNet, images: np.ndarray, batch_size: int, device: torch.device
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """``(start, states, logits, probs)`` for consecutive batches of ``batch_size`` test images, in order
-    (:func:`trajectory_batch`); probs come from a float64 copy of the head."""
-    head64 = copy.deepcopy(model.head).double()
+    model: RevisedResNet,
+    images: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    probes: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(start, states, logits, probs, pred)`` for consecutive batches of ``batch_size`` test images, in
+    order (:func:`trajectory_batch`); logits and probs come from a float64 copy of the head, or with
+    ``probes`` = (weight (T+1, C, n), bias (T+1, C)) from the per-depth probes z_t = W_t x_t + b_t in
+    float64 (method §3.5)."""
+    if probes is None:
+        head64 = copy.deepcopy(model.head).double()
+    else:
+        from resdyn.probes import probe_logits
+
+        weight, bias = (torch.as_tensor(np.asarray(a), dtype=torch.float64, device=device) for a in probes)
+
+        def head64(states: torch.Tensor) -> torch.Tensor:
+            return probe_logits(states, weight, bias)
+
     for start in tqdm(range(0, len(images), batch_size), desc="trajectories", disable=None, leave=False):
         x = images_to_tensor(images[start : start + batch_size]).to(device)
         yield (start, *trajectory_batch(model, head64, x))

@@ -4,8 +4,15 @@ import re
 
 from snakemake.utils import validate
 
-from resdyn.config import canonical_config, check_entries, model_settings, training_settings
+from resdyn.config import (
+    canonical_config,
+    check_entries,
+    model_settings,
+    sample_size_settings,
+    training_settings,
+)
 from resdyn.device import gpu_may_be_present
+from resdyn.readings import DEFINITION, reading_settings
 
 # The config's meaning, not its spelling, decides what reruns: Snakemake compares each job's params by
 # repr, so key order, `1e-3` vs `0.001`, an omitted default vs the default written out, or a value from
@@ -29,12 +36,21 @@ check_entries(config)
 RESULTS = config["results_dir"]
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
+# The extra readings (method §3.4); the definition's results keep the per-run paths of method §7.
+READINGS = [name for name in config["readings"] if name != DEFINITION]
+# Training replicates (method §3.6): replicate 1 is the run at the per-run paths of method §7, replicates
+# 2..K live under results/{dataset}/{model}/replicates/{k}/ and differ from it only in the training seed.
+REPLICATES = [str(k) for k in range(2, config["replicates"] + 1)]
 ENV = "../envs/resdyn.yaml"
 
 
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     model="|".join(map(re.escape, MODELS)),
+    # "(?!)" never matches: without extra readings no job has a reading wildcard.
+    reading="|".join(map(re.escape, READINGS)) or "(?!)",
+    # The same for replicates: with K = 1 no job has a replicate wildcard.
+    replicate="|".join(REPLICATES) or "(?!)",
 
 
 scattergather:
@@ -46,9 +62,56 @@ def run_dir(*parts):
     return os.path.join(RESULTS, "{dataset}", "{model}", *parts)
 
 
-def shard_path(kind):
-    """Pattern of one scatter shard's file, for scatter/gather (other wildcards escaped)."""
-    return os.path.join(RESULTS, "{{dataset}}", "{{model}}", "shards", f"{kind}_{{scatteritem}}.h5")
+def reading_dir(*parts):
+    """results/{dataset}/{model}/readings/{reading}/<parts>: an extra reading's folder (method §3.4)."""
+    return run_dir("readings", "{reading}", *parts)
+
+
+def shard_path(kind, folder=()):
+    """Pattern of one scatter shard's file, for scatter/gather (other wildcards escaped); ``folder`` are
+    the path parts between the run's folder and shards/ (a reading's ``readings/{reading}``)."""
+    escaped = [part.replace("{", "{{").replace("}", "}}") for part in folder]
+    return os.path.join(RESULTS, "{{dataset}}", "{{model}}", *escaped, "shards", f"{kind}_{{scatteritem}}.h5")
+
+
+READING_FOLDER = ("readings", "{reading}")
+
+
+def replicate_dir(*parts):
+    """results/{dataset}/{model}/replicates/{replicate}/<parts>: training replicate k >= 2's folder."""
+    return run_dir("replicates", "{replicate}", *parts)
+
+
+REPLICATE_FOLDER = ("replicates", "{replicate}")
+
+
+def reading_params(wildcards):
+    """The canonical settings of the job's reading (the definition's when the job has no reading
+    wildcard): adding or changing one reading changes only its own jobs' params."""
+    name = wildcards.get("reading", DEFINITION)
+    return reading_settings(config["readings"], name, config["analysis"]["labels"])
+
+
+def reading_name(wildcards):
+    return wildcards.get("reading", DEFINITION)
+
+
+def uses_probes(reading):
+    return reading_settings(config["readings"], reading, config["analysis"]["labels"])["head"] == "probes"
+
+
+PROBE_READINGS = [name for name in READINGS if uses_probes(name)]
+
+
+def reading_source(name):
+    """Input function: the reading's trajectories.h5 or lipschitz.json: the probes' own (under
+    probes/) for a reading with `head: probes`, else the main one."""
+
+    def source(wildcards):
+        folder = ("probes",) if uses_probes(wildcards.reading) else ()
+        return run_dir(*folder, name).format(dataset=wildcards.dataset, model=wildcards.model)
+
+    return source
 
 
 def log_path(name):
@@ -83,8 +146,15 @@ def gpu_request(device):
 
 
 def training_params(wildcards):
-    """Exactly the training settings of one (dataset, model): a change reruns only that pair's jobs."""
-    return training_settings(config, wildcards.dataset, wildcards.model)
+    """Exactly the training settings of one (dataset, model) and replicate (its seed shifted by k - 1):
+    a change reruns only that pair's jobs; replicate 1 (no replicate wildcard) has the configured seed."""
+    replicate = int(wildcards.get("replicate", 1))
+    return training_settings(config, wildcards.dataset, wildcards.model, replicate=replicate)
+
+
+def checkpoint_path(wildcards, output):
+    """The resumable training checkpoint beside the job's model.pt (not an output, see rules/train.smk)."""
+    return os.path.join(os.path.dirname(output.model), "checkpoint.pt")
 
 
 def model_entry(wildcards):
@@ -100,9 +170,45 @@ def analysis(key):
     return config["analysis"][key]
 
 
+def sample_size_params():
+    """The canonical `sample_size` settings (method §3.6): listed sizes sorted and deduplicated, the
+    unused grid settings dropped, so only a change of meaning reruns the sample-size jobs."""
+    return sample_size_settings(config["sample_size"])
+
+
 def per_run(path):
     """Expand a per-(dataset, model) path over every configured pair."""
     return expand(path, dataset=DATASETS, model=MODELS)
+
+
+def per_reading(path):
+    """Expand a per-(dataset, model, reading) path over every pair and every extra reading."""
+    return expand(path, dataset=DATASETS, model=MODELS, reading=READINGS)
+
+
+def replicate_runs(name):
+    """(dataset, model, replicate, path of `name`) of every run of Tables 1-2, replicates 1..K of each
+    (dataset, model) in config order; replicate 1 at the per-run path."""
+    runs = []
+    for dataset in DATASETS:
+        for model in MODELS:
+            for k in range(1, config["replicates"] + 1):
+                folder = () if k == 1 else ("replicates", str(k))
+                runs.append((dataset, model, k, os.path.join(RESULTS, dataset, model, *folder, name)))
+    return runs
+
+
+def readings_table_runs(name="constants.json"):
+    """(dataset, model, reading, path of `name`) of every run in the readings table: the definition's
+    and every extra reading's, in config order."""
+    runs = []
+    for dataset in DATASETS:
+        for model in MODELS:
+            for reading in [DEFINITION, *READINGS]:
+                folder = () if reading == DEFINITION else ("readings", reading)
+                path = os.path.join(RESULTS, dataset, model, *folder, name)
+                runs.append((dataset, model, reading, path))
+    return runs
 
 
 def all_outputs():
@@ -110,10 +216,14 @@ def all_outputs():
     return (
         per_run(run_dir("constants.json"))
         + per_run(run_dir("shadowing_curve.png"))
+        + per_reading(reading_dir("constants.json"))
+        + per_run(run_dir("sample_size.png"))
+        + per_reading(reading_dir("sample_size.png"))
+        + (expand(os.path.join(FIGURES, "probes_{dataset}.png"), dataset=DATASETS) if PROBE_READINGS else [])
         + expand(figures, name=["figure2", "figure3", "table3", "orbit"], dataset=DATASETS, model=MODELS)
         + expand(
             os.path.join(RESULTS, "tables", "{table}.{ext}"),
-            table=["table1", "table2", "table3"],
+            table=["table1", "table2", "table3", "readings"],
             ext=["csv", "md", "tex"],
         )
     )

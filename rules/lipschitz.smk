@@ -1,4 +1,5 @@
-# Stage 6: Lip(g) of the head (exact ‖W‖₂ for a linear head, LipSDP for a multi-layer one; method §3.3).
+# Stage 6: Lip(g) of the head (exact ‖W‖₂ for a linear head, LipSDP for a multi-layer one; method §3.3);
+# the replicate_* rule for training replicates 2..K.
 
 
 rule lipschitz:
@@ -21,3 +22,17 @@ rule lipschitz:
         device=analysis("device"),
     script:
         "../workflow_scripts/lipschitz.py"
+
+
+use rule lipschitz as replicate_lipschitz with:
+    input:
+        trajectories=replicate_dir("trajectories.h5"),
+        model=replicate_dir("model.pt"),
+        data=os.path.join(RESULTS, "data", "{dataset}.h5"),
+        code=package_sources("lipschitz"),
+    output:
+        replicate_dir("lipschitz.json"),
+    log:
+        log_path("replicates/{replicate}/lipschitz"),
+    benchmark:
+        benchmark_path("replicates/{replicate}/lipschitz")

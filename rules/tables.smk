@@ -1,10 +1,12 @@
 # Stage 8: the paper's tables (CSV, Markdown, LaTeX) and figures, collected into Snakemake's HTML report.
-# Helpers (table_outputs, table_stem, figure) live in rules/common.smk.
+# Helpers (table_outputs, table_stem, figure) live in rules/common.smk. Tables 1-2 read every training
+# replicate (mean ± sd when `replicates` > 1); Table 3, the readings table and the figures read replicate 1.
 
 
 rule table1:
     input:
-        metrics=per_run(run_dir("metrics.json")),
+        # every replicate of every (dataset, model): mean ± sd when config `replicates` > 1
+        metrics=[path for *_, path in replicate_runs("metrics.json")],
         code=package_sources("tables", "paper_reference"),
     output:
         **table_outputs("table1", "table1.rst"),
@@ -16,6 +18,7 @@ rule table1:
         ENV
     params:
         stem=table_stem,
+        runs=[run for *run, _ in replicate_runs("metrics.json")],
         paper_reference=config["paper_reference"],
     script:
         "../workflow_scripts/table1.py"
@@ -23,7 +26,9 @@ rule table1:
 
 rule table2:
     input:
-        constants=per_run(run_dir("constants.json")),
+        constants=[path for *_, path in replicate_runs("constants.json")],
+        # the constants at the common reference size (method §3.6), the same runs in the same order
+        sample_size=[path for *_, path in replicate_runs("sample_size.json")],
         code=package_sources("tables", "paper_reference"),
     output:
         **table_outputs("table2", "table2.rst"),
@@ -35,9 +40,31 @@ rule table2:
         ENV
     params:
         stem=table_stem,
+        runs=[run for *run, _ in replicate_runs("constants.json")],
         paper_reference=config["paper_reference"],
     script:
         "../workflow_scripts/table2.py"
+
+
+rule readings_table:
+    input:
+        constants=[path for *_, path in readings_table_runs()],
+        sample_size=[path for *_, path in readings_table_runs("sample_size.json")],
+        code=package_sources("tables", "paper_reference"),
+    output:
+        **table_outputs("readings", "readings.rst"),
+    log:
+        os.path.join(RESULTS, "logs", "tables", "readings.log"),
+    benchmark:
+        os.path.join(RESULTS, "benchmarks", "tables", "readings.tsv")
+    conda:
+        ENV
+    params:
+        stem=table_stem,
+        runs=[run for *run, _ in readings_table_runs()],
+        paper_reference=config["paper_reference"],
+    script:
+        "../workflow_scripts/readings_table.py"
 
 
 rule table3:

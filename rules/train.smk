@@ -1,4 +1,6 @@
-# Stage 2: train one revised ResNet per (dataset, model), then evaluate it (Table 1).
+# Stage 2: train one revised ResNet per (dataset, model), then evaluate it (Table 1). The replicate_* rules
+# train and evaluate replicates 2..K (config `replicates`, method §3.6): the same rules with the seed
+# shifted by k - 1 (training_params) under results/{dataset}/{model}/replicates/{k}/.
 
 
 rule train:
@@ -25,7 +27,7 @@ rule train:
         model=model_entry,
         training=training_params,
         # Not an output: it survives a killed job, so the rerun resumes from the last finished epoch.
-        checkpoint=run_dir("checkpoint.pt"),
+        checkpoint=checkpoint_path,
     script:
         "../workflow_scripts/train.py"
 
@@ -47,3 +49,25 @@ rule evaluate:
         batch_size=analysis("batch_size"),
     script:
         "../workflow_scripts/evaluate.py"
+
+
+use rule train as replicate_train with:
+    output:
+        model=replicate_dir("model.pt"),
+        log_csv=replicate_dir("train_log.csv"),
+    log:
+        log_path("replicates/{replicate}/train"),
+    benchmark:
+        benchmark_path("replicates/{replicate}/train")
+
+
+use rule evaluate as replicate_evaluate with:
+    input:
+        model=replicate_dir("model.pt"),
+        data=os.path.join(RESULTS, "data", "{dataset}.h5"),
+    output:
+        replicate_dir("metrics.json"),
+    log:
+        log_path("replicates/{replicate}/evaluate"),
+    benchmark:
+        benchmark_path("replicates/{replicate}/evaluate")

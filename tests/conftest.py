@@ -26,7 +26,8 @@ WORKFLOW_PARTS = (
 )
 
 # A configuration small enough to run the whole workflow in about a minute on 2 CPU cores: 240 digits for
-# training, 60 for testing, two tiny revised ResNets (T = 4), three shards.
+# training, 60 for testing, two tiny revised ResNets (T = 4), three shards, the authors' reading, a
+# reading with per-depth probes and a small sample-size grid.
 TINY_CONFIG = {
     "datasets": {"digits": {"source": "sklearn-digits", "max_train": 240, "max_test": 60}},
     "models": {
@@ -35,6 +36,19 @@ TINY_CONFIG = {
     },
     "training": {"epochs": 2, "lr": 0.003, "batch_size": 32, "seed": 0, "device": "cpu"},
     "analysis": {"shards": 3, "chunk": 16, "batch_size": 32, "device": "cpu"},
+    # N = 60: sizes 20, 35, 40 (the reference) and 60, 4 subsets each.
+    "sample_size": {"count": 3, "min_size": 20, "subsets": 4, "reference": 40},
+    "readings": {
+        "authors": {
+            "temperature": {"expansive": 1000, "shadowing": 1},
+            "depths": "blocks",
+            "over_depths": "min",
+            "orbits": "distinct",
+            "pairing": "independent",
+        },
+        "probes": {"head": "probes"},
+    },
+    "probes": {"epochs": 2, "lr": 0.003, "batch_size": 32, "seed": 0, "device": "cpu"},
 }
 
 

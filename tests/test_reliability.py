@@ -126,7 +126,7 @@ def run_analysis(trajectories: Path, tmp_path: Path, *, labels: str = "true", sh
     stages.gather_pairwise(parts, pairs)
     stages.shadowing_shard(trajectories, pairs, tmp_path / "s.h5", "1-of-1")
     shadowing_h5 = tmp_path / "shadowing.h5"
-    stages.gather_shadowing([tmp_path / "s.h5"], pairs, shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
+    stages.gather_shadowing([tmp_path / "s.h5"], shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
     stages.lipschitz(trajectories, tmp_path / "lipschitz.json")
     return stages.constants(
         tmp_path / "constants.json",
@@ -271,7 +271,7 @@ def test_shadowing_gather_refuses_a_gap(trajectories, tmp_path):
     stages.shadowing_shard(trajectories, pairs, tmp_path / "s3.h5", "3-of-3")
     outputs = [tmp_path / name for name in ("shadowing.h5", "curve.csv", "curve.png")]
     with pytest.raises(InputError, match="do not tile"):
-        stages.gather_shadowing([tmp_path / "s1.h5", tmp_path / "s3.h5"], pairs, *outputs)
+        stages.gather_shadowing([tmp_path / "s1.h5", tmp_path / "s3.h5"], *outputs)
     assert not any(p.exists() for p in outputs)
 
 
@@ -282,7 +282,7 @@ def test_constants_name_a_missing_lipschitz_key(trajectories, tmp_path):
     stages.gather_pairwise([shard], pairs)
     stages.shadowing_shard(trajectories, pairs, tmp_path / "s.h5", "1-of-1")
     shadowing_h5 = tmp_path / "shadowing.h5"
-    stages.gather_shadowing([tmp_path / "s.h5"], pairs, shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
+    stages.gather_shadowing([tmp_path / "s.h5"], shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
     lip = tmp_path / "lipschitz.json"
     write_json(lip, {"fc": 2.0})
     with pytest.raises(InputError, match="lipschitz.json: missing key 'g'"):

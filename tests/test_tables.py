@@ -16,6 +16,8 @@ import pytest
 from resdyn.io import InputError, write_json
 from resdyn.paper_reference import PAPER_TABLE1, PAPER_TABLE2, paper_key
 from resdyn.tables import (
+    Band,
+    MeanSd,
     best_orbit,
     best_orbit_table,
     closest_pairs,
@@ -328,6 +330,7 @@ def test_result_key():
 
 def test_paper_reference_keys_and_consistency():
     assert paper_key("mnist", "resnet18") == ("MNIST", "ResNet-18")
+    assert paper_key("mnist5k", "resnet50") == ("MNIST", "ResNet-50")  # configs/mnist5k.yaml
     assert paper_key("CIFAR-10", "ResNet-50") == ("CIFAR-10", "ResNet-50")
     assert paper_key("cifar10", "resnet50") == ("CIFAR-10", "ResNet-50")
     assert paper_key("digits", "resnet18") is None
@@ -447,6 +450,133 @@ def test_table2_null_pair_and_missing_key(run, tmp_path):
     del constants["g_shadowing"]["paper"]
     with pytest.raises(InputError, match=r"constants of x/y.*'g_shadowing\.paper\.value'"):
         table2({("x", "y"): constants})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reference-size columns and training replicates (method §3.6)
+
+
+def sample_size_summary(n_images: int, reference: int = 400, median: float | None = 0.2) -> dict:
+    """A sample_size.json as resdyn.sample_size.summarize writes it, with e's median ``median`` and the
+    Sh estimates' medians 2·median, 3·median at the reference size."""
+    entries = {
+        name: {"median": None, "low": None, "high": None, "n_defined": 0}
+        if median is None
+        else {
+            "median": factor * median,
+            "low": factor * median / 2,
+            "high": factor * median * 2,
+            "n_defined": 20,
+        }
+        for name, factor in (("g_expansive", 1), ("sh_paper", 2), ("sh_curve", 3), ("sh_independent", 4))
+    }
+    if reference > n_images:
+        ref = {"n": reference, "available": False, "undefined_reason": f"N = {n_images} < {reference}: …"}
+    else:
+        ref = {"n": reference, "available": True, "undefined_reason": None, "subsets": 20} | entries
+    slope = {"value": -0.5, "intercept": 0.0, "sizes": [50, n_images], "undefined_reason": None}
+    return {
+        "N": n_images,
+        "band": [0.05, 0.95],
+        "sizes": [{"n": n_images, "subsets": 1} | entries],
+        "slope": dict.fromkeys(entries, slope),
+        "reference": ref,
+    }
+
+
+def test_table2_reference_size_columns(run, tmp_path):
+    keys = [("mnist", "resnet18"), ("digits", "resnet50"), ("tiny", "resnet18")]
+    summaries = {
+        keys[0]: sample_size_summary(10000),
+        keys[1]: sample_size_summary(300),
+        keys[2]: sample_size_summary(500, median=None),
+    }
+    df = table2(dict.fromkeys(keys, run["constants"]), sample_size=summaries)
+    assert list(df.columns[-6:]) == [
+        "g-expansive @400",
+        "g-expansive @400 5–95%",
+        "Sh best-tracing @400",
+        "Sh best-tracing @400 5–95%",
+        "Sh curve @400",
+        "Sh curve @400 5–95%",
+    ]
+    assert list(df.columns[:-6]) == list(table2({keys[0]: run["constants"]}).columns)
+    row = df.iloc[0]
+    assert row["g-expansive @400"] == 0.2 and row["Sh curve @400"] == pytest.approx(0.6)
+    assert row["g-expansive @400 5–95%"] == Band(0.1, 0.4)
+    assert df.loc[1, "g-expansive @400"] == "n/a (N = 300 < 400)" and df.loc[1, "Sh curve @400 5–95%"] is None
+    assert df.loc[2, "Sh best-tracing @400"] == "undefined"
+    csv_path, md_path, tex_path = write_table(df, tmp_path / "table2")
+    md, tex = md_path.read_text(), tex_path.read_text()
+    assert "[0.1000, 0.4000]" in md and "n/a (N = 300 < 400)" in md
+    assert "[0.1000, 0.4000]" in tex and r"@400 5–95\%" in tex
+    assert pd.read_csv(csv_path)["g-expansive @400 5–95%"].tolist()[0] == "[0.1, 0.4]"
+    mixed = dict(summaries) | {keys[1]: sample_size_summary(300, reference=200)}
+    with pytest.raises(InputError, match="disagree on the reference size"):
+        table2(dict.fromkeys(keys, run["constants"]), sample_size=mixed)
+    with pytest.raises(InputError, match="no sample-size summary for tiny/resnet18"):
+        table2(dict.fromkeys(keys, run["constants"]), sample_size=dict(list(summaries.items())[:2]))
+
+
+def _shifted(data: dict, factor: float) -> dict:
+    """A copy of a constants.json or metrics.json with every number scaled (another replicate)."""
+    if isinstance(data, dict):
+        return {k: _shifted(v, factor) for k, v in data.items()}
+    if isinstance(data, float):
+        return data * factor
+    return data
+
+
+def test_one_replicate_is_the_single_run_table(run, tmp_path):
+    """K = 1 keeps today's tables byte for byte."""
+    for build, path in ((table1, run["metrics"]), (table2, run["constants"])):
+        single = write_table(build({("mnist", "resnet18"): path}), tmp_path / "single")
+        listed = write_table(build({("mnist", "resnet18"): [path]}), tmp_path / "listed")
+        assert [p.read_bytes() for p in single] == [p.read_bytes() for p in listed]
+
+
+def test_tables_with_two_replicates_show_mean_and_sd(run, tmp_path):
+    metrics = json.loads(run["metrics"].read_text())
+    constants = json.loads(run["constants"].read_text())
+    other = _shifted(constants, 1.5)
+    other["g_expansive"]["pair"] = [7, 9]
+    other["g_expansive"]["classes"] = ["cat", "dog"]
+    other["g_expansive"]["t_star"] = 5
+    other["lip"]["certified"] = False
+    key = ("mnist", "resnet18")
+    t1 = table1({key: [metrics, _shifted(metrics, 0.5)], ("digits", "resnet50"): metrics})
+    assert list(t1.columns[:3]) == ["Dataset", "Model", "Replicates"]
+    assert t1.loc[0, "Replicates"] == 2 and t1.loc[1, "Replicates"] == 1
+    recall = t1.loc[0, "Recall"]
+    values = [0.9891, 0.9891 * 0.5]
+    assert recall == MeanSd(np.mean(values), np.std(values, ddof=1), 2, 2)
+    assert t1.loc[1, "Recall"] == 0.9891  # a run with one replicate keeps its plain value
+    md = write_table(t1, tmp_path / "t1")[1].read_text()
+    assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in md
+
+    t2 = table2(
+        {key: [constants, other]},
+        paper_reference=True,
+        sample_size={key: [sample_size_summary(10000), sample_size_summary(10000, median=0.4)]},
+    )
+    row = t2.iloc[0]
+    e = [constants["g_expansive"]["value"], other["g_expansive"]["value"]]
+    assert row["g-expansive"] == MeanSd(np.mean(e), np.std(e, ddof=1), 2, 2)
+    assert row["Sh curve"] is None  # no replicate defines it
+    assert row["g-expansive [paper]"] == 4.14e-5  # the paper's number, not averaged
+    i, j = constants["g_expansive"]["pair"]
+    c_i, c_j = constants["g_expansive"]["classes"]
+    assert row["pair (i, j)"] == f"{i} ({c_i}), {j} ({c_j}); 7 (cat), 9 (dog)"
+    assert row["t*"] == f"{constants['g_expansive']['t_star']}; 5"
+    assert row["Lip_FC"].endswith("(uncertified)")  # one replicate's certificate failed
+    assert row["g-expansive @400"] == MeanSd(np.mean([0.2, 0.4]), np.std([0.2, 0.4], ddof=1), 2, 2)
+    assert row["g-expansive @400 5–95%"] == Band(0.1, 0.8)  # the envelope of both bands
+    one_defined = _shifted(constants, 1.0)
+    one_defined["g_shadowing"]["curve"]["value"] = 0.25
+    t2 = table2({key: [constants, one_defined]})
+    assert t2.loc[0, "Sh curve"] == MeanSd(0.25, None, 1, 2)
+    md, tex = (p.read_text() for p in write_table(t2, tmp_path / "t2")[1:])
+    assert "0.2500 ± n/a (1 of 2)" in md and r"0.2500 $\pm$ n/a (1 of 2)" in tex
 
 
 # ----------------------------------------------------------------------------------------------------

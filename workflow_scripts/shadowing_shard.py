@@ -1,7 +1,9 @@
-"""Snakemake entry point of rule shadowing_shard: shadowing errors of one scatter shard of the orbits."""
+"""Snakemake entry point of rule shadowing_shard (and reading_shadowing_shard): the pseudo-orbits of one
+scatter shard and their shadowing errors, under the job's reading."""
 
 from resdyn import stages
 from resdyn.io import log_to
+from resdyn.readings import Reading
 
 with log_to(snakemake.log[0]):
     stages.shadowing_shard(
@@ -10,4 +12,5 @@ with log_to(snakemake.log[0]):
         snakemake.output[0],
         snakemake.wildcards.scatteritem,
         chunk=snakemake.params.chunk,
+        reading=Reading.from_settings(snakemake.params.name, snakemake.params.reading),
     )

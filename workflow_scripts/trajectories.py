@@ -1,4 +1,5 @@
-"""Snakemake entry point of rule trajectories: trajectories.h5 for one (dataset, model)."""
+"""Snakemake entry point of rules trajectories and probe_trajectories: trajectories.h5 for one (dataset,
+model), with the trained head or (given probes.pt) the per-depth probes."""
 
 from resdyn import stages
 from resdyn.io import log_to
@@ -13,4 +14,5 @@ with log_to(snakemake.log[0]):
         batch_size=snakemake.params.batch_size,
         store_states=snakemake.params.store_states,
         device=snakemake.params.device,
+        probes_path=snakemake.input.get("probes"),
     )

@@ -46,6 +46,17 @@ def test_slurm_profile_requests_a_gpu_for_the_gpu_rules_only(workflow):
 
 
 @pytest.mark.slow  # runs Snakemake (dry runs)
+def test_slurm_profile_gives_training_replicates_their_rules_resources(workflow):
+    """replicate_<rule> (config `replicates` > 1) gets exactly <rule>'s request (YAML aliases)."""
+    resources = _dry_run_resources(
+        workflow, "--workflow-profile", "profiles/slurm", "--config", "replicates=2"
+    )
+    for rule in (*GPU_RULES, "shadowing_shard", "evaluate"):
+        assert resources[f"replicate_{rule}"] == resources[rule], rule
+    assert resources["replicate_train"]["gres"] == "gpu:1"
+
+
+@pytest.mark.slow  # runs Snakemake (dry runs)
 def test_default_profile_still_rules_a_plain_local_run(workflow):
     """Without --workflow-profile the local profile applies: no SLURM partitions, and the rules' own gpu
     request: 1 where training (device auto) will find a GPU, 0 on a machine without one."""

@@ -1,0 +1,230 @@
+"""Per-depth probes (method §3.5): against scikit-learn's logistic regression on the same states, resume,
+agreement with a trained linear head, the probes' trajectory file and Lipschitz constants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+from resdyn import probes, stages
+from resdyn.artifacts import DatasetFile, ProbeHeads, Trajectories, load_probe_table, save_model
+from resdyn.data import images_to_tensor
+from resdyn.io import InputError
+from resdyn.lipschitz import depth_heads_lipschitz
+from resdyn.model import build_model
+
+TINY = {"blocks": [1, 1, 1, 1], "width": 16}  # T = 4, n = 1024
+SETTINGS = {"epochs": 40, "lr": 1e-2, "batch_size": 64, "seed": 3, "device": "cpu"}
+
+
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits as uint8 (N, 3, 32, 32): 8×8 upscaled ×4, 600 train / 300 test images."""
+    digits = load_digits()
+    images = np.kron(digits.images, np.ones((4, 4))) * (255 / 16)
+    images = np.repeat(images[:, None].astype(np.uint8), 3, axis=1)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, digits.target, train_size=600, test_size=300, stratify=digits.target, random_state=0
+    )
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def setup() -> dict:
+    """A frozen tiny revised ResNet with random weights (its states are still informative features)."""
+    torch.manual_seed(0)
+    model = build_model(TINY, 10).eval()
+    x_train, y_train, x_test, y_test = digits_split()
+    with torch.no_grad():
+        s_train = model.trajectory(images_to_tensor(x_train))[0].double().numpy()
+        s_test = model.trajectory(images_to_tensor(x_test))[0].double().numpy()
+    return {
+        "model": model,
+        "train": (x_train, y_train),
+        "test": (x_test, y_test),
+        "states": (s_train, s_test),
+    }
+
+
+@pytest.fixture(scope="module")
+def fitted(setup, tmp_path_factory) -> tuple[torch.Tensor, torch.Tensor, list]:
+    checkpoint = tmp_path_factory.mktemp("probes") / "ckpt.pt"
+    return probes.fit_probes(setup["model"], *setup["train"], SETTINGS, checkpoint_path=checkpoint)
+
+
+def test_probes_reach_the_accuracy_of_sklearn_logistic_regression(setup, fitted):
+    """Each probe minimises the same cross-entropy as an (almost) unregularised logistic regression on the
+    same states, so their test accuracies agree within 3 points at every depth."""
+    weight, bias, rows = fitted
+    x_test, y_test = setup["test"]
+    scores = probes.probe_scores(setup["model"], weight, bias, x_test, y_test, batch_size=100, device="cpu")
+    s_train, s_test = setup["states"]
+    y_train = setup["train"][1]
+    for t in range(weight.shape[0]):
+        reference = LogisticRegression(C=100.0, max_iter=3000).fit(s_train[:, t], y_train)
+        sklearn_accuracy = reference.score(s_test[:, t], y_test)
+        assert abs(scores["accuracy"][t] - sklearn_accuracy) <= 0.03, (
+            t,
+            scores["accuracy"][t],
+            sklearn_accuracy,
+        )
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    # the probes' own logits are what probe_scores scores
+    logits = probes.probe_logits(torch.from_numpy(s_test).float(), weight, bias).argmax(dim=2).numpy()
+    np.testing.assert_allclose((logits == y_test[:, None]).mean(axis=0), scores["accuracy"], atol=1e-12)
+
+
+def test_resume_after_an_interruption_gives_identical_probes(setup, tmp_path):
+    """A run stopped after epoch 2 leaves the checkpoint a killed 4-epoch run leaves (the epoch count is
+    not part of a checkpoint's identity); resuming it to 4 epochs gives bitwise the probes of one
+    uninterrupted 4-epoch run."""
+    settings = {**SETTINGS, "epochs": 4}
+    straight = probes.fit_probes(setup["model"], *setup["train"], settings, checkpoint_path=tmp_path / "a.pt")
+    probes.fit_probes(
+        setup["model"], *setup["train"], {**settings, "epochs": 2}, checkpoint_path=tmp_path / "b.pt"
+    )
+    resumed = probes.fit_probes(setup["model"], *setup["train"], settings, checkpoint_path=tmp_path / "b.pt")
+    assert torch.equal(straight[0], resumed[0]) and torch.equal(straight[1], resumed[1])
+    assert [r["loss"] for r in straight[2]] == [r["loss"] for r in resumed[2]]
+
+
+@pytest.mark.slow
+def test_last_probe_agrees_with_a_trained_linear_head(tmp_path):
+    """On a well-trained network (its head linear), the probe at t = T solves the head's own problem on the
+    same states, so it predicts what the head predicts on ≥ 99% of test images. The images are
+    test_train's learnable bands, on which the tiny network is trained to (near) perfect accuracy: on
+    digits a tiny network stops near 97%, and two 97% classifiers can disagree on the 3% they get wrong."""
+    from test_train import make_arrays
+
+    from resdyn.train import train
+
+    x_train, y_train = make_arrays(400, 4, seed=0)
+    x_test, y_test = make_arrays(300, 4, seed=1)
+    torch.manual_seed(1)
+    model = build_model(TINY, 4)
+    train(
+        model,
+        x_train,
+        y_train,
+        epochs=6,
+        lr=3e-3,
+        batch_size=32,
+        seed=0,
+        device="cpu",
+        checkpoint_path=tmp_path / "model_ckpt.pt",
+        log_path=tmp_path / "train_log.csv",
+    )
+    settings = {**SETTINGS, "epochs": 20}
+    weight, bias, _ = probes.fit_probes(model, x_train, y_train, settings, checkpoint_path=tmp_path / "c.pt")
+    with torch.no_grad():
+        states = model.trajectory(images_to_tensor(x_test))[0]
+        head = model.head(states[:, -1]).argmax(dim=1)
+        probe = probes.probe_logits(states, weight, bias)[:, -1].argmax(dim=1)
+    assert (head.numpy() == y_test).mean() >= 0.99  # the head is well trained
+    assert (head == probe).float().mean() >= 0.99
+
+
+def test_probe_stages_write_a_self_contained_trajectory_file(setup, tmp_path):
+    """probes → probes.pt + probes.csv; probe_trajectories stores every W_t, b_t and p_t = softmax(W_t x_t +
+    b_t); the Lipschitz stage gives ‖W_t‖₂ per depth and their maximum."""
+    x_train, y_train = setup["train"]
+    x_test, y_test = setup["test"]
+    names = [str(k) for k in range(10)]
+    data = tmp_path / "data.h5"
+    DatasetFile(
+        {"train": (x_train, y_train), "test": (x_test[:40], y_test[:40])},
+        names,
+        dataset="digits",
+        source="npz",
+        origin="test",
+    ).save(data)
+    model_path = tmp_path / "model.pt"
+    save_model(model_path, setup["model"], TINY, 10, names)
+    settings = {**SETTINGS, "epochs": 3}
+    table = stages.fit_probes(
+        model_path,
+        data,
+        tmp_path / "probes.pt",
+        tmp_path / "probes.csv",
+        settings=settings,
+        checkpoint_path=tmp_path / "ckpt.pt",
+        batch_size=32,
+    )
+    assert load_probe_table(tmp_path / "probes.csv").equals(table)
+    heads = ProbeHeads.load(tmp_path / "probes.pt")
+    assert tuple(heads.weight.shape) == (5, 10, 1024)
+    stages.record_trajectories(
+        model_path,
+        data,
+        tmp_path / "traj.h5",
+        dataset="digits",
+        model_name="tiny",
+        batch_size=16,
+        store_states=True,
+        device="cpu",
+        probes_path=tmp_path / "probes.pt",
+    )
+    traj = Trajectories.load(tmp_path / "traj.h5")
+    assert traj.head is None
+    weight, bias = traj.depth_heads
+    np.testing.assert_array_equal(weight, heads.weight.double().numpy())
+    with Trajectories.open_states(tmp_path / "traj.h5") as states:
+        x = states[()].astype(np.float64)
+    z = np.einsum("bdn,dcn->bdc", x, weight) + bias
+    expected = np.exp(z - z.max(axis=2, keepdims=True))
+    np.testing.assert_allclose(
+        traj.probs, expected / expected.sum(axis=2, keepdims=True), rtol=1e-12, atol=1e-15
+    )
+    np.testing.assert_allclose(traj.logits, z, rtol=1e-12, atol=1e-12)
+    lip = stages.lipschitz(tmp_path / "traj.h5", tmp_path / "lipschitz.json")
+    norms = [np.linalg.norm(w, 2) for w in weight]
+    assert [row["fc"] for row in lip["per_depth"]] == pytest.approx(norms, rel=1e-12)
+    assert lip["fc"] == pytest.approx(max(norms), rel=1e-12) and lip["g"] == pytest.approx(max(norms) / 2)
+    np.testing.assert_allclose(table["weight_norm"], norms, rtol=1e-6)
+
+
+def test_probes_for_another_model_are_refused(setup, tmp_path):
+    names = [str(k) for k in range(10)]
+    x_test, y_test = setup["test"]
+    data = tmp_path / "data.h5"
+    DatasetFile(
+        {"train": (x_test[:20], y_test[:20]), "test": (x_test[:20], y_test[:20])},
+        names,
+        dataset="digits",
+        source="npz",
+        origin="test",
+    ).save(data)
+    model_path = tmp_path / "model.pt"
+    save_model(model_path, setup["model"], TINY, 10, names)
+    ProbeHeads(torch.zeros(3, 10, 1024), torch.zeros(3, 10), names, SETTINGS, []).save(tmp_path / "p.pt")
+    with pytest.raises(InputError, match="do not fit"):
+        stages.record_trajectories(
+            model_path,
+            data,
+            tmp_path / "t.h5",
+            dataset="d",
+            model_name="m",
+            batch_size=8,
+            store_states=False,
+            device="cpu",
+            probes_path=tmp_path / "p.pt",
+        )
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_depth_heads_lipschitz_takes_the_largest_depth():
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(4, 3, 6)) * np.array([1.0, 5.0, 2.0, 0.5])[:, None, None]
+    lip = depth_heads_lipschitz(weights)
+    norms = [np.linalg.norm(w, 2) for w in weights]
+    assert lip["details"]["argmax_depth"] == 1 and lip["fc"] == norms[1] and lip["certified"]
+
+
+def test_bad_probe_settings_are_named():
+    with pytest.raises(InputError, match="unknown.*colour"):
+        probes.check_settings({**SETTINGS, "colour": 1})
+    with pytest.raises(InputError, match="lr=0"):
+        probes.check_settings({**SETTINGS, "lr": 0})
