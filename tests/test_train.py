@@ -342,3 +342,21 @@ def test_train_then_evaluate_from_files(data_file, uninterrupted, tmp_path):
     assert metrics["n_test"] == 20
     model, meta = load_model(folder / "model.pt")
     assert meta["class_names"] == ["a", "b", "c"] and meta["model_entry"]["blocks"] == [1, 1, 1, 1]
+
+
+def test_opt_in_training_switches_stay_out_of_the_settings_while_off():
+    """channels_last / bf16_autocast off (the schema's defaults, written out or not) leave the train rule's
+    params as they were before the switches existed, so no existing model is retrained; on, they are part
+    of that (dataset, model)'s settings only."""
+    from resdyn.config import training_settings
+
+    base = {"epochs": 2, "lr": 1e-3, "batch_size": 32, "seed": 0, "device": "cpu"}
+    config = {
+        "training": {**base, "channels_last": False, "bf16_autocast": False},
+        "datasets": {"d": {"source": "sklearn-digits"}},
+        "models": {"m": {}, "fast": {"training": {"bf16_autocast": True}}},
+    }
+    assert training_settings(config, "d", "m") == base
+    assert training_settings(config, "d", "fast") == base | {"bf16_autocast": True}
+    config["datasets"]["d"]["training"] = {"channels_last": True}
+    assert training_settings(config, "d", "m") == base | {"channels_last": True}

@@ -284,6 +284,14 @@ def test_changing_one_models_training_reruns_only_that_model(tiny_run):
     assert "results/digits/tiny_a/model.pt" not in listed
 
 
+def test_switching_on_a_training_option_retrains_only_that_model(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["models"]["tiny_b"]["training"] = {"channels_last": True}
+    tiny_run.write_config(config, "channels_last.yaml")
+    jobs = tiny_run.scheduled_jobs("--configfile", "channels_last.yaml", "--replace-workflow-config")
+    assert jobs["train"] == 1 and "prepare_data" not in jobs
+
+
 def test_changing_an_analysis_setting_reruns_only_analysis(tiny_run):
     config = copy.deepcopy(TINY_CONFIG)
     config["analysis"]["curve_quantiles"] = [0.1, 0.9]
