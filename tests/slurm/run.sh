@@ -21,7 +21,8 @@
 # Usage (as root; idempotent, a second run starts from scratch):  tests/slurm/run.sh
 # Environment: PYTHON (default .venv/bin/python; needs snakemake-executor-plugin-slurm), STATE (default
 # /tmp/resdyn-slurm-test), PORT_BASE (default 16800: slurmctld +17, slurmd +18, slurmdbd +19, MariaDB +6),
-# SNAKEMAKE_TIMEOUT (seconds per workflow run, default 1800), KEEP_STATE=1.
+# SNAKEMAKE_TIMEOUT (seconds per workflow run, default 1800), KEEP_STATE=1. A job SLURM can never start
+# (pending for a reason such as PartitionConfig: it asks for more than the node has) fails the test at once.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -277,10 +278,20 @@ SLURM_RUN="$STATE/work/slurm" LOCAL_RUN="$STATE/work/local"
 run_snakemake() {  # run_snakemake DIR LOGFILE ARGS...: in the background, so that a signal reaches cleanup
     local dir=$1 logfile=$2
     shift 2
-    (cd "$dir" && PYTHONPATH="$dir" exec timeout "$SNAKEMAKE_TIMEOUT" "$PYTHON" -m snakemake "$@") \
+    # -k: Snakemake waits for its running jobs on SIGTERM; a KILL follows a minute later.
+    (cd "$dir" && PYTHONPATH="$dir" exec timeout -k 60 "$SNAKEMAKE_TIMEOUT" "$PYTHON" -m snakemake "$@") \
         >"$logfile" 2>&1 &
     SNAKEMAKE_PID=$!
-    local status=0
+    local status=0 stuck
+    # A job whose request the node can never meet (too many CPUs, a missing partition) stays pending with
+    # one of these reasons for ever; fail at once, naming its rule (the plugin's comment), not at the timeout.
+    while kill -0 "$SNAKEMAKE_PID" 2>/dev/null; do
+        stuck="$(squeue -h -t PD -o '%i %r %k' 2>/dev/null |
+            grep -E ' (PartitionConfig|PartitionNodeLimit|PartitionTimeLimit|BadConstraints|ReqNodeNotAvail)' ||
+            true)"
+        [[ -z "$stuck" ]] || die "SLURM jobs that can never start (job, reason, rule): ${stuck//$'\n'/; }"
+        sleep 5
+    done
     wait "$SNAKEMAKE_PID" || status=$?   # a trapped signal ends the wait and exits through cleanup
     SNAKEMAKE_PID=""
     if ((status != 0)); then

@@ -56,6 +56,53 @@ def test_slurm_profile_gives_training_replicates_their_rules_resources(workflow)
     assert resources["replicate_train"]["gres"] == "gpu:1"
 
 
+def _dry_run_jobs(workflow, *args: str) -> list[tuple[str, int, dict[str, str]]]:
+    """(rule, threads, resources) of every job of a forced dry run."""
+    proc = workflow.snakemake("-n", "--forceall", *args)
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?rule )", proc.stdout):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if rule is None:
+            continue
+        threads = re.search(r"^    threads: (\d+)$", block, re.M)
+        res = re.search(r"^    resources: (.*)$", block, re.M)
+        pairs = (item.split("=", 1) for item in res.group(1).split(", ")) if res else ()
+        jobs.append((rule.group(1), int(threads.group(1)) if threads else 1, dict(pairs)))
+    return jobs
+
+
+@pytest.mark.slow  # runs Snakemake (dry runs)
+def test_slurm_profile_sizes_every_rule(workflow):
+    """Every rule of the workflow (all readings, probes and replicates enabled), as the profile submits it
+    with its own `cores: 512`: no job asks for more CPUs than the profile's largest set-threads (a rule with
+    `threads: workflow.cores` left out of set-threads would ask SLURM for 512 CPUs and stay pending forever),
+    and every job that requests a GPU locally gets it through gres in the GPU partition."""
+    profile = yaml.safe_load((workflow.root / "profiles" / "slurm" / "config.yaml").read_text())
+    most = max(profile["set-threads"].values())
+    all_rules = set(workflow.snakemake("--list-rules").stdout.split())
+    jobs = _dry_run_jobs(
+        workflow,
+        "--workflow-profile",
+        "profiles/slurm",
+        "--cores",
+        str(profile["cores"]),
+        "--configfile",
+        "configs/readings.yaml",
+        "--config",
+        "replicates=2",
+    )
+    assert {rule for rule, _, _ in jobs} == all_rules  # the check reaches every rule
+    for rule, threads, resources in jobs:
+        assert threads <= most, (rule, threads)
+        assert int(resources["mem_mb"]) > 0 and int(resources["runtime"]) > 0, rule
+        if "gpu" in resources:  # the rule's own gpu_request: a GPU job
+            assert resources["gres"] == "gpu:1", rule
+            assert resources["gpu"] == "0", rule
+            assert resources["slurm_partition"] == "gpu", rule
+        else:
+            assert "gres" not in resources and resources["slurm_partition"] == "cpu", rule
+
+
 @pytest.mark.slow  # runs Snakemake (dry runs)
 def test_default_profile_still_rules_a_plain_local_run(workflow):
     """Without --workflow-profile the local profile applies: no SLURM partitions, and the rules' own gpu
