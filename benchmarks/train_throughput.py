@@ -28,17 +28,29 @@ MODELS = {
 
 
 def images_per_second(
-    model: torch.nn.Module, device: torch.device, batch_size: int, steps: int, warmup: int
+    model: torch.nn.Module,
+    device: torch.device,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    *,
+    bf16: bool = False,
+    channels_last: bool = False,
 ) -> float:
-    """Mean images/s over ``steps`` timed forward + backward passes (after ``warmup`` untimed ones)."""
-    model.to(device).train()
+    """Mean images/s over ``steps`` timed forward + backward passes (after ``warmup`` untimed ones);
+    ``bf16``: forward and loss under ``torch.autocast(dtype=torch.bfloat16)`` (as ``training.bf16_autocast``),
+    ``channels_last``: model and input in NHWC."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format).train()
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch_size, 3, 32, 32, generator=gen).to(device)
+    x = torch.rand(batch_size, 3, 32, 32, generator=gen).to(device).contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (batch_size,), generator=gen).to(device)
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
 
     for _ in range(warmup):
         step()

@@ -38,93 +38,114 @@ def _threshold(best: float, slack: float) -> float:
 
 
 @njit(inline="always")
-def _sq_dist(P, t, b, Q, m):
-    # P: (D, C, N) coordinate-major points; Q: (M, D, C) queries.
+def _sq_dist(X, t, b, Q, m):
+    # X: (N, D, C) point-major points (contiguous over c); Q: (M, D, C) queries.
     s = 0.0
-    for c in range(P.shape[1]):
-        d = P[t, c, b] - Q[m, t, c]
+    for c in range(X.shape[2]):
+        d = X[b, t, c] - Q[m, t, c]
         s += d * d
     return s
 
 
 @njit(inline="always")
-def _sq_query(P, t, q, acc):
-    """acc[b] = Σ_c (P[t, c, b] − q[c])² for every point b, summed sequentially over c (4 at a time)."""
+def _sq_query(P, t, q, acc, b0, b1):
+    """acc[b] = Σ_c (P[t, c, b] − q[c])² for the points b0 <= b < b1, summed sequentially over c (4 at a
+    time)."""
     C = P.shape[1]
-    N = P.shape[2]
-    for b in range(N):
-        acc[b] = 0.0
+    L = b1 - b0
+    out = acc[b0:b1]
+    for b in range(L):
+        out[b] = 0.0
     c = 0
     while c + 4 <= C:
-        r0 = P[t, c]
-        r1 = P[t, c + 1]
-        r2 = P[t, c + 2]
-        r3 = P[t, c + 3]
+        r0 = P[t, c, b0:b1]
+        r1 = P[t, c + 1, b0:b1]
+        r2 = P[t, c + 2, b0:b1]
+        r3 = P[t, c + 3, b0:b1]
         q0 = q[c]
         q1 = q[c + 1]
         q2 = q[c + 2]
         q3 = q[c + 3]
-        for b in range(N):
+        for b in range(L):
             d0 = r0[b] - q0
             d1 = r1[b] - q1
             d2 = r2[b] - q2
             d3 = r3[b] - q3
-            acc[b] = (((acc[b] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3
+            out[b] = (((out[b] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3
         c += 4
     while c < C:
-        r0 = P[t, c]
+        r0 = P[t, c, b0:b1]
         q0 = q[c]
-        for b in range(N):
+        for b in range(L):
             d0 = r0[b] - q0
-            acc[b] += d0 * d0
+            out[b] += d0 * d0
         c += 1
 
 
+QUERY_TILE = 16
+"""Queries whose lower bounds share each block of points in :func:`min_max_scan`."""
+POINT_BLOCK = 512
+"""Points per block in :func:`min_max_scan` (C × 512 float64: 4 MB at C = 1000, reused from cache by the
+queries of a tile instead of streamed from memory once per query)."""
+
+
 @njit(parallel=True, cache=True)
-def min_max_scan(P, Q, order, seed, out_value, out_index):
+def min_max_scan(P, X, Q, order, seed, out_value, out_index):
     """For every query m: min over points b of max_t sqrt(sum_c (P[t,c,b] - Q[m,t,c])^2), argmin b.
 
-    ``order`` lists the depths, most selective first (the first one is the vectorised lower bound);
+    ``P`` (D, C, N) and ``X`` (N, D, C) hold the same points, coordinate-major for the vectorised bound and
+    point-major for the few exact checks (a strided gather of C values per depth misses the cache at large
+    C). ``order`` lists the depths, most selective first (the first one is the vectorised lower bound,
+    computed for :data:`QUERY_TILE` queries at a time over blocks of :data:`POINT_BLOCK` points);
     ``seed[m]`` is a point whose exact value initialises the incumbent (any valid index).
     Ties go to the smaller b.
     """
     D, C, N = P.shape
     M = Q.shape[0]
     t0 = order[0]
-    for m in prange(M):
-        s0 = np.empty(N)
-        _sq_query(P, t0, Q[m, t0], s0)
-        # incumbent from the seed
-        b_seed = seed[m]
-        smax = 0.0
-        for t in range(D):
-            s = _sq_dist(P, t, b_seed, Q, m)
-            if s > smax:
-                smax = s
-        best = math.sqrt(smax)
-        best_b = b_seed
-        thr = _threshold(best, 0.0)
-        for b in range(N):
-            if s0[b] > thr:
-                continue
-            smax = s0[b]
-            alive = True
-            for k in range(1, D):
-                s = _sq_dist(P, order[k], b, Q, m)
-                if s > thr:
-                    alive = False
-                    break
+    n_tiles = (M + QUERY_TILE - 1) // QUERY_TILE
+    for tile in prange(n_tiles):
+        m0 = tile * QUERY_TILE
+        MT = min(QUERY_TILE, M - m0)
+        S0 = np.empty((QUERY_TILE, N))
+        for b0 in range(0, N, POINT_BLOCK):
+            b1 = min(N, b0 + POINT_BLOCK)
+            for q in range(MT):
+                _sq_query(P, t0, Q[m0 + q, t0], S0[q], b0, b1)
+        for q in range(MT):
+            m = m0 + q
+            s0 = S0[q]
+            # incumbent from the seed
+            b_seed = seed[m]
+            smax = 0.0
+            for t in range(D):
+                s = _sq_dist(X, t, b_seed, Q, m)
                 if s > smax:
                     smax = s
-            if not alive:
-                continue
-            v = math.sqrt(smax)
-            if v < best or (v == best and b < best_b):
-                best = v
-                best_b = b
-                thr = _threshold(best, 0.0)
-        out_value[m] = best
-        out_index[m] = best_b
+            best = math.sqrt(smax)
+            best_b = b_seed
+            thr = _threshold(best, 0.0)
+            for b in range(N):
+                if s0[b] > thr:
+                    continue
+                smax = s0[b]
+                alive = True
+                for k in range(1, D):
+                    s = _sq_dist(X, order[k], b, Q, m)
+                    if s > thr:
+                        alive = False
+                        break
+                    if s > smax:
+                        smax = s
+                if not alive:
+                    continue
+                v = math.sqrt(smax)
+                if v < best or (v == best and b < best_b):
+                    best = v
+                    best_b = b
+                    thr = _threshold(best, 0.0)
+            out_value[m] = best
+            out_index[m] = best_b
 
 
 # Relative margins on squared distances: s < best·_LOW certainly gives sqrt(s) < sqrt(best) after rounding,
@@ -134,34 +155,44 @@ _HIGH = 1.0 + 1e-15
 
 
 @njit(inline="always")
-def _sq_block(P, t, i, j0, L, acc):
-    """acc[k] = Σ_c (P[t, c, j0+k] − P[t, c, i])² for k < L, summed sequentially over c (4 at a time)."""
-    C = P.shape[1]
-    for k in range(L):
-        acc[k] = 0.0
+def _sq_tile(A, i0, R, j0, L, acc):
+    """acc[r, k] = Σ_c (A[c, j0+k] − A[c, i0+r])² for r < R, k < L, summed sequentially over c (4 at a
+    time). A is (C, N), one depth of the coordinate-major points (or the mean trajectories): each column
+    segment A[c, j0:j0+L] is loaded once and used for the R rows of the tile, so at large C the columns
+    stream from memory once per tile instead of once per row."""
+    C = A.shape[0]
+    for r in range(R):
+        a = acc[r]
+        for k in range(L):
+            a[k] = 0.0
     c = 0
     while c + 4 <= C:
-        r0 = P[t, c, j0 : j0 + L]
-        r1 = P[t, c + 1, j0 : j0 + L]
-        r2 = P[t, c + 2, j0 : j0 + L]
-        r3 = P[t, c + 3, j0 : j0 + L]
-        p0 = P[t, c, i]
-        p1 = P[t, c + 1, i]
-        p2 = P[t, c + 2, i]
-        p3 = P[t, c + 3, i]
-        for k in range(L):
-            d0 = r0[k] - p0
-            d1 = r1[k] - p1
-            d2 = r2[k] - p2
-            d3 = r3[k] - p3
-            acc[k] = (((acc[k] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3
+        r0 = A[c, j0 : j0 + L]
+        r1 = A[c + 1, j0 : j0 + L]
+        r2 = A[c + 2, j0 : j0 + L]
+        r3 = A[c + 3, j0 : j0 + L]
+        for r in range(R):
+            i = i0 + r
+            p0 = A[c, i]
+            p1 = A[c + 1, i]
+            p2 = A[c + 2, i]
+            p3 = A[c + 3, i]
+            a = acc[r]
+            for k in range(L):
+                d0 = r0[k] - p0
+                d1 = r1[k] - p1
+                d2 = r2[k] - p2
+                d3 = r3[k] - p3
+                a[k] = (((a[k] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3
         c += 4
     while c < C:
-        r0 = P[t, c, j0 : j0 + L]
-        p0 = P[t, c, i]
-        for k in range(L):
-            d0 = r0[k] - p0
-            acc[k] += d0 * d0
+        r0 = A[c, j0 : j0 + L]
+        for r in range(R):
+            p0 = A[c, i0 + r]
+            a = acc[r]
+            for k in range(L):
+                d0 = r0[k] - p0
+                a[k] += d0 * d0
         c += 1
 
 
@@ -171,25 +202,36 @@ def _exact_better(s, old):
     return math.sqrt(s) < math.sqrt(old)
 
 
+@njit(inline="always")
+def _pair_less(i, j, pi, pj):
+    # (i, j) precedes (pi, pj) lexicographically; an empty incumbent (−1) is preceded by any pair
+    return pi < 0 or i < pi or (i == pi and j < pj)
+
+
 @njit(parallel=True, cache=True)
-def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock):
+def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound):
     """Every pair i < j with i in the row blocks, all depths at once, exact, vectorised over j.
 
-    Block k covers rows ``bounds[k]..bounds[k+1]-1`` and visits its pairs in lexicographic (i, j) order,
-    so keeping the incumbent on equal distances keeps the lexicographically smallest pair. Comparisons run
-    on squared distances where they are certain (margins _LOW/_HIGH); the rare comparisons inside the margin
-    are settled exactly on the square roots. Per block it returns:
+    Block k covers rows ``bounds[k]..bounds[k+1]-1``, taken ``rtile`` consecutive rows at a time (a tile)
+    against column blocks of ``jblock`` partners: the squared distances of the tile's rows to a column
+    block are computed together (:func:`_sq_tile`), then each row's bookkeeping runs in row order.
+    Comparisons run on squared distances where they are certain (margins _LOW/_HIGH); the rare comparisons
+    inside the margin are settled exactly on the square roots, and equal values go to the
+    lexicographically smaller pair wherever the visiting order is not lexicographic (the different-class
+    lanes and the class-pair minima see (i+1, j) before (i, j') when a tile holds both rows). Per block it
+    returns:
 
     - ``nn_s, nn_i`` (D, N): for every row the best squared distance and partner seen from either side of
       a visited pair (row i: partners j > i; row j: partners i of the block); −1 where none.
     - ``dm_s, dm_p`` (D,), (D, 2): per depth the minimum squared distance over different-class pairs.
-    - ``e_max, e_max_p, e_mean, e_mean_p``: per unordered class pair (lo < hi) the minima of max_t d_t and
-      mean_t d_t. The mean is pruned by ‖mean_t p_t(i) − mean_t p_t(j)‖ ≤ mean_t d_t.
+    - ``e_max, e_max_p, e_max_t, e_mean, e_mean_p``: per unordered class pair (lo < hi) the minima of
+      max_t d_t (with t* = the first depth attaining it) and of mean_t d_t. With ``mean_bound`` the mean is
+      pruned by ‖mean_t p_t(i) − mean_t p_t(j)‖ ≤ mean_t d_t (worth it at small C, where the D square roots
+      of a pair cost as much as its distances); without, every different-class pair's mean is computed.
     Nearest-partner and different-class minima are first kept per lane (position k of a column block)
     so the inner loops vectorise, then reduced exactly per row / per block.
     """
     D, C, N = P.shape
-    K = Mbar.shape[0]
     n_blocks = bounds.shape[0] - 1
     nn_s = np.full((n_blocks, D, N), np.inf)
     nn_i = np.full((n_blocks, D, N), -1, dtype=np.int64)
@@ -197,125 +239,174 @@ def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock):
     dm_p = np.full((n_blocks, D, 2), -1, dtype=np.int64)
     e_max = np.full((n_blocks, n_cls, n_cls), np.inf)
     e_max_p = np.full((n_blocks, n_cls, n_cls, 2), -1, dtype=np.int64)
+    e_max_t = np.full((n_blocks, n_cls, n_cls), -1, dtype=np.int64)
     e_mean = np.full((n_blocks, n_cls, n_cls), np.inf)
     e_mean_p = np.full((n_blocks, n_cls, n_cls, 2), -1, dtype=np.int64)
     for blk in prange(n_blocks):
         bs = nn_s[blk]
         bi = nn_i[blk]
-        S = np.empty((D, jblock))
+        S = np.empty((D, rtile, jblock))
+        SM = np.empty((rtile, jblock))
         smax = np.empty(jblock)
-        sm = np.empty(jblock)
-        other = np.empty(jblock)
-        row_s = np.empty((D, jblock))  # lane minima of row i over its partners j > i
-        row_j = np.empty((D, jblock), dtype=np.int64)
+        tot = np.empty(jblock)
+        other = np.empty((rtile, jblock))
+        row_s = np.empty((rtile, D, jblock))  # lane minima of each tile row over its partners j > i
+        row_j = np.empty((rtile, D, jblock), dtype=np.int64)
         dif_s = np.full((D, jblock), np.inf)  # lane minima over different-class pairs of the block
         dif_i = np.full((D, jblock), -1, dtype=np.int64)
         dif_j = np.full((D, jblock), -1, dtype=np.int64)
-        for i in range(bounds[blk], bounds[blk + 1]):
-            a = labels[i]
-            row_s[:, :] = np.inf
-            row_j[:, :] = -1
-            for j0 in range(i + 1, N, jblock):
+        for i0 in range(bounds[blk], bounds[blk + 1], rtile):
+            R = min(rtile, bounds[blk + 1] - i0)
+            row_s[:, :, :] = np.inf
+            row_j[:, :, :] = -1
+            for j0 in range(i0 + 1, N, jblock):
                 L = min(jblock, N - j0)
-                lab = labels[j0 : j0 + L]
-                for k in range(L):
-                    # +inf on same-class partners masks them out of the different-class minimum
-                    other[k] = 0.0 if lab[k] != a else np.inf
+                # Row i's partners are the lanes k >= k0 = max(0, i + 1 - j0) (j > i). Every loop over the
+                # lanes runs on views that start at k0 and counts from 0: a loop from k0 defeats
+                # vectorisation (numba cannot drop its negative-index check) and was 1.7x slower.
+                for r in range(R):
+                    k0 = max(0, i0 + r + 1 - j0)
+                    a = labels[i0 + r]
+                    lab = labels[j0 + k0 : j0 + L]
+                    oth = other[r, k0:L]
+                    for k in range(L - k0):
+                        # +inf on same-class partners masks them out of the different-class minimum
+                        oth[k] = 0.0 if lab[k] != a else np.inf
+                if mean_bound:
+                    _sq_tile(Mbar, i0, R, j0, L, SM)
                 for t in range(D):
-                    acc = S[t]
-                    _sq_block(P, t, i, j0, L, acc)
-                    bs_t = bs[t, j0 : j0 + L]
-                    bi_t = bi[t, j0 : j0 + L]
-                    rs = row_s[t]
-                    rj = row_j[t]
-                    ds = dif_s[t]
-                    di = dif_i[t]
-                    dj = dif_j[t]
-                    unsure = 0
-                    for k in range(L):
-                        s = acc[k]
-                        old = bs_t[k]
-                        b1 = s < old * _LOW
-                        bs_t[k] = s if b1 else old
-                        bi_t[k] = i if b1 else bi_t[k]
-                        old2 = rs[k]
-                        b2 = s < old2 * _LOW
-                        rs[k] = s if b2 else old2
-                        rj[k] = j0 + k if b2 else rj[k]
-                        sd = s + other[k]
-                        old3 = ds[k]
-                        b3 = sd < old3 * _LOW
-                        ds[k] = sd if b3 else old3
-                        di[k] = i if b3 else di[k]
-                        dj[k] = j0 + k if b3 else dj[k]
-                        u = (s <= old * _HIGH and not b1) or (s <= old2 * _HIGH and not b2)
-                        u = u or (sd <= old3 * _HIGH and not b3 and sd != np.inf)
-                        unsure |= np.int64(u)
-                    if unsure:
-                        # the comparisons inside the margin, settled on the square roots
-                        for k in range(L):
+                    # the tile's squared distances at depth t, then each row's bookkeeping at depth t
+                    # while they are still in L1
+                    _sq_tile(P[t], i0, R, j0, L, S[t])
+                    for r in range(R):
+                        i = i0 + r
+                        k0 = max(0, i + 1 - j0)
+                        jj = j0 + k0  # the partner of lane 0 of the views
+                        LL = L - k0
+                        acc = S[t, r, k0:L]
+                        oth = other[r, k0:L]
+                        bs_t = bs[t, jj : j0 + L]
+                        bi_t = bi[t, jj : j0 + L]
+                        rs = row_s[r, t, k0:L]
+                        rj = row_j[r, t, k0:L]
+                        ds = dif_s[t, k0:L]
+                        di = dif_i[t, k0:L]
+                        dj = dif_j[t, k0:L]
+                        unsure = 0
+                        for k in range(LL):
                             s = acc[k]
-                            if s <= bs_t[k] * _HIGH and _exact_better(s, bs_t[k]):
-                                bs_t[k] = s
-                                bi_t[k] = i
-                            if s <= rs[k] * _HIGH and _exact_better(s, rs[k]):
-                                rs[k] = s
-                                rj[k] = j0 + k
-                            if other[k] == 0.0 and s <= ds[k] * _HIGH and _exact_better(s, ds[k]):
-                                ds[k] = s
-                                di[k] = i
-                                dj[k] = j0 + k
-                for k in range(L):
-                    smax[k] = S[0, k]
-                for t in range(1, D):
-                    for k in range(L):
-                        x = S[t, k]
-                        y = smax[k]
-                        smax[k] = x if x > y else y
-                for k in range(L):
-                    sm[k] = 0.0
-                for c in range(K):
-                    row = Mbar[c, j0 : j0 + L]
-                    mi = Mbar[c, i]
-                    for k in range(L):
-                        d = row[k] - mi
-                        sm[k] += d * d
-                for k in range(L):
-                    b = lab[k]
-                    if b == a:
-                        continue
-                    lo = min(a, b)
-                    hi = max(a, b)
-                    if smax[k] <= (e_max[blk, lo, hi] ** 2) * _HIGH + 1e-300:
-                        v = math.sqrt(smax[k])
-                        if v < e_max[blk, lo, hi]:
-                            e_max[blk, lo, hi] = v
-                            e_max_p[blk, lo, hi, 0] = i
-                            e_max_p[blk, lo, hi, 1] = j0 + k
-                    if sm[k] <= _threshold(e_mean[blk, lo, hi], ABS_SLACK_MEAN):
-                        total = 0.0
+                            old = bs_t[k]
+                            b1 = s < old * _LOW
+                            bs_t[k] = s if b1 else old
+                            bi_t[k] = i if b1 else bi_t[k]
+                            old2 = rs[k]
+                            b2 = s < old2 * _LOW
+                            rs[k] = s if b2 else old2
+                            rj[k] = jj + k if b2 else rj[k]
+                            sd = s + oth[k]
+                            old3 = ds[k]
+                            b3 = sd < old3 * _LOW
+                            ds[k] = sd if b3 else old3
+                            di[k] = i if b3 else di[k]
+                            dj[k] = jj + k if b3 else dj[k]
+                            u = (s <= old * _HIGH and not b1) or (s <= old2 * _HIGH and not b2)
+                            u = u or (sd <= old3 * _HIGH and not b3 and sd != np.inf)
+                            unsure |= np.int64(u)
+                        if unsure:
+                            # the comparisons inside the margin, settled on the square roots; a lane's
+                            # nearest-neighbour candidates arrive in index order (keep the first), its
+                            # different-class candidates not always (keep the smaller pair on a tie)
+                            for k in range(LL):
+                                s = acc[k]
+                                if s <= bs_t[k] * _HIGH and _exact_better(s, bs_t[k]):
+                                    bs_t[k] = s
+                                    bi_t[k] = i
+                                if s <= rs[k] * _HIGH and _exact_better(s, rs[k]):
+                                    rs[k] = s
+                                    rj[k] = jj + k
+                                if oth[k] == 0.0 and s <= ds[k] * _HIGH:
+                                    tie = math.sqrt(s) == math.sqrt(ds[k])
+                                    tie = tie and _pair_less(i, jj + k, di[k], dj[k])
+                                    if tie or _exact_better(s, ds[k]):
+                                        ds[k] = s
+                                        di[k] = i
+                                        dj[k] = jj + k
+                for r in range(R):
+                    i = i0 + r
+                    k0 = max(0, i + 1 - j0)
+                    jj = j0 + k0
+                    LL = L - k0
+                    a = labels[i]
+                    lab = labels[jj : j0 + L]
+                    mx = smax[:LL]
+                    s0 = S[0, r, k0:L]
+                    for k in range(LL):
+                        mx[k] = s0[k]
+                    for t in range(1, D):
+                        st = S[t, r, k0:L]
+                        for k in range(LL):
+                            x = st[k]
+                            y = mx[k]
+                            mx[k] = x if x > y else y
+                    if not mean_bound:
+                        tt = tot[:LL]
+                        for k in range(LL):
+                            tt[k] = 0.0
                         for t in range(D):
-                            total += math.sqrt(S[t, k])
+                            st = S[t, r, k0:L]
+                            for k in range(LL):
+                                tt[k] += math.sqrt(st[k])
+                    for k in range(LL):
+                        b = lab[k]
+                        if b == a:
+                            continue
+                        j = jj + k
+                        lo = min(a, b)
+                        hi = max(a, b)
+                        cur = e_max[blk, lo, hi]
+                        if mx[k] <= (cur**2) * _HIGH + 1e-300:
+                            v = math.sqrt(mx[k])
+                            p = e_max_p[blk, lo, hi]
+                            if v < cur or (v == cur and _pair_less(i, j, p[0], p[1])):
+                                e_max[blk, lo, hi] = v
+                                e_max_p[blk, lo, hi, 0] = i
+                                e_max_p[blk, lo, hi, 1] = j
+                                for t in range(D):  # t*: the first depth whose distance is the max
+                                    if math.sqrt(S[t, r, k0 + k]) == v:
+                                        e_max_t[blk, lo, hi] = t
+                                        break
+                        cur = e_mean[blk, lo, hi]
+                        if mean_bound:
+                            if SM[r, k0 + k] > _threshold(cur, ABS_SLACK_MEAN):
+                                continue
+                            total = 0.0
+                            for t in range(D):
+                                total += math.sqrt(S[t, r, k0 + k])
+                        else:
+                            total = tot[k]
                         v = total / D
-                        if v < e_mean[blk, lo, hi]:
+                        p = e_mean_p[blk, lo, hi]
+                        if v < cur or (v == cur and _pair_less(i, j, p[0], p[1])):
                             e_mean[blk, lo, hi] = v
                             e_mean_p[blk, lo, hi, 0] = i
-                            e_mean_p[blk, lo, hi, 1] = j0 + k
-            # row i: its lanes (partners j > i) against what earlier rows of the block offered
-            for t in range(D):
-                best_d = math.sqrt(bs[t, i])
-                best_s = bs[t, i]
-                best_j = bi[t, i]
-                for k in range(jblock):
-                    if row_j[t, k] < 0:
-                        continue
-                    d = math.sqrt(row_s[t, k])
-                    if d < best_d or (d == best_d and row_j[t, k] < best_j):
-                        best_d = d
-                        best_s = row_s[t, k]
-                        best_j = row_j[t, k]
-                bs[t, i] = best_s
-                bi[t, i] = best_j
+                            e_mean_p[blk, lo, hi, 1] = j
+            # each tile row: its lanes (partners j > i) against what earlier rows of the block offered
+            for r in range(R):
+                i = i0 + r
+                for t in range(D):
+                    best_d = math.sqrt(bs[t, i])
+                    best_s = bs[t, i]
+                    best_j = bi[t, i]
+                    for k in range(jblock):
+                        if row_j[r, t, k] < 0:
+                            continue
+                        d = math.sqrt(row_s[r, t, k])
+                        if d < best_d or (d == best_d and row_j[r, t, k] < best_j):
+                            best_d = d
+                            best_s = row_s[r, t, k]
+                            best_j = row_j[r, t, k]
+                    bs[t, i] = best_s
+                    bi[t, i] = best_j
         for t in range(D):
             best_d = np.inf
             for k in range(jblock):
@@ -331,4 +422,30 @@ def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock):
                     dm_s[blk, t] = dif_s[t, k]
                     dm_p[blk, t, 0] = pi
                     dm_p[blk, t, 1] = pj
-    return nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_mean, e_mean_p
+    return nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_max_t, e_mean, e_mean_p
+
+
+@njit(parallel=True, cache=True)
+def pair_t_star(probs, pairs, out):
+    """out[k] = argmax_t sqrt(Σ_c (probs[i, t, c] − probs[j, t, c])²) for (i, j) = pairs[k] (sequential sum
+    over c, ties → smaller t, as ``np.argmax`` of the reference's distances); −1 where i < 0."""
+    D = probs.shape[1]
+    C = probs.shape[2]
+    for k in prange(pairs.shape[0]):
+        i = pairs[k, 0]
+        j = pairs[k, 1]
+        if i < 0:
+            out[k] = -1
+            continue
+        best = -1.0
+        best_t = -1
+        for t in range(D):
+            s = 0.0
+            for c in range(C):
+                d = probs[i, t, c] - probs[j, t, c]
+                s += d * d
+            v = math.sqrt(s)
+            if v > best:
+                best = v
+                best_t = t
+        out[k] = best_t

@@ -63,6 +63,10 @@ STEM_SIDE = INPUT_SIZE // STEM_REDUCTION
 """Side of the stem's output map (8): every patching must cut it into equal tiles."""
 
 
+OPT_IN_TRAINING = ("channels_last", "bf16_autocast")
+"""Training switches that are off by default; they appear in the settings only when on."""
+
+
 def training_settings(
     config: Mapping[str, Any], dataset: str, model: str, replicate: int = 1
 ) -> dict[str, Any]:
@@ -70,6 +74,8 @@ def training_settings(
 
     ``replicate`` k (method §3.6, config ``replicates``) trains with ``seed + k − 1`` and the same settings
     otherwise, so replicate 1 is the configured run and the replicates differ only in the seed.
+    The switches of :data:`OPT_IN_TRAINING` are left out while off: the settings (the train rule's params)
+    of a run that does not use them are those of versions without them, so no model is retrained.
     """
     _require(config, "datasets", dataset)
     _require(config, "models", model)
@@ -80,6 +86,9 @@ def training_settings(
     settings.update(config["models"][model].get("training", {}) or {})
     if replicate > 1:
         settings["seed"] = int(settings.get("seed", 0)) + replicate - 1
+    for key in OPT_IN_TRAINING:
+        if not settings.get(key, False):
+            settings.pop(key, None)
     return settings
 
 

@@ -8,8 +8,10 @@ Lipschitz of a linear head, constants, tables, figures) start in about a second 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from resdyn.io import InputError
@@ -58,3 +60,54 @@ def device_name(device: str) -> str:
     if device == "cpu" or (device == "auto" and not gpu_may_be_present()):
         return "cpu"
     return str(resolve_device(device))
+
+
+def free_memory(device: str | torch.device) -> int | None:
+    """Free bytes on a CUDA device (``torch.cuda.mem_get_info``), or None for the CPU (no budget to
+    respect there: the stages keep their configured batch sizes)."""
+    if str(device) == "cpu" or getattr(device, "type", None) == "cpu":
+        return None
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def fit_count(
+    device: str | torch.device, bytes_per_item: int, *, default: int, limit: int, fraction: float = 0.5
+) -> int:
+    """How many items (images of a batch, rows of a chunk) to process at once on ``device``.
+
+    On the CPU: ``default`` (the configured batch or chunk), unchanged. On a CUDA device: as many as fit in
+    ``fraction`` of the free memory at ``bytes_per_item`` each (the caller's estimate of its peak use per
+    item), at most ``limit`` (e.g. N) and at least 1; the configured value, tuned for a CPU, does not
+    apply there.
+    """
+    free = free_memory(device)
+    if free is None:
+        return int(default)
+    return int(max(1, min(int(limit), int(fraction * free) // max(1, int(bytes_per_item)))))
+
+
+@contextlib.contextmanager
+def full_float32(device: str | torch.device) -> Iterator[None]:
+    """Within the block, CUDA convolutions and matrix products run in full float32, not TF32.
+
+    PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) by default on Ampere and later GPUs, which
+    moves a state by ~1e-3 relative; the trajectories feed distances down to ~1e-7 (method §6), so the
+    stages that record them (and the evaluation) turn it off. Training keeps PyTorch's default. No-op on
+    the CPU; the previous flags are restored on exit."""
+    if resolve_device(device).type != "cuda":
+        yield
+        return
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -26,19 +26,25 @@ j ≠ i, identical for any shard count. (This visits each pair once; having ever
 its own rows, as the contract's wording suggests, would cost up to twice the arithmetic.)
 
 CPU algorithm (``resdyn._kernels.fused_pairs``, numba, exact): one pass over the pairs i < j, all depths
-at once, vectorised over a column block of ``chunk`` partners j. Each squared distance is computed once
+at once, vectorised over a column block of partners j, taken for 32 rows at a time so that each column
+value is loaded once per 32 rows (:func:`kernel_blocking`; it is what keeps C = 100 and 1000 heads, whose
+partners do not fit in cache, fast). Each squared distance is computed once
 and feeds, per depth, the nearest-neighbour tables of both images, the per-depth different-class minimum,
 and the running max / sum over depths. Comparisons are made on squared distances where they are certain
 (relative margin 1e-15 either side) and on the square roots inside the margin, so ties are decided on the
-same values as the reference. Ē is pruned by ‖mean_t p_t(i) − mean_t p_t(j)‖ ≤ mean_t d_t (triangle
-inequality), so the D square roots of a pair are taken only when it can still win. Rows are split into
+same values as the reference; where a tile visits pairs out of lexicographic order, equal values go to
+the smaller pair explicitly. Below C = 32, Ē is pruned by ‖mean_t p_t(i) − mean_t p_t(j)‖ ≤ mean_t d_t
+(triangle inequality), so the D square roots of a pair are taken only when it can still win. t* of each
+E[a, b] is recorded when the pair wins. Rows are split into
 blocks of equal pair counts run in parallel (prange) and merged exactly. The arithmetic is the full
 N²/2·D·C brute force (~25 GFLOP at paper scale), done once, fused and vectorised; see
 benchmarks/pairwise.py for the measured speed against the torch.cdist baseline.
 
 GPU (``device="cuda"``): the same quantities from a chunked brute force in torch with the same
 sequential arithmetic (CUDA's float64 sqrt is IEEE, so the same bits); ties resolved by first occurrence
-in (i, j) order.
+in (i, j) order. The rows per chunk follow the free device memory; the squared distances come from a
+Triton kernel compiled without FMA contraction (``resdyn._gpu_kernels``), the class pairs are reduced
+with ``scatter_reduce`` (:func:`_pairwise_torch`).
 
 Memory: the kernel holds, per row block (4 per thread), two (D, N) tables (float64 + int64) and
 O(D·chunk) scratch; nothing is N² or N²·D. Measured at N = 10,000, T+1 = 17, C = 10 on 2 threads
@@ -168,8 +174,11 @@ def squared_distance(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _depth_order(points_cmajor: np.ndarray) -> np.ndarray:
-    """Depths sorted by decreasing total variance: the most spread depth prunes best as a lower bound."""
-    spread = points_cmajor.var(axis=2).sum(axis=1)
+    """Depths sorted by decreasing total variance: the most spread depth prunes best as a lower bound.
+    Estimated on at most 2,048 evenly spaced points (it only orders the pruning, never a result; over all
+    10,000 points at C = 1000 the variance took 1.8 s)."""
+    step = max(1, points_cmajor.shape[2] // 2048)
+    spread = points_cmajor[:, :, ::step].var(axis=2).sum(axis=1)
     return np.argsort(-spread, kind="stable").astype(np.int64)
 
 
@@ -192,7 +201,7 @@ def min_max_distance(
         (M,) float64 values and (M,) int64 indices into ``points``.
     """
     queries = np.asarray(queries, dtype=np.float64)
-    points = np.asarray(points, dtype=np.float64)
+    points = np.ascontiguousarray(points, dtype=np.float64)
     if points.ndim != 3 or points.shape[0] < 1:
         raise InputError(f"points must be (N, T+1, C) with N >= 1, got shape {points.shape}")
     if queries.ndim != 3 or queries.shape[1:] != points.shape[1:]:
@@ -214,6 +223,7 @@ def min_max_distance(
         _, seed = tree.query(block[:, order[0], :], k=1, workers=-1)
         _kernels.min_max_scan(
             cmajor,
+            points,
             block,
             order,
             np.asarray(seed, dtype=np.int64),
@@ -255,14 +265,34 @@ def _empty_result(n_images: int, depths: int, n_classes: int) -> PairwiseResult:
 
 
 def _pick(values: np.ndarray, pairs: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Index along ``axis`` of the smallest value (NaN = empty), ties → lexicographically smaller pair."""
-    v = np.where(np.isnan(values), np.inf, values)
-    first = np.where(pairs[..., 0] < 0, np.iinfo(np.int64).max, pairs[..., 0])
-    second = np.where(pairs[..., 1] < 0, np.iinfo(np.int64).max, pairs[..., 1])
-    v, first, second = (np.moveaxis(x, axis, -1) for x in (v, first, second))
-    # lexsort over the last axis, keys from least to most significant
-    order = np.lexsort((second, first, v), axis=-1)
-    return order[..., 0]
+    """Index along ``axis`` of the smallest value (NaN = empty), ties → lexicographically smaller pair,
+    then the earlier position (the order of a stable sort on (value, i, j)).
+
+    A 1-D input is sorted; a stacked one (a few partial results over large tables, e.g. row blocks ×
+    C × C) is folded one slice at a time, so the temporaries stay the size of one slice (at C = 1000 a
+    sort over the stacked tables took seconds and several copies of them)."""
+    big = np.iinfo(np.int64).max
+
+    def keys(v: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.where(np.isnan(v), np.inf, v),
+            np.where(p[..., 0] < 0, big, p[..., 0]),
+            np.where(p[..., 1] < 0, big, p[..., 1]),
+        )
+
+    if values.ndim == 1:
+        v, first, second = keys(values, pairs)
+        return np.lexsort((second, first, v))[0]
+    values = np.moveaxis(values, axis, 0)
+    pairs = np.moveaxis(pairs, axis, 0)
+    best_v, best_f, best_s = keys(values[0], pairs[0])
+    best = np.zeros(best_v.shape, np.int64)
+    for k in range(1, values.shape[0]):
+        v, first, second = keys(values[k], pairs[k])
+        better = (v < best_v) | ((v == best_v) & ((first < best_f) | ((first == best_f) & (second < best_s))))
+        best[better] = k
+        best_v[better], best_f[better], best_s[better] = v[better], first[better], second[better]
+    return best
 
 
 def _take(array: np.ndarray, index: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -270,18 +300,19 @@ def _take(array: np.ndarray, index: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def _t_star(probs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """argmax_t d_t(i, j) for each pair (ties → smaller t); −1 for an empty pair."""
-    pairs = np.asarray(pairs).reshape(-1, 2)
+    """argmax_t d_t(i, j) for each pair (ties → smaller t); −1 for an empty pair. A numba kernel with
+    the module's arithmetic, O(1) memory per pair (a (K, T+1, C) gather was 68 GB for the C × C pairs
+    at C = 1000)."""
+    pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
     out = np.full(pairs.shape[0], -1, np.int64)
-    ok = pairs[:, 0] >= 0
-    if ok.any():
-        dist = np.sqrt(squared_distance(probs[pairs[ok, 0]], probs[pairs[ok, 1]]))  # (K, D)
-        out[ok] = np.argmax(dist, axis=1)
+    if len(pairs):
+        _kernels.pair_t_star(np.ascontiguousarray(probs, dtype=np.float64), pairs, out)
     return out
 
 
-def _finish(result: PairwiseResult, probs: np.ndarray) -> PairwiseResult:
-    """Symmetrise E / Ē, fill t*, and derive e = min_{a<b} E[a, b] (ties → smaller pair)."""
+def _finish(result: PairwiseResult, probs: np.ndarray, t_star: np.ndarray | None = None) -> PairwiseResult:
+    """Symmetrise E / Ē, fill t* (``t_star``, the (C, C) upper triangle, when the caller has it; else
+    computed from the pairs), and derive e = min_{a<b} E[a, b] (ties → smaller pair)."""
     n_cls = result.E.shape[0]
     upper = np.triu(np.ones((n_cls, n_cls), bool), 1)
     for value, pair in ((result.E, result.E_pair), (result.E_mean, result.E_mean_pair)):
@@ -289,7 +320,11 @@ def _finish(result: PairwiseResult, probs: np.ndarray) -> PairwiseResult:
         pair[~upper] = -1
         value.T[upper] = value[upper]
         pair.transpose(1, 0, 2)[upper] = pair[upper]
-    result.E_t_star = _t_star(probs, result.E_pair).reshape(n_cls, n_cls)
+    # d_t is symmetric: the upper triangle suffices
+    t_star = _t_star(probs, result.E_pair[upper]) if t_star is None else np.asarray(t_star)[upper]
+    result.E_t_star = np.full((n_cls, n_cls), -1, np.int64)
+    result.E_t_star[upper] = t_star
+    result.E_t_star.T[upper] = t_star
     flat_v = result.E[upper]
     flat_p = result.E_pair[upper]
     if np.isfinite(flat_v).any():
@@ -311,6 +346,31 @@ def _row_blocks(start: int, stop: int, n_images: int, n_blocks: int) -> np.ndarr
     targets = before[0] + (before[-1] - before[0]) * np.arange(1, n_blocks) // n_blocks
     inner = rows[np.searchsorted(before, targets)]
     return np.concatenate([[start], inner, [stop]]).astype(np.int64)
+
+
+ROW_TILE = 32
+"""Rows of a tile in the fused kernel (:func:`kernel_blocking`)."""
+TILE_COLUMNS = 128
+"""Most columns per column block of the fused kernel."""
+MEAN_BOUND_MAX_CLASSES = 32
+"""Below this many classes the fused kernel prunes Ē by the mean trajectories (:func:`kernel_blocking`)."""
+
+
+def kernel_blocking(n_classes: int, chunk: int, n_images: int) -> tuple[int, int, bool]:
+    """(rows per tile, columns per block, mean bound) for :func:`resdyn._kernels.fused_pairs` at C classes.
+
+    :data:`ROW_TILE` rows share each column block of at most min(``chunk``, :data:`TILE_COLUMNS`)
+    columns: the tile's squared distances to the block (32 × 128 float64 per depth, in L1) are computed
+    together, so each column value is loaded once per 32 rows. That divides the memory traffic by 32, which
+    matters from C ≈ 30 on, where a row's partners (D·C·N values: 17 × 1000 × 10,000 float64 = 1.4 GB at
+    C = 1000) no longer fit in cache (measured at C = 1000, N = 1,500: 4.4 s of CPU time against 14.5 s
+    one row at a time; at C = 10, N = 5,000: 1.8 s against 2.2 s). Below :data:`MEAN_BOUND_MAX_CLASSES` the
+    kernel prunes Ē by ‖mean_t p_t(i) − mean_t p_t(j)‖ ≤ mean_t d_t, since there the D square roots of a
+    pair cost as much as its D·C distance terms; above, every different-class pair's mean is computed.
+    Either way the arithmetic per pair, and so every bit of the result, is the same.
+    """
+    jblock = int(min(chunk, n_images, TILE_COLUMNS))
+    return ROW_TILE, jblock, n_classes < MEAN_BOUND_MAX_CLASSES
 
 
 def pairwise_shard(
@@ -344,7 +404,7 @@ def pairwise_shard(
         InputError: malformed arrays or labels out of range. ValueError: a single class.
     """
     probs, labels = _check_inputs(probs, labels, n_classes)
-    n_images, depths, _ = probs.shape
+    n_images, depths, n_feat = probs.shape
     if not 0 <= start <= stop <= n_images:
         raise InputError(f"shard rows {start}..{stop} are outside 0..{n_images}")
     if chunk < 1:
@@ -364,8 +424,9 @@ def pairwise_shard(
     # blocks of rows with equal pair counts, a few per thread so that uneven blocks even out
     n_blocks = max(1, min(stop - start, 4 * get_num_threads()))
     bounds = _row_blocks(start, stop, n_images, n_blocks)
-    nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_mean, e_mean_p = _kernels.fused_pairs(
-        cmajor, mean_traj, labels, int(n_classes), bounds, int(min(chunk, n_images))
+    rtile, jblock, mean_bound = kernel_blocking(n_feat, chunk, n_images)
+    nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_max_t, e_mean, e_mean_p = _kernels.fused_pairs(
+        cmajor, mean_traj, labels, int(n_classes), bounds, jblock, rtile, mean_bound
     )
     # merge the blocks: every candidate is a genuine pair with its exact value, only ties remain
     nn_d = np.sqrt(nn_s)
@@ -385,7 +446,9 @@ def pairwise_shard(
         v = _take(value, k)
         setattr(result, out_v, np.where(np.isfinite(v), v, np.nan))
         setattr(result, out_p, np.take_along_axis(pair, k[None, :, :, None], axis=0)[0].copy())
-    return _finish(result, probs)
+        if out_v == "E":
+            t_star = _take(e_max_t, k)
+    return _finish(result, probs, t_star)
 
 
 def _ieee_sqrt(values: torch.Tensor) -> torch.Tensor:
@@ -399,15 +462,32 @@ def _ieee_sqrt(values: torch.Tensor) -> torch.Tensor:
 
 
 def _pairwise_torch(
-    probs: np.ndarray, labels: np.ndarray, start: int, stop: int, *, n_classes: int, chunk: int, device: Any
+    probs: np.ndarray,
+    labels: np.ndarray,
+    start: int,
+    stop: int,
+    *,
+    n_classes: int,
+    chunk: int,
+    device: Any,
+    fused: bool | None = None,
 ) -> PairwiseResult:
     """Chunked brute force in torch (for a GPU): the same sequential float64 arithmetic, so the same bits.
 
-    Rows are taken ``chunk`` at a time against all N partners; each statistic is a masked minimum whose
-    ties are broken by the first occurrence in row-major (i, j) order (``argmax`` of the equality mask,
-    documented to return the first maximal index). Memory O(chunk·N) on the device.
+    Rows are taken a chunk at a time against all N partners: ``chunk`` rows on the CPU; on a CUDA device
+    as many as half its free memory holds (:func:`resdyn.device.fit_count`, about 12 live (rows, N)
+    float64 tensors). A chunk's squared distances at one depth come from the Triton kernel
+    (:func:`resdyn._gpu_kernels.sq_distances`; ``fused``, by default on a CUDA device with Triton), else
+    from one torch operation per class (``sq += d·d`` with d and d·d each rounded, as the kernel does). Each
+    statistic is a masked minimum whose ties are broken by the first occurrence in row-major (i, j) order
+    (``argmax`` of the equality mask, documented to return the first maximal index); E and Ē reduce all
+    class pairs of a chunk at once with ``scatter_reduce`` (:func:`_fold_class_pairs`), so the cost does not
+    grow with C² (a loop over class pairs was ~10⁶ reductions at C = 1000).
     """
     import torch
+
+    from resdyn import _gpu_kernels
+    from resdyn.device import fit_count
 
     dev = torch.device(device)
     n_images, depths, n_feat = probs.shape
@@ -422,13 +502,16 @@ def _pairwise_torch(
     }
     dm_v = np.full(depths, np.inf)
     dm_p = np.full((depths, 2), -1, np.int64)
+    if fused is None:
+        fused = dev.type == "cuda" and _gpu_kernels.available()
+    XT = X.permute(1, 2, 0).contiguous() if fused else None  # (D, C, N) for the kernel
 
     def first_min(values: torch.Tensor) -> tuple[float, int]:
         low = values.min()
         flat = torch.argmax((values == low).reshape(-1).to(torch.uint8))
         return float(low), int(flat)
 
-    step = max(1, min(chunk, n_images))
+    step = fit_count(dev, 12 * 8 * n_images, default=max(1, min(chunk, n_images)), limit=max(1, stop - start))
     for r0 in tqdm(range(start, stop, step), desc="pairwise (torch)", disable=None, leave=False):
         r1 = min(r0 + step, stop)
         rows = torch.arange(r0, r1, device=dev)
@@ -436,11 +519,17 @@ def _pairwise_torch(
         diff = y[r0:r1, None] != y[None, :]
         dmax = torch.zeros((r1 - r0, n_images), dtype=torch.float64, device=dev)
         dsum = torch.zeros_like(dmax)
+        sq = torch.empty_like(dmax)
+        tmp = None if fused else torch.empty_like(dmax)
         for t in range(depths):
-            sq = torch.zeros_like(dmax)
-            for c in range(n_feat):
-                d = X[r0:r1, t, c, None] - X[None, :, t, c]
-                sq = sq + d * d
+            if fused:
+                _gpu_kernels.sq_distances(XT[t], r0, r1, out=sq)
+            else:
+                sq.zero_()
+                for c in range(n_feat):
+                    torch.sub(X[r0:r1, t, c, None], X[None, :, t, c], out=tmp)
+                    tmp.mul_(tmp)
+                    sq.add_(tmp)
             dist = _ieee_sqrt(sq)
             dmax = torch.maximum(dmax, dist)
             dsum = dsum + dist
@@ -456,22 +545,8 @@ def _pairwise_torch(
                 dm_v[t] = v
                 dm_p[t] = (r0 + flat // n_images, flat % n_images)
         mean = dsum / depths
-        for a in range(n_classes):
-            row_a = y[r0:r1] == a
-            if not bool(row_a.any()):
-                continue
-            for b in range(n_classes):
-                if b == a:
-                    continue
-                mask = row_a[:, None] & (y[None, :] == b) & upper
-                lo, hi = min(a, b), max(a, b)
-                for name, values in (("max", dmax), ("mean", mean)):
-                    v, flat = first_min(torch.where(mask, values, torch.inf))
-                    pair = (r0 + flat // n_images, flat % n_images)
-                    cur_v, cur_p = best[name]
-                    if v < cur_v[lo, hi] or (v == cur_v[lo, hi] and tuple(pair) < tuple(cur_p[lo, hi])):
-                        cur_v[lo, hi] = v
-                        cur_p[lo, hi] = pair
+        for name, values in (("max", dmax), ("mean", mean)):
+            _fold_class_pairs(values, y, r0, upper, n_classes, *best[name])
     result.depth_min = np.where(np.isfinite(dm_v), dm_v, np.nan)
     result.depth_min_pair = dm_p
     for name, out_v, out_p in (("max", "E", "E_pair"), ("mean", "E_mean", "E_mean_pair")):
@@ -479,6 +554,67 @@ def _pairwise_torch(
         setattr(result, out_v, np.where(np.isfinite(value), value, np.nan))
         setattr(result, out_p, pair)
     return _finish(result, probs)
+
+
+def _fold_class_pairs(
+    values: torch.Tensor,
+    y: torch.Tensor,
+    r0: int,
+    upper: torch.Tensor,
+    n_classes: int,
+    best: np.ndarray,
+    best_pair: np.ndarray,
+) -> None:
+    """Fold the chunk rows r0.. of a (rows, N) matrix of pair values into ``best`` / ``best_pair`` (C, C,
+    upper triangle lo < hi): per class pair the minimum over pairs i < j, ties → the lexicographically
+    smaller (i, j). Per row and partner class the minimum and its first j (``scatter_reduce`` over the
+    columns), then per row class the first row attaining it (over the rows); exact, as min is."""
+    import torch
+
+    rows, n = values.shape
+    dev = values.device
+    big = torch.iinfo(torch.int64).max
+    masked = torch.where(upper, values, torch.inf)
+    by_col = y[None, :].expand(rows, n)
+    low = torch.full((rows, n_classes), torch.inf, dtype=values.dtype, device=dev)
+    low = low.scatter_reduce(1, by_col, masked, "amin")
+    hit = masked == low.gather(1, by_col)
+    first_j = torch.full((rows, n_classes), big, device=dev).scatter_reduce(
+        1, by_col, torch.where(hit, torch.arange(n, device=dev)[None, :], big), "amin"
+    )
+    row_y = y[r0 : r0 + rows]
+    low[torch.arange(rows, device=dev), row_y] = torch.inf  # same-class pairs are no class pair
+    by_row = row_y[:, None].expand(rows, n_classes)
+    low_ab = torch.full((n_classes, n_classes), torch.inf, dtype=values.dtype, device=dev)
+    low_ab = low_ab.scatter_reduce(0, by_row, low, "amin")
+    hit = (low == low_ab.gather(0, by_row)) & torch.isfinite(low)
+    first_i = torch.full((n_classes, n_classes), big, device=dev).scatter_reduce(
+        0, by_row, torch.where(hit, torch.arange(rows, device=dev)[:, None], big), "amin"
+    )
+    low_ab, first_i = low_ab.cpu().numpy(), first_i.cpu().numpy()
+    found = np.isfinite(low_ab)
+    pair = np.full((n_classes, n_classes, 2), -1, np.int64)
+    a_idx, b_idx = np.nonzero(found)
+    i_idx = first_i[a_idx, b_idx]
+    pair[a_idx, b_idx, 0] = r0 + i_idx
+    pair[a_idx, b_idx, 1] = (
+        first_j[torch.from_numpy(i_idx).to(dev), torch.from_numpy(b_idx).to(dev)].cpu().numpy()
+    )
+    # the class pair {lo, hi} from rows of class lo (upper triangle) or of class hi (lower, transposed)
+    upper_cls = np.triu(np.ones((n_classes, n_classes), bool), 1)
+    v, p = np.where(upper_cls, low_ab, np.inf), np.where(upper_cls[..., None], pair, -1)
+    v_t, p_t = low_ab.T, pair.transpose(1, 0, 2)
+    take = upper_cls & _better(v_t, p_t, v, p)
+    v, p = np.where(take, v_t, v), np.where(take[..., None], p_t, p)
+    take = upper_cls & _better(v, p, best, best_pair)
+    best[take], best_pair[take] = v[take], p[take]
+
+
+def _better(v: np.ndarray, p: np.ndarray, v0: np.ndarray, p0: np.ndarray) -> np.ndarray:
+    """Where the finite candidate (v, p) beats the incumbent (v0, p0): smaller value, or equal value and
+    lexicographically smaller pair (−1 = empty incumbent)."""
+    lex = (p0[..., 0] < 0) | (p[..., 0] < p0[..., 0]) | ((p[..., 0] == p0[..., 0]) & (p[..., 1] < p0[..., 1]))
+    return np.isfinite(v) & ((v < v0) | ((v == v0) & lex))
 
 
 def merge_pairwise(results: Sequence[PairwiseResult]) -> PairwiseResult:

@@ -40,7 +40,7 @@ from resdyn.artifacts import (
     save_shadowing_curve,
 )
 from resdyn.config import sample_size_settings, schema_defaults
-from resdyn.device import device_name, resolve_device
+from resdyn.device import device_name, full_float32, resolve_device
 from resdyn.io import InputError, file_checksum
 from resdyn.provenance import software_versions
 from resdyn.readings import Reading
@@ -100,7 +100,8 @@ def train_model(
     """Rule ``train``: build the model of ``model_entry`` with initial weights drawn from
     ``torch.manual_seed(settings["seed"])``, train it on the train split (:func:`resdyn.train.train`,
     which writes ``train_log.csv`` and the resumable checkpoint) and save ``model.pt``.
-    ``settings`` = {epochs, lr, batch_size, seed, device}."""
+    ``settings`` = {epochs, lr, batch_size, seed, device} and, when on, ``channels_last`` and
+    ``bf16_autocast`` (:data:`resdyn.config.OPT_IN_TRAINING`)."""
     import torch
 
     from resdyn.model import build_model
@@ -123,6 +124,8 @@ def train_model(
         device=resolve_device(settings["device"]),
         checkpoint_path=checkpoint_path,
         log_path=log_out,
+        channels_last=bool(settings.get("channels_last", False)),
+        bf16_autocast=bool(settings.get("bf16_autocast", False)),
     )
     save_model(model_out, model.cpu(), model_entry, len(class_names), class_names)
     return rows
@@ -138,7 +141,8 @@ def evaluate_model(
     model, meta = load_model(model_path)
     images, labels, class_names = DatasetFile.load_split(data_path, "test")
     _same_classes(data_path, class_names, model_path, meta["class_names"])
-    metrics = evaluate(model, images, labels, device=resolve_device(device), batch_size=batch_size)
+    with full_float32(device):
+        metrics = evaluate(model, images, labels, device=resolve_device(device), batch_size=batch_size)
     metrics["versions"] = software_versions()
     Metrics(metrics).save(metrics_out)
     return metrics
@@ -158,13 +162,15 @@ def record_trajectories(
 ) -> None:
     """Rule ``trajectories``: every test image's states, logits and float64 probabilities at t = 0..T
     (:func:`resdyn.trajectories.trajectory_batches`), written batch by batch, so memory is bounded by
-    ``batch_size`` images. Non-finite logits raise :class:`InputError` and leave no file.
+    ``batch_size`` images. On a CUDA device the batch is instead as large as half the free device memory
+    allows (:func:`resdyn.trajectories.batch_for_device`). Non-finite logits raise :class:`InputError`
+    and leave no file.
 
     With ``probes_path`` (rule ``probe_trajectories``, method §3.5) the logits are the per-depth probes'
     z_t = W_t x_t + b_t and the file stores every W_t, b_t, so it alone defines the g_t."""
     import torch
 
-    from resdyn.trajectories import head_params, order_in_class, trajectory_batches
+    from resdyn.trajectories import batch_for_device, head_params, order_in_class, trajectory_batches
 
     if batch_size < 1:
         raise InputError(f"trajectories: batch_size must be ≥ 1, got {batch_size}")
@@ -183,9 +189,13 @@ def record_trajectories(
             )
         probes = (heads.weight.double().numpy(), heads.bias.double().numpy())
     N, T = len(labels), model.num_blocks
-    with Trajectories.writer(
-        out_path, N=N, T=T, n=model.state_dim, C=model.num_classes, store_states=store_states
-    ) as writer:
+    batch_size = batch_for_device(model, torch_device, batch_size, N, store_states=store_states)
+    with (
+        full_float32(torch_device),
+        Trajectories.writer(
+            out_path, N=N, T=T, n=model.state_dim, C=model.num_classes, store_states=store_states
+        ) as writer,
+    ):
         pred = np.empty(N, dtype=np.int64)
         for start, states, logits, probs, batch_pred in trajectory_batches(
             model, images, batch_size, torch_device, probes

@@ -36,7 +36,12 @@ CHECKPOINT_FORMAT = 1
 TRAINING_PROCEDURE = "adam-ce-even-batches-v1"
 """Names the training loop in checkpoints; change it when the loop changes, so old checkpoints are not
 resumed."""
-SETTINGS_KEYS = ("epochs", "lr", "batch_size", "seed", "device")
+SETTINGS_KEYS = ("epochs", "lr", "batch_size", "seed", "device", "channels_last", "bf16_autocast")
+OPTIONAL_SETTINGS = {"channels_last": False, "bf16_autocast": False}
+"""Settings a library caller may leave out (the workflow's schema fills them in with these defaults)."""
+RESIDENT_FRACTION = 0.25
+"""A training set is kept on a CUDA device when its uint8 images take at most this share of the free
+device memory (every dataset of method §5 does on any current GPU: CIFAR-10's 50,000 images are 150 MB)."""
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -78,11 +83,20 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, wher
 
 
 def _run_fingerprint(
-    model: nn.Module, images: np.ndarray, labels: np.ndarray, *, lr: float, batch_size: int, seed: int
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    channels_last: bool = False,
+    bf16_autocast: bool = False,
 ) -> str:
     """sha256 over what a checkpoint must share with the run that resumes it: the architecture (parameter
-    names and shapes), the training arrays, the training procedure, lr, batch size and seed. The epoch
-    count is left out on purpose: raising it continues the same run, which gives the same weights as
+    names and shapes), the training arrays, the training procedure, lr, batch size and seed, and the
+    numerics options when they are on (so the default run's fingerprint is the one it always had). The
+    epoch count is left out on purpose: raising it continues the same run, which gives the same weights as
     training that long from scratch."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
@@ -90,7 +104,21 @@ def _run_fingerprint(
     digest.update(np.ascontiguousarray(images).tobytes())
     digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
     digest.update(f"{TRAINING_PROCEDURE};lr={float(lr)!r};batch={int(batch_size)};seed={int(seed)}".encode())
+    if channels_last:
+        digest.update(b";channels_last")
+    if bf16_autocast:
+        digest.update(b";bf16_autocast")
     return digest.hexdigest()
+
+
+def _resident_on(device: torch.device, nbytes: int) -> bool:
+    """Whether a training set of ``nbytes`` (uint8 images + int64 labels) is kept on ``device``: on a CUDA
+    device when it takes at most :data:`RESIDENT_FRACTION` of the free memory (``device.free_memory``);
+    never on the CPU, where the arrays already are in memory."""
+    from resdyn.device import free_memory
+
+    free = free_memory(device)
+    return free is not None and nbytes <= RESIDENT_FRACTION * free
 
 
 def _write_log(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -140,6 +168,8 @@ def train(
     device: str | torch.device,
     checkpoint_path: str | os.PathLike,
     log_path: str | os.PathLike,
+    channels_last: bool = False,
+    bf16_autocast: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with Adam (default betas) on the mean cross-entropy (paper §3).
 
@@ -150,6 +180,19 @@ def train(
     optimizer state + epoch + log rows go to ``checkpoint_path`` atomically. A checkpoint of the same run
     found at the start is resumed from its last finished epoch. The model's initial weights are the
     caller's (seed them before building it).
+
+    On a CUDA device the uint8 training set and labels are copied to the device once when they fit
+    (:data:`RESIDENT_FRACTION`), each batch is gathered and converted there, and the epoch's loss and
+    accuracy are summed on the device (one synchronisation per epoch instead of per batch). The numbers
+    are the same as with per-batch host copies: ``float32(x) / 255`` and the float64 sums are exact
+    operations wherever they run. On the CPU nothing changes.
+
+    ``channels_last`` trains in the NHWC memory format and ``bf16_autocast`` runs the forward pass and
+    the loss under ``torch.autocast(dtype=torch.bfloat16)`` (parameters, gradients and the optimizer stay
+    float32). Both change which kernels run, and bf16 rounds activations to 8 bits of mantissa, so the
+    weights differ from the default's (by how much: benchmarks/gpu_check.sh prints the loss curves side by
+    side); both are off by default, and with them off training is bitwise the same as before they existed.
+    The model is returned in the default (contiguous) memory format either way.
     Returns the log rows; the model is left in eval mode on ``device``.
     """
     if epochs < 1 or batch_size < 1 or not (lr > 0 and math.isfinite(lr)):
@@ -161,9 +204,19 @@ def train(
     _check_arrays(images, labels, num_classes, "training data")
     device = resolve_device(device)
     checkpoint_path = Path(checkpoint_path)
-    model.to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    fingerprint = _run_fingerprint(model, images, labels, lr=lr, batch_size=batch_size, seed=seed)
+    fingerprint = _run_fingerprint(
+        model,
+        images,
+        labels,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        channels_last=channels_last,
+        bf16_autocast=bf16_autocast,
+    )
 
     rows: list[dict[str, float]] = []
     start_epoch = 0
@@ -179,27 +232,41 @@ def train(
 
     labels_t = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     n = len(images)
+    resident = _resident_on(device, images.nbytes + labels_t.numel() * 8)
+    if resident:  # one host-to-device copy for the whole run
+        images_dev = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        labels_dev = labels_t.to(device)
+        log.info("training set resident on %s (%.1f MB)", device, images.nbytes / 2**20)
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=epoch_generator(seed, epoch))
-        loss_sum = 0.0
-        correct = 0
+        # float64 sums on the device: the same IEEE operations as Python floats, one sync per epoch
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
         # near-equal batches rather than full ones plus a remainder: a remainder of a few images gives
         # BatchNorm noisy statistics, and the last one of an epoch would then sit in the running averages
-        batches = torch.tensor_split(order, math.ceil(n / batch_size))
+        batches = torch.tensor_split(order.to(device) if resident else order, math.ceil(n / batch_size))
         for index in tqdm(
             batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=None, unit="batch"
         ):
-            x = images_to_tensor(images[index.numpy()]).to(device)
-            y = labels_t[index].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            if resident:
+                x = images_dev[index].to(torch.float32).div_(255.0)
+                y = labels_dev[index]
+            else:
+                x = images_to_tensor(images[index.numpy()]).to(device, non_blocking=True)
+                y = labels_t[index].to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_autocast):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach()) * len(index)
-            correct += int((logits.detach().argmax(dim=1) == y).sum())
+            loss_sum += loss.detach().double() * len(index)
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+        loss_sum, correct = float(loss_sum), int(correct)
         mean_loss = loss_sum / n
         if not math.isfinite(mean_loss):
             raise RuntimeError(
@@ -232,6 +299,8 @@ def train(
             correct / n,
             rows[-1]["seconds"],
         )
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     return rows
 
@@ -276,7 +345,9 @@ def evaluate(
 
 
 def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The training settings {epochs, lr, batch_size, seed, device}; a missing or unknown key is an error."""
+    """The training settings {epochs, lr, batch_size, seed, device, channels_last, bf16_autocast}; a
+    missing key (other than the optional ones, :data:`OPTIONAL_SETTINGS`) or an unknown key is an error."""
+    settings = {**OPTIONAL_SETTINGS, **settings}
     missing = [k for k in SETTINGS_KEYS if k not in settings]
     unknown = sorted(set(settings) - set(SETTINGS_KEYS))
     if missing or unknown:

@@ -103,6 +103,27 @@ def trajectory_batches(
         yield (start, *trajectory_batch(model, head64, x))
 
 
+STATES_HOST_LIMIT = 1024
+"""Most images per batch when the states are stored: each image's (T+1)·n float32 states also pass through
+host memory (17 × 4096 × 4 B = 278 KB for resnet50)."""
+
+
+def batch_for_device(
+    model: RevisedResNet, device: torch.device, batch_size: int, n_images: int, *, store_states: bool
+) -> int:
+    """Images per batch for :func:`trajectory_batches`: ``batch_size`` on the CPU (unchanged); on a CUDA
+    device as many as fit in half its free memory (:func:`resdyn.device.fit_count`), estimating per image
+    the float32 states and their float64 copy for the head, 16·(T+1)·n bytes, plus 16·n for the live
+    activations of a block; at most N (and :data:`STATES_HOST_LIMIT` when the states are stored). The
+    numbers do not depend on the batch on the CPU (:data:`MIN_ROWS`); on a GPU cuDNN may pick other
+    kernels for other batch sizes, within float32 rounding."""
+    from resdyn.device import fit_count
+
+    per_image = 16 * (model.num_blocks + 1) * model.state_dim + 16 * model.state_dim
+    limit = min(n_images, STATES_HOST_LIMIT) if store_states else n_images
+    return fit_count(device, per_image, default=batch_size, limit=max(1, limit))
+
+
 def head_params(head: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
     """The head g as float64 ``[(W_0, b_0), …]`` (ReLU between layers), as trajectories.h5 stores it."""
     return [

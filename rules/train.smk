@@ -13,8 +13,13 @@ rule train:
         log_path("train"),
     benchmark:
         benchmark_path("train")
+    # Train every model before any analysis job: a model's analysis would otherwise hold a core that the
+    # next training job waits for, and the two analyses then run one after the other instead of together.
+    priority: 10
     conda:
         ENV
+    # All cores, and torch gets exactly that many threads (workflow_scripts/train.py): the weights depend on
+    # the thread count, so it must not change with what else runs.
     threads: workflow.cores
     resources:
         gpu=gpu_request(lambda w: training_params(w)["device"]),

@@ -62,3 +62,32 @@ def test_device_name_agrees_with_resolve_device():
     assert device_name("cpu") == "cpu"
     with pytest.raises(InputError, match="'gpu'"):
         device_name("gpu")
+
+
+def test_fit_count_keeps_the_configured_value_on_the_cpu_and_follows_free_memory_on_a_gpu(monkeypatch):
+    from resdyn import device as device_module
+
+    assert device_module.free_memory("cpu") is None
+    assert device_module.fit_count("cpu", 10**6, default=256, limit=450) == 256
+    # a CUDA device with 10 GB free: half of it at 1 MB per item, capped by the limit, at least 1
+    monkeypatch.setattr(device_module, "free_memory", lambda device: 10 * 10**9)
+    assert device_module.fit_count("cuda", 10**6, default=256, limit=10**6) == 5000
+    assert device_module.fit_count("cuda", 10**6, default=256, limit=450) == 450
+    assert device_module.fit_count("cuda", 10**12, default=256, limit=450) == 1
+
+
+def test_trajectory_batch_follows_the_device(monkeypatch):
+    import torch
+
+    from resdyn import device as device_module
+    from resdyn.model import build_model
+    from resdyn.trajectories import STATES_HOST_LIMIT, batch_for_device
+
+    model = build_model({"blocks": [1, 1, 1, 1], "width": 16}, 3)
+    assert batch_for_device(model, torch.device("cpu"), 256, 450, store_states=False) == 256
+    monkeypatch.setattr(device_module, "free_memory", lambda device: 8 * 10**9)
+    per_image = 16 * (model.num_blocks + 1) * model.state_dim + 16 * model.state_dim
+    assert (
+        batch_for_device(model, torch.device("cpu"), 256, 10**6, store_states=False) == 4 * 10**9 // per_image
+    )
+    assert batch_for_device(model, torch.device("cpu"), 256, 10**6, store_states=True) == STATES_HOST_LIMIT

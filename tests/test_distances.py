@@ -7,10 +7,15 @@ any shard count, on random and adversarial inputs (method §3.1, §6; issue 3 "E
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
 
+from resdyn import distances
 from resdyn.artifacts import Pairs
 from resdyn.distances import (
     PairwiseResult,
@@ -163,6 +168,61 @@ def test_all_distances_tied():
         assert_same(sharded(probs, labels, 3, n_shards, chunk=3), ref, bitwise=True)
 
 
+BLOCKINGS = [(1, 16, True), (1, 5, False), (4, 8, True), (16, 128, False), (3, 7, False), (5, 3, True)]
+
+
+@pytest.mark.parametrize("rtile, jblock, mean_bound", BLOCKINGS)
+def test_every_kernel_blocking_is_bitwise_equal_to_bruteforce(monkeypatch, rtile, jblock, mean_bound):
+    """Row tiles (the wide-head path of issue 20), column blocks and the Ē bound change only the order in
+    which pairs are visited: on tie-heavy inputs (duplicated rows across classes, all distances tied) and
+    on random ones every blocking gives the brute force's bits and its tie-broken pairs, for any shard
+    count."""
+    monkeypatch.setattr(distances, "kernel_blocking", lambda c, chunk, n: (rtile, jblock, mean_bound))
+    rng = np.random.default_rng(11)
+    probs, labels = random_trajectories(rng, 30, depths=4, classes=3)
+    probs[[5, 9, 17, 23]] = probs[2]
+    labels[[2, 5, 9, 17, 23]] = [0, 1, 1, 2, 0]
+    probs[[12, 27]] = probs[4]
+    n = 12
+    tied = np.zeros((n, 3, 2))
+    tied[:, :, 0] = np.where(np.arange(n) % 2 == 0, 0.25, 0.75)[:, None]
+    tied[:, :, 1] = 1 - tied[:, :, 0]
+    wide_p, wide_y = random_trajectories(rng, 45, depths=3, classes=7, concentration=0.2)
+    wide_p[[30, 31, 32]] = wide_p[3]  # ties across three classes
+    cases = [(probs, labels, 3), (tied, np.arange(n) % 3, 3), (wide_p, wide_y, 7)]
+    if rtile >= 3:
+        # a tie that a tile visits out of lexicographic order: rows 0 and 2 share a tile, and in column
+        # lane 0 the kernel sees (2, 1 + jblock) before (0, 1 + 2·jblock); both are 0 and of classes {0, 1}
+        m = max(2 * jblock + 10, 150)  # so that rows 0..2 share the first row block of the kernel
+        lane_p, lane_y = random_trajectories(rng, m, depths=3, classes=3)
+        late, early = 1 + 2 * jblock, 1 + jblock
+        lane_p[late], lane_p[early] = lane_p[0], lane_p[2]
+        lane_y[[0, 2, late, early]] = [0, 0, 1, 1]
+        ref = pairwise_bruteforce(lane_p, lane_y, 3)
+        assert ref.expansive == 0.0 and tuple(ref.E_pair[0, 1]) == (0, late)
+        cases.append((lane_p, lane_y, 3))
+    for p, y, n_cls in cases:
+        ref = pairwise_bruteforce(p, y, n_cls)
+        for n_shards in (1, 2, 5):
+            assert_same(sharded(p, y, n_cls, n_shards), ref, bitwise=True)
+
+
+def test_wide_head_drops_the_mean_bound_and_stays_exact():
+    """C = 40: the kernel runs without the Ē bound, on near-one-hot probabilities with near-duplicates
+    1e-9 apart across classes; bitwise the brute force."""
+    assert distances.kernel_blocking(40, 512, 90) == (distances.ROW_TILE, 90, False)
+    assert distances.kernel_blocking(10, 512, 900) == (distances.ROW_TILE, distances.TILE_COLUMNS, True)
+    rng = np.random.default_rng(4)
+    probs, labels = random_trajectories(rng, 90, depths=5, classes=40, concentration=0.05)
+    probs[60:70] = probs[0:10]
+    probs[60:70, :, 0] += 1e-9
+    probs[60:70, :, 1] -= 1e-9
+    labels[60:70] = (labels[0:10] + 1) % 40
+    ref = pairwise_bruteforce(probs, labels, 40)
+    for n_shards in (1, 3):
+        assert_same(sharded(probs, labels, 40, n_shards, chunk=256), ref, bitwise=True)
+
+
 def test_two_images():
     probs = np.array([[[0.9, 0.1], [0.6, 0.4]], [[0.2, 0.8], [0.5, 0.5]]])
     labels = np.array([1, 0])
@@ -255,6 +315,55 @@ def test_torch_path_matches_bruteforce_on_cpu_tensors():
         for k in range(3)
     ]
     assert_same(merge_pairwise(parts), ref, bitwise=True)
+
+
+def test_torch_path_wide_head_with_ties_on_cpu_tensors():
+    """The CUDA path's class-pair reduction (scatter_reduce over all class pairs of a chunk) on a wider
+    head with exact ties across classes and chunks: bitwise the brute force, pairs tie-broken alike."""
+    rng = np.random.default_rng(9)
+    probs, labels = random_trajectories(rng, 61, depths=4, classes=12, concentration=0.1)
+    probs[[20, 33, 47]] = probs[5]
+    labels[[5, 20, 33, 47]] = [0, 1, 1, 2]
+    probs[58] = probs[7]
+    ref = pairwise_bruteforce(probs, labels, 12)
+    for n_shards, chunk in ((1, 61), (2, 7), (3, 4)):
+        parts = [
+            _pairwise_torch(
+                probs, labels, *shard_rows(61, n_shards, k), n_classes=12, chunk=chunk, device="cpu"
+            )
+            for k in range(n_shards)
+        ]
+        assert_same(merge_pairwise(parts), ref, bitwise=True)
+
+
+@pytest.mark.slow  # a subprocess running Triton's interpreter
+def test_triton_kernel_in_interpreter_is_bitwise_exact(tmp_path):
+    """The fused CUDA kernel (resdyn._gpu_kernels) run by Triton's CPU interpreter inside the torch path:
+    the same bits and pairs as the brute force, chunks that do not fill the 64×64 tiles included."""
+    pytest.importorskip("triton")
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from resdyn.distances import _pairwise_torch, merge_pairwise, pairwise_bruteforce\n"
+        "rng = np.random.default_rng(2)\n"
+        "probs = rng.dirichlet(np.full(9, 0.3), size=(70, 3))\n"
+        "labels = rng.integers(0, 9, 70)\n"
+        "probs[50] = probs[4]\n"
+        "kw = dict(n_classes=9, chunk=30, device='cpu', fused=True)\n"
+        "fast = merge_pairwise([_pairwise_torch(probs, labels, 0, 3, **kw), "
+        "_pairwise_torch(probs, labels, 3, 70, **kw)])\n"
+        "ref = pairwise_bruteforce(probs, labels, 9)\n"
+        "for key in ('E', 'E_mean', 'depth_min', 'nn_distance', 'E_pair', 'E_mean_pair', 'E_t_star',\n"
+        "            'depth_min_pair', 'nn_index', 'expansive_pair'):\n"
+        "    assert np.array_equal(getattr(fast, key), getattr(ref, key), equal_nan=key[0] in 'Edn'), key\n"
+        "assert fast.expansive == ref.expansive\n"
+        "print('identical')\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, timeout=600, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "identical" in done.stdout, done.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------------- pairs.h5

@@ -149,6 +149,92 @@ def test_checkpoint_of_other_settings_is_not_resumed(data_file, uninterrupted, t
     assert_bitwise_equal(run_training(data_file, tmp_path), weights)
 
 
+def _plain_loop(model, images, labels, *, epochs, lr, batch_size, seed):
+    """The training loop as it was before the GPU options (issue 20): per-batch host tensors, Python float
+    sums. The default path of :func:`train` must give exactly its weights and log."""
+    import math
+
+    from torch.nn import functional as F
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    labels_t = torch.from_numpy(labels.astype(np.int64))
+    losses = []
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(images), generator=epoch_generator(seed, epoch))
+        loss_sum = 0.0
+        for index in torch.tensor_split(order, math.ceil(len(images) / batch_size)):
+            x = images_to_tensor(images[index.numpy()])
+            loss = F.cross_entropy(model(x), labels_t[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(index)
+        losses.append(loss_sum / len(images))
+    return losses
+
+
+def _fresh_model():
+    torch.manual_seed(3)
+    return build_model(TINY, 3)
+
+
+@pytest.mark.slow  # trains a model
+@pytest.mark.parametrize("resident", [False, True])
+def test_default_training_is_the_plain_loop_bit_for_bit(monkeypatch, tmp_path, resident):
+    """Defaults (no channels_last, no bf16) give the weights and losses of the plain loop; so does the
+    device-resident training set (forced here on the CPU: gather + convert where the data lives)."""
+    import resdyn.train as train_module
+
+    monkeypatch.setattr(train_module, "_resident_on", lambda device, nbytes: resident)
+    images, labels = make_arrays(40, 3, seed=4)
+    reference = _fresh_model()
+    ref_losses = _plain_loop(reference, images, labels, epochs=2, lr=1e-3, batch_size=16, seed=7)
+    model = _fresh_model()
+    rows = train(
+        model,
+        images,
+        labels,
+        epochs=2,
+        lr=1e-3,
+        batch_size=16,
+        seed=7,
+        device="cpu",
+        checkpoint_path=tmp_path / "c.pt",
+        log_path=tmp_path / "l.csv",
+    )
+    assert_bitwise_equal(model.state_dict(), reference.state_dict())
+    assert [r["loss"] for r in rows] == ref_losses
+
+
+@pytest.mark.slow  # trains a model
+def test_channels_last_and_bf16_autocast_train_and_have_their_own_checkpoints(tmp_path):
+    from resdyn.train import _run_fingerprint
+
+    images, labels = make_arrays(40, 3, seed=4)
+    common = dict(epochs=1, lr=1e-3, batch_size=16, seed=7, device="cpu", log_path=tmp_path / "l.csv")
+    default = _fresh_model()
+    train(default, images, labels, checkpoint_path=tmp_path / "a.pt", **common)
+    for option in ("channels_last", "bf16_autocast"):
+        model = _fresh_model()
+        rows = train(
+            model, images, labels, checkpoint_path=tmp_path / f"{option}.pt", **common, **{option: True}
+        )
+        assert np.isfinite(rows[0]["loss"])
+        assert all(p.is_contiguous() for p in model.parameters())  # saved in the default layout
+
+        # a checkpoint of the default run is not resumed with the option on, and vice versa
+        def fp(**kw):
+            return _run_fingerprint(_fresh_model(), images, labels, lr=1e-3, batch_size=16, seed=7, **kw)
+
+        assert fp(**{option: True}) != fp() == fp(channels_last=False, bf16_autocast=False)
+    bf16 = _fresh_model()
+    train(bf16, images, labels, checkpoint_path=tmp_path / "b.pt", bf16_autocast=True, **common)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(bf16.state_dict().values(), default.state_dict().values())
+    )
+
+
 def test_epoch_generator_depends_on_seed_and_epoch_only():
     perm = lambda s, e: torch.randperm(50, generator=epoch_generator(s, e))  # noqa: E731
     assert torch.equal(perm(3, 2), perm(3, 2))
@@ -256,3 +342,21 @@ def test_train_then_evaluate_from_files(data_file, uninterrupted, tmp_path):
     assert metrics["n_test"] == 20
     model, meta = load_model(folder / "model.pt")
     assert meta["class_names"] == ["a", "b", "c"] and meta["model_entry"]["blocks"] == [1, 1, 1, 1]
+
+
+def test_opt_in_training_switches_stay_out_of_the_settings_while_off():
+    """channels_last / bf16_autocast off (the schema's defaults, written out or not) leave the train rule's
+    params as they were before the switches existed, so no existing model is retrained; on, they are part
+    of that (dataset, model)'s settings only."""
+    from resdyn.config import training_settings
+
+    base = {"epochs": 2, "lr": 1e-3, "batch_size": 32, "seed": 0, "device": "cpu"}
+    config = {
+        "training": {**base, "channels_last": False, "bf16_autocast": False},
+        "datasets": {"d": {"source": "sklearn-digits"}},
+        "models": {"m": {}, "fast": {"training": {"bf16_autocast": True}}},
+    }
+    assert training_settings(config, "d", "m") == base
+    assert training_settings(config, "d", "fast") == base | {"bf16_autocast": True}
+    config["datasets"]["d"]["training"] = {"channels_last": True}
+    assert training_settings(config, "d", "m") == base | {"channels_last": True}

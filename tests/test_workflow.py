@@ -18,17 +18,17 @@ pytestmark = pytest.mark.slow
 
 def test_default_dag_lists_every_stage(workflow):
     jobs = workflow.scheduled_jobs()
-    # digits × {resnet18, resnet50}, 4 shards each for the pairwise and shadowing stages.
+    # digits × {resnet18, resnet50}, 1 shard each for the pairwise and shadowing stages (config.yaml).
     assert jobs["prepare_data"] == 1
     assert jobs["train"] == 2
     assert jobs["trajectories"] == 2
-    assert jobs["pairwise_shard"] == 8
+    assert jobs["pairwise_shard"] == 2
     assert jobs["pairwise_gather"] == 2
-    assert jobs["shadowing_shard"] == 8
+    assert jobs["shadowing_shard"] == 2
     assert jobs["constants"] == 2
     assert jobs["table1"] == jobs["table2"] == jobs["table3"] == jobs["readings_table"] == 1
     # config.yaml's `authors` reading: the same analysis stages again, per model.
-    assert jobs["reading_pairwise_shard"] == jobs["reading_shadowing_shard"] == 8
+    assert jobs["reading_pairwise_shard"] == jobs["reading_shadowing_shard"] == 2
     assert jobs["reading_constants"] == 2
     # The sample-size stage per model and reading (method §3.6); one training replicate: no replicate jobs.
     assert jobs["sample_size"] == jobs["reading_sample_size"] == 2
@@ -139,7 +139,7 @@ def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
     listed = workflow.snakemake("-n").stdout
     gpu = [line.split("gpu=")[1].split(",")[0] for line in listed.splitlines() if "gpu=" in line]
     # train, trajectories, and the pairwise shards of the definition and of config.yaml's `authors` reading
-    assert len(gpu) == 2 + 2 + 8 + 8 and set(gpu) == {"0"}
+    assert len(gpu) == 2 + 2 + 2 + 2 and set(gpu) == {"0"}
 
 
 def test_schema_fills_defaults(workflow):
@@ -284,6 +284,14 @@ def test_changing_one_models_training_reruns_only_that_model(tiny_run):
     listed = tiny_run.snakemake("-n", "--configfile", "changed.yaml", "--replace-workflow-config").stdout
     assert "results/digits/tiny_b/model.pt" in listed
     assert "results/digits/tiny_a/model.pt" not in listed
+
+
+def test_switching_on_a_training_option_retrains_only_that_model(tiny_run):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["models"]["tiny_b"]["training"] = {"channels_last": True}
+    tiny_run.write_config(config, "channels_last.yaml")
+    jobs = tiny_run.scheduled_jobs("--configfile", "channels_last.yaml", "--replace-workflow-config")
+    assert jobs["train"] == 1 and "prepare_data" not in jobs
 
 
 def test_changing_an_analysis_setting_reruns_only_analysis(tiny_run):
