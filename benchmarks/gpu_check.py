@@ -161,7 +161,9 @@ def trajectories(data, models, device: str, checks: dict) -> dict:
             model.to(target)
             batch = batch_for_device(model, target, 256, len(images), store_states=False)
             with full_float32(target):
-                parts = [p.cpu().numpy() for _, _, _, p, _ in trajectory_batches(model, images, batch, target)]
+                parts = [
+                    p.cpu().numpy() for _, _, _, p, _ in trajectory_batches(model, images, batch, target)
+                ]
             probs[dev] = np.concatenate(parts)
         model.cpu()
         delta = float(np.abs(probs["cpu"] - probs[device]).max())
