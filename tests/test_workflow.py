@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import TINY_CONFIG, Workflow, copy_workflow
 
 # Every test here runs Snakemake (dry runs or the tiny end-to-end run).
@@ -251,8 +252,6 @@ def _with_defaults_written_out(config: dict) -> dict:
 
 def test_rewritten_config_schedules_nothing(tiny_run):
     """Reruns follow the config's meaning, not its spelling: each rewrite below means the same."""
-    import yaml
-
     sorted_keys = tiny_run.path("sorted.yaml")
     sorted_keys.write_text(yaml.safe_dump(TINY_CONFIG, sort_keys=True))
     # YAML 1.1 reads `3e-3` as a string and `3.0e-3` as a float; both mean lr = 0.003.
@@ -390,7 +389,8 @@ def test_replicates_run_the_analysis_chain_under_their_own_folder(workflow):
     jobs = workflow.scheduled_jobs("--config", "replicates=3")
     for rule in ("train", "evaluate", "trajectories", "lipschitz", "constants", "sample_size"):
         assert jobs[f"replicate_{rule}"] == 2 * 2, rule  # 2 models × replicates 2 and 3
-    assert jobs["replicate_pairwise_shard"] == jobs["replicate_shadowing_shard"] == 2 * 2 * 4
+    shards = yaml.safe_load(workflow.path("config.yaml").read_text())["analysis"]["shards"]
+    assert jobs["replicate_pairwise_shard"] == jobs["replicate_shadowing_shard"] == 2 * 2 * shards
     assert jobs["train"] == 2 and jobs["figures"] == 2  # replicate 1: today's jobs and paths
     assert not [rule for rule in jobs if rule.startswith("replicate_reading")]
     listed = workflow.snakemake("-n", "--config", "replicates=3").stdout
