@@ -296,6 +296,15 @@ def _load_torch_payload(path: PathLike, what: str, keys: Sequence[str], version:
     return payload
 
 
+def _save_torch_payload(path: PathLike, version: int, payload: Mapping[str, Any]) -> None:
+    """Write ``{"format": version, **payload}`` with ``torch.save``, atomically (the counterpart of
+    :func:`_load_torch_payload`)."""
+    import torch
+
+    with atomic_output(path) as tmp:
+        torch.save({"format": version, **payload}, tmp)
+
+
 @dataclass
 class ModelCheckpoint:
     """``model.pt``: {format, state_dict (CPU tensors), model_entry (defaults filled), num_classes,
@@ -318,17 +327,16 @@ class ModelCheckpoint:
         }
 
     def save(self, path: PathLike) -> None:
-        import torch
-
-        payload = {
-            "format": self.FORMAT_VERSION,
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
-            "model_entry": self.model_entry,
-            "num_classes": int(self.num_classes),
-            "class_names": [str(name) for name in self.class_names],
-        }
-        with atomic_output(path) as tmp:
-            torch.save(payload, tmp)
+        _save_torch_payload(
+            path,
+            self.FORMAT_VERSION,
+            {
+                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
+                "model_entry": self.model_entry,
+                "num_classes": int(self.num_classes),
+                "class_names": [str(name) for name in self.class_names],
+            },
+        )
 
     @classmethod
     def load(cls, path: PathLike) -> ModelCheckpoint:
@@ -383,18 +391,17 @@ class ProbeHeads:
     log: list[dict[str, float]]
 
     def save(self, path: PathLike) -> None:
-        import torch
-
-        payload = {
-            "format": self.FORMAT_VERSION,
-            "weight": self.weight.detach().cpu().float(),
-            "bias": self.bias.detach().cpu().float(),
-            "class_names": [str(name) for name in self.class_names],
-            "settings": dict(self.settings),
-            "log": [dict(row) for row in self.log],
-        }
-        with atomic_output(path) as tmp:
-            torch.save(payload, tmp)
+        _save_torch_payload(
+            path,
+            self.FORMAT_VERSION,
+            {
+                "weight": self.weight.detach().cpu().float(),
+                "bias": self.bias.detach().cpu().float(),
+                "class_names": [str(name) for name in self.class_names],
+                "settings": dict(self.settings),
+                "log": [dict(row) for row in self.log],
+            },
+        )
 
     @classmethod
     def load(cls, path: PathLike) -> ProbeHeads:

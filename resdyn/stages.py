@@ -100,8 +100,8 @@ def train_model(
     """Rule ``train``: build the model of ``model_entry`` with initial weights drawn from
     ``torch.manual_seed(settings["seed"])``, train it on the train split (:func:`resdyn.train.train`,
     which writes ``train_log.csv`` and the resumable checkpoint) and save ``model.pt``.
-    ``settings`` = {epochs, lr, batch_size, seed, device} and, when on, ``channels_last`` and
-    ``bf16_autocast`` (:data:`resdyn.config.OPT_IN_TRAINING`)."""
+    ``settings`` = {epochs, lr, batch_size, seed, device} and, optionally (off when left out),
+    ``channels_last`` and ``bf16_autocast`` (:func:`resdyn.train.check_settings`)."""
     import torch
 
     from resdyn.model import build_model
@@ -124,8 +124,8 @@ def train_model(
         device=resolve_device(settings["device"]),
         checkpoint_path=checkpoint_path,
         log_path=log_out,
-        channels_last=bool(settings.get("channels_last", False)),
-        bf16_autocast=bool(settings.get("bf16_autocast", False)),
+        channels_last=bool(settings["channels_last"]),
+        bf16_autocast=bool(settings["bf16_autocast"]),
     )
     save_model(model_out, model.cpu(), model_entry, len(class_names), class_names)
     return rows

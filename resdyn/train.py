@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from resdyn.config import OPT_IN_TRAINING
 from resdyn.data import images_to_tensor
 from resdyn.device import resolve_device
 from resdyn.io import InputError, atomic_output
@@ -36,9 +37,10 @@ CHECKPOINT_FORMAT = 1
 TRAINING_PROCEDURE = "adam-ce-even-batches-v1"
 """Names the training loop in checkpoints; change it when the loop changes, so old checkpoints are not
 resumed."""
-SETTINGS_KEYS = ("epochs", "lr", "batch_size", "seed", "device", "channels_last", "bf16_autocast")
-OPTIONAL_SETTINGS = {"channels_last": False, "bf16_autocast": False}
-"""Settings a library caller may leave out (the workflow's schema fills them in with these defaults)."""
+SETTINGS_KEYS = ("epochs", "lr", "batch_size", "seed", "device", *OPT_IN_TRAINING)
+OPTIONAL_SETTINGS = dict.fromkeys(OPT_IN_TRAINING, False)
+"""Settings that may be left out, off when absent (:func:`resdyn.config.training_settings` leaves them
+out of the train rule's params while off)."""
 RESIDENT_FRACTION = 0.25
 """A training set is kept on a CUDA device when its uint8 images take at most this share of the free
 device memory (every dataset of method §5 does on any current GPU: CIFAR-10's 50,000 images are 150 MB)."""

@@ -19,15 +19,26 @@ import harness  # noqa: E402  (tests/slurm/harness.py, the helpers of run.sh)
 GPU_RULES = ("train", "trajectories", "pairwise_shard")
 
 
-def _dry_run_resources(workflow, *args: str) -> dict[str, dict[str, str]]:
-    """Rule -> the `resources:` line Snakemake prints for its first job in a dry run (as name -> value)."""
+def _dry_run_jobs(workflow, *args: str) -> list[tuple[str, int, dict[str, str]]]:
+    """(rule, threads, resources) of every job of a forced dry run."""
     proc = workflow.snakemake("-n", "--forceall", *args)
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?rule )", proc.stdout):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if rule is None:
+            continue
+        threads = re.search(r"^    threads: (\d+)$", block, re.M)
+        res = re.search(r"^    resources: (.*)$", block, re.M)
+        pairs = (item.split("=", 1) for item in res.group(1).split(", ")) if res else ()
+        jobs.append((rule.group(1), int(threads.group(1)) if threads else 1, dict(pairs)))
+    return jobs
+
+
+def _dry_run_resources(workflow, *args: str) -> dict[str, dict[str, str]]:
+    """Rule -> the resources of its first job in a forced dry run (as name -> value)."""
     resources: dict[str, dict[str, str]] = {}
-    for match in re.finditer(
-        r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, re.M
-    ):
-        pairs = (item.split("=", 1) for item in match.group(2).split(", "))
-        resources.setdefault(match.group(1), {k: v for k, v in pairs})
+    for rule, _, res in _dry_run_jobs(workflow, *args):
+        resources.setdefault(rule, res)
     return resources
 
 
@@ -54,21 +65,6 @@ def test_slurm_profile_gives_training_replicates_their_rules_resources(workflow)
     for rule in (*GPU_RULES, "shadowing_shard", "evaluate"):
         assert resources[f"replicate_{rule}"] == resources[rule], rule
     assert resources["replicate_train"]["gres"] == "gpu:1"
-
-
-def _dry_run_jobs(workflow, *args: str) -> list[tuple[str, int, dict[str, str]]]:
-    """(rule, threads, resources) of every job of a forced dry run."""
-    proc = workflow.snakemake("-n", "--forceall", *args)
-    jobs = []
-    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?rule )", proc.stdout):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
-        if rule is None:
-            continue
-        threads = re.search(r"^    threads: (\d+)$", block, re.M)
-        res = re.search(r"^    resources: (.*)$", block, re.M)
-        pairs = (item.split("=", 1) for item in res.group(1).split(", ")) if res else ()
-        jobs.append((rule.group(1), int(threads.group(1)) if threads else 1, dict(pairs)))
-    return jobs
 
 
 @pytest.mark.slow  # runs Snakemake (dry runs)
