@@ -33,7 +33,7 @@ run: $(STAMP)
 report: $(STAMP)
 	$(BIN)/snakemake --cores 1 --report results/report.html
 
-# Regenerate the pins from pyproject.toml at the newest versions it allows (README "Updating pins");
+# Regenerate the pins from pyproject.toml at the newest versions it allows (docs/development.md);
 # `make lock LOCK_FLAGS=` keeps the current pins wherever pyproject.toml still allows them.
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra test --extra dev --universal --python-version 3.11 \
