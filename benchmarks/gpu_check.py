@@ -51,6 +51,7 @@ LOSS_RTOL, LOSS_ATOL = 0.05, 0.02
 PROBS_ATOL = 1e-4
 PRED_AGREEMENT = 0.99
 BATCH = 128
+CHUNK = 256  # rows per block of the pairwise kernel (results do not depend on it)
 THROUGHPUT_BATCH = 400
 PAIRWISE_SIZES = [(10_000, 10), (10_000, 1000), (50_000, 10), (50_000, 1000)]
 QUICK_PAIRWISE_SIZES = [(300, 10), (300, 50)]
@@ -200,8 +201,8 @@ def pairwise_identity(probs, device: str, quick: bool, checks: dict) -> dict:
     cases[f"synthetic N={n_syn}, C=1000"] = (*synthetic_trajectories(n_syn, 17, 1000), 1000)
     report = {}
     for label, (p, y, n_classes) in cases.items():
-        cpu = pairwise_shard(p, y, 0, len(y), n_classes=n_classes, device="cpu")
-        gpu = pairwise_shard(p, y, 0, len(y), n_classes=n_classes, device=device)
+        cpu = pairwise_shard(p, y, 0, len(y), n_classes=n_classes, chunk=CHUNK, device="cpu")
+        gpu = pairwise_shard(p, y, 0, len(y), n_classes=n_classes, chunk=CHUNK, device=device)
         ok = _same_pairs(cpu, gpu)
         checks[f"pairwise {label}: CPU vs {device} identical"] = ok
         pair = tuple(int(i) for i in cpu.expansive_pair)
@@ -254,7 +255,7 @@ def pairwise_timings(device: str, quick: bool) -> dict:
     report = {}
     warm_p, warm_y = synthetic_trajectories(64, 17, 10, seed=1)
     for dev in {device, "cpu"}:
-        pairwise_shard(warm_p, warm_y, 0, 64, n_classes=10, device=dev)
+        pairwise_shard(warm_p, warm_y, 0, 64, n_classes=10, chunk=CHUNK, device=dev)
     for n, n_classes in sizes:
         p, y = synthetic_trajectories(n, 17, n_classes)
         runs = [device] + (["cpu"] if (n, n_classes) == sizes[0] and device != "cpu" else [])
@@ -262,7 +263,7 @@ def pairwise_timings(device: str, quick: bool) -> dict:
             if dev.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             started = time.perf_counter()
-            result = pairwise_shard(p, y, 0, n, n_classes=n_classes, device=dev)
+            result = pairwise_shard(p, y, 0, n, n_classes=n_classes, chunk=CHUNK, device=dev)
             if dev.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - started

@@ -57,6 +57,7 @@ from resdyn.io import atomic_output  # noqa: E402
 
 BASELINE_ROWS = 1000
 RTOL = 1e-12
+CHUNK = 256  # rows per block inside the kernel (results do not depend on it)
 
 
 def synthetic_trajectories(
@@ -107,15 +108,15 @@ def run_project(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
     from resdyn.shadowing import greedy_pseudo_orbits, shadowing_errors
 
     warm_p, warm_y = synthetic_trajectories(64, probs.shape[1], n_classes, seed=1)
-    warm = pairwise_shard(warm_p, warm_y, 0, 64, n_classes=n_classes)
+    warm = pairwise_shard(warm_p, warm_y, 0, 64, n_classes=n_classes, chunk=CHUNK, device="cpu")
     orbits, _ = greedy_pseudo_orbits(warm.nn_index, warm.nn_distance)
-    shadowing_errors(warm_p, orbits, 0, 64)
+    shadowing_errors(warm_p, orbits, 0, 64, chunk=CHUNK)
 
     began = time.perf_counter()
-    result = pairwise_shard(probs, labels, 0, len(labels), n_classes=n_classes)
+    result = pairwise_shard(probs, labels, 0, len(labels), n_classes=n_classes, chunk=CHUNK, device="cpu")
     pair_s = time.perf_counter() - began
     orbits, hops = greedy_pseudo_orbits(result.nn_index, result.nn_distance)
-    eps, b_star = shadowing_errors(probs, orbits, 0, len(labels))
+    eps, b_star = shadowing_errors(probs, orbits, 0, len(labels), chunk=CHUNK)
     total_s = time.perf_counter() - began
     return {
         "seconds": total_s,
@@ -305,7 +306,7 @@ def check_bruteforce(
     sub_p, sub_y = probs[keep], labels[keep]
     reference = pairwise_bruteforce(sub_p, sub_y, n_classes)
     fast = merge_pairwise(
-        [pairwise_shard(sub_p, sub_y, *shard_rows(len(keep), 3, k), n_classes=n_classes) for k in range(3)]
+        [pairwise_shard(sub_p, sub_y, *shard_rows(len(keep), 3, k), n_classes=n_classes, chunk=CHUNK, device="cpu") for k in range(3)]
     )
     fields = ("E", "E_pair", "E_mean", "E_mean_pair", "expansive", "expansive_pair", "depth_min")
     fields += ("depth_min_pair", "nn_index", "nn_distance")

@@ -6,52 +6,16 @@ this module only merges the layers, so the package never depends on Snakemake.
 
 from __future__ import annotations
 
-import copy
-import functools
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from resdyn.io import InputError
 from resdyn.readings import reading_settings
+from resdyn.schema import _resolve, _schema, schema_defaults
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
-"""The config schema: the single source of every default (the workflow's ``validate`` fills them from it)."""
-
-
-@functools.cache
-def _schema() -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(SCHEMA_PATH.read_text())
-
-
-def _defaults(node: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults an object schema declares, nested objects filled recursively (as ``validate`` does);
-    ``$ref`` and ``allOf`` are resolved by :func:`_resolve`, the walker :func:`canonical_config` uses."""
-    out = {}
-    for key, prop in _resolve(node, _schema()).get("properties", {}).items():
-        prop = _resolve(prop, _schema())
-        if "default" in prop:
-            value = copy.deepcopy(prop["default"])
-            if isinstance(value, dict) and "properties" in prop:
-                value = {**_defaults(prop), **value}
-            out[key] = value
-    return out
-
-
-def schema_defaults(section: str) -> dict[str, Any]:
-    """The defaults ``schemas/config.schema.yaml`` declares for one section: a top-level key (``analysis``,
-    ``lipschitz``, ``training``) or an entry type (``model``, ``dataset``). Library callers that run without
-    the workflow get exactly the defaults the workflow's ``validate`` fills in, from the same file."""
-    schema = _schema()
-    node = schema["properties"].get(section) or schema["$defs"].get(section)
-    if node is None:
-        raise KeyError(f"{SCHEMA_PATH}: no section '{section}'")
-    return _defaults(node)
-
+__all__ = ["schema_defaults"]  # re-exported: the one reader of the schema's defaults is resdyn.schema
 
 INPUT_SIZE = 32
 """Side of the square RGB input images (method §5 brings every dataset to 3×32×32)."""
@@ -85,7 +49,7 @@ def training_settings(
     settings.update(config["datasets"][dataset].get("training", {}) or {})
     settings.update(config["models"][model].get("training", {}) or {})
     if replicate > 1:
-        settings["seed"] = int(settings.get("seed", 0)) + replicate - 1
+        settings["seed"] = int(settings["seed"]) + replicate - 1
     for key in OPT_IN_TRAINING:
         if not settings.get(key, False):
             settings.pop(key, None)
@@ -119,10 +83,21 @@ def sample_size_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {key: out[key] for key in SAMPLE_SIZE_KEYS if key in out}
 
 
+ENTRY_ANNOTATIONS = ("training", "paper_row")
+"""Keys of a dataset or model entry that do not change its data or architecture."""
+
+
 def model_settings(config: Mapping[str, Any], model: str) -> dict[str, Any]:
-    """The architecture entry of ``model`` without its training overrides."""
+    """The architecture entry of ``model`` without its training overrides and paper row."""
     _require(config, "models", model)
-    return {k: v for k, v in config["models"][model].items() if k != "training"}
+    return {k: v for k, v in config["models"][model].items() if k not in ENTRY_ANNOTATIONS}
+
+
+def dataset_settings(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """The data settings of ``dataset`` without its training overrides and paper row (they do not change
+    the data)."""
+    _require(config, "datasets", dataset)
+    return {k: v for k, v in config["datasets"][dataset].items() if k not in ENTRY_ANNOTATIONS}
 
 
 def check_architecture(
@@ -204,7 +179,7 @@ def check_entries(config: Mapping[str, Any]) -> None:
 def check_readings(config: Mapping[str, Any]) -> None:
     """Every reading of the ``readings`` block resolves (:func:`resdyn.readings.reading_settings`):
     ``definition`` is not redefined and every value is valid; raises InputError naming the reading."""
-    labels = config.get("analysis", {}).get("labels", "true")
+    labels = config["analysis"]["labels"]
     for name in config.get("readings", {}) or {}:
         reading_settings(config["readings"], name, labels)
 
@@ -239,28 +214,6 @@ def canonical_config(config: Any, schema: Mapping[str, Any] | None = None) -> An
     """
     schema = _schema() if schema is None else schema
     return _canonical(config, schema, schema)
-
-
-def _resolve(node: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
-    """The schema node with ``$ref`` and ``allOf`` merged in (properties: referenced ones first)."""
-    merged: dict[str, Any] = {}
-    parts = []
-    if "$ref" in node:
-        target: Any = root
-        for part in str(node["$ref"]).lstrip("#/").split("/"):
-            target = target[part]
-        parts.append(_resolve(target, root))
-    parts.extend(_resolve(member, root) for member in node.get("allOf", ()))
-    parts.append({k: v for k, v in node.items() if k not in ("$ref", "allOf")})
-    for part in parts:
-        for key, value in part.items():
-            if key == "properties":
-                properties = merged.setdefault("properties", {})
-                for name, sub in value.items():
-                    properties[name] = {**properties.get(name, {}), **sub}
-            else:
-                merged[key] = value
-    return merged
 
 
 def _canonical(value: Any, node: Mapping[str, Any] | None, root: Mapping[str, Any]) -> Any:

@@ -106,27 +106,20 @@ def expansive_summary(pairs_file: Pairs, traj: Trajectories, over_depths: str = 
 
 
 def assemble_constants(
-    trajectories: Trajectories | PathLike,
-    pairs: Pairs | PathLike,
-    shadowing: Shadowing | PathLike,
-    lipschitz: Lipschitz | PathLike,
-    reading: Reading | None = None,
+    traj: Trajectories, pairs_file: Pairs, shadowing: Shadowing, lip_file: Lipschitz, reading: Reading
 ) -> dict[str, Any]:
-    """Collect every constant of one (dataset, model) under ``reading`` (default: the definition, with
-    the label source pairs.h5 was computed with) into the ``constants.json`` dictionary."""
-    traj = Trajectories.of(trajectories)
+    """Collect every constant of one run under ``reading`` from its loaded trajectories.h5, pairs.h5,
+    shadowing.h5 and lipschitz.json into the ``constants.json`` dictionary; pairs.h5 must have been
+    computed with the reading's label source and first depth."""
     test_index, class_names = traj.index, traj.class_names
     meta = {key: traj.attrs[key] for key in ("dataset", "model", "T") if key in traj.attrs}
-    pairs_file = Pairs.of(pairs)
-    reading = Reading(labels=pairs_file.labels) if reading is None else reading
     if (pairs_file.labels, pairs_file.first_depth) != (reading.labels, reading.first_depth):
         raise InputError(
             f"{pairs_file.path}: computed with labels {pairs_file.labels!r} from depth "
             f"{pairs_file.first_depth}, but reading '{reading.name}' asks for {reading.labels!r} "
             f"from depth {reading.first_depth}"
         )
-    best, independent, curve = Shadowing.of(shadowing).summaries()
-    lip_file = Lipschitz.of(lipschitz)
+    best, independent, curve = shadowing.summaries()
     lip, certified = lip_file.data, lip_file.certified
     as_test = lambda k: None if k is None else int(test_index[k])  # noqa: E731
     paper_summary = {

@@ -380,8 +380,8 @@ def pairwise_shard(
     stop: int,
     *,
     n_classes: int,
-    chunk: int = 256,
-    device: str = "cpu",
+    chunk: int,
+    device: str,
 ) -> PairwiseResult:
     """Partial pairwise statistics of the rows ``start..stop-1`` (method §3.1, §6; ARCHITECTURE "Pairwise").
 

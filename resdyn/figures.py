@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from resdyn.artifacts import DatasetFile, Pairs, Trajectories  # noqa: E402
+from resdyn.artifacts import Pairs, Trajectories  # noqa: E402
 from resdyn.io import InputError, atomic_output  # noqa: E402
 from resdyn.tables import BestOrbit, ClosestPair, format_value  # noqa: E402
 
@@ -173,14 +173,13 @@ def plot_class_expansive(
 
 
 def figure_class_expansive(
-    pairs: Pairs | PathLike, trajectories: Trajectories | PathLike, out_png: PathLike, which: str, title: str
+    pairs: Pairs, trajectories: Trajectories, out_png: PathLike, which: str, title: str
 ) -> Path:
     """Figure 3 (``which="E"``, max over depths) or Figure 2 (``which="E_mean"``, mean over depths)
     for one (dataset, model), from ``pairs.h5`` and the class names of ``trajectories.h5``."""
     labels = {"E": r"$E[a,b] = \min\ \max_t\ d_t$", "E_mean": r"$\bar{E}[a,b] = \min\ \mathrm{mean}_t\ d_t$"}
     if which not in labels:
         raise ValueError(f"which must be 'E' or 'E_mean', got {which!r}")
-    pairs, trajectories = Pairs.of(pairs), Trajectories.of(trajectories)
     E = np.asarray(getattr(pairs.result, which), dtype=np.float64)
     names = trajectories.class_names
     if E.shape != (len(names), len(names)):
@@ -198,10 +197,12 @@ def _show_image(ax: plt.Axes, image: np.ndarray) -> None:
 
 
 def plot_closest_pairs(
-    pairs: Sequence[ClosestPair], data_path: PathLike, out_png: PathLike, title: str
+    pairs: Sequence[ClosestPair], images: np.ndarray, out_png: PathLike, title: str
 ) -> Path:
     """The images of Table 3: each of the K closest different-class pairs side by side, with class,
     order within class and test index above each image and E[a, b] and t* beneath the pair.
+    ``images`` are the pairs' test images in order (a, b of pair 1, a, b of pair 2, …), (2K, H, W, 3)
+    ready for imshow (:meth:`resdyn.artifacts.DatasetFile.test_images` of :func:`closest_pair_indices`).
     Size: (2.6 K + 0.4) × 2.9 in at ``DPI``."""
     if not pairs:
         # Every test image carries one label (a degenerate run): say so instead of failing the stage.
@@ -218,7 +219,8 @@ def plot_closest_pairs(
         fig.suptitle(title, fontsize=9)
         return _save(fig, out_png)
     K = len(pairs)
-    images = DatasetFile.test_images(data_path, [i for p in pairs for i in (p.index_a, p.index_b)])
+    if len(images) != 2 * K:
+        raise ValueError(f"plot_closest_pairs: {len(images)} images for {K} pairs")
     # A fixed layout (not constrained): two image columns per pair and a narrow spacer between pairs,
     # so each pair reads as one group and the text under it sits centred below both images.
     widths = []
@@ -250,14 +252,26 @@ def plot_closest_pairs(
     return _save(fig, out_png)
 
 
-def plot_best_orbit(orbit: BestOrbit, data_path: PathLike, out_png: PathLike, title: str) -> Path:
+def closest_pair_indices(pairs: Sequence[ClosestPair]) -> list[int]:
+    """The test indices whose images :func:`plot_closest_pairs` shows, in its order."""
+    return [i for p in pairs for i in (p.index_a, p.index_b)]
+
+
+def best_orbit_indices(orbit: BestOrbit) -> list[int]:
+    """The test indices whose images :func:`plot_best_orbit` shows: a_0..a_T, then b*."""
+    return [*(int(i) for i in orbit.test_index), int(orbit.shadow_index)]
+
+
+def plot_best_orbit(orbit: BestOrbit, images: np.ndarray, out_png: PathLike, title: str) -> Path:
     """Tables 4–5 (§4) as an image strip: the best-traced pseudo-orbit a_0..a_T on top, each image with
     its depth t, class and order within class, the class g gives at depth t (argmax q_t) and the hop
     δ_{t−1} = d_t(a_{t−1}, a_t) that led to it; beneath a_0 the shadowing image b*, and beneath every a_t
-    the class g gives b* at depth t and the error ‖p_t(b*) − q_t‖₂ (its maximum is ε).
+    the class g gives b* at depth t and the error ‖p_t(b*) − q_t‖₂ (its maximum is ε). ``images`` are
+    the test images of :func:`best_orbit_indices`, (T + 2, H, W, 3) ready for imshow.
     Size: (1.3 (T+1) + 0.6) × 4.4 in at ``DPI``."""
     T = orbit.T
-    images = DatasetFile.test_images(data_path, list(orbit.test_index) + [orbit.shadow_index])
+    if len(images) != T + 2:
+        raise ValueError(f"plot_best_orbit: {len(images)} images for an orbit of T + 1 = {T + 1} and b*")
     fig, axes = plt.subplots(
         2, T + 1, figsize=(1.3 * (T + 1) + 0.6, 4.4), layout="constrained", squeeze=False
     )
@@ -395,7 +409,7 @@ def plot_sample_size(table: pd.DataFrame, summary: Mapping[str, Any], out_png: P
     and slope for Sh best-tracing and Sh curve. ``table`` is sample_size.csv, ``summary`` its
     :func:`resdyn.sample_size.summarize`. Size: 7 × 7.5 in at ``DPI``."""
     fig, axes = plt.subplots(2, 1, sharex=True, figsize=SAMPLE_SIZE_SIZE, constrained_layout=True)
-    band = summary.get("band", [0.05, 0.95])
+    band = summary["band"]
     band_label = f"{100 * band[0]:g}–{100 * band[1]:g} %"
     fig.suptitle(f"Dependence on the sample size (docs/method.md §3.6)\n{title}", fontsize=11)
     sizes = summary["sizes"]

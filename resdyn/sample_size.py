@@ -37,7 +37,7 @@ n^(−2/d) (a nearest neighbour's as n^(−1/d)); the fitted slope is the empiri
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,29 +61,24 @@ e and its pair (test indices), Sh best tracing and its orbit's start image (test
 independent; undefined values are empty."""
 
 
-def size_grid(
-    n_images: int,
-    *,
-    sizes: Sequence[int] = (),
-    count: int = 6,
-    min_size: int = 50,
-    reference: int | None = None,
-) -> list[int]:
+def size_grid(n_images: int, settings: Mapping[str, Any]) -> list[int]:
     """The subset sizes for a test set of ``n_images`` images, ascending, ending with N (module docstring).
 
-    ``sizes`` (when non-empty) replaces the geometric grid of ``count`` sizes from ``min_size`` to N;
+    ``settings`` are the canonical ``sample_size`` settings (:func:`resdyn.config.sample_size_settings`):
+    their ``sizes``, when given, replace the geometric grid of ``count`` sizes from ``min_size`` to N;
     sizes ≥ N are dropped (N itself is always the last); ``reference`` is added when it is below N.
     """
     if n_images < 2:
         raise InputError(f"sample size: the test set has N = {n_images} image(s); subsets need N >= 2")
-    if sizes:
-        grid = {int(s) for s in sizes if 2 <= int(s) < n_images}
-    elif count <= 1 or min_size >= n_images:
+    reference = settings["reference"]
+    if settings.get("sizes"):
+        grid = {int(s) for s in settings["sizes"] if 2 <= int(s) < n_images}
+    elif settings["count"] <= 1 or settings["min_size"] >= n_images:
         grid = set()
     else:
-        spaced = np.rint(np.geomspace(min_size, n_images, count)).astype(np.int64)
+        spaced = np.rint(np.geomspace(settings["min_size"], n_images, settings["count"])).astype(np.int64)
         grid = {int(s) for s in spaced if s < n_images}
-    if reference is not None and 2 <= reference < n_images:
+    if 2 <= reference < n_images:
         grid.add(int(reference))
     return sorted(grid) + [int(n_images)]
 
@@ -129,8 +124,8 @@ def subset_constants(
     n_classes: int,
     reading: Reading,
     *,
-    quantiles: Sequence[float] = shadowing.DEFAULT_QUANTILES,
-    chunk: int = 512,
+    quantiles: Sequence[float],
+    chunk: int,
 ) -> dict[str, Any]:
     """Every estimate of method §3.6 on one sample: the reading's views of its images, exactly as the
     pairwise, shadowing and constants stages compute them on the whole test set.
@@ -148,7 +143,10 @@ def subset_constants(
         sh_independent}; an undefined estimate is None.
     """
     n = expansive_probs.shape[0]
-    result = distances.pairwise_shard(expansive_probs, labels, 0, n, n_classes=n_classes, chunk=chunk)
+    # the sample-size stage runs on the CPU
+    result = distances.pairwise_shard(
+        expansive_probs, labels, 0, n, n_classes=n_classes, chunk=chunk, device="cpu"
+    )
     value, pair, _ = distances.expansive_constant(result, reading.over_depths)
     if reading.orbits == "revisit" and reading.same_view:
         orbits, hops = shadowing.greedy_pseudo_orbits(result.nn_index, result.nn_distance)
@@ -184,8 +182,8 @@ def sample_size_table(
     subsets: int,
     seed: int,
     test_index: np.ndarray | None = None,
-    quantiles: Sequence[float] = shadowing.DEFAULT_QUANTILES,
-    chunk: int = 512,
+    quantiles: Sequence[float],
+    chunk: int,
 ) -> pd.DataFrame:
     """One row per subset (columns :data:`COLUMNS`): for each size n of ``grid``, ``subsets`` stratified
     subsets (:func:`stratified_subset` of ``strata``; one for n = N) and their :func:`subset_constants`.

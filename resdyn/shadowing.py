@@ -129,7 +129,7 @@ def greedy_pseudo_orbits(nn_index: np.ndarray, nn_distance: np.ndarray) -> tuple
 
 
 def scan_pseudo_orbits(
-    probs: np.ndarray, start: int, stop: int, *, distinct: bool = False, chunk: int = 256
+    probs: np.ndarray, start: int, stop: int, *, distinct: bool, chunk: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy pseudo-orbits from images ``start..stop-1``, each hop found by scanning all N images.
 
@@ -192,7 +192,7 @@ def scan_pseudo_orbits(
 
 
 def shadowing_errors(
-    probs: np.ndarray, orbits: np.ndarray, start: int, stop: int, *, chunk: int = 256
+    probs: np.ndarray, orbits: np.ndarray, start: int, stop: int, *, chunk: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shadowing error ε and shadowing image b* of orbits ``start..stop-1``.
 

@@ -39,18 +39,14 @@ from resdyn.artifacts import (
     save_probe_table,
     save_shadowing_curve,
 )
-from resdyn.config import sample_size_settings, schema_defaults
+from resdyn.config import sample_size_settings
 from resdyn.device import device_name, full_float32, resolve_device
 from resdyn.io import InputError, file_checksum
 from resdyn.provenance import software_versions
 from resdyn.readings import Reading
+from resdyn.runs import Run
 
 log = logging.getLogger(__name__)
-
-# Library callers (tests, notebooks) get the workflow's defaults, read from the schema.
-_ANALYSIS = schema_defaults("analysis")
-_LIPSCHITZ = schema_defaults("lipschitz")
-_SAMPLE_SIZE = schema_defaults("sample_size")
 
 PathLike = str | os.PathLike
 
@@ -153,14 +149,14 @@ def record_trajectories(
     data_path: PathLike,
     out_path: PathLike,
     *,
-    dataset: str,
-    model_name: str,
+    run: Run,
     batch_size: int,
     store_states: bool,
     device: str,
     probes_path: PathLike | None = None,
 ) -> None:
     """Rule ``trajectories``: every test image's states, logits and float64 probabilities at t = 0..T
+    of the trained network ``run`` (its dataset and model name the file)
     (:func:`resdyn.trajectories.trajectory_batches`), written batch by batch, so memory is bounded by
     ``batch_size`` images. On a CUDA device the batch is instead as large as half the free device memory
     allows (:func:`resdyn.trajectories.batch_for_device`). Non-finite logits raise :class:`InputError`
@@ -221,8 +217,8 @@ def record_trajectories(
             depth_heads=probes,
             class_names=class_names,
             attrs={
-                "dataset": dataset,
-                "model": model_name,
+                "dataset": run.dataset,
+                "model": run.model,
                 "T": T,
                 "n": model.state_dim,
                 "model_checksum": file_checksum(model_path),
@@ -288,23 +284,9 @@ def fit_probes(
 # ---------------------------------------------------------------------------------------------------------
 # pairwise and shadowing (sharded)
 # ---------------------------------------------------------------------------------------------------------
-def _reading(reading: Reading | None, labels: str) -> Reading:
-    """The reading a pairwise or shadowing stage runs: the definition's (with ``labels``) unless given."""
-    return Reading(labels=labels) if reading is None else reading
-
-
-def reading_view(
-    trajectories_path: PathLike, reading: Reading, stage: str
-) -> tuple[Trajectories, np.ndarray]:
-    """The trajectory file and the probabilities ``stage`` ("expansive" or "shadowing") sees under
-    ``reading`` (method §3.4): stored p_t at τ = 1, else softmax(z_t/τ) from the float64 logits."""
-    traj = Trajectories.load(trajectories_path)
-    return traj, view_of(traj, reading, stage)
-
-
 def view_of(traj: Trajectories, reading: Reading, stage: str) -> np.ndarray:
     """The probabilities ``stage`` ("expansive" or "shadowing") sees under ``reading`` in a loaded
-    trajectory file (see :func:`reading_view`)."""
+    trajectory file (method §3.4): stored p_t at τ = 1, else softmax(z_t/τ) from the float64 logits."""
     temperature = getattr(reading, f"temperature_{stage}")
     if temperature != 1.0:
         traj.require_float64_logits(f"reading '{reading.name}' (temperature {temperature:g})")
@@ -313,20 +295,14 @@ def view_of(traj: Trajectories, reading: Reading, stage: str) -> np.ndarray:
 
 
 def pairwise_shard(
-    trajectories_path: PathLike,
-    out_path: PathLike,
-    scatteritem: str,
-    *,
-    labels: str = _ANALYSIS["labels"],
-    chunk: int = _ANALYSIS["chunk"],
-    device: str = "cpu",
-    reading: Reading | None = None,
+    trajectories_path: PathLike, out_path: PathLike, scatteritem: str, *, run: Run, chunk: int, device: str
 ) -> None:
     """Rule ``pairwise_shard``: rows ``shard_rows(N, S, k)`` of the pair matrix (method §3.1) of the
-    definition's probabilities with label source ``labels``, or of ``reading``'s expansive view and labels."""
-    reading = _reading(reading, labels)
+    expansive view of ``run``'s reading, with its label source."""
+    reading = run.reading
     shard, n_shards = parse_scatteritem(scatteritem)
-    traj, probs = reading_view(trajectories_path, reading, "expansive")
+    traj = Trajectories.load(trajectories_path)
+    probs = view_of(traj, reading, "expansive")
     y = traj.class_labels(reading.labels)
     start, stop = distances.shard_rows(probs.shape[0], n_shards, shard)
     log.info(
@@ -352,17 +328,21 @@ def pairwise_shard(
     ).save(out_path)
 
 
-def gather_pairwise(shard_paths: Sequence[PathLike], out_path: PathLike) -> None:
+def gather_pairwise(shard_paths: Sequence[PathLike], out_path: PathLike, *, run: Run) -> None:
     """Rule ``pairwise_gather``: merge every shard (associative min, ties → smaller (i, j)) into pairs.h5,
-    after checking that the shards agree on the label source and the view and tile the rows 0..N exactly
-    (a missing shard would still leave plausible-looking nearest neighbours: each shard also fills later
-    rows)."""
+    after checking that every shard has the label source and the view of ``run``'s reading and that the
+    shards tile the rows 0..N exactly (a missing shard would still leave plausible-looking nearest
+    neighbours: each shard also fills later rows)."""
     shards = [Pairs.load(path, shard=True) for path in shard_paths]
-    views = {(s.labels, s.first_depth, s.temperature) for s in shards}
-    if len(views) != 1:
-        raise InputError(
-            f"pairwise shards disagree on the label source, first depth or temperature: {sorted(views)}"
-        )
+    reading = run.reading
+    expected = (reading.labels, reading.first_depth, reading.temperature_expansive)
+    for s, path in zip(shards, shard_paths):
+        if (s.labels, s.first_depth, s.temperature) != expected:
+            raise InputError(
+                f"{path}: shard of labels {s.labels!r}, first depth {s.first_depth}, temperature "
+                f"{s.temperature:g}, but run {run.title} asks for {expected[0]!r}, {expected[1]}, "
+                f"{expected[2]:g} (a stale shard: rerun with -R pairwise_shard)"
+            )
     n_images = shards[0].result.nn_index.shape[1]
     covered = 0
     for s, path in sorted(zip(shards, shard_paths), key=lambda sp: (sp[0].start, sp[0].stop)):
@@ -375,7 +355,7 @@ def gather_pairwise(shard_paths: Sequence[PathLike], out_path: PathLike) -> None
     if covered != n_images:
         raise InputError(f"pairwise shards cover rows 0..{covered} only, expected 0..{n_images}")
     merged = distances.merge_pairwise([s.result for s in shards])
-    labels, first_depth, temperature = views.pop()
+    labels, first_depth, temperature = expected
     Pairs(merged, labels, first_depth=first_depth, temperature=temperature).save(out_path)
 
 
@@ -385,19 +365,19 @@ def shadowing_shard(
     out_path: PathLike,
     scatteritem: str,
     *,
-    chunk: int = _ANALYSIS["chunk"],
-    reading: Reading | None = None,
+    run: Run,
+    chunk: int,
 ) -> None:
     """Rule ``shadowing_shard``: the greedy pseudo-orbits starting at images ``start..stop`` of the
-    reading's shadowing view (the definition's by default), their ε and b*.
+    shadowing view of ``run``'s reading, their ε and b*.
 
     Orbits that may revisit an image are read off pairs.h5's nearest-neighbour tables when the pairwise
     stage saw the same probabilities (one temperature); otherwise (distinct orbits, or a separate
     shadowing temperature) each hop is found by scanning all images (:func:`shadowing.scan_pseudo_orbits`).
     """
-    reading = _reading(reading, _ANALYSIS["labels"])
+    reading = run.reading
     shard, n_shards = parse_scatteritem(scatteritem)
-    _, probs = reading_view(trajectories_path, reading, "shadowing")
+    probs = view_of(Trajectories.load(trajectories_path), reading, "shadowing")
     start, stop = even_rows(probs.shape[0], n_shards, shard)
     log.info(
         "shadowing shard %d/%d (reading %s): orbits %d..%d of N = %d",
@@ -428,16 +408,17 @@ def gather_shadowing(
     out_curve_csv: PathLike,
     out_curve_png: PathLike,
     *,
-    quantiles: Sequence[float] = shadowing.DEFAULT_QUANTILES,
-    reading: Reading | None = None,
+    run: Run,
+    quantiles: Sequence[float],
 ) -> dict[str, Any]:
-    """Rule ``shadowing_gather``: join the shards' orbits, form every g-shadowing estimate (method §3.2,
+    """Rule ``shadowing_gather``: for ``run``, join the shards' orbits, form every g-shadowing estimate
+    (method §3.2,
     §3.4: best tracing, independent pairing, curve) and write shadowing.h5, the curve CSV and its plot.
     Under a reading with ``depths: blocks`` the file records ``first_depth`` = 1, the model depth of orbit
     position 0."""
     from resdyn.figures import plot_shadowing_curve
 
-    reading = _reading(reading, _ANALYSIS["labels"])
+    reading = run.reading
     parts = sorted((ShadowingShard.load(path) for path in shard_paths), key=lambda p: (p.start, p.stop))
     if not parts:
         raise InputError("gather_shadowing got no shard files")
@@ -473,9 +454,9 @@ def lipschitz(
     *,
     model_path: PathLike | None = None,
     data_path: PathLike | None = None,
-    solver: str = _LIPSCHITZ["solver"],
-    eps: float = _LIPSCHITZ["eps"],
-    device: str = "cpu",
+    solver: str,
+    eps: float,
+    device: str,
 ) -> dict[str, Any]:
     """Rule ``lipschitz``: ``lipschitz.json`` for the head g stored in trajectories.h5 (method §3.3), or
     for its per-depth probes (:func:`resdyn.lipschitz.depth_heads_lipschitz`, method §3.5).
@@ -514,11 +495,10 @@ def constants(
     pairs_path: PathLike,
     shadowing_path: PathLike,
     lipschitz_path: PathLike,
-    reading: Reading | None = None,
+    run: Run,
 ) -> dict[str, Any]:
-    """Rule ``constants``: every constant of one (dataset, model) under ``reading`` (the definition's by
-    default)
-    (:func:`resdyn.constants.assemble_constants`) → constants.json, with the ``versions`` of the software
+    """Rule ``constants``: every constant of ``run`` (:func:`resdyn.constants.assemble_constants`) →
+    constants.json, with the ``versions`` of the software
     that made it (:func:`resdyn.provenance.software_versions`); returns the dictionary."""
     from resdyn.constants import assemble_constants
 
@@ -527,7 +507,7 @@ def constants(
         Pairs.load(pairs_path),
         Shadowing.load(shadowing_path),
         Lipschitz.load(lipschitz_path),
-        reading,
+        run.reading,
     )
     result["versions"] = software_versions()
     Constants(result).save(out_path)
@@ -551,37 +531,30 @@ def sample_size(
     out_json: PathLike,
     out_png: PathLike,
     *,
+    run: Run,
+    settings: Mapping[str, Any],
+    quantiles: Sequence[float],
+    chunk: int,
     constants_path: PathLike | None = None,
-    settings: Mapping[str, Any] | None = None,
-    quantiles: Sequence[float] = shadowing.DEFAULT_QUANTILES,
-    chunk: int = _ANALYSIS["chunk"],
-    reading: Reading | None = None,
-    title: str = "",
 ) -> dict[str, Any]:
-    """Rule ``sample_size``: e and every Sh estimate of ``reading`` (the definition's by default) on B
-    class-stratified random subsets per size of the grid (:mod:`resdyn.sample_size`, method §3.6) →
+    """Rule ``sample_size``: e and every Sh estimate of ``run``'s reading on B class-stratified random
+    subsets per size of the grid (:mod:`resdyn.sample_size`, method §3.6) →
     sample_size.csv (one row per subset), sample_size.json (medians, bands, slopes, the reference size)
     and the log-log figure sample_size.png.
 
     ``settings`` is the config's ``sample_size`` block (sizes or count and min_size, subsets, seed,
-    reference; schema defaults for missing keys). The subset of size N is the whole test set: when
+    reference; :func:`resdyn.config.sample_size_settings`). The subset of size N is the whole test set: when
     ``constants_path`` is given its estimates must equal that constants.json exactly, else InputError
     (the files come from different inputs) and nothing is written. Returns the summary."""
     from resdyn import sample_size as ss
     from resdyn.figures import plot_sample_size
 
-    reading = _reading(reading, _ANALYSIS["labels"])
-    settings = sample_size_settings({**_SAMPLE_SIZE, **(settings or {})})
+    reading = run.reading
+    settings = sample_size_settings(settings)
     traj = Trajectories.load(trajectories_path)
     expansive, shadow = view_of(traj, reading, "expansive"), view_of(traj, reading, "shadowing")
     n_images = expansive.shape[0]
-    grid = ss.size_grid(
-        n_images,
-        sizes=settings.get("sizes", ()),
-        count=settings.get("count", 1),
-        min_size=settings.get("min_size", 2),
-        reference=settings["reference"],
-    )
+    grid = ss.size_grid(n_images, settings)
     log.info(
         "sample size (reading %s): sizes %s, %d subsets each, seed %d",
         reading.name,
@@ -620,103 +593,135 @@ def sample_size(
     summary["settings"] = settings
     SampleSizeTable(table).save(out_csv)
     SampleSizeSummary(summary).save(out_json)
-    plot_sample_size(table, summary, out_png, title)
+    plot_sample_size(table, summary, out_png, f"{run.network} / reading {reading.name}")
     return summary
 
 
 # ---------------------------------------------------------------------------------------------------------
 # tables and figures
 # ---------------------------------------------------------------------------------------------------------
-def _by_replicate(
-    paths: Sequence[PathLike], runs: Sequence[tuple[str, str, int]] | None, loader: Any
-) -> dict[tuple[str, str], list[Any]]:
-    """{(dataset, model): [loaded file of replicate 1, 2, …]} from ``paths[k]`` of run ``runs[k]`` =
-    (dataset, model, replicate); without ``runs`` each path is one run's only replicate, its (dataset,
-    model) read off the path (``tables.result_key``)."""
-    from resdyn import tables
+PaperKey = tuple[str, str]
 
-    if runs is None:
-        return {tables.result_key(path): [loader(path)] for path in paths}
-    if len(runs) != len(paths):
-        raise InputError(f"{len(runs)} runs but {len(paths)} files")
+
+def _networks(runs: Sequence[Run], sources: Sequence[Any], what: str) -> dict[tuple[str, str], list[Any]]:
+    """{(dataset, model): [source of replicate 1, 2, …]} from ``sources[k]``, the file of ``runs[k]``;
+    the replicates of each (dataset, model) must be 1..K."""
+    if len(runs) != len(sources):
+        raise InputError(f"{len(runs)} runs but {len(sources)} {what} files")
     grouped: dict[tuple[str, str], dict[int, Any]] = {}
-    for (dataset, model, replicate), path in zip(runs, paths):
-        grouped.setdefault((dataset, model), {})[int(replicate)] = loader(path)
+    for run, source in zip(runs, sources):
+        grouped.setdefault((run.dataset, run.model), {})[run.replicate] = source
     for key, found in grouped.items():
         if sorted(found) != list(range(1, len(found) + 1)):
             raise InputError(f"{'/'.join(key)}: replicates {sorted(found)}, expected 1..{len(found)}")
     return {key: [found[k] for k in sorted(found)] for key, found in grouped.items()}
 
 
+def _paper_rows(
+    runs: Sequence[Run], paper_rows: Sequence[PaperKey | None] | None
+) -> dict[tuple[str, str], PaperKey | None] | None:
+    """{(dataset, model): the paper's (dataset, model) it stands for, or None}, or None without the
+    paper's numbers (config ``paper_reference`` false). Logs when no run matches a row of the paper."""
+    if paper_rows is None:
+        return None
+    if len(paper_rows) != len(runs):
+        raise InputError(f"{len(runs)} runs but {len(paper_rows)} paper rows")
+    found = {
+        (run.dataset, run.model): None if row is None else tuple(row) for run, row in zip(runs, paper_rows)
+    }
+    if not any(found.values()):
+        log.warning(
+            "paper_reference is true, but no run stands for one of the paper's (set `paper_row: mnist` or "
+            "`paper_row: cifar10` on a dataset entry; models resnet18 and resnet50 match by name or by "
+            "their own `paper_row`): the paper's columns stay n/a"
+        )
+    return found
+
+
 def table1(
+    runs: Sequence[Run],
     metrics_paths: Sequence[PathLike],
     stem: PathLike,
     *,
-    paper_reference: bool = False,
-    runs: Sequence[tuple[str, str, int]] | None = None,
+    paper_rows: Sequence[PaperKey | None] | None,
 ) -> None:
-    """Rule ``table1``: Table 1 over every run's metrics.json → ``{stem}.csv|md|tex``; ``runs[k]`` =
-    (dataset, model, replicate) of ``metrics_paths[k]`` (method §3.6: mean ± sd over replicates)."""
+    """Rule ``table1``: Table 1 over every trained network's metrics.json (``metrics_paths[k]`` of
+    ``runs[k]``; method §3.6: mean ± sd over replicates) → ``{stem}.csv|md|tex``; ``paper_rows[k]`` is
+    the paper's row ``runs[k]`` stands for (None: no paper columns)."""
     from resdyn import tables
 
-    metrics = _by_replicate(metrics_paths, runs, Metrics.load)
-    tables.write_table(tables.table1(metrics, paper_reference=paper_reference), stem)
+    metrics = _networks(runs, [Metrics.load(path) for path in metrics_paths], "metrics.json")
+    table = tables.table1(metrics, paper_rows=_paper_rows(runs, paper_rows))
+    tables.write_table(table, stem)
 
 
 def table2(
+    runs: Sequence[Run],
     constants_paths: Sequence[PathLike],
+    sample_size_paths: Sequence[PathLike],
     stem: PathLike,
     *,
-    paper_reference: bool = False,
-    runs: Sequence[tuple[str, str, int]] | None = None,
-    sample_size_paths: Sequence[PathLike] | None = None,
+    paper_rows: Sequence[PaperKey | None] | None,
 ) -> None:
-    """Rule ``table2``: Table 2 over every run's constants.json, with the reference-size columns from
-    ``sample_size_paths[k]``, the sample_size.json of the same run (method §3.6); ``runs`` as for
-    :func:`table1`."""
+    """Rule ``table2``: Table 2 over every trained network's constants.json, with the reference-size
+    columns from its sample_size.json (method §3.6); ``runs`` and ``paper_rows`` as for :func:`table1`."""
     from resdyn import tables
 
-    found = _by_replicate(constants_paths, runs, Constants.load)
-    summaries = None
-    if sample_size_paths is not None:
-        summaries = _by_replicate(sample_size_paths, runs, SampleSizeSummary.load)
-    tables.write_table(tables.table2(found, paper_reference=paper_reference, sample_size=summaries), stem)
+    found = _networks(runs, [Constants.load(path) for path in constants_paths], "constants.json")
+    summaries = _networks(
+        runs, [SampleSizeSummary.load(path) for path in sample_size_paths], "sample_size.json"
+    )
+    table = tables.table2(found, paper_rows=_paper_rows(runs, paper_rows), sample_size=summaries)
+    tables.write_table(table, stem)
 
 
 def readings_table(
-    runs: Sequence[tuple[str, str, str]],
+    runs: Sequence[Run],
     constants_paths: Sequence[PathLike],
+    sample_size_paths: Sequence[PathLike],
     stem: PathLike,
     *,
-    paper_reference: bool = False,
-    sample_size_paths: Sequence[PathLike] | None = None,
+    paper_rows: Sequence[PaperKey | None] | None,
 ) -> None:
-    """Rule ``readings_table``: the readings table (method §3.4) over every (dataset, model, reading)
-    ``runs[k]`` and its ``constants_paths[k]``, with the reference-size columns from
-    ``sample_size_paths[k]`` (method §3.6)."""
+    """Rule ``readings_table``: the readings table (method §3.4) over every run and its
+    ``constants_paths[k]``, with the reference-size columns from ``sample_size_paths[k]`` (method §3.6)."""
     from resdyn import tables
 
-    if len(runs) != len(constants_paths):
-        raise InputError(f"{len(runs)} runs but {len(constants_paths)} constants.json files")
-    found = {tuple(run): Constants.load(path) for run, path in zip(runs, constants_paths)}
-    summaries = None
-    if sample_size_paths is not None:
-        if len(runs) != len(sample_size_paths):
-            raise InputError(f"{len(runs)} runs but {len(sample_size_paths)} sample_size.json files")
-        summaries = {tuple(run): SampleSizeSummary.load(path) for run, path in zip(runs, sample_size_paths)}
-    table = tables.readings_table(found, paper_reference=paper_reference, sample_size=summaries)
+    if not len(runs) == len(constants_paths) == len(sample_size_paths):
+        raise InputError(
+            f"{len(runs)} runs, {len(constants_paths)} constants.json and "
+            f"{len(sample_size_paths)} sample_size.json files"
+        )
+    replicated = any(run.replicate > 1 for run in runs)
+
+    def key(run: Run) -> tuple[Any, ...]:
+        base = (run.dataset, run.model, run.reading.name)
+        return (*base, run.replicate) if replicated else base
+
+    found = {key(run): Constants.load(path) for run, path in zip(runs, constants_paths)}
+    summaries = {key(run): SampleSizeSummary.load(path) for run, path in zip(runs, sample_size_paths)}
+    table = tables.readings_table(found, paper_rows=_paper_rows(runs, paper_rows), sample_size=summaries)
     tables.write_table(table, stem)
 
 
 def table3(
-    pairs_paths: Sequence[PathLike], trajectories_paths: Sequence[PathLike], stem: PathLike, *, k: int
+    runs: Sequence[Run],
+    pairs_paths: Sequence[PathLike],
+    trajectories_paths: Sequence[PathLike],
+    stem: PathLike,
+    *,
+    k: int,
 ) -> None:
     """Rule ``table3``: Table 3 (the k closest class pairs) over every run's pairs.h5 and trajectories.h5."""
     from resdyn import tables
 
+    if not len(runs) == len(pairs_paths) == len(trajectories_paths):
+        raise InputError(
+            f"{len(runs)} runs, {len(pairs_paths)} pairs.h5 and {len(trajectories_paths)} trajectories"
+        )
     sources = {
-        tables.result_key(p): (Pairs.load(p), Trajectories.load(t))
-        for p, t in zip(pairs_paths, trajectories_paths)
+        (run.dataset, run.model): (Pairs.load(p), Trajectories.load(t))
+        for run, p, t in zip(runs, pairs_paths, trajectories_paths)
     }
     tables.write_table(tables.table3(sources, k), stem)
 
@@ -732,6 +737,7 @@ def probes_figure(table_paths: Mapping[str, PathLike], out_png: PathLike, *, dat
 
 
 def figures(
+    run: Run,
     *,
     data_path: PathLike,
     trajectories_path: PathLike,
@@ -744,25 +750,24 @@ def figures(
     orbit_png: PathLike,
     orbit_table_stem: PathLike,
     k: int,
-    dataset: str,
-    model: str,
 ) -> None:
     """Rule ``figures``: Figures 2 and 3, the image pairs of Table 3 and the best-traced pseudo-orbit of
-    Tables 4–5 (as a strip and as a CSV/Markdown/LaTeX table) for one (dataset, model)."""
+    Tables 4–5 (as a strip and as a CSV/Markdown/LaTeX table) of the trained network ``run``."""
     from resdyn import figures as fig
     from resdyn.tables import best_orbit, best_orbit_table, closest_pairs, write_table
 
     traj, pairs = Trajectories.load(trajectories_path), Pairs.load(pairs_path)
-    run = f"{dataset} / {model}"
+    title = run.network
     fig.figure_class_expansive(
-        pairs, traj, figure2_png, "E_mean", f"Figure 2 ({run}): closest pairs by mean distance over depths"
+        pairs, traj, figure2_png, "E_mean", f"Figure 2 ({title}): closest pairs by mean distance over depths"
     )
     fig.figure_class_expansive(
-        pairs, traj, figure3_png, "E", f"Figure 3 ({run}): closest pairs by max distance over depths"
+        pairs, traj, figure3_png, "E", f"Figure 3 ({title}): closest pairs by max distance over depths"
     )
-    fig.plot_closest_pairs(
-        closest_pairs(pairs, traj, k), data_path, pairs_png, f"Table 3 ({run}): closest different-class pairs"
-    )
+    closest = closest_pairs(pairs, traj, k)
+    images = DatasetFile.test_images(data_path, fig.closest_pair_indices(closest))
+    fig.plot_closest_pairs(closest, images, pairs_png, f"Table 3 ({title}): closest different-class pairs")
     orbit = best_orbit(Shadowing.load(shadowing_path), Constants.load(constants_path), traj)
-    fig.plot_best_orbit(orbit, data_path, orbit_png, f"Tables 4-5 ({run}): best-traced pseudo-orbit")
-    write_table(best_orbit_table(orbit, dataset, model), orbit_table_stem)
+    images = DatasetFile.test_images(data_path, fig.best_orbit_indices(orbit))
+    fig.plot_best_orbit(orbit, images, orbit_png, f"Tables 4-5 ({title}): best-traced pseudo-orbit")
+    write_table(best_orbit_table(orbit, run.dataset, run.model), orbit_table_stem)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from resdyn.artifacts import Constants, Metrics, Pairs, SampleSizeSummary, Shadowing, Trajectories
 from resdyn.io import InputError, atomic_output
-from resdyn.paper_reference import paper_table1, paper_table2
+from resdyn.paper_reference import PAPER_TABLE1, PAPER_TABLE2
 
 PathLike = str | os.PathLike
 ResultKey = tuple[str, str]  # (dataset, model) as in the config
@@ -237,14 +237,6 @@ def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.Data
 # Reading stage outputs
 
 
-def result_key(path: PathLike) -> ResultKey:
-    """(dataset, model) of a per-run result path ``results/{dataset}/{model}/<file>`` (method §7)."""
-    path = Path(path)
-    if len(path.parts) < 3:
-        raise InputError(f"{path}: expected a path of the form <results>/<dataset>/<model>/<file>")
-    return path.parent.parent.name, path.parent.name
-
-
 # ----------------------------------------------------------------------------------------------------
 # Table 1
 
@@ -258,8 +250,19 @@ TABLE1_METRICS = [
 ]
 
 
-Source = Mapping[str, Any] | PathLike
-"""A result file: its path, or its contents already loaded."""
+Source = Mapping[str, Any]
+"""A result file's contents, loaded by the stage layer (an artifact or a plain mapping)."""
+
+PaperRows = Mapping[ResultKey, tuple[str, str] | None]
+"""(dataset, model) → the paper's (dataset, model) that run stands for, or None (config ``paper_row``,
+:func:`resdyn.paper_reference.paper_key`)."""
+
+
+def _paper_row(table: Mapping[tuple[str, str], Mapping[str, Any]], rows: PaperRows | None, key: Any) -> dict:
+    """The paper's published row for the run ``key`` (dataset, model, …), or {} when it has none."""
+    paper = None if rows is None else rows.get(tuple(key[:2]))
+    return dict(table[paper]) if paper is not None else {}
+
 
 REPLICATES = "Replicates"
 """Column of Tables 1–2 giving the number of training replicates K when some run has K > 1."""
@@ -271,7 +274,7 @@ def _replicates(source: Source | Sequence[Source]) -> list[Source]:
 
 
 def _run_name(what: str, key: Sequence[str], k: int, total: int) -> str:
-    return f"{what} of {'/'.join(key)}" + (f" replicate {k}" if total > 1 else "")
+    return f"{what} of {'/'.join(map(str, key))}" + (f" replicate {k}" if total > 1 else "")
 
 
 def _combine_replicates(cells: Sequence[Mapping[str, Any]], listed: Sequence[str] = ()) -> dict[str, Any]:
@@ -299,18 +302,20 @@ def _combine_replicates(cells: Sequence[Mapping[str, Any]], listed: Sequence[str
 
 
 def table1(
-    metrics: Mapping[ResultKey, Source | Sequence[Source]], paper_reference: bool = False
+    metrics: Mapping[ResultKey, Source | Sequence[Source]], paper_rows: PaperRows | None = None
 ) -> pd.DataFrame:
     """Table 1 of the paper (§3 "Training ResNets"): macro precision, recall and F1 (scikit-learn),
     accuracy and mean test cross-entropy per (dataset, model), from each ``metrics.json``.
 
-    ``metrics`` maps (dataset, model) to a ``metrics.json`` path or its loaded dict, or to a list of them,
+    ``metrics`` maps (dataset, model) to a loaded ``metrics.json``, or to a list of them,
     one per training replicate (method §3.6); rows keep that order. With more than one replicate a
     "Replicates" column gives K and each metric is the mean ± sd over the replicates (:class:`MeanSd`);
     with one the table is exactly the single-run table.
-    With ``paper_reference`` each metric the paper reports gets a "<metric> [paper]" column beside ours
-    (:mod:`resdyn.paper_reference`; the paper reports no accuracy, and rows the paper did not run get n/a).
+    With ``paper_rows`` (config ``paper_reference``) each metric the paper reports gets a "<metric> [paper]"
+    column beside ours, from the paper's row each run stands for (:mod:`resdyn.paper_reference`; the
+    paper reports no accuracy, and runs that stand for no row get n/a).
     """
+    paper_reference = paper_rows is not None
     runs = {key: _replicates(source) for key, source in metrics.items()}
     replicated = any(len(sources) > 1 for sources in runs.values())
     rows, columns = [], ["Dataset", "Model", *([REPLICATES] if replicated else [])]
@@ -319,7 +324,7 @@ def table1(
         if paper_reference and label != "Accuracy":
             columns.append(label + PAPER_SUFFIX)
     for key, sources in runs.items():
-        paper = paper_table1(*key) or {}
+        paper = _paper_row(PAPER_TABLE1, paper_rows, key)
         cells = []
         for k, source in enumerate(sources, 1):
             data = Metrics.from_source(source, _run_name("metrics", key, k, len(sources)))
@@ -459,7 +464,7 @@ def _table2_cells(data: Constants, paper: Mapping[str, Any]) -> dict[str, Any]:
 
 def table2(
     constants: Mapping[ResultKey, Source | Sequence[Source]],
-    paper_reference: bool = False,
+    paper_rows: PaperRows | None = None,
     sample_size: Mapping[ResultKey, Source | Sequence[Source]] | None = None,
 ) -> pd.DataFrame:
     """Table 2 of the paper (§3 "The constants of properties of dynamical systems") from each
@@ -468,7 +473,7 @@ def table2(
     Columns: the g-expansive constant e = min over different-class pairs of max_t d_t (with its pair of
     test indices and t*); the best-tracing g-shadowing estimate Sh = δ/ε with its ε and δ; the curve
     estimate Sh_curve; Lip_FC = ‖W‖₂ and Lip(g) = ‖W‖₂/2 with the softmax; the Theorem 1 lower bounds
-    T_g ≥ Sh/Lip for both Sh estimates and both Lipschitz constants. With ``paper_reference`` the paper's
+    T_g ≥ Sh/Lip for both Sh estimates and both Lipschitz constants. With ``paper_rows`` the paper's
     numbers stand in "[paper]" columns beside ours (its "Lip(g)" is our Lip_FC, see
     :mod:`resdyn.paper_reference`). JSON nulls become n/a; a missing key is an InputError naming the file.
 
@@ -484,6 +489,7 @@ def table2(
     the envelope of the replicates' bands, and Lip is marked uncertified when any replicate's is. With one
     replicate each the table is exactly the single-run table.
     """
+    paper_reference = paper_rows is not None
     runs = {key: _replicates(source) for key, source in constants.items()}
     replicated = any(len(sources) > 1 for sources in runs.values())
     summaries = _summaries(sample_size, runs)
@@ -497,7 +503,7 @@ def table2(
         columns += reference_columns(TABLE2_REFERENCE, n_ref, band)
     rows = []
     for key, sources in runs.items():
-        paper = paper_table2(*key) or {}
+        paper = _paper_row(PAPER_TABLE2, paper_rows, key)
         datas = [
             Constants.from_source(source, _run_name("constants", key, k, len(sources)))
             for k, source in enumerate(sources, 1)
@@ -560,38 +566,45 @@ _SAMPLE_SIZE_HEADLINE = {"best_tracing": "sh_paper", "independent": "sh_independ
 
 
 def readings_table(
-    constants: Mapping[tuple[str, str, str], Mapping[str, Any] | PathLike],
-    paper_reference: bool = False,
-    sample_size: Mapping[tuple[str, str, str], Mapping[str, Any] | PathLike] | None = None,
+    constants: Mapping[tuple[Any, ...], Source],
+    paper_rows: PaperRows | None = None,
+    sample_size: Mapping[tuple[Any, ...], Source] | None = None,
 ) -> pd.DataFrame:
-    """The readings table: one row per (dataset, model, reading) from each ``constants.json``.
+    """The readings table: one row per run from each loaded ``constants.json``, keyed (dataset, model,
+    reading) or, with training replicates, (dataset, model, reading, replicate): a "Replicate" column
+    then gives k and the rows of one (dataset, model) are ordered as the mapping lists them.
 
     Columns: the reading's choices; its g-expansive constant (the reading's statistic over depths) with the
     pair and the depth that attains it; its headline Sh with ε and δ (the reading's ``pairing``), then
     both pairings' Sh side by side, whether the best-traced orbit's shadow is its own start (method §3.2
     caveat), Sh_curve and r at the window's lower end; Lip_FC, Lip(g) (with the reading's τ) and T_g ≥
-    Sh/Lip_FC for the headline Sh. With ``paper_reference`` a row "published" after each run the paper
-    reports gives its Table 2 numbers (:mod:`resdyn.paper_reference`) in the matching columns.
+    Sh/Lip_FC for the headline Sh. With ``paper_rows`` a row "published" after the runs of each (dataset,
+    model) that stands for a row of the paper gives its Table 2 numbers (:mod:`resdyn.paper_reference`)
+    in the matching columns.
 
     ``sample_size`` (each run's ``sample_size.json``, keyed alike; method §3.6) adds e, the headline Sh
     and Sh curve at the common reference size: median and 5–95 % band over the stratified subsets, as
     in :func:`table2` (the published rows: n/a).
     """
-    columns = ["Dataset", "Model", "Reading", "Choices", *(c for c, _ in READINGS_COLUMNS)]
+    replicated = any(len(key) > 3 for key in constants)
+    columns = ["Dataset", "Model", "Reading", *(["Replicate"] if replicated else [])]
+    columns += ["Choices", *(c for c, _ in READINGS_COLUMNS)]
     summaries = {key: found[0] for key, found in _summaries(sample_size, constants).items()}
     if summaries:
         n_ref, band = reference_size(summaries.values())
         columns += reference_columns(_readings_reference("best_tracing"), n_ref, band)
     rows: list[dict[str, Any]] = []
     published_after: dict[tuple[str, str], int] = {}
-    for (dataset, model, reading), source in constants.items():
-        data = Constants.from_source(source, f"constants of {dataset}/{model}/{reading}")
+    for key, source in constants.items():
+        dataset, model, reading = key[:3]
+        data = Constants.from_source(source, f"constants of {'/'.join(map(str, key))}")
         choices = data.get("reading")
         pairing = _PAIRING_KEY[data.get("g_shadowing.pairing")]
         row: dict[str, Any] = {
             "Dataset": dataset,
             "Model": model,
             "Reading": reading,
+            **({"Replicate": key[3]} if replicated else {}),
             "Choices": reading_choices(choices),
             "pair (i, j)": _pair_cell(data),
             "Sh": data.number(f"g_shadowing.{pairing}.value"),
@@ -618,13 +631,13 @@ def readings_table(
                 row[column] = f"{format_value(row[column])} {UNCERTIFIED}"
         if summaries:
             estimates = _readings_reference(data.get("g_shadowing.pairing"))
-            row |= reference_cells(summaries[(dataset, model, reading)], estimates, n_ref, band)
+            row |= reference_cells(summaries[key], estimates, n_ref, band)
         rows.append(row)
         published_after[(dataset, model)] = len(rows)
-    if paper_reference:
+    if paper_rows is not None:
         for (dataset, model), position in sorted(published_after.items(), key=lambda kv: -kv[1]):
-            paper = paper_table2(dataset, model)
-            if paper is None:
+            paper = _paper_row(PAPER_TABLE2, paper_rows, (dataset, model))
+            if not paper:
                 continue
             rows.insert(
                 position,
@@ -696,9 +709,7 @@ class ClosestPair:
     distance: float  # E[a, b]
 
 
-def closest_pairs(
-    pairs: Pairs | PathLike, trajectories: Trajectories | PathLike, k: int
-) -> list[ClosestPair]:
+def closest_pairs(pairs: Pairs, trajectories: Trajectories, k: int) -> list[ClosestPair]:
     """The K closest different-class pairs of one (dataset, model) (Table 3, §4): the ``k`` smallest
     E[a, b] of ``pairs.h5`` (/E/value, /E/pair, /E/t_star) with the rows' test index and order within
     class from ``trajectories.h5``.
@@ -706,7 +717,7 @@ def closest_pairs(
     The classes of the pair's rows (true or predicted, as the ``labels`` attr of pairs.h5 says) must be
     {a, b}; otherwise the two files do not belong together and an InputError says so.
     """
-    pairs, meta = Pairs.of(pairs), Trajectories.of(trajectories)
+    meta = trajectories
     pairs_path, trajectories_path = pairs.path, meta.path
     E = np.asarray(pairs.result.E, dtype=np.float64)
     E_pair = np.asarray(pairs.result.E_pair, dtype=np.int64)
@@ -762,16 +773,16 @@ TABLE3_COLUMNS = [
 ]
 
 
-def table3(sources: Mapping[ResultKey, tuple[PathLike, PathLike]], k: int) -> pd.DataFrame:
+def table3(sources: Mapping[ResultKey, tuple[Pairs, Trajectories]], k: int) -> pd.DataFrame:
     """Table 3 of the paper (§4): per (dataset, model), the ``k`` class pairs with the smallest E[a, b],
     with each image's order within its class (and test index), t* (the depth, 0 = stem output, where the
     pair's distance is largest) and the distance E[a, b].
 
-    ``sources`` maps (dataset, model) to (pairs.h5, trajectories.h5) paths.
+    ``sources`` maps (dataset, model) to its loaded (pairs.h5, trajectories.h5).
     """
     rows = []
-    for key, (pairs_path, trajectories_path) in sources.items():
-        for rank, pair in enumerate(closest_pairs(pairs_path, trajectories_path, k), start=1):
+    for key, (pairs, trajectories) in sources.items():
+        for rank, pair in enumerate(closest_pairs(pairs, trajectories, k), start=1):
             rows.append(
                 {
                     "Dataset": key[0],
@@ -818,11 +829,7 @@ class BestOrbit:
         return int(self.hops.shape[0])
 
 
-def best_orbit(
-    shadowing: Shadowing | PathLike,
-    constants: Constants | PathLike,
-    trajectories: Trajectories | PathLike,
-) -> BestOrbit:
+def best_orbit(shadowing: Shadowing, constants: Constants, trajectories: Trajectories) -> BestOrbit:
     """The best-traced pseudo-orbit of one (dataset, model): the orbit that starts at the test image
     ``g_shadowing.paper.orbit_start`` of ``constants.json``, read from ``shadowing.h5`` (/orbits, /hops,
     /delta, /epsilon, /shadow_image, indexed by trajectory row), with labels, orders and probabilities
@@ -832,7 +839,7 @@ def best_orbit(
     is the shadowing error ε(ξ) of method §3.2. The files must agree: the orbit starts at its own row
     and the ``shadow_image`` of constants.json (when not null) is the test index of /shadow_image.
     """
-    constants, meta = Constants.of(constants), Trajectories.of(trajectories)
+    meta = trajectories
     constants_path, trajectories_path = constants.name, meta.path
     start_index = constants.number("g_shadowing.paper.orbit_start", integer=True)
     if start_index is None:
@@ -844,7 +851,6 @@ def best_orbit(
             f"(found {matches.size} times in /index)"
         )
     start = int(matches[0])
-    shadowing = Shadowing.of(shadowing)
     shadowing_path = shadowing.path
     n_orbits, depths = shadowing.orbits.shape
     if n_orbits != meta.labels.shape[0]:

@@ -1,4 +1,5 @@
-# Config validation, wildcard constraints, output paths and input functions shared by every stage.
+# Config validation, the runs the config asks for, the one path scheme, and the input functions shared by
+# every stage.
 import os
 import re
 
@@ -7,12 +8,14 @@ from snakemake.utils import validate
 from resdyn.config import (
     canonical_config,
     check_entries,
+    dataset_settings,
     model_settings,
     sample_size_settings,
     training_settings,
 )
 from resdyn.device import gpu_may_be_present
-from resdyn.readings import DEFINITION, reading_settings
+from resdyn.paper_reference import paper_key
+from resdyn.runs import PROBES_FOLDER, configured_runs, trained_runs
 
 # The config's meaning, not its spelling, decides what reruns: Snakemake compares each job's params by
 # repr, so key order, `1e-3` vs `0.001`, an omitted default vs the default written out, or a value from
@@ -36,90 +39,92 @@ check_entries(config)
 RESULTS = config["results_dir"]
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
-# The extra readings (method §3.4); the definition's results keep the per-run paths of method §7.
-READINGS = [name for name in config["readings"] if name != DEFINITION]
-# Training replicates (method §3.6): replicate 1 is the run at the per-run paths of method §7, replicates
-# 2..K live under results/{dataset}/{model}/replicates/{k}/ and differ from it only in the training seed.
-REPLICATES = [str(k) for k in range(2, config["replicates"] + 1)]
 ENV = "../envs/resdyn.yaml"
+
+# Every run the config asks for (resdyn.runs: datasets × models × replicates × readings), resolved once.
+# A run's files live under its folder, results/<run.folder>/: the wildcard {run} is that folder, and
+# {trained} the folder of a trained network (the runs of the reading `definition`), which holds the files
+# every reading of that network shares (model.pt, trajectories.h5, lipschitz.json, probes/).
+RUNS = configured_runs(config)
+TRAINED_RUNS = trained_runs(RUNS)
+RUN = {run.folder: run for run in RUNS}
+TRAINED = {run.training_folder: run for run in TRAINED_RUNS}
+# Table 3 and the probes figure show replicate 1 of each (dataset, model).
+MAIN_RUNS = [run for run in TRAINED_RUNS if run.replicate == 1]
+PROBE_RUNS = [run for run in RUNS if run.reading.head == "probes"]
+
+
+def _alternatives(names):
+    # "(?!)" never matches: a wildcard with no value has no job.
+    return "|".join(map(re.escape, sorted(names, key=len, reverse=True))) or "(?!)"
 
 
 wildcard_constraints:
-    dataset="|".join(map(re.escape, DATASETS)),
-    model="|".join(map(re.escape, MODELS)),
-    # "(?!)" never matches: without extra readings no job has a reading wildcard.
-    reading="|".join(map(re.escape, READINGS)) or "(?!)",
-    # The same for replicates: with K = 1 no job has a replicate wildcard.
-    replicate="|".join(REPLICATES) or "(?!)",
+    dataset=_alternatives(DATASETS),
+    run=_alternatives(RUN),
+    trained=_alternatives(TRAINED),
 
 
 scattergather:
     shards=config["analysis"]["shards"],
 
 
-def run_dir(*parts):
-    """results/{dataset}/{model}/<parts>: the per-(dataset, model) folder of method §7."""
-    return os.path.join(RESULTS, "{dataset}", "{model}", *parts)
+def results(*parts):
+    return os.path.join(RESULTS, *parts)
 
 
-def reading_dir(*parts):
-    """results/{dataset}/{model}/readings/{reading}/<parts>: an extra reading's folder (method §3.4)."""
-    return run_dir("readings", "{reading}", *parts)
+def run_file(name):
+    """results/{run}/<name>: a file of one run's analysis."""
+    return results("{run}", name)
 
 
-def shard_path(kind, folder=()):
-    """Pattern of one scatter shard's file, for scatter/gather (other wildcards escaped); ``folder`` are
-    the path parts between the run's folder and shards/ (a reading's ``readings/{reading}``)."""
-    escaped = [part.replace("{", "{{").replace("}", "}}") for part in folder]
-    return os.path.join(RESULTS, "{{dataset}}", "{{model}}", *escaped, "shards", f"{kind}_{{scatteritem}}.h5")
+def trained_file(name):
+    """results/{trained}/<name>: a file of one trained network."""
+    return results("{trained}", name)
 
 
-READING_FOLDER = ("readings", "{reading}")
+def probes_file(name):
+    """results/{trained}/probes/<name>: a file of a trained network's per-depth probes (method §3.5)."""
+    return results("{trained}", PROBES_FOLDER, name)
 
 
-def replicate_dir(*parts):
-    """results/{dataset}/{model}/replicates/{replicate}/<parts>: training replicate k >= 2's folder."""
-    return run_dir("replicates", "{replicate}", *parts)
+def shard_file(kind):
+    """Pattern of one scatter shard's file under its run folder, for scatter/gather ({run} escaped)."""
+    return results("{{run}}", "shards", f"{kind}_{{scatteritem}}.h5")
 
 
-REPLICATE_FOLDER = ("replicates", "{replicate}")
+def source_of(name):
+    """Input function: the trajectories.h5 or lipschitz.json the job's reading reads (Run.source: the
+    probes' own for a reading with `head: probes`)."""
+    return lambda w: results(RUN[w.run].source(name))
 
 
-def reading_params(wildcards):
-    """The canonical settings of the job's reading (the definition's when the job has no reading
-    wildcard): adding or changing one reading changes only its own jobs' params."""
-    name = wildcards.get("reading", DEFINITION)
-    return reading_settings(config["readings"], name, config["analysis"]["labels"])
+def trained_of(name):
+    """Input function: a file of the trained network behind the job's run."""
+    return lambda w: results(RUN[w.run].trained_file(name))
 
 
-def reading_name(wildcards):
-    return wildcards.get("reading", DEFINITION)
+def data_of(key):
+    """Input function: results/data/<dataset>.h5 of the job's run (wildcard `key`: run or trained)."""
+    table = {"run": RUN, "trained": TRAINED}[key]
+    return lambda w: results("data", f"{table[w[key]].dataset}.h5")
 
 
-def uses_probes(reading):
-    return reading_settings(config["readings"], reading, config["analysis"]["labels"])["head"] == "probes"
+def run_params(w):
+    """The job's run (resdyn.runs.Run.params): a change of its reading reruns only its jobs."""
+    return RUN[w.run].params()
 
 
-PROBE_READINGS = [name for name in READINGS if uses_probes(name)]
+def trained_params(key="trained"):
+    return lambda w: TRAINED[w[key]].params()
 
 
-def reading_source(name):
-    """Input function: the reading's trajectories.h5 or lipschitz.json: the probes' own (under
-    probes/) for a reading with `head: probes`, else the main one."""
-
-    def source(wildcards):
-        folder = ("probes",) if uses_probes(wildcards.reading) else ()
-        return run_dir(*folder, name).format(dataset=wildcards.dataset, model=wildcards.model)
-
-    return source
+def log_file(name, key="run"):
+    return results("logs", "{%s}" % key, f"{name}.log")
 
 
-def log_path(name):
-    return os.path.join(RESULTS, "logs", "{dataset}", "{model}", f"{name}.log")
-
-
-def benchmark_path(name):
-    return os.path.join(RESULTS, "benchmarks", "{dataset}", "{model}", f"{name}.tsv")
+def benchmark_file(name, key="run"):
+    return results("benchmarks", "{%s}" % key, f"{name}.tsv")
 
 
 def package_sources(*modules):
@@ -127,9 +132,13 @@ def package_sources(*modules):
 
     The expensive stages (data, training, trajectories) deliberately do not list their modules: an edit to
     resdyn/train.py must not silently retrain every model. Rerun those with `snakemake -R <rule>`.
-    Every cheap rule also depends on the stage functions and the artifact layer that reads and writes its files.
+    Every cheap rule also depends on the stage functions, the run type and the artifact layer. The paths
+    are relative to the working directory, so a checkout moved elsewhere reruns nothing.
     """
-    return [os.path.join(workflow.basedir, "resdyn", f"{m}.py") for m in ("stages", "artifacts", *modules)]
+    return [
+        os.path.relpath(os.path.join(workflow.basedir, "resdyn", f"{m}.py"))
+        for m in ("stages", "artifacts", "runs", *modules)
+    ]
 
 
 def gpu_request(device):
@@ -145,11 +154,11 @@ def gpu_request(device):
     return request
 
 
-def training_params(wildcards):
-    """Exactly the training settings of one (dataset, model) and replicate (its seed shifted by k - 1):
-    a change reruns only that pair's jobs; replicate 1 (no replicate wildcard) has the configured seed."""
-    replicate = int(wildcards.get("replicate", 1))
-    return training_settings(config, wildcards.dataset, wildcards.model, replicate=replicate)
+def training_params(w):
+    """Exactly the training settings of one trained network (its seed shifted by replicate - 1): a change
+    reruns only that network's jobs."""
+    run = TRAINED[w.trained]
+    return training_settings(config, run.dataset, run.model, replicate=run.replicate)
 
 
 def checkpoint_path(wildcards, output):
@@ -157,13 +166,28 @@ def checkpoint_path(wildcards, output):
     return os.path.join(os.path.dirname(output.model), "checkpoint.pt")
 
 
-def model_entry(wildcards):
-    return model_settings(config, wildcards.model)
+def model_entry(w):
+    return model_settings(config, TRAINED[w.trained].model)
 
 
 def dataset_entry(wildcards):
-    """The data settings of one dataset, without its training overrides (they do not change the data)."""
-    return {k: v for k, v in config["datasets"][wildcards.dataset].items() if k != "training"}
+    return dataset_settings(config, wildcards.dataset)
+
+
+def paper_rows(runs):
+    """The paper's (dataset, model) each run stands for (resdyn.paper_reference.paper_key, from the
+    entries' `paper_row` or their names), or None for every run when `paper_reference` is off."""
+    if not config["paper_reference"]:
+        return None
+    return [
+        paper_key(
+            run.dataset,
+            run.model,
+            config["datasets"][run.dataset].get("paper_row"),
+            config["models"][run.model].get("paper_row"),
+        )
+        for run in runs
+    ]
 
 
 def analysis(key):
@@ -176,53 +200,23 @@ def sample_size_params():
     return sample_size_settings(config["sample_size"])
 
 
-def per_run(path):
-    """Expand a per-(dataset, model) path over every configured pair."""
-    return expand(path, dataset=DATASETS, model=MODELS)
+def files_of(runs, name, trained=False):
+    """results/<run folder>/<name> of each run (<training folder> with `trained`)."""
+    return [results(run.trained_file(name) if trained else run.file(name)) for run in runs]
 
 
-def per_reading(path):
-    """Expand a per-(dataset, model, reading) path over every pair and every extra reading."""
-    return expand(path, dataset=DATASETS, model=MODELS, reading=READINGS)
-
-
-def replicate_runs(name):
-    """(dataset, model, replicate, path of `name`) of every run of Tables 1-2, replicates 1..K of each
-    (dataset, model) in config order; replicate 1 at the per-run path."""
-    runs = []
-    for dataset in DATASETS:
-        for model in MODELS:
-            for k in range(1, config["replicates"] + 1):
-                folder = () if k == 1 else ("replicates", str(k))
-                runs.append((dataset, model, k, os.path.join(RESULTS, dataset, model, *folder, name)))
-    return runs
-
-
-def readings_table_runs(name="constants.json"):
-    """(dataset, model, reading, path of `name`) of every run in the readings table: the definition's
-    and every extra reading's, in config order."""
-    runs = []
-    for dataset in DATASETS:
-        for model in MODELS:
-            for reading in [DEFINITION, *READINGS]:
-                folder = () if reading == DEFINITION else ("readings", reading)
-                path = os.path.join(RESULTS, dataset, model, *folder, name)
-                runs.append((dataset, model, reading, path))
-    return runs
+FIGURE_NAMES = ["figure2", "figure3", "table3", "orbit"]
 
 
 def all_outputs():
-    figures = os.path.join(RESULTS, "figures", "{name}_{dataset}_{model}.png")
     return (
-        per_run(run_dir("constants.json"))
-        + per_run(run_dir("shadowing_curve.png"))
-        + per_reading(reading_dir("constants.json"))
-        + per_run(run_dir("sample_size.png"))
-        + per_reading(reading_dir("sample_size.png"))
-        + (expand(os.path.join(FIGURES, "probes_{dataset}.png"), dataset=DATASETS) if PROBE_READINGS else [])
-        + expand(figures, name=["figure2", "figure3", "table3", "orbit"], dataset=DATASETS, model=MODELS)
+        files_of(RUNS, "constants.json")
+        + files_of(RUNS, "shadowing_curve.png")
+        + files_of(RUNS, "sample_size.png")
+        + [results("figures", dataset, "probes.png") for dataset in dict.fromkeys(r.dataset for r in PROBE_RUNS)]
+        + [f for name in FIGURE_NAMES for f in files_of(TRAINED_RUNS, f"figures/{name}.png")]
         + expand(
-            os.path.join(RESULTS, "tables", "{table}.{ext}"),
+            results("tables", "{table}.{ext}"),
             table=["table1", "table2", "table3", "readings"],
             ext=["csv", "md", "tex"],
         )
@@ -231,21 +225,13 @@ def all_outputs():
 
 # Tables and figures (rules/tables.smk)
 
-TABLES = os.path.join(RESULTS, "tables")
-FIGURES = os.path.join(RESULTS, "figures")
 
-
-def table_outputs(name, caption, **report_labels):
-    """{name}.csv as a report item with its caption; the .md and .tex written beside it."""
+def table_outputs(stem, caption, **report_labels):
+    """{stem}.csv as a report item with its caption; the .md and .tex written beside it."""
     return {
-        "csv": report(
-            os.path.join(TABLES, f"{name}.csv"),
-            category="Tables",
-            caption=f"../report/{caption}",
-            **report_labels,
-        ),
-        "md": os.path.join(TABLES, f"{name}.md"),
-        "tex": os.path.join(TABLES, f"{name}.tex"),
+        "csv": report(f"{stem}.csv", category="Tables", caption=f"../report/{caption}", **report_labels),
+        "md": f"{stem}.md",
+        "tex": f"{stem}.tex",
     }
 
 
@@ -254,10 +240,5 @@ def table_stem(wildcards, output):
     return os.path.splitext(output.csv)[0]
 
 
-def figure(name, category, caption):
-    return report(
-        os.path.join(FIGURES, f"{name}_{{dataset}}_{{model}}.png"),
-        category=category,
-        subcategory="{dataset} / {model}",
-        caption=f"../report/{caption}",
-    )
+def run_report(path, category, caption, subcategory="{run}"):
+    return report(path, category=category, subcategory=subcategory, caption=f"../report/{caption}")

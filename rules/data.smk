@@ -9,11 +9,11 @@ localrules:
 
 rule prepare_data:
     output:
-        os.path.join(RESULTS, "data", "{dataset}.h5"),
+        results("data", "{dataset}.h5"),
     log:
-        os.path.join(RESULTS, "logs", "data", "{dataset}.log"),
+        results("logs", "data", "{dataset}.log"),
     benchmark:
-        os.path.join(RESULTS, "benchmarks", "data", "{dataset}.tsv")
+        results("benchmarks", "data", "{dataset}.tsv")
     conda:
         ENV
     params:

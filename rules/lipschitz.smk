@@ -1,19 +1,19 @@
-# Stage 6: Lip(g) of the head (exact ‖W‖₂ for a linear head, LipSDP for a multi-layer one; method §3.3);
-# the replicate_* rule for training replicates 2..K.
+# Stage 6: Lip(g) of the head of one trained network (exact ‖W‖₂ for a linear head, LipSDP for a
+# multi-layer one; method §3.3).
 
 
 rule lipschitz:
     input:
-        trajectories=run_dir("trajectories.h5"),
-        model=run_dir("model.pt"),
-        data=os.path.join(RESULTS, "data", "{dataset}.h5"),
+        trajectories=trained_file("trajectories.h5"),
+        model=trained_file("model.pt"),
+        data=data_of("trained"),
         code=package_sources("lipschitz"),
     output:
-        run_dir("lipschitz.json"),
+        trained_file("lipschitz.json"),
     log:
-        log_path("lipschitz"),
+        log_file("lipschitz", "trained"),
     benchmark:
-        benchmark_path("lipschitz")
+        benchmark_file("lipschitz", "trained")
     conda:
         ENV
     params:
@@ -22,17 +22,3 @@ rule lipschitz:
         device=analysis("device"),
     script:
         "../workflow_scripts/lipschitz.py"
-
-
-use rule lipschitz as replicate_lipschitz with:
-    input:
-        trajectories=replicate_dir("trajectories.h5"),
-        model=replicate_dir("model.pt"),
-        data=os.path.join(RESULTS, "data", "{dataset}.h5"),
-        code=package_sources("lipschitz"),
-    output:
-        replicate_dir("lipschitz.json"),
-    log:
-        log_path("replicates/{replicate}/lipschitz"),
-    benchmark:
-        benchmark_path("replicates/{replicate}/lipschitz")

@@ -1,92 +1,45 @@
-# Stage 4: all pairwise distances d_t(i, j), sharded over the rows i (scatter), merged exactly (gather).
-# Gives the g-expansive constant, E[a, b], Ē[a, b], per-depth minima and nearest neighbours (method §3.1).
-# The reading_* rules run the same stage for every extra reading (method §3.4) under
-# results/{dataset}/{model}/readings/{reading}/, from the same trajectories.h5; the replicate_* rules for
-# every training replicate 2..K (method §3.6) under results/{dataset}/{model}/replicates/{replicate}/.
+# Stage 4: all pairwise distances d_t(i, j) of one run, sharded over the rows i (scatter), merged exactly
+# (gather). Gives the g-expansive constant, E[a, b], Ē[a, b], per-depth minima and nearest neighbours
+# (method §3.1) under the run's reading (method §3.4).
 
 
 rule pairwise_shard:
     input:
-        trajectories=run_dir("trajectories.h5"),
+        trajectories=source_of("trajectories.h5"),
         code=package_sources("distances", "readings"),
     output:
-        temp(run_dir("shards", "pairs_{scatteritem}.h5")),
+        temp(results("{run}", "shards", "pairs_{scatteritem}.h5")),
     log:
-        log_path("pairwise_{scatteritem}"),
+        log_file("pairwise_{scatteritem}"),
     benchmark:
-        benchmark_path("pairwise_{scatteritem}")
+        benchmark_file("pairwise_{scatteritem}")
     conda:
         ENV
     resources:
         gpu=gpu_request(analysis("device")),
     params:
-        reading=reading_params,
-        name=reading_name,
+        run=run_params,
         chunk=analysis("chunk"),
         device=analysis("device"),
     script:
         "../workflow_scripts/pairwise_shard.py"
 
 
-use rule pairwise_shard as reading_pairwise_shard with:
-    input:
-        trajectories=reading_source("trajectories.h5"),
-        code=package_sources("distances", "readings"),
-    output:
-        temp(reading_dir("shards", "pairs_{scatteritem}.h5")),
-    log:
-        log_path("readings/{reading}/pairwise_{scatteritem}"),
-    benchmark:
-        benchmark_path("readings/{reading}/pairwise_{scatteritem}")
-
-
-use rule pairwise_shard as replicate_pairwise_shard with:
-    input:
-        trajectories=replicate_dir("trajectories.h5"),
-        code=package_sources("distances", "readings"),
-    output:
-        temp(replicate_dir("shards", "pairs_{scatteritem}.h5")),
-    log:
-        log_path("replicates/{replicate}/pairwise_{scatteritem}"),
-    benchmark:
-        benchmark_path("replicates/{replicate}/pairwise_{scatteritem}")
-
-
 rule pairwise_gather:
     input:
-        shards=gather.shards(shard_path("pairs")),
+        shards=gather.shards(shard_file("pairs")),
         code=package_sources("distances"),
     output:
-        run_dir("pairs.h5"),
+        run_file("pairs.h5"),
     log:
-        log_path("pairwise_gather"),
+        log_file("pairwise_gather"),
     benchmark:
-        benchmark_path("pairwise_gather")
+        benchmark_file("pairwise_gather")
     conda:
         ENV
+    # The shards are temporary: a settings change must reach this job through its own params, or a
+    # shard job killed after the change would leave the old pairs.h5 looking up to date.
+    params:
+        run=run_params,
     script:
         "../workflow_scripts/pairwise_gather.py"
-
-
-use rule pairwise_gather as reading_pairwise_gather with:
-    input:
-        shards=gather.shards(shard_path("pairs", READING_FOLDER)),
-        code=package_sources("distances"),
-    output:
-        reading_dir("pairs.h5"),
-    log:
-        log_path("readings/{reading}/pairwise_gather"),
-    benchmark:
-        benchmark_path("readings/{reading}/pairwise_gather")
-
-
-use rule pairwise_gather as replicate_pairwise_gather with:
-    input:
-        shards=gather.shards(shard_path("pairs", REPLICATE_FOLDER)),
-        code=package_sources("distances"),
-    output:
-        replicate_dir("pairs.h5"),
-    log:
-        log_path("replicates/{replicate}/pairwise_gather"),
-    benchmark:
-        benchmark_path("replicates/{replicate}/pairwise_gather")

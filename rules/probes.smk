@@ -1,24 +1,20 @@
 # Per-depth heads g_θt (method §3.5), for readings with `head: probes`: one linear probe per depth fitted on
 # the frozen network's training states, the probes' own trajectory file (p_t = softmax(W_t x_t + b_t)) and
-# its per-depth Lipschitz constants, and a figure of probe and final-head accuracy against depth.
+# its per-depth Lipschitz constants (the trajectories and lipschitz rules with the probes' files), and a
+# figure of probe and final-head accuracy against depth per dataset.
 
 
 rule probes:
     input:
-        model=run_dir("model.pt"),
-        data=os.path.join(RESULTS, "data", "{dataset}.h5"),
+        model=trained_file("model.pt"),
+        data=data_of("trained"),
     output:
-        probes=run_dir("probes", "probes.pt"),
-        table=report(
-            run_dir("probes", "probes.csv"),
-            category="Per-depth heads",
-            subcategory="{dataset} / {model}",
-            caption="../report/probes_table.rst",
-        ),
+        probes=probes_file("probes.pt"),
+        table=run_report(probes_file("probes.csv"), "Per-depth heads", "probes_table.rst", "{trained}"),
     log:
-        log_path("probes"),
+        log_file("probes", "trained"),
     benchmark:
-        benchmark_path("probes")
+        benchmark_file("probes", "trained")
     conda:
         ENV
     threads: workflow.cores
@@ -28,56 +24,56 @@ rule probes:
         settings=config["probes"],
         batch_size=analysis("batch_size"),
         # Not an output: it survives a killed job, so the rerun resumes from the last finished epoch.
-        checkpoint=run_dir("probes", "checkpoint.pt"),
+        checkpoint=lambda w, output: os.path.join(os.path.dirname(output.probes), "checkpoint.pt"),
     script:
         "../workflow_scripts/probes.py"
 
 
 use rule trajectories as probe_trajectories with:
     input:
-        model=run_dir("model.pt"),
-        data=os.path.join(RESULTS, "data", "{dataset}.h5"),
-        probes=run_dir("probes", "probes.pt"),
+        model=trained_file("model.pt"),
+        data=data_of("trained"),
+        probes=probes_file("probes.pt"),
     output:
-        run_dir("probes", "trajectories.h5"),
+        probes_file("trajectories.h5"),
     log:
-        log_path("probe_trajectories"),
+        log_file("probe_trajectories", "trained"),
     benchmark:
-        benchmark_path("probe_trajectories")
+        benchmark_file("probe_trajectories", "trained")
 
 
 use rule lipschitz as probe_lipschitz with:
     input:
-        trajectories=run_dir("probes", "trajectories.h5"),
-        model=run_dir("model.pt"),
-        data=os.path.join(RESULTS, "data", "{dataset}.h5"),
+        trajectories=probes_file("trajectories.h5"),
+        model=trained_file("model.pt"),
+        data=data_of("trained"),
         code=package_sources("lipschitz"),
     output:
-        run_dir("probes", "lipschitz.json"),
+        probes_file("lipschitz.json"),
     log:
-        log_path("probe_lipschitz"),
+        log_file("probe_lipschitz", "trained"),
     benchmark:
-        benchmark_path("probe_lipschitz")
+        benchmark_file("probe_lipschitz", "trained")
 
 
 rule probes_figure:
     input:
-        tables=expand(run_dir("probes", "probes.csv"), model=MODELS, allow_missing=True),
+        # replicate 1 of every model of the dataset
+        tables=lambda w: [
+            results(run.trained_file(f"{PROBES_FOLDER}/probes.csv"))
+            for run in PROBE_RUNS
+            if run.dataset == w.dataset and run.replicate == 1
+        ],
         code=package_sources("figures"),
     output:
-        report(
-            os.path.join(FIGURES, "probes_{dataset}.png"),
-            category="Per-depth heads",
-            subcategory="{dataset}",
-            caption="../report/probes_figure.rst",
-        ),
+        run_report(results("figures", "{dataset}", "probes.png"), "Per-depth heads", "probes_figure.rst", "{dataset}"),
     log:
-        os.path.join(RESULTS, "logs", "{dataset}", "probes_figure.log"),
+        log_file("probes_figure", "dataset"),
     benchmark:
-        os.path.join(RESULTS, "benchmarks", "{dataset}", "probes_figure.tsv")
+        benchmark_file("probes_figure", "dataset")
     conda:
         ENV
     params:
-        models=MODELS,
+        models=lambda w: [run.model for run in PROBE_RUNS if run.dataset == w.dataset and run.replicate == 1],
     script:
         "../workflow_scripts/probes_figure.py"

@@ -1,18 +1,17 @@
-# Stage 2: train one revised ResNet per (dataset, model), then evaluate it (Table 1). The replicate_* rules
-# train and evaluate replicates 2..K (config `replicates`, method §3.6): the same rules with the seed
-# shifted by k - 1 (training_params) under results/{dataset}/{model}/replicates/{k}/.
+# Stage 2: train one revised ResNet per trained network (dataset, model, replicate k: seed + k - 1, method
+# §3.6), then evaluate it (Table 1). {trained} is the network's folder (resdyn.runs.Run.training_folder).
 
 
 rule train:
     input:
-        data=os.path.join(RESULTS, "data", "{dataset}.h5"),
+        data=data_of("trained"),
     output:
-        model=run_dir("model.pt"),
-        log_csv=run_dir("train_log.csv"),
+        model=trained_file("model.pt"),
+        log_csv=trained_file("train_log.csv"),
     log:
-        log_path("train"),
+        log_file("train", "trained"),
     benchmark:
-        benchmark_path("train")
+        benchmark_file("train", "trained")
     # Train every model before any analysis job: a model's analysis would otherwise hold a core that the
     # next training job waits for, and the two analyses then run one after the other instead of together.
     priority: 10
@@ -34,14 +33,14 @@ rule train:
 
 rule evaluate:
     input:
-        model=run_dir("model.pt"),
-        data=os.path.join(RESULTS, "data", "{dataset}.h5"),
+        model=trained_file("model.pt"),
+        data=data_of("trained"),
     output:
-        run_dir("metrics.json"),
+        trained_file("metrics.json"),
     log:
-        log_path("evaluate"),
+        log_file("evaluate", "trained"),
     benchmark:
-        benchmark_path("evaluate")
+        benchmark_file("evaluate", "trained")
     conda:
         ENV
     params:
@@ -49,25 +48,3 @@ rule evaluate:
         batch_size=analysis("batch_size"),
     script:
         "../workflow_scripts/evaluate.py"
-
-
-use rule train as replicate_train with:
-    output:
-        model=replicate_dir("model.pt"),
-        log_csv=replicate_dir("train_log.csv"),
-    log:
-        log_path("replicates/{replicate}/train"),
-    benchmark:
-        benchmark_path("replicates/{replicate}/train")
-
-
-use rule evaluate as replicate_evaluate with:
-    input:
-        model=replicate_dir("model.pt"),
-        data=os.path.join(RESULTS, "data", "{dataset}.h5"),
-    output:
-        replicate_dir("metrics.json"),
-    log:
-        log_path("replicates/{replicate}/evaluate"),
-    benchmark:
-        benchmark_path("replicates/{replicate}/evaluate")

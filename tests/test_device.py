@@ -24,6 +24,9 @@ ANALYSIS_MODULES = (
     "resdyn.config",
     "resdyn.device",
     "resdyn.provenance",
+    "resdyn.runs",
+    "resdyn.readings",
+    "resdyn.paper_reference",
 )
 
 

@@ -57,10 +57,15 @@ def assert_same(fast: PairwiseResult, ref: PairwiseResult, bitwise: bool = False
         assert fast.expansive == pytest.approx(ref.expansive, rel=1e-12, abs=0, nan_ok=True)
 
 
+CHUNK = 512  # the config default (schemas/config.schema.yaml analysis.chunk)
+
+
 def sharded(probs, labels, n_classes, n_shards, chunk=16):
     n = len(labels)
     parts = [
-        pairwise_shard(probs, labels, *shard_rows(n, n_shards, k), n_classes=n_classes, chunk=chunk)
+        pairwise_shard(
+            probs, labels, *shard_rows(n, n_shards, k), n_classes=n_classes, chunk=chunk, device="cpu"
+        )
         for k in range(n_shards)
     ]
     return merge_pairwise(parts)
@@ -139,7 +144,7 @@ def test_expansion_formula_would_have_failed_here():
     u32, v32 = u.astype(np.float32), v.astype(np.float32)
     assert abs(np.sqrt(max(u32 @ u32 + v32 @ v32 - 2 * u32 @ v32, 0.0)) - direct) / direct > 0.5
     probs = np.stack([np.tile(u, (2, 1)), np.tile(v, (2, 1))])
-    result = pairwise_shard(probs, np.array([0, 1]), 0, 2, n_classes=2)
+    result = pairwise_shard(probs, np.array([0, 1]), 0, 2, n_classes=2, chunk=CHUNK, device="cpu")
     assert result.expansive == direct
 
 
@@ -276,19 +281,22 @@ def test_bad_input_names_the_problem(mutate, message):
     labels = np.array([0, 1, 2, 0])
     probs, labels = mutate(probs, labels)
     with pytest.raises(InputError, match=message):
-        pairwise_shard(probs, labels, 0, len(labels), n_classes=3)
+        pairwise_shard(probs, labels, 0, len(labels), n_classes=3, chunk=CHUNK, device="cpu")
 
 
 def test_shard_rows_out_of_range():
     probs = np.random.default_rng(0).dirichlet(np.ones(3), size=(4, 2))
     with pytest.raises(InputError, match="outside 0..4"):
-        pairwise_shard(probs, np.array([0, 1, 2, 0]), 2, 5, n_classes=3)
+        pairwise_shard(probs, np.array([0, 1, 2, 0]), 2, 5, n_classes=3, chunk=CHUNK, device="cpu")
 
 
 def test_merge_is_associative_and_order_free():
     rng = np.random.default_rng(9)
     probs, labels = random_trajectories(rng, 41, depths=4, classes=3)
-    parts = [pairwise_shard(probs, labels, *shard_rows(41, 4, k), n_classes=3) for k in range(4)]
+    parts = [
+        pairwise_shard(probs, labels, *shard_rows(41, 4, k), n_classes=3, chunk=CHUNK, device="cpu")
+        for k in range(4)
+    ]
     left = merge_pairwise([merge_pairwise(parts[:2]), merge_pairwise(parts[2:])])
     right = merge_pairwise([parts[3], merge_pairwise([parts[1], parts[2]]), parts[0]])
     ref = pairwise_bruteforce(probs, labels, 3)
@@ -300,7 +308,10 @@ def test_merge_is_associative_and_order_free():
 def test_empty_shard_is_neutral():
     rng = np.random.default_rng(2)
     probs, labels = random_trajectories(rng, 5, depths=3, classes=2)
-    parts = [pairwise_shard(probs, labels, *shard_rows(5, 9, k), n_classes=2) for k in range(9)]
+    parts = [
+        pairwise_shard(probs, labels, *shard_rows(5, 9, k), n_classes=2, chunk=CHUNK, device="cpu")
+        for k in range(9)
+    ]
     assert any(p.nn_index.max() < 0 for p in parts)  # S > N leaves shards without rows
     assert_same(merge_pairwise(parts), pairwise_bruteforce(probs, labels, 2), bitwise=True)
 
@@ -444,7 +455,7 @@ def test_min_max_distance_rejects_bad_shapes():
 def test_auto_device_gives_the_same_bits():
     rng = np.random.default_rng(6)
     probs, labels = random_trajectories(rng, 23, depths=3, classes=3)
-    result = pairwise_shard(probs, labels, 0, 23, n_classes=3, device="auto")
+    result = pairwise_shard(probs, labels, 0, 23, n_classes=3, chunk=CHUNK, device="auto")
     assert_same(result, pairwise_bruteforce(probs, labels, 3), bitwise=True)
 
 

@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 from test_tables import CIFAR_NAMES, synthetic_run
 
+from resdyn import stages
+from resdyn.artifacts import Constants, DatasetFile, Pairs, Shadowing, Trajectories
 from resdyn.figures import (
     CLASS_EXPANSIVE_SIZE,
     DPI,
+    best_orbit_indices,
+    closest_pair_indices,
     figure_class_expansive,
     plot_best_orbit,
     plot_class_expansive,
@@ -21,6 +25,7 @@ from resdyn.figures import (
     spans_decades,
 )
 from resdyn.io import InputError
+from resdyn.runs import Run
 from resdyn.tables import best_orbit, closest_pairs
 
 
@@ -42,6 +47,18 @@ def assert_drawn(path, size) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict:
     return synthetic_run(tmp_path_factory.mktemp("cifar") / "results" / "cifar10" / "resnet18", n=50, T=8)
+
+
+def loaded_orbit(paths: dict):
+    return best_orbit(
+        Shadowing.load(paths["shadowing"]),
+        Constants.load(paths["constants"]),
+        Trajectories.load(paths["trajectories"]),
+    )
+
+
+def loaded_pairs(paths: dict, k: int):
+    return closest_pairs(Pairs.load(paths["pairs"]), Trajectories.load(paths["trajectories"]), k)
 
 
 def symmetric(C: int, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
@@ -86,40 +103,102 @@ def test_plot_class_expansive_rejects_bad_shapes(tmp_path):
 
 
 def test_figure_class_expansive_from_files(run, tmp_path):
+    pairs, trajectories = Pairs.load(run["pairs"]), Trajectories.load(run["trajectories"])
     for which in ("E", "E_mean"):
-        out = figure_class_expansive(
-            run["pairs"], run["trajectories"], tmp_path / f"{which}.png", which, which
-        )
+        out = figure_class_expansive(pairs, trajectories, tmp_path / f"{which}.png", which, which)
         assert_drawn(out, CLASS_EXPANSIVE_SIZE)
     with pytest.raises(ValueError, match="which"):
-        figure_class_expansive(run["pairs"], run["trajectories"], tmp_path / "x.png", "E_max", "x")
-    broken = tmp_path / "pairs.h5"
-    with h5py.File(broken, "w") as f:
-        f["E/value"] = np.zeros((10, 10))
-    with pytest.raises(InputError, match=r"pairs\.h5.*'E/pair'"):
-        figure_class_expansive(broken, run["trajectories"], tmp_path / "x.png", "E_mean", "x")
+        figure_class_expansive(pairs, trajectories, tmp_path / "x.png", "E_max", "x")
+    # Files of different runs (4 classes in trajectories.h5, 10 in pairs.h5) are refused with both names.
+    other = synthetic_run(tmp_path / "other", n=20, T=8, C=4)
+    with pytest.raises(InputError, match=r"pairs\.h5.*\(10, 10\).*other/trajectories\.h5 names 4 classes"):
+        figure_class_expansive(pairs, Trajectories.load(other["trajectories"]), tmp_path / "x.png", "E", "x")
+    assert not (tmp_path / "x.png").exists()
 
 
 @pytest.mark.parametrize("k", [1, 4])
 def test_plot_closest_pairs(run, tmp_path, k):
-    pairs = closest_pairs(run["pairs"], run["trajectories"], k)
-    out = plot_closest_pairs(pairs, run["data"], tmp_path / "pairs.png", "Table 3")
+    pairs = loaded_pairs(run, k)
+    indices = closest_pair_indices(pairs)
+    assert indices == [i for p in pairs for i in (p.index_a, p.index_b)] and len(indices) == 2 * k
+    images = DatasetFile.test_images(run["data"], indices)
+    assert images.shape == (2 * k, 32, 32, 3) and images.dtype == np.uint8
+    out = plot_closest_pairs(pairs, images, tmp_path / "pairs.png", "Table 3")
     assert_drawn(out, (2.6 * k + 0.4, 2.9))
     # A run without different-class pairs (one label) gets a figure that says so, not a crash.
-    assert_drawn(plot_closest_pairs([], run["data"], tmp_path / "none.png", "Table 3"), (4.0, 1.5))
+    none = DatasetFile.test_images(run["data"], closest_pair_indices([]))
+    assert_drawn(plot_closest_pairs([], none, tmp_path / "none.png", "Table 3"), (4.0, 1.5))
+    with pytest.raises(ValueError, match=f"{2 * k - 1} images for {k} pairs"):
+        plot_closest_pairs(pairs, images[1:], tmp_path / "short.png", "Table 3")
+    assert not (tmp_path / "short.png").exists()
 
 
-def test_plot_closest_pairs_names_data_file_on_bad_index(run, tmp_path):
-    pair = closest_pairs(run["pairs"], run["trajectories"], 1)[0]
+def test_closest_pair_images_name_data_file_on_bad_index(run, tmp_path):
+    pair = loaded_pairs(run, 1)[0]
     pair.index_b = 10**6
     with pytest.raises(InputError, match=r"data\.h5.*1000000"):
-        plot_closest_pairs([pair], run["data"], tmp_path / "x.png", "Table 3")
+        DatasetFile.test_images(run["data"], closest_pair_indices([pair]))
 
 
 def test_plot_best_orbit_strip(run, tmp_path):
-    orbit = best_orbit(run["shadowing"], run["constants"], run["trajectories"])
-    out = plot_best_orbit(orbit, run["data"], tmp_path / "orbit.png", "Table 4")
+    orbit = loaded_orbit(run)
+    indices = best_orbit_indices(orbit)
+    assert indices == [*orbit.test_index.tolist(), orbit.shadow_index] and len(indices) == orbit.T + 2
+    images = DatasetFile.test_images(run["data"], indices)
+    out = plot_best_orbit(orbit, images, tmp_path / "orbit.png", "Table 4")
     assert_drawn(out, (1.3 * (orbit.T + 1) + 0.6, 4.4))
+    with pytest.raises(ValueError, match=f"{orbit.T + 1} images for an orbit of T \\+ 1 = {orbit.T + 1}"):
+        plot_best_orbit(orbit, images[:-1], tmp_path / "short.png", "Table 4")
+    assert not (tmp_path / "short.png").exists()
+
+
+def test_figures_stage_draws_every_figure_of_a_run(run, tmp_path):
+    """The stage layer: from the run's files to Figures 2-3, the Table 3 pairs and the orbit strip and
+    table, titled with the run's network."""
+    out = {name: tmp_path / name for name in ("f2.png", "f3.png", "pairs.png", "orbit.png")}
+    stages.figures(
+        Run("cifar10", "resnet18", replicate=2),
+        data_path=run["data"],
+        trajectories_path=run["trajectories"],
+        pairs_path=run["pairs"],
+        shadowing_path=run["shadowing"],
+        constants_path=run["constants"],
+        figure2_png=out["f2.png"],
+        figure3_png=out["f3.png"],
+        pairs_png=out["pairs.png"],
+        orbit_png=out["orbit.png"],
+        orbit_table_stem=tmp_path / "orbit",
+        k=2,
+    )
+    assert_drawn(out["f2.png"], CLASS_EXPANSIVE_SIZE)
+    assert_drawn(out["f3.png"], CLASS_EXPANSIVE_SIZE)
+    assert_drawn(out["pairs.png"], (2.6 * 2 + 0.4, 2.9))
+    orbit = loaded_orbit(run)
+    assert_drawn(out["orbit.png"], (1.3 * (orbit.T + 1) + 0.6, 4.4))
+    table = (tmp_path / "orbit.md").read_text()
+    assert "cifar10" in table and "b*" in table
+    assert {p.suffix for p in tmp_path.glob("orbit.*")} == {".png", ".csv", ".md", ".tex"}
+    # A broken pairs.h5 is named with its missing key, and no figure is written.
+    broken = tmp_path / "broken" / "pairs.h5"
+    broken.parent.mkdir()
+    with h5py.File(broken, "w") as f:
+        f["E/value"] = np.zeros((10, 10))
+    with pytest.raises(InputError, match=r"pairs\.h5.*'E/pair'"):
+        stages.figures(
+            Run("cifar10", "resnet18"),
+            data_path=run["data"],
+            trajectories_path=run["trajectories"],
+            pairs_path=broken,
+            shadowing_path=run["shadowing"],
+            constants_path=run["constants"],
+            figure2_png=broken.parent / "f2.png",
+            figure3_png=broken.parent / "f3.png",
+            pairs_png=broken.parent / "pairs.png",
+            orbit_png=broken.parent / "orbit.png",
+            orbit_table_stem=broken.parent / "orbit",
+            k=2,
+        )
+    assert not list(broken.parent.glob("*.png"))
 
 
 def test_plot_best_orbit_grayscale_images(tmp_path):
@@ -129,8 +208,11 @@ def test_plot_best_orbit_grayscale_images(tmp_path):
         grey = f["test/images"][:, :1]
         del f["test/images"]
         f["test/images"] = grey
-    orbit = best_orbit(paths["shadowing"], paths["constants"], paths["trajectories"])
-    out = plot_best_orbit(orbit, paths["data"], tmp_path / "orbit.png", "Table 5")
+    orbit = loaded_orbit(paths)
+    images = DatasetFile.test_images(paths["data"], best_orbit_indices(orbit))
+    assert images.shape == (orbit.T + 2, 32, 32, 3)
+    assert (images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all()
+    out = plot_best_orbit(orbit, images, tmp_path / "orbit.png", "Table 5")
     assert_drawn(out, (1.3 * 4 + 0.6, 4.4))
 
 

@@ -16,6 +16,7 @@ from resdyn.data import images_to_tensor
 from resdyn.io import InputError
 from resdyn.lipschitz import depth_heads_lipschitz
 from resdyn.model import build_model
+from resdyn.runs import Run
 
 TINY = {"blocks": [1, 1, 1, 1], "width": 16}  # T = 4, n = 1024
 SETTINGS = {"epochs": 40, "lr": 1e-2, "batch_size": 64, "seed": 3, "device": "cpu"}
@@ -160,8 +161,7 @@ def test_probe_stages_write_a_self_contained_trajectory_file(setup, tmp_path):
         model_path,
         data,
         tmp_path / "traj.h5",
-        dataset="digits",
-        model_name="tiny",
+        run=Run("digits", "tiny"),
         batch_size=16,
         store_states=True,
         device="cpu",
@@ -179,7 +179,9 @@ def test_probe_stages_write_a_self_contained_trajectory_file(setup, tmp_path):
         traj.probs, expected / expected.sum(axis=2, keepdims=True), rtol=1e-12, atol=1e-15
     )
     np.testing.assert_allclose(traj.logits, z, rtol=1e-12, atol=1e-12)
-    lip = stages.lipschitz(tmp_path / "traj.h5", tmp_path / "lipschitz.json")
+    lip = stages.lipschitz(
+        tmp_path / "traj.h5", tmp_path / "lipschitz.json", solver="SCS", eps=1e-6, device="cpu"
+    )
     norms = [np.linalg.norm(w, 2) for w in weight]
     assert [row["fc"] for row in lip["per_depth"]] == pytest.approx(norms, rel=1e-12)
     assert lip["fc"] == pytest.approx(max(norms), rel=1e-12) and lip["g"] == pytest.approx(max(norms) / 2)
@@ -205,8 +207,7 @@ def test_probes_for_another_model_are_refused(setup, tmp_path):
             model_path,
             data,
             tmp_path / "t.h5",
-            dataset="d",
-            model_name="m",
+            run=Run("d", "m"),
             batch_size=8,
             store_states=False,
             device="cpu",

@@ -12,8 +12,13 @@ import pytest
 
 from resdyn import stages
 from resdyn.artifacts import Trajectories
+from resdyn.config import schema_defaults
 from resdyn.io import InputError
 from resdyn.readings import DEFINITION, Reading, reading_settings, view_probs
+from resdyn.runs import Run
+
+ANALYSIS = schema_defaults("analysis")
+LIPSCHITZ = schema_defaults("lipschitz")  # solver, eps
 
 AUTHORS = Reading(
     "authors",
@@ -151,28 +156,38 @@ def write_trajectories(path: Path, logits: np.ndarray, labels: np.ndarray, n_cla
 
 def run_reading(trajectories: Path, folder: Path, reading: Reading, shards: int = 2) -> dict:
     """Every analysis stage of one reading, as the workflow chains them; returns constants.json."""
+    return run_stages(trajectories, folder, Run("synthetic", "none", reading=reading), shards, chunk=3)
+
+
+def run_stages(trajectories: Path, folder: Path, run: Run, shards: int, chunk: int) -> dict:
+    """The pairwise, shadowing, Lipschitz and constants stages of ``run`` with ``shards`` shards."""
     folder.mkdir(parents=True, exist_ok=True)
     parts = [folder / f"pairs_{k}.h5" for k in range(1, shards + 1)]
     for k, part in enumerate(parts, 1):
-        stages.pairwise_shard(trajectories, part, f"{k}-of-{shards}", chunk=3, reading=reading)
-    stages.gather_pairwise(parts, folder / "pairs.h5")
+        stages.pairwise_shard(trajectories, part, f"{k}-of-{shards}", run=run, chunk=chunk, device="cpu")
+    stages.gather_pairwise(parts, folder / "pairs.h5", run=run)
     orbit_parts = [folder / f"shadowing_{k}.h5" for k in range(1, shards + 1)]
     for k, part in enumerate(orbit_parts, 1):
         stages.shadowing_shard(
-            trajectories, folder / "pairs.h5", part, f"{k}-of-{shards}", chunk=3, reading=reading
+            trajectories, folder / "pairs.h5", part, f"{k}-of-{shards}", run=run, chunk=chunk
         )
     stages.gather_shadowing(
-        orbit_parts[::-1], folder / "shadowing.h5", folder / "c.csv", folder / "c.png", reading=reading
+        orbit_parts[::-1],
+        folder / "shadowing.h5",
+        folder / "c.csv",
+        folder / "c.png",
+        run=run,
+        quantiles=ANALYSIS["curve_quantiles"],
     )
     if not (folder.parent / "lipschitz.json").exists():
-        stages.lipschitz(trajectories, folder.parent / "lipschitz.json")
+        stages.lipschitz(trajectories, folder.parent / "lipschitz.json", **LIPSCHITZ, device="cpu")
     return stages.constants(
         folder / "constants.json",
         trajectories_path=trajectories,
         pairs_path=folder / "pairs.h5",
         shadowing_path=folder / "shadowing.h5",
         lipschitz_path=folder.parent / "lipschitz.json",
-        reading=reading,
+        run=run,
     )
 
 
@@ -262,22 +277,14 @@ def test_shard_count_does_not_change_a_reading(reading, tmp_path):
 
 
 def test_definition_reading_is_the_main_analysis(tmp_path):
-    """The reading 'definition' gives exactly what the stages give without a reading."""
+    """The reading 'definition' gives exactly what the stages give for a run named without a reading
+    (the trained network's own run, in its training folder), at the config's default chunk and one shard."""
     logits, labels, n_classes = logits_case("near_duplicates")
     path = write_trajectories(tmp_path / "trajectories.h5", logits, labels, n_classes)
     explicit = run_reading(path, tmp_path / "explicit", Reading())
-    parts = [tmp_path / "p1.h5"]
-    stages.pairwise_shard(path, parts[0], "1-of-1")
-    stages.gather_pairwise(parts, tmp_path / "pairs.h5")
-    stages.shadowing_shard(path, tmp_path / "pairs.h5", tmp_path / "s1.h5", "1-of-1")
-    stages.gather_shadowing([tmp_path / "s1.h5"], tmp_path / "sh.h5", tmp_path / "c.csv", tmp_path / "c.png")
-    implicit = stages.constants(
-        tmp_path / "constants.json",
-        trajectories_path=path,
-        pairs_path=tmp_path / "pairs.h5",
-        shadowing_path=tmp_path / "sh.h5",
-        lipschitz_path=tmp_path / "lipschitz.json",
-    )
+    run = Run("synthetic", "none")
+    assert run.is_trained_run and run.reading == Reading(labels=ANALYSIS["labels"])
+    implicit = run_stages(path, tmp_path / "implicit", run, shards=1, chunk=ANALYSIS["chunk"])
     explicit.pop("versions"), implicit.pop("versions")
     assert explicit == implicit
 
@@ -287,7 +294,14 @@ def test_distinct_orbits_that_run_out_of_images_fail_clearly(tmp_path):
     path = write_trajectories(tmp_path / "trajectories.h5", z, np.array([0, 1, 0]), 2)
     reading = Reading("distinct", orbits="distinct")
     with pytest.raises(InputError, match="run out of images"):
-        stages.shadowing_shard(path, tmp_path / "unused.h5", tmp_path / "s.h5", "1-of-1", reading=reading)
+        stages.shadowing_shard(
+            path,
+            tmp_path / "unused.h5",
+            tmp_path / "s.h5",
+            "1-of-1",
+            run=Run("d", "m", reading=reading),
+            chunk=3,
+        )
     assert not (tmp_path / "s.h5").exists()
 
 
@@ -300,7 +314,7 @@ def test_revisiting_scan_equals_the_nearest_neighbour_route(tmp_path):
     probs = softmax(logits, 1.0)
     tables = pairwise_bruteforce(probs, labels, n_classes)
     want_orbits, want_hops = shadowing.greedy_pseudo_orbits(tables.nn_index, tables.nn_distance)
-    orbits, hops = shadowing.scan_pseudo_orbits(probs, 0, len(probs), chunk=4)
+    orbits, hops = shadowing.scan_pseudo_orbits(probs, 0, len(probs), distinct=False, chunk=4)
     np.testing.assert_array_equal(orbits, want_orbits)
     np.testing.assert_array_equal(hops, want_hops)
 
@@ -320,9 +334,12 @@ def test_float32_logits_are_refused_for_a_temperature(tmp_path):
     with h5py.File(path, "a") as handle:
         del handle["logits"]
         handle["logits"] = logits.astype(np.float32)
-    stages.pairwise_shard(path, tmp_path / "ok.h5", "1-of-1")  # τ = 1 reads /probs: fine
+    stages.pairwise_shard(path, tmp_path / "ok.h5", "1-of-1", run=Run("d", "m"), chunk=512, device="cpu")
+    # τ = 1 reads /probs: fine
     with pytest.raises(InputError, match="float32.*rerun its trajectories"):
-        stages.pairwise_shard(path, tmp_path / "out.h5", "1-of-1", reading=AUTHORS)
+        stages.pairwise_shard(
+            path, tmp_path / "out.h5", "1-of-1", run=Run("d", "m", reading=AUTHORS), chunk=512, device="cpu"
+        )
     assert not (tmp_path / "out.h5").exists()
 
 
@@ -368,7 +385,8 @@ def test_readings_table_puts_the_published_row_beside_the_runs(tmp_path):
     found = {
         (dataset, "resnet50", name): data for dataset in ("mnist", "digits") for name, data in runs.items()
     }
-    table = tables.readings_table(found, paper_reference=True)
+    paper_rows = {("mnist", "resnet50"): ("MNIST", "ResNet-50"), ("digits", "resnet50"): None}
+    table = tables.readings_table(found, paper_rows=paper_rows)
     assert table["Reading"].tolist() == ["definition", "authors", "published", "definition", "authors"]
     published = table.iloc[2]
     assert (published["Dataset"], published["g-expansive"], published["Sh"]) == ("mnist", 8.75e-6, 0.0031)
@@ -379,3 +397,66 @@ def test_readings_table_puts_the_published_row_beside_the_runs(tmp_path):
     assert table.iloc[0]["Sh"] == found[("mnist", "resnet50", "definition")]["g_shadowing"]["paper"]["value"]
     stems = tables.write_table(table, tmp_path / "readings")
     assert {p.suffix for p in stems} == {".csv", ".md", ".tex"}
+
+
+def test_readings_table_with_replicates_gives_each_runs_replicate(tmp_path):
+    """Keys (dataset, model, reading, replicate) add a "Replicate" column; rows keep the mapping's order and
+    the published row follows the last run of its (dataset, model), the row its paper_rows entry names."""
+    from test_tables import sample_size_summary
+
+    from resdyn import tables
+    from resdyn.io import write_json
+    from resdyn.paper_reference import PAPER_TABLE2
+
+    logits, labels, n_classes = logits_case("random")
+    path = write_trajectories(tmp_path / "trajectories.h5", logits, labels, n_classes)
+    readings = (Reading(), AUTHORS)
+    runs = {reading.name: run_reading(path, tmp_path / reading.name, reading) for reading in readings}
+    found = {("digits", "tiny", name, k): data for k in (1, 2) for name, data in runs.items()}
+    paper_rows = {("digits", "tiny"): ("MNIST", "ResNet-18")}
+    table = tables.readings_table(found, paper_rows=paper_rows)
+    assert list(table.columns[:5]) == ["Dataset", "Model", "Reading", "Replicate", "Choices"]
+    assert table["Reading"].tolist() == ["definition", "authors", "definition", "authors", "published"]
+    assert table["Replicate"].tolist() == [1, 1, 2, 2, None]
+    published = table.iloc[4]
+    paper = PAPER_TABLE2[("MNIST", "ResNet-18")]
+    assert (published["Dataset"], published["g-expansive"], published["Sh"]) == (
+        "digits",
+        paper["g_expansive"],
+        paper["g_shadowing"],
+    )
+    authors = runs["authors"]["g_shadowing"]["independent"]
+    assert table.iloc[3]["Sh"] == authors["value"] and table.iloc[3]["Choices"] == table.iloc[1]["Choices"]
+    single = tables.readings_table({key[:3]: data for key, data in found.items() if key[3] == 1})
+    assert "Replicate" not in single.columns and single["Reading"].tolist() == ["definition", "authors"]
+    assert single.drop(columns="Choices").equals(
+        table.iloc[:2].drop(columns=["Replicate", "Choices"]).reset_index(drop=True)
+    )
+
+    # The stage layer keys the rows by the runs: a replicate >= 2 among them adds the column.
+    summary = tmp_path / "sample_size.json"
+    write_json(summary, sample_size_summary(len(labels), reference=10))
+    stage_runs = [Run("digits", "tiny", k, reading) for k in (1, 2) for reading in readings]
+    constants_paths = [tmp_path / reading.name / "constants.json" for _ in (1, 2) for reading in readings]
+    stages.readings_table(
+        stage_runs,
+        constants_paths,
+        [summary] * 4,
+        tmp_path / "readings",
+        paper_rows=[("MNIST", "ResNet-18")] * 4,
+    )
+    written = (tmp_path / "readings.csv").read_text().splitlines()
+    assert written[0].startswith("Dataset,Model,Reading,Replicate,Choices,")
+    assert [line.split(",")[2:4] for line in written[1:]] == [
+        ["definition", "1"],
+        ["authors", "1"],
+        ["definition", "2"],
+        ["authors", "2"],
+        ["published", "n/a"],
+    ]
+    stages.readings_table(
+        stage_runs[:2], constants_paths[:2], [summary] * 2, tmp_path / "one", paper_rows=None
+    )
+    assert (tmp_path / "one.csv").read_text().startswith("Dataset,Model,Reading,Choices,")
+    with pytest.raises(InputError, match="2 runs, 2 constants.json and 1 sample_size.json"):
+        stages.readings_table(stage_runs[:2], constants_paths[:2], [summary], tmp_path / "x", paper_rows=None)

@@ -14,8 +14,32 @@ import numpy as np
 import pytest
 
 from resdyn import constants, distances, stages, tables
-from resdyn.artifacts import DatasetFile, Pairs, Trajectories
+from resdyn.artifacts import Constants, DatasetFile, Lipschitz, Pairs, Shadowing, Trajectories
+from resdyn.config import schema_defaults
 from resdyn.io import InputError, atomic_output, read_json, write_json
+from resdyn.readings import Reading
+from resdyn.runs import Run
+
+ANALYSIS = schema_defaults("analysis")  # chunk, curve_quantiles
+LIPSCHITZ = schema_defaults("lipschitz")  # solver, eps
+RUN = Run("synthetic", "none")
+"""The run of the synthetic trajectories (the reading ``definition`` with true labels)."""
+
+
+def pairwise_shard(trajectories: Path, out: Path, item: str, *, run: Run = RUN, chunk: int = 4) -> None:
+    stages.pairwise_shard(trajectories, out, item, run=run, chunk=chunk, device="cpu")
+
+
+def shadowing_shard(trajectories: Path, pairs: Path, out: Path, item: str, *, run: Run = RUN) -> None:
+    stages.shadowing_shard(trajectories, pairs, out, item, run=run, chunk=ANALYSIS["chunk"])
+
+
+def gather_shadowing(shards: list[Path], *outputs: Path, run: Run = RUN) -> dict:
+    return stages.gather_shadowing(shards, *outputs, run=run, quantiles=ANALYSIS["curve_quantiles"])
+
+
+def lipschitz_stage(trajectories: Path, out: Path) -> dict:
+    return stages.lipschitz(trajectories, out, **LIPSCHITZ, device="cpu")
 
 
 def write_trajectory_file(path: Path, probs: np.ndarray, labels: np.ndarray, n_classes: int) -> Path:
@@ -56,9 +80,9 @@ def test_shards_and_gather_match_the_brute_force(trajectories, tmp_path):
     shards = []
     for k in range(1, 4):
         out = tmp_path / f"pairs_{k}-of-3.h5"
-        stages.pairwise_shard(trajectories, out, f"{k}-of-3", chunk=4)
+        pairwise_shard(trajectories, out, f"{k}-of-3")
         shards.append(out)
-    stages.gather_pairwise(shards, tmp_path / "pairs.h5")
+    stages.gather_pairwise(shards, tmp_path / "pairs.h5", run=RUN)
     merged = Pairs.load(tmp_path / "pairs.h5").result
     traj = Trajectories.load(trajectories)
     reference = distances.pairwise_bruteforce(traj.probs, traj.labels, len(traj.class_names))
@@ -86,7 +110,7 @@ def test_truncated_trajectories_name_the_file_and_leave_no_output(trajectories, 
     trajectories.write_bytes(data[: len(data) // 3])
     out = tmp_path / "pairs_1-of-1.h5"
     with pytest.raises(InputError, match="trajectories.h5"):
-        stages.pairwise_shard(trajectories, out, "1-of-1")
+        pairwise_shard(trajectories, out, "1-of-1")
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
 
 
@@ -95,7 +119,7 @@ def test_nan_probabilities_are_refused(tmp_path):
     probs[4, 1, 0] = np.nan
     path = write_trajectory_file(tmp_path / "trajectories.h5", probs, np.array([0, 1] * 3), 2)
     with pytest.raises(InputError, match="NaN"):
-        stages.pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+        pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
     assert not (tmp_path / "out.h5").exists()
 
 
@@ -103,7 +127,7 @@ def test_missing_key_is_named(trajectories, tmp_path):
     with h5py.File(trajectories, "a") as handle:
         del handle["labels"]
     with pytest.raises(InputError, match="labels"):
-        stages.pairwise_shard(trajectories, tmp_path / "out.h5", "1-of-1")
+        pairwise_shard(trajectories, tmp_path / "out.h5", "1-of-1")
     assert not (tmp_path / "out.h5").exists()
 
 
@@ -112,28 +136,30 @@ def test_label_outside_the_class_range_is_named(tmp_path):
     with h5py.File(path, "a") as handle:
         handle["labels"][3] = 7
     with pytest.raises(InputError, match="7"):
-        stages.pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
+        pairwise_shard(path, tmp_path / "out.h5", "1-of-1")
     assert not (tmp_path / "out.h5").exists()
 
 
 def run_analysis(trajectories: Path, tmp_path: Path, *, labels: str = "true", shards: int = 2) -> dict:
     """Every analysis stage on a trajectories file, as the workflow chains them; returns constants.json."""
+    run = Run("synthetic", "none", reading=Reading(labels=labels))
     parts = []
     for k in range(1, shards + 1):
         parts.append(tmp_path / f"pairs_{k}-of-{shards}.h5")
-        stages.pairwise_shard(trajectories, parts[-1], f"{k}-of-{shards}", labels=labels, chunk=4)
+        pairwise_shard(trajectories, parts[-1], f"{k}-of-{shards}", run=run)
     pairs = tmp_path / "pairs.h5"
-    stages.gather_pairwise(parts, pairs)
-    stages.shadowing_shard(trajectories, pairs, tmp_path / "s.h5", "1-of-1")
+    stages.gather_pairwise(parts, pairs, run=run)
+    shadowing_shard(trajectories, pairs, tmp_path / "s.h5", "1-of-1", run=run)
     shadowing_h5 = tmp_path / "shadowing.h5"
-    stages.gather_shadowing([tmp_path / "s.h5"], shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
-    stages.lipschitz(trajectories, tmp_path / "lipschitz.json")
+    gather_shadowing([tmp_path / "s.h5"], shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png", run=run)
+    lipschitz_stage(trajectories, tmp_path / "lipschitz.json")
     return stages.constants(
         tmp_path / "constants.json",
         trajectories_path=trajectories,
         pairs_path=pairs,
         shadowing_path=shadowing_h5,
         lipschitz_path=tmp_path / "lipschitz.json",
+        run=run,
     )
 
 
@@ -149,11 +175,12 @@ def test_single_class_finishes_with_an_undefined_expansive_constant(tmp_path, la
     assert f"{labels} label(s) ['0']" in expansive["undefined_reason"]
     # Nearest neighbours need no labels: shadowing is still defined.
     assert result["g_shadowing"]["curve"]["quantiles"] is not None
-    table = tables.table2({("synthetic", "none"): tmp_path / "constants.json"})
+    table = tables.table2({("synthetic", "none"): Constants.load(tmp_path / "constants.json")})
     assert table.loc[0, "g-expansive"] == tables.UNDEFINED
     assert table.loc[0, "t*"] == tables.UNDEFINED
     # Table 3 and the figures accept a run without class pairs.
-    assert tables.table3({("synthetic", "none"): (tmp_path / "pairs.h5", path)}, 4).empty
+    loaded = (Pairs.load(tmp_path / "pairs.h5"), Trajectories.load(path))
+    assert tables.table3({("synthetic", "none"): loaded}, 4).empty
     images = np.zeros((6, 3, 32, 32), np.uint8)
     data_h5 = tmp_path / "data.h5"
     DatasetFile(
@@ -167,6 +194,7 @@ def test_single_class_finishes_with_an_undefined_expansive_constant(tmp_path, la
         name: tmp_path / f"{name}.png" for name in ("figure2_png", "figure3_png", "pairs_png", "orbit_png")
     }
     stages.figures(
+        Run("synthetic", "none", reading=Reading(labels=labels)),
         data_path=data_h5,
         trajectories_path=path,
         pairs_path=tmp_path / "pairs.h5",
@@ -174,8 +202,6 @@ def test_single_class_finishes_with_an_undefined_expansive_constant(tmp_path, la
         constants_path=tmp_path / "constants.json",
         orbit_table_stem=tmp_path / "orbit",
         k=4,
-        dataset="synthetic",
-        model="none",
         **pngs,
     )
     assert all(png.stat().st_size > 0 for png in pngs.values())
@@ -238,7 +264,7 @@ def test_uncertified_lipschitz_gives_no_theorem1_bound(trajectories, tmp_path, m
     paper_sh = result["g_shadowing"]["paper"]["value"]
     if paper_sh is not None:
         assert bounds["uncertified_estimates"]["paper"] == pytest.approx(paper_sh / lip["fc"])
-    table = tables.table2({("synthetic", "none"): tmp_path / "constants.json"})
+    table = tables.table2({("synthetic", "none"): Constants.load(tmp_path / "constants.json")})
     assert table.loc[0, "Lip_FC"].endswith(tables.UNCERTIFIED)
     assert table.loc[0, "T_g ≥ Sh/Lip_FC"] == tables.UNDEFINED
 
@@ -251,11 +277,33 @@ def test_certified_lipschitz_is_flagged_and_bounds_stay(trajectories, tmp_path):
 
 
 def test_gather_refuses_incomplete_shards(trajectories, tmp_path):
-    stages.pairwise_shard(trajectories, tmp_path / "a.h5", "1-of-2")
+    pairwise_shard(trajectories, tmp_path / "a.h5", "1-of-2")
     pairs = tmp_path / "pairs.h5"
     # shard_rows balances the i < j pairs, so the first of two shards of 18 rows holds rows 0..6.
     with pytest.raises(InputError, match="cover rows 0..6 only, expected 0..18"):
-        stages.gather_pairwise([tmp_path / "a.h5"], pairs)
+        stages.gather_pairwise([tmp_path / "a.h5"], pairs, run=RUN)
+    assert not pairs.exists()
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        Reading(labels="predicted"),
+        Reading("blocks", depths="blocks"),
+        Reading("tau", temperature_expansive=1000.0, temperature_shadowing=1000.0),
+    ],
+    ids=lambda r: f"{r.name}-{r.labels}",
+)
+def test_gather_refuses_shards_of_another_reading(trajectories, tmp_path, reading):
+    """A stale shard (computed for another label source, first depth or temperature than the run's reading)
+    is named, and nothing is gathered."""
+    pairwise_shard(trajectories, tmp_path / "a.h5", "1-of-2")
+    pairwise_shard(trajectories, tmp_path / "b.h5", "2-of-2")
+    pairs = tmp_path / "pairs.h5"
+    with pytest.raises(
+        InputError, match=r"a\.h5: shard of labels 'true', first depth 0, temperature 1.*stale"
+    ):
+        stages.gather_pairwise([tmp_path / "a.h5", tmp_path / "b.h5"], pairs, run=RUN.with_reading(reading))
     assert not pairs.exists()
 
 
@@ -263,38 +311,46 @@ def test_shadowing_gather_refuses_a_gap(trajectories, tmp_path):
     shards = []
     for k in (1, 2):
         out = tmp_path / f"pairs_{k}.h5"
-        stages.pairwise_shard(trajectories, out, f"{k}-of-2")
+        pairwise_shard(trajectories, out, f"{k}-of-2")
         shards.append(out)
     pairs = tmp_path / "pairs.h5"
-    stages.gather_pairwise(shards, pairs)
-    stages.shadowing_shard(trajectories, pairs, tmp_path / "s1.h5", "1-of-3")
-    stages.shadowing_shard(trajectories, pairs, tmp_path / "s3.h5", "3-of-3")
+    stages.gather_pairwise(shards, pairs, run=RUN)
+    shadowing_shard(trajectories, pairs, tmp_path / "s1.h5", "1-of-3")
+    shadowing_shard(trajectories, pairs, tmp_path / "s3.h5", "3-of-3")
     outputs = [tmp_path / name for name in ("shadowing.h5", "curve.csv", "curve.png")]
     with pytest.raises(InputError, match="do not tile"):
-        stages.gather_shadowing([tmp_path / "s1.h5", tmp_path / "s3.h5"], *outputs)
+        gather_shadowing([tmp_path / "s1.h5", tmp_path / "s3.h5"], *outputs)
     assert not any(p.exists() for p in outputs)
 
 
 def test_constants_name_a_missing_lipschitz_key(trajectories, tmp_path):
     shard = tmp_path / "pairs_1.h5"
-    stages.pairwise_shard(trajectories, shard, "1-of-1")
+    pairwise_shard(trajectories, shard, "1-of-1")
     pairs = tmp_path / "pairs.h5"
-    stages.gather_pairwise([shard], pairs)
-    stages.shadowing_shard(trajectories, pairs, tmp_path / "s.h5", "1-of-1")
+    stages.gather_pairwise([shard], pairs, run=RUN)
+    shadowing_shard(trajectories, pairs, tmp_path / "s.h5", "1-of-1")
     shadowing_h5 = tmp_path / "shadowing.h5"
-    stages.gather_shadowing([tmp_path / "s.h5"], shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
+    gather_shadowing([tmp_path / "s.h5"], shadowing_h5, tmp_path / "c.csv", tmp_path / "c.png")
     lip = tmp_path / "lipschitz.json"
     write_json(lip, {"fc": 2.0})
-    with pytest.raises(InputError, match="lipschitz.json: missing key 'g'"):
-        constants.assemble_constants(trajectories, pairs, shadowing_h5, lip)
-    stages.lipschitz(trajectories, lip)
-    result = stages.constants(
-        tmp_path / "constants.json",
-        trajectories_path=trajectories,
-        pairs_path=pairs,
-        shadowing_path=shadowing_h5,
-        lipschitz_path=lip,
+    paths = dict(
+        trajectories_path=trajectories, pairs_path=pairs, shadowing_path=shadowing_h5, lipschitz_path=lip
     )
+    with pytest.raises(InputError, match="lipschitz.json: missing key 'g'"):
+        stages.constants(tmp_path / "constants.json", **paths, run=RUN)
+    assert not (tmp_path / "constants.json").exists()
+    lipschitz_stage(trajectories, lip)
+    # assemble_constants takes the loaded files and the reading, which must be the one pairs.h5 was made for.
+    loaded = (
+        Trajectories.load(trajectories),
+        Pairs.load(pairs),
+        Shadowing.load(shadowing_h5),
+        Lipschitz.load(lip),
+    )
+    with pytest.raises(InputError, match=r"pairs\.h5: computed with labels 'true' from depth 0, but reading"):
+        constants.assemble_constants(*loaded, Reading(labels="predicted"))
+    assert constants.assemble_constants(*loaded, Reading())["g_expansive"]["labels"] == "true"
+    result = stages.constants(tmp_path / "constants.json", **paths, run=RUN)
     with h5py.File(trajectories) as handle:
         norm = np.linalg.norm(handle["head/weight"][()], 2)
     assert result["lip"]["fc"] == pytest.approx(norm, rel=1e-12)

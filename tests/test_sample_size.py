@@ -15,11 +15,19 @@ from test_readings import AUTHORS, brute_force, logits_case, run_reading, softma
 from resdyn import sample_size as ss
 from resdyn import shadowing, stages
 from resdyn.artifacts import SampleSizeSummary, SampleSizeTable
-from resdyn.config import sample_size_settings, training_settings
+from resdyn.config import sample_size_settings, schema_defaults, training_settings
 from resdyn.io import InputError
 from resdyn.readings import Reading
+from resdyn.runs import Run
 
 SMALL = {"sizes": [], "count": 3, "min_size": 6, "subsets": 4, "seed": 3, "reference": 10}
+DEFAULTS = schema_defaults("sample_size")  # count 6 from min_size 50, reference 400, 20 subsets, seed 0
+QUANTILES = tuple(schema_defaults("analysis")["curve_quantiles"])  # (0.05, 0.95)
+
+
+def grid_of(n_images: int, **settings) -> list[int]:
+    """size_grid of the canonical settings: the schema defaults with ``settings`` changed."""
+    return ss.size_grid(n_images, sample_size_settings(DEFAULTS | settings))
 
 
 # ------------------------------------------------------------------------------------------ grid, subsets
@@ -27,7 +35,8 @@ SMALL = {"sizes": [], "count": 3, "min_size": 6, "subsets": 4, "seed": 3, "refer
 
 def test_default_grid_on_the_digits_test_set():
     # N = 450 (digits), count 6 from 50, and the reference 400 added.
-    assert ss.size_grid(450, count=6, min_size=50, reference=400) == [50, 78, 120, 187, 290, 400, 450]
+    assert DEFAULTS == {"sizes": [], "count": 6, "min_size": 50, "subsets": 20, "seed": 0, "reference": 400}
+    assert grid_of(450) == [50, 78, 120, 187, 290, 400, 450]
 
 
 @pytest.mark.parametrize(
@@ -36,11 +45,14 @@ def test_default_grid_on_the_digits_test_set():
         (100, {"sizes": [80, 20, 20, 500]}, [20, 80, 100]),  # listed sizes ≥ N dropped, N added
         (100, {"count": 1, "reference": 400}, [100]),  # N < reference: nothing added
         (100, {"count": 4, "min_size": 100, "reference": 100}, [100]),
-        (1000, {"count": 4, "min_size": 10}, [10, 46, 215, 1000]),
+        (1000, {"count": 4, "min_size": 10, "reference": 1000}, [10, 46, 215, 1000]),  # reference = N
+        (1000, {"count": 4, "min_size": 10, "reference": 46}, [10, 46, 215, 1000]),  # already in the grid
+        (1000, {"count": 4, "min_size": 10}, [10, 46, 215, 400, 1000]),  # the reference 400 added
+        (1000, {"sizes": [30], "count": 4, "min_size": 10, "reference": 2}, [2, 30, 1000]),  # sizes win
     ],
 )
 def test_size_grid(n_images, kwargs, grid):
-    assert ss.size_grid(n_images, **kwargs) == grid
+    assert grid_of(n_images, **kwargs) == grid
 
 
 def test_class_quotas_are_the_largest_remainder_rounding():
@@ -81,7 +93,17 @@ def test_every_subset_matches_the_brute_force(case, reading):
     n_images = len(labels)
     grid = [n for n in (6, 9) if n < n_images] + [n_images]
     table = ss.sample_size_table(
-        expansive, shadow, labels, labels, n_classes, reading, grid, subsets=3, seed=11, chunk=4
+        expansive,
+        shadow,
+        labels,
+        labels,
+        n_classes,
+        reading,
+        grid,
+        subsets=3,
+        seed=11,
+        quantiles=QUANTILES,
+        chunk=4,
     )
     assert len(table) == 3 * (len(grid) - 1) + 1
     for row in table.itertuples():
@@ -107,23 +129,35 @@ def test_distinct_orbits_need_subsets_of_at_least_the_depths():
     logits, labels, n_classes = logits_case("random")
     probs = softmax(logits, 1.0)
     with pytest.raises(InputError, match="smallest subset has n = 3.*min_size"):
-        ss.sample_size_table(probs, probs, labels, labels, n_classes, AUTHORS, [3, 14], subsets=2, seed=0)
+        ss.sample_size_table(
+            probs,
+            probs,
+            labels,
+            labels,
+            n_classes,
+            AUTHORS,
+            [3, 14],
+            subsets=2,
+            seed=0,
+            quantiles=QUANTILES,
+            chunk=512,
+        )
 
 
 # ----------------------------------------------------------------------------------------------- the stage
 
 
-def _stage(path, folder, reading, settings=SMALL, constants=True):
+def _stage(path, folder, reading, settings=SMALL, constants=True, run=None):
     return stages.sample_size(
         path,
         folder / "sample_size.csv",
         folder / "sample_size.json",
         folder / "sample_size.png",
-        constants_path=folder / "constants.json" if constants else None,
+        run=Run("synthetic", "none", reading=reading) if run is None else run,
         settings=settings,
+        quantiles=QUANTILES,
         chunk=5,
-        reading=reading,
-        title="synthetic",
+        constants_path=folder / "constants.json" if constants else None,
     )
 
 
@@ -181,12 +215,27 @@ def test_fixed_seeds_give_identical_curves(tmp_path):
     assert outputs["a"][0] != outputs["c"][0]
 
 
+def test_the_figure_is_titled_with_the_network_and_the_reading(tmp_path, monkeypatch):
+    from resdyn import figures
+
+    titles = []
+    plot = figures.plot_sample_size
+    monkeypatch.setattr(figures, "plot_sample_size", lambda *a: titles.append(a[-1]) or plot(*a))
+    logits, labels, n_classes = logits_case("random")
+    path = write_trajectories(tmp_path / "trajectories.h5", logits, labels, n_classes)
+    _stage(path, tmp_path, AUTHORS, constants=False, run=Run("digits", "tiny", 3, AUTHORS))
+    _stage(path, tmp_path, Reading(), constants=False, run=Run("digits", "tiny"))
+    assert titles == ["digits / tiny / replicate 3 / reading authors", "digits / tiny / reading definition"]
+    assert (tmp_path / "sample_size.png").stat().st_size > 0
+
+
 def test_summary_bands_slopes_and_reference(tmp_path):
     logits, labels, n_classes = logits_case("random")
     path = write_trajectories(tmp_path / "trajectories.h5", logits, labels, n_classes)
     summary = _stage(path, tmp_path, Reading(), constants=False)
     table = SampleSizeTable.load(tmp_path / "sample_size.csv").table
-    assert [s["n"] for s in summary["sizes"]] == ss.size_grid(14, count=3, min_size=6, reference=10)
+    assert [s["n"] for s in summary["sizes"]] == ss.size_grid(14, sample_size_settings(SMALL))
+    assert summary["settings"] == sample_size_settings(SMALL)
     for size in summary["sizes"]:
         values = table.loc[table["n"] == size["n"], "sh_curve"].dropna().to_numpy()
         got = size["sh_curve"]
@@ -224,7 +273,9 @@ def test_band_and_slope_follow_a_known_scaling_law(dim, slope):
     probs = np.repeat(points[:, None, :], 2, axis=1)
     labels = np.arange(4000) % 2
     grid = [25, 50, 100, 200, 400]
-    table = ss.sample_size_table(probs, probs, labels, labels, 2, Reading(), grid, subsets=60, seed=0)
+    table = ss.sample_size_table(
+        probs, probs, labels, labels, 2, Reading(), grid, subsets=60, seed=0, quantiles=QUANTILES, chunk=512
+    )
     summary = ss.summarize(table, 4000, reference=400)
     volume = {1: 2.0, 2: math.pi}[dim]
 
@@ -327,7 +378,8 @@ def test_readings_table_reads_each_readings_reference_size(tmp_path):
         key = ("mnist", "resnet50", reading.name)
         found[key] = run_reading(path, tmp_path / reading.name, reading)
         summaries[key] = _stage(path, tmp_path / reading.name, reading)
-    table = tables.readings_table(found, paper_reference=True, sample_size=summaries)
+    paper_rows = {("mnist", "resnet50"): ("MNIST", "ResNet-50")}
+    table = tables.readings_table(found, paper_rows=paper_rows, sample_size=summaries)
     assert table["Reading"].tolist() == ["definition", "authors", "published"]
     for position, (key, summary) in enumerate(summaries.items()):
         headline = "sh_paper" if key[2] == "definition" else "sh_independent"

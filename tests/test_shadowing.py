@@ -345,7 +345,7 @@ def test_bad_tables_and_inputs_raise_with_the_culprit_named():
         greedy_pseudo_orbits(index[:, :1], distance[:, :1])
     orbits, _ = greedy_pseudo_orbits(index, distance)
     with pytest.raises(InputError, match="orbit range"):
-        shadowing_errors(HAND_PROBS, orbits, 3, 5)
+        shadowing_errors(HAND_PROBS, orbits, 3, 5, chunk=512)
     with pytest.raises(InputError, match="epsilon\\[1\\]"):
         best_tracing(np.array([0.1, np.nan]), np.array([0.1, 0.2]), orbits[:2], np.array([0, 1]))
     with pytest.raises(InputError, match="expected 2"):

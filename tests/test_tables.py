@@ -13,8 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from resdyn import stages
+from resdyn.artifacts import Constants, Metrics, Pairs, SampleSizeSummary, Shadowing, Trajectories
 from resdyn.io import InputError, write_json
 from resdyn.paper_reference import PAPER_TABLE1, PAPER_TABLE2, paper_key
+from resdyn.runs import Run
 from resdyn.tables import (
     Band,
     MeanSd,
@@ -22,13 +25,15 @@ from resdyn.tables import (
     best_orbit_table,
     closest_pairs,
     format_value,
-    result_key,
     smallest_class_pairs,
     table1,
     table2,
     table3,
     write_table,
 )
+
+MNIST_RESNET18 = {("mnist", "resnet18"): ("MNIST", "ResNet-18")}
+"""paper_rows: the run mnist/resnet18 stands for the paper's MNIST / ResNet-18 row."""
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -318,12 +323,6 @@ def test_write_table_three_formats_with_na(tmp_path):
     assert not list((tmp_path / "sub").glob(".*tmp*"))  # atomic: no temporaries left
 
 
-def test_result_key():
-    assert result_key("results/mnist/resnet18/metrics.json") == ("mnist", "resnet18")
-    with pytest.raises(InputError, match="metrics.json"):
-        result_key("metrics.json")
-
-
 # ----------------------------------------------------------------------------------------------------
 # Paper reference
 
@@ -334,6 +333,12 @@ def test_paper_reference_keys_and_consistency():
     assert paper_key("CIFAR-10", "ResNet-50") == ("CIFAR-10", "ResNet-50")
     assert paper_key("cifar10", "resnet50") == ("CIFAR-10", "ResNet-50")
     assert paper_key("digits", "resnet18") is None
+    # The entries' paper_row (config) wins over the names, dataset and model each on its own.
+    assert paper_key("fashionish", "tiny", "mnist", "resnet18") == ("MNIST", "ResNet-18")
+    assert paper_key("mnist", "resnet18", "cifar10", "resnet50") == ("CIFAR-10", "ResNet-50")
+    assert paper_key("mnist", "tiny", None, "resnet50") == ("MNIST", "ResNet-50")
+    assert paper_key("digits", "tiny", None, "resnet18") is None  # the dataset stands for no row
+    assert paper_key("digits", "resnet18", "cifar10") == ("CIFAR-10", "ResNet-18")
     assert set(PAPER_TABLE1) == set(PAPER_TABLE2) and len(PAPER_TABLE1) == 4
     for row in PAPER_TABLE2.values():
         # The paper's own arithmetic: Sh = δ/ε and T_g = Sh/Lip, to the printed precision.
@@ -350,7 +355,10 @@ def test_table1_values_and_paper_columns_only_when_asked(run, tmp_path):
     write_json(
         other, {"precision": 0.5, "recall": 0.25, "f1": 0.3, "accuracy": 0.4, "loss": 1.5, "n_test": 9}
     )
-    sources = {result_key(run["metrics"]): run["metrics"], result_key(other): other}
+    sources = {
+        ("mnist", "resnet18"): Metrics.load(run["metrics"]),
+        ("digits", "resnet50"): Metrics.load(other),
+    }
     plain = table1(sources)
     assert list(plain.columns) == [
         "Dataset",
@@ -364,7 +372,8 @@ def test_table1_values_and_paper_columns_only_when_asked(run, tmp_path):
     assert plain.iloc[0].tolist() == ["mnist", "resnet18", 0.98931, 0.9891, 0.98905, 0.9891, 0.036312]
     assert plain.iloc[1].tolist() == ["digits", "resnet50", 0.5, 0.25, 0.3, 0.4, 1.5]
     assert not any("[paper]" in c for c in plain.columns)
-    with_paper = table1(sources, paper_reference=True)
+    assert list(table1(sources, paper_rows=None).columns) == list(plain.columns)
+    with_paper = table1(sources, paper_rows=MNIST_RESNET18 | {("digits", "resnet50"): None})
     assert list(with_paper.columns) == [
         "Dataset",
         "Model",
@@ -385,6 +394,45 @@ def test_table1_values_and_paper_columns_only_when_asked(run, tmp_path):
     paths = write_table(with_paper, tmp_path / "table1")
     md = paths[1].read_text()
     assert "0.9893" in md and "Precision [paper]" in md and "n/a" in md and "nan" not in md.replace("n/a", "")
+    # A run stands for the paper's row its paper_rows entry names, whatever its own names.
+    renamed = table1(
+        {("digits", "tiny"): sources[("mnist", "resnet18")]},
+        paper_rows={("digits", "tiny"): ("CIFAR-10", "ResNet-50")},
+    )
+    assert renamed.loc[0, "Precision [paper]"] == PAPER_TABLE1[("CIFAR-10", "ResNet-50")]["precision"]
+
+
+def test_table1_stage_reads_the_runs_files(run, tmp_path):
+    """The stage layer: one metrics.json path per run, its (dataset, model) from the run (not from the path),
+    replicates grouped by run, paper rows one per run."""
+    other = tmp_path / "somewhere" / "metrics.json"
+    write_json(
+        other, {"precision": 0.5, "recall": 0.25, "f1": 0.3, "accuracy": 0.4, "loss": 1.5, "n_test": 9}
+    )
+    runs = [Run("mnist", "resnet18"), Run("digits", "resnet50"), Run("digits", "resnet50", replicate=2)]
+    paths = [run["metrics"], other, run["metrics"]]
+    stages.table1(runs, paths, tmp_path / "stage" / "table1", paper_rows=[("MNIST", "ResNet-18"), None, None])
+    want = table1(
+        {
+            ("mnist", "resnet18"): Metrics.load(run["metrics"]),
+            ("digits", "resnet50"): [Metrics.load(other), Metrics.load(run["metrics"])],
+        },
+        paper_rows=MNIST_RESNET18 | {("digits", "resnet50"): None},
+    )
+    written = write_table(want, tmp_path / "domain" / "table1")
+    stage_files = sorted((tmp_path / "stage").iterdir())
+    assert [p.name for p in stage_files] == [p.name for p in written]
+    for got, expected in zip(stage_files, written):
+        assert got.read_bytes() == expected.read_bytes()
+    assert want.loc[1, "Replicates"] == 2 and want.loc[0, "Precision [paper]"] == 0.9893
+    stages.table1(runs[:1], paths[:1], tmp_path / "plain", paper_rows=None)
+    assert "[paper]" not in (tmp_path / "plain.csv").read_text()
+    with pytest.raises(InputError, match="2 runs but 1 metrics.json"):
+        stages.table1(runs[:2], paths[:1], tmp_path / "t", paper_rows=None)
+    with pytest.raises(InputError, match="2 runs but 1 paper rows"):
+        stages.table1(runs[:2], paths[:2], tmp_path / "t", paper_rows=[None])
+    with pytest.raises(InputError, match=r"digits/resnet50: replicates \[2\], expected 1..1"):
+        stages.table1(runs[2:], paths[2:], tmp_path / "t", paper_rows=None)
 
 
 def test_table1_accepts_loaded_dicts_and_names_missing_key(run, tmp_path):
@@ -393,13 +441,15 @@ def test_table1_accepts_loaded_dicts_and_names_missing_key(run, tmp_path):
     broken = tmp_path / "metrics.json"
     write_json(broken, {"precision": 1.0, "recall": 1.0, "accuracy": 1.0, "loss": 0.0})
     with pytest.raises(InputError, match=r"metrics\.json.*'f1'"):
-        table1({("mnist", "resnet18"): broken})
+        table1({("mnist", "resnet18"): Metrics.load(broken)})
+    with pytest.raises(InputError, match=r"metrics of mnist/resnet18.*'f1'"):
+        table1({("mnist", "resnet18"): json.loads(broken.read_text())})
     write_json(broken, {"precision": "high", "recall": 1.0, "f1": 1.0, "accuracy": 1.0, "loss": 0.0})
-    with pytest.raises(InputError, match=r"'precision'.*'high'"):
-        table1({("mnist", "resnet18"): broken})
+    with pytest.raises(InputError, match=r"metrics\.json.*'precision'.*'high'"):
+        table1({("mnist", "resnet18"): Metrics.load(broken)})
     broken.write_text("{not json")
     with pytest.raises(InputError, match="metrics.json"):
-        table1({("mnist", "resnet18"): broken})
+        stages.table1([Run("mnist", "resnet18")], [broken], tmp_path / "t1", paper_rows=None)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -408,7 +458,7 @@ def test_table1_accepts_loaded_dicts_and_names_missing_key(run, tmp_path):
 
 def test_table2_values_nulls_and_paper_columns(run, tmp_path):
     constants = json.loads(run["constants"].read_text())
-    df = table2({("mnist", "resnet18"): run["constants"]})
+    df = table2({("mnist", "resnet18"): Constants.load(run["constants"])})
     row = df.iloc[0]
     assert row["g-expansive"] == constants["g_expansive"]["value"]
     i, j = constants["g_expansive"]["pair"]
@@ -423,7 +473,7 @@ def test_table2_values_nulls_and_paper_columns(run, tmp_path):
     assert row["T_g ≥ Sh/Lip(g)"] == pytest.approx(2 * row["T_g ≥ Sh/Lip_FC"])
     assert not any("[paper]" in c for c in df.columns)
 
-    paper = table2({("mnist", "resnet18"): run["constants"]}, paper_reference=True)
+    paper = table2({("mnist", "resnet18"): Constants.load(run["constants"])}, paper_rows=MNIST_RESNET18)
     assert paper.loc[0, "g-expansive [paper]"] == 4.14e-5 and paper.loc[0, "Lip_FC [paper]"] == 3.38
     assert paper.loc[0, "T_g [paper]"] == 0.6977 and paper.loc[0, "ε [paper]"] == 0.1025
     assert list(paper.columns).index("g-expansive [paper]") == list(paper.columns).index("g-expansive") + 1
@@ -439,14 +489,14 @@ def test_table2_null_pair_and_missing_key(run, tmp_path):
     constants["g_expansive"].update(value=None, pair=None, t_star=None)
     path = tmp_path / "constants.json"
     write_json(path, constants)
-    row = table2({("x", "y"): path}).iloc[0]
+    row = table2({("x", "y"): Constants.load(path)}).iloc[0]
     assert row["g-expansive"] is None and row["pair (i, j)"] is None and row["t*"] is None
-    md = write_table(table2({("x", "y"): path}), tmp_path / "t2")[1].read_text()
+    md = write_table(table2({("x", "y"): Constants.load(path)}), tmp_path / "t2")[1].read_text()
     assert "nan" not in md.lower().replace("n/a", "")
     del constants["t_g_lower"]["curve_lip_g"]
     write_json(path, constants)
     with pytest.raises(InputError, match=r"constants\.json.*'t_g_lower\.curve_lip_g'"):
-        table2({("x", "y"): path})
+        table2({("x", "y"): Constants.load(path)})
     del constants["g_shadowing"]["paper"]
     with pytest.raises(InputError, match=r"constants of x/y.*'g_shadowing\.paper\.value'"):
         table2({("x", "y"): constants})
@@ -491,7 +541,8 @@ def test_table2_reference_size_columns(run, tmp_path):
         keys[1]: sample_size_summary(300),
         keys[2]: sample_size_summary(500, median=None),
     }
-    df = table2(dict.fromkeys(keys, run["constants"]), sample_size=summaries)
+    constants = Constants.load(run["constants"])
+    df = table2(dict.fromkeys(keys, constants), sample_size=summaries)
     assert list(df.columns[-6:]) == [
         "g-expansive @400",
         "g-expansive @400 5–95%",
@@ -500,7 +551,7 @@ def test_table2_reference_size_columns(run, tmp_path):
         "Sh curve @400",
         "Sh curve @400 5–95%",
     ]
-    assert list(df.columns[:-6]) == list(table2({keys[0]: run["constants"]}).columns)
+    assert list(df.columns[:-6]) == list(table2({keys[0]: constants}).columns)
     row = df.iloc[0]
     assert row["g-expansive @400"] == 0.2 and row["Sh curve @400"] == pytest.approx(0.6)
     assert row["g-expansive @400 5–95%"] == Band(0.1, 0.4)
@@ -513,9 +564,37 @@ def test_table2_reference_size_columns(run, tmp_path):
     assert pd.read_csv(csv_path)["g-expansive @400 5–95%"].tolist()[0] == "[0.1, 0.4]"
     mixed = dict(summaries) | {keys[1]: sample_size_summary(300, reference=200)}
     with pytest.raises(InputError, match="disagree on the reference size"):
-        table2(dict.fromkeys(keys, run["constants"]), sample_size=mixed)
+        table2(dict.fromkeys(keys, constants), sample_size=mixed)
     with pytest.raises(InputError, match="no sample-size summary for tiny/resnet18"):
-        table2(dict.fromkeys(keys, run["constants"]), sample_size=dict(list(summaries.items())[:2]))
+        table2(dict.fromkeys(keys, constants), sample_size=dict(list(summaries.items())[:2]))
+
+
+def test_table2_stage_reads_the_runs_files(run, tmp_path):
+    """The stage layer: constants.json and sample_size.json paths one per run, keyed by the runs."""
+    summary = tmp_path / "sample_size.json"
+    write_json(summary, sample_size_summary(10000))
+    runs = [Run("mnist", "resnet18"), Run("mnist", "resnet18", replicate=2)]
+    stages.table2(
+        runs,
+        [run["constants"], run["constants"]],
+        [summary, summary],
+        tmp_path / "stage" / "table2",
+        paper_rows=[("MNIST", "ResNet-18")] * 2,
+    )
+    constants, loaded = Constants.load(run["constants"]), SampleSizeSummary.load(summary)
+    want = table2(
+        {("mnist", "resnet18"): [constants, constants]},
+        paper_rows=MNIST_RESNET18,
+        sample_size={("mnist", "resnet18"): [loaded, loaded]},
+    )
+    written = write_table(want, tmp_path / "domain" / "table2")
+    stage_files = sorted((tmp_path / "stage").iterdir())
+    assert [p.name for p in stage_files] == [p.name for p in written]
+    for got, expected in zip(stage_files, written):
+        assert got.read_bytes() == expected.read_bytes()
+    assert want.loc[0, "Replicates"] == 2 and want.loc[0, "g-expansive [paper]"] == 4.14e-5
+    with pytest.raises(InputError, match="2 runs but 1 sample_size.json"):
+        stages.table2(runs, [run["constants"]] * 2, [summary], tmp_path / "t", paper_rows=None)
 
 
 def _shifted(data: dict, factor: float) -> dict:
@@ -529,7 +608,7 @@ def _shifted(data: dict, factor: float) -> dict:
 
 def test_one_replicate_is_the_single_run_table(run, tmp_path):
     """K = 1 keeps today's tables byte for byte."""
-    for build, path in ((table1, run["metrics"]), (table2, run["constants"])):
+    for build, path in ((table1, Metrics.load(run["metrics"])), (table2, Constants.load(run["constants"]))):
         single = write_table(build({("mnist", "resnet18"): path}), tmp_path / "single")
         listed = write_table(build({("mnist", "resnet18"): [path]}), tmp_path / "listed")
         assert [p.read_bytes() for p in single] == [p.read_bytes() for p in listed]
@@ -556,7 +635,7 @@ def test_tables_with_two_replicates_show_mean_and_sd(run, tmp_path):
 
     t2 = table2(
         {key: [constants, other]},
-        paper_reference=True,
+        paper_rows=MNIST_RESNET18,
         sample_size={key: [sample_size_summary(10000), sample_size_summary(10000, median=0.4)]},
     )
     row = t2.iloc[0]
@@ -612,7 +691,9 @@ def test_smallest_class_pairs_random_against_sort():
 
 def test_table3_from_files_matches_brute_force(run):
     k = 4
-    df = table3({("mnist", "resnet18"): (run["pairs"], run["trajectories"])}, k)
+    df = table3(
+        {("mnist", "resnet18"): (Pairs.load(run["pairs"]), Trajectories.load(run["trajectories"]))}, k
+    )
     stats, labels, names = run["stats"], run["labels"], run["names"]
     order = order_in_class(labels)
     C = stats["E"].shape[0]
@@ -643,7 +724,7 @@ def test_table3_maps_rows_to_test_indices_and_checks_classes(tmp_path):
     stats = brute_force_pairs(probs, labels, 3)
     write_trajectories(tmp_path / "traj.h5", probs, labels, names, index=np.array([10, 11, 12, 13]))
     write_pairs(tmp_path / "pairs.h5", stats, T=2, n=4)
-    pairs = closest_pairs(tmp_path / "pairs.h5", tmp_path / "traj.h5", 3)
+    pairs = closest_pairs(Pairs.load(tmp_path / "pairs.h5"), Trajectories.load(tmp_path / "traj.h5"), 3)
     assert len(pairs) == 3
     first = pairs[0]  # exact ties 0 between (0, 2)... and the 1e-7 pair: 0 sorts first
     assert first.distance == 0.0 and (first.class_a, first.class_b) == ("a", "c")
@@ -652,7 +733,7 @@ def test_table3_maps_rows_to_test_indices_and_checks_classes(tmp_path):
     # Mismatching files (labels permuted) are refused with both names.
     write_trajectories(tmp_path / "wrong.h5", probs, np.array([2, 0, 1, 1]), names)
     with pytest.raises(InputError, match=r"pairs\.h5.*wrong\.h5"):
-        closest_pairs(tmp_path / "pairs.h5", tmp_path / "wrong.h5", 3)
+        closest_pairs(Pairs.load(tmp_path / "pairs.h5"), Trajectories.load(tmp_path / "wrong.h5"), 3)
 
 
 def test_table3_two_images_with_predicted_labels(tmp_path):
@@ -662,9 +743,9 @@ def test_table3_two_images_with_predicted_labels(tmp_path):
     true = np.array([1, 0])
     write_trajectories(tmp_path / "traj.h5", probs, true, ["zero", "one"])
     write_pairs(tmp_path / "pairs.h5", brute_force_pairs(probs, pred, 2), T=1, n=2, labels_kind="pred")
-    assert closest_pairs(tmp_path / "pairs.h5", tmp_path / "traj.h5", 3) == []
+    assert closest_pairs(Pairs.load(tmp_path / "pairs.h5"), Trajectories.load(tmp_path / "traj.h5"), 3) == []
     write_pairs(tmp_path / "pairs.h5", brute_force_pairs(probs, true, 2), T=1, n=2, labels_kind="true")
-    (pair,) = closest_pairs(tmp_path / "pairs.h5", tmp_path / "traj.h5", 3)
+    (pair,) = closest_pairs(Pairs.load(tmp_path / "pairs.h5"), Trajectories.load(tmp_path / "traj.h5"), 3)
     assert (pair.class_a, pair.index_a, pair.class_b, pair.index_b) == ("zero", 1, "one", 0)
     assert pair.distance == pytest.approx(np.sqrt(2) * 1e-7, rel=1e-6) and pair.t_star == 1
 
@@ -675,7 +756,27 @@ def test_table3_missing_key_names_file_and_key(run, tmp_path):
         f["E/value"] = np.zeros((2, 2))
         f["E/pair"] = np.zeros((2, 2, 2), np.int64)
     with pytest.raises(InputError, match=r"pairs\.h5.*'E/t_star'"):
-        table3({("x", "y"): (broken, run["trajectories"])}, 2)
+        stages.table3([Run("x", "y")], [broken], [run["trajectories"]], tmp_path / "table3", k=2)
+    assert not list(tmp_path.glob("table3*"))
+
+
+def test_table3_stage_keys_the_rows_by_run(run, tmp_path):
+    """The stage layer names each row by its run, whatever folder its files sit in."""
+    stages.table3(
+        [Run("d", "x_m"), Run("d_x", "m")],
+        [run["pairs"]] * 2,
+        [run["trajectories"]] * 2,
+        tmp_path / "table3",
+        k=2,
+    )
+    df = pd.read_csv(tmp_path / "table3.csv")
+    assert list(zip(df["Dataset"], df["Model"])) == [("d", "x_m")] * 2 + [("d_x", "m")] * 2
+    one = table3({("d", "x_m"): (Pairs.load(run["pairs"]), Trajectories.load(run["trajectories"]))}, 2)
+    assert df["Distance"].tolist() == one["Distance"].tolist() * 2
+    with pytest.raises(InputError, match="2 runs, 1 pairs.h5 and 2 trajectories"):
+        stages.table3(
+            [Run("d", "x_m"), Run("d_x", "m")], [run["pairs"]], [run["trajectories"]] * 2, tmp_path / "t", k=2
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -687,7 +788,11 @@ def test_best_orbit_matches_brute_force(tmp_path, reverse_index):
     run = synthetic_run(
         tmp_path / "results" / "mnist" / "resnet18", n=30, T=4, C=4, seed=5, reverse_index=reverse_index
     )
-    orbit = best_orbit(run["shadowing"], run["constants"], run["trajectories"])
+    orbit = best_orbit(
+        Shadowing.load(run["shadowing"]),
+        Constants.load(run["constants"]),
+        Trajectories.load(run["trajectories"]),
+    )
     sh, probs, best, names, labels = run["sh"], run["probs"], run["best"], run["names"], run["labels"]
     T = probs.shape[1] - 1
     assert orbit.T == T and orbit.rows.tolist() == sh["orbits"][best].tolist() and orbit.rows[0] == best
@@ -708,23 +813,24 @@ def test_best_orbit_matches_brute_force(tmp_path, reverse_index):
 
 
 def test_best_orbit_bad_inputs(run, tmp_path):
+    shadowing, trajectories = Shadowing.load(run["shadowing"]), Trajectories.load(run["trajectories"])
     constants = json.loads(run["constants"].read_text())
     del constants["g_shadowing"]["paper"]["orbit_start"]
     path = tmp_path / "constants.json"
     write_json(path, constants)
     with pytest.raises(InputError, match=r"constants\.json.*'g_shadowing\.paper\.orbit_start'"):
-        best_orbit(run["shadowing"], path, run["trajectories"])
+        best_orbit(shadowing, Constants.load(path), trajectories)
     constants["g_shadowing"]["paper"]["orbit_start"] = 10**6
     write_json(path, constants)
     with pytest.raises(InputError, match=r"orbit_start 1000000 is not a test index"):
-        best_orbit(run["shadowing"], path, run["trajectories"])
+        best_orbit(shadowing, Constants.load(path), trajectories)
     constants["g_shadowing"]["paper"]["orbit_start"] = int(run["best"])
     constants["g_shadowing"]["paper"]["shadow_image"] = int(run["sh"]["shadow_image"][run["best"]]) + 1
     write_json(path, constants)
     with pytest.raises(InputError, match=r"constants\.json: shadow_image .*shadowing\.h5"):
-        best_orbit(run["shadowing"], path, run["trajectories"])
+        best_orbit(shadowing, Constants.load(path), trajectories)
     broken = tmp_path / "shadowing.h5"
     with h5py.File(broken, "w") as f:
         f["orbits"] = run["sh"]["orbits"]
     with pytest.raises(InputError, match=r"shadowing\.h5.*'hops'"):
-        best_orbit(broken, run["constants"], run["trajectories"])
+        best_orbit(Shadowing.load(broken), Constants.load(run["constants"]), trajectories)

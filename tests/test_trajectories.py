@@ -13,6 +13,7 @@ from resdyn.artifacts import DatasetFile, Trajectories, load_model, save_model
 from resdyn.data import images_to_tensor
 from resdyn.io import InputError, file_checksum
 from resdyn.model import build_model
+from resdyn.runs import Run
 from resdyn.stages import record_trajectories as write_trajectories
 from resdyn.trajectories import order_in_class
 
@@ -77,8 +78,7 @@ def dump(files, tmp_path, *, model="linear", batch_size=4, store_states=True, na
         files[model],
         files["data"],
         out,
-        dataset="toy",
-        model_name=model,
+        run=Run("toy", model),
         batch_size=batch_size,
         store_states=store_states,
         device="cpu",
@@ -217,8 +217,7 @@ def test_non_finite_logits_raise_naming_the_model(files, tmp_path):
             bad,
             files["data"],
             out,
-            dataset="toy",
-            model_name="m",
+            run=Run("toy", "m"),
             batch_size=4,
             store_states=False,
             device="cpu",
@@ -235,8 +234,7 @@ def test_mismatched_class_names_raise(files, tmp_path):
             other,
             files["data"],
             tmp_path / "t.h5",
-            dataset="toy",
-            model_name="m",
+            run=Run("toy", "m"),
             batch_size=4,
             store_states=False,
             device="cpu",

@@ -28,12 +28,12 @@ def test_default_dag_lists_every_stage(workflow):
     assert jobs["shadowing_shard"] == 2
     assert jobs["constants"] == 2
     assert jobs["table1"] == jobs["table2"] == jobs["table3"] == jobs["readings_table"] == 1
-    # config.yaml's `authors` reading: the same analysis stages again, per model.
-    assert jobs["reading_pairwise_shard"] == jobs["reading_shadowing_shard"] == 2
-    assert jobs["reading_constants"] == 2
-    # The sample-size stage per model and reading (method §3.6); one training replicate: no replicate jobs.
-    assert jobs["sample_size"] == jobs["reading_sample_size"] == 2
-    assert not [rule for rule in jobs if rule.startswith("replicate_")]
+    # Every analysis stage runs once per run: 2 models × the readings definition and `authors`
+    # (config.yaml), one shard each; training, trajectories and Lipschitz once per trained network.
+    assert jobs["pairwise_shard"] == jobs["pairwise_gather"] == 4
+    assert jobs["shadowing_shard"] == jobs["shadowing_gather"] == 4
+    assert jobs["constants"] == jobs["sample_size"] == 4
+    assert jobs["lipschitz"] == jobs["evaluate"] == jobs["figures"] == 2
 
 
 def test_shard_count_comes_from_the_config(workflow):
@@ -41,8 +41,8 @@ def test_shard_count_comes_from_the_config(workflow):
     config["analysis"]["shards"] = 7
     workflow.write_config(config, "seven.yaml")
     jobs = workflow.scheduled_jobs("--configfile", "seven.yaml", "--replace-workflow-config")
-    assert jobs["pairwise_shard"] == 14  # 2 models × 7 shards
-    assert jobs["shadowing_shard"] == 14
+    assert jobs["pairwise_shard"] == 2 * 3 * 7  # 2 models × 3 readings × 7 shards
+    assert jobs["shadowing_shard"] == 2 * 3 * 7
 
 
 @pytest.mark.parametrize(
@@ -127,11 +127,11 @@ def test_bad_dataset_entry_fails_the_dry_run(workflow, entry, expected):
 def test_mnist5k_config_schedules_every_stage_of_both_models(workflow):
     jobs = workflow.scheduled_jobs("--configfile", "configs/mnist5k.yaml", "--replace-workflow-config")
     assert jobs["prepare_data"] == 1
-    assert jobs["train"] == jobs["evaluate"] == jobs["trajectories"] == jobs["constants"] == 2
-    assert jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 2
+    assert jobs["train"] == jobs["evaluate"] == jobs["trajectories"] == 2
+    # the authors' reading beside the definition (2 shards each), in the readings table with the paper's row
+    assert jobs["constants"] == 2 * 2 and jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 2 * 2
     assert jobs["figures"] == 2 and jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
-    # the authors' reading beside the definition, in the readings table with the paper's row
-    assert jobs["reading_constants"] == 2 and jobs["readings_table"] == 1
+    assert jobs["readings_table"] == 1
 
 
 def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
@@ -148,7 +148,7 @@ def test_schema_fills_defaults(workflow):
     del config["analysis"]
     workflow.write_config(config)
     jobs = workflow.scheduled_jobs()
-    assert jobs["pairwise_shard"] == 2 * 4  # the schema's default shard count
+    assert jobs["pairwise_shard"] == 2 * 2 * 4  # 2 models × 2 readings × the schema's default shard count
 
 
 def test_tiny_run_produces_every_output(tiny_run):
@@ -168,7 +168,9 @@ def test_tiny_run_produces_every_output(tiny_run):
         ):
             assert (run / name).stat().st_size > 0, name
         for name in ("figure2", "figure3", "table3", "orbit"):
-            assert tiny_run.path("results", "figures", f"{name}_digits_{model}.png").stat().st_size > 0
+            assert (run / "figures" / f"{name}.png").stat().st_size > 0
+        for ext in ("csv", "md", "tex"):
+            assert (run / "tables" / f"orbit.{ext}").stat().st_size > 0
         for folder in (run, run / "readings" / "authors"):
             for ext in ("csv", "json", "png"):
                 assert (folder / f"sample_size.{ext}").stat().st_size > 0, (folder, ext)
@@ -216,7 +218,11 @@ def test_tiny_run_produces_every_output(tiny_run):
     assert table2["g-expansive @40"].notna().all() and "Sh curve @40 5–95%" in table2.columns
     assert not list(tiny_run.path("results").rglob("replicates"))
     assert readings.count("probes") == 2
-    assert tiny_run.path("results", "figures", "probes_digits.png").stat().st_size > 0
+    assert tiny_run.path("results", "figures", "digits", "probes.png").stat().st_size > 0
+    # Every file of a run lives under its folder: nothing else but the dataset files, the cross-run
+    # tables, the per-dataset figure, logs and benchmarks.
+    top = {p.name for p in tiny_run.path("results").iterdir()}
+    assert top <= {"data", "digits", "tables", "figures", "logs", "benchmarks", ".gitkeep"}, top
     # Temporary shard files are gone once gathered.
     assert not list(tiny_run.path("results").rglob("shards/*.h5"))
 
@@ -302,6 +308,26 @@ def test_changing_an_analysis_setting_reruns_only_analysis(tiny_run):
     assert not set(jobs) & {"prepare_data", "train", "evaluate", "trajectories", "pairwise_shard"}
 
 
+def test_changed_labels_reach_the_gather_even_when_a_shard_job_dies(tiny_run, tmp_path):
+    """The shards are temporary: after `analysis.labels` changes, the gather job reruns through its own
+    params, so a pairwise shard job killed after the change cannot leave the old pairs.h5 looking up to
+    date (the rerun schedules the whole chain again)."""
+    wf = Workflow(tmp_path / "labels")
+    shutil.copytree(tiny_run.root, wf.root, symlinks=True)
+    config = copy.deepcopy(TINY_CONFIG)
+    config["analysis"]["labels"] = "predicted"
+    wf.write_config(config, "predicted.yaml")
+    args = ("--configfile", "predicted.yaml", "--replace-workflow-config")
+    jobs = wf.scheduled_jobs(*args)
+    assert jobs["pairwise_shard"] == jobs["pairwise_gather"] > 0 and jobs["constants"] > 0
+    # A shard job that died leaves no shard file: the gather still reruns, so every shard reruns.
+    wf.snakemake(*args, "--until", "pairwise_shard")
+    for shard in wf.path("results").rglob("shards/pairs_*.h5"):
+        shard.unlink()
+    again = wf.scheduled_jobs(*args)
+    assert again["pairwise_gather"] == jobs["pairwise_gather"] and again["table3"] == 1
+
+
 def scheduled_outputs(workflow, *args: str) -> str:
     """The output lines of the jobs a dry run schedules (inputs left out: the readings table reads every
     reading's constants.json)."""
@@ -310,12 +336,12 @@ def scheduled_outputs(workflow, *args: str) -> str:
 
 
 READING_RULES = {
-    "reading_pairwise_shard",
-    "reading_pairwise_gather",
-    "reading_shadowing_shard",
-    "reading_shadowing_gather",
-    "reading_constants",
-    "reading_sample_size",
+    "pairwise_shard",
+    "pairwise_gather",
+    "shadowing_shard",
+    "shadowing_gather",
+    "constants",
+    "sample_size",
     "readings_table",
     "all",
 }
@@ -327,7 +353,7 @@ def test_changing_one_reading_reruns_only_that_reading(tiny_run):
     tiny_run.write_config(config, "changed.yaml")
     args = ("--configfile", "changed.yaml", "--replace-workflow-config")
     jobs = tiny_run.scheduled_jobs(*args)
-    assert set(jobs) <= READING_RULES and jobs["reading_constants"] == 2
+    assert set(jobs) <= READING_RULES and jobs["constants"] == 2
     outputs = scheduled_outputs(tiny_run, *args)
     assert "readings/authors/constants.json" in outputs and "readings/probes/" not in outputs
 
@@ -339,7 +365,7 @@ def test_adding_a_reading_runs_only_its_jobs(tiny_run):
     args = ("--configfile", "added.yaml", "--replace-workflow-config")
     jobs = tiny_run.scheduled_jobs(*args)
     assert set(jobs) <= READING_RULES
-    assert jobs["reading_pairwise_shard"] == 6 and jobs["reading_constants"] == 2  # 2 models × 3 shards
+    assert jobs["pairwise_shard"] == 6 and jobs["constants"] == 2  # 2 models × 3 shards
     outputs = scheduled_outputs(tiny_run, *args)
     assert "readings/hot/" in outputs and "readings/authors/" not in outputs
 
@@ -369,7 +395,7 @@ def test_second_run_with_one_shard_gives_identical_constants(tiny_run, tmp_path)
     config["analysis"]["shards"] = 1
     wf = copy_workflow(tmp_path / "one_shard")
     wf.write_config(config)
-    wf.snakemake("--until", "constants", "reading_constants")
+    wf.snakemake("--until", "constants")
     for model in TINY_CONFIG["models"]:
         for folder in ((), ("readings", "authors")):
             one = wf.path("results", "digits", model, *folder, "constants.json").read_bytes()
@@ -382,19 +408,35 @@ def test_changing_the_sample_size_settings_reruns_only_that_stage(tiny_run):
     config["sample_size"]["subsets"] = 5
     tiny_run.write_config(config, "changed.yaml")
     jobs = tiny_run.scheduled_jobs("--configfile", "changed.yaml", "--replace-workflow-config")
-    assert set(jobs) == {"sample_size", "reading_sample_size", "table2", "readings_table", "all"}
+    assert set(jobs) == {"sample_size", "table2", "readings_table", "all"}
+    assert jobs["sample_size"] == 2 * 3  # 2 models × 3 readings
 
 
-def test_replicates_run_the_analysis_chain_under_their_own_folder(workflow):
+def test_names_that_join_alike_never_share_a_file(workflow):
+    """Datasets d, d_x and models x_m, m: `{dataset}_{model}` would give d_x_m twice; run folders keep the
+    four runs apart, so each gets its own figures."""
+    models = {"x_m": {"blocks": [1, 1, 1, 1], "width": 16}, "m": {"blocks": [1, 1, 1, 1], "width": 16}}
+    datasets = {"d": {"source": "sklearn-digits"}, "d_x": {"source": "sklearn-digits"}}
+    workflow.write_config({"datasets": datasets, "models": models, "readings": {}}, "names.yaml")
+    args = ("--configfile", "names.yaml", "--replace-workflow-config")
+    assert workflow.scheduled_jobs(*args)["figures"] == 4
+    outputs = scheduled_outputs(workflow, *args)
+    figures = {p for p in outputs.replace(",", " ").split() if p.endswith("figure2.png")}
+    assert figures == {f"results/{d}/{m}/figures/figure2.png" for d in datasets for m in models}
+
+
+def test_replicates_run_every_reading_under_their_own_folder(workflow):
     jobs = workflow.scheduled_jobs("--config", "replicates=3")
-    for rule in ("train", "evaluate", "trajectories", "lipschitz", "constants", "sample_size"):
-        assert jobs[f"replicate_{rule}"] == 2 * 2, rule  # 2 models × replicates 2 and 3
+    for rule in ("train", "evaluate", "trajectories", "lipschitz", "figures"):
+        assert jobs[rule] == 2 * 3, rule  # 2 models × replicates 1..3
     shards = yaml.safe_load(workflow.path("config.yaml").read_text())["analysis"]["shards"]
-    assert jobs["replicate_pairwise_shard"] == jobs["replicate_shadowing_shard"] == 2 * 2 * shards
-    assert jobs["train"] == 2 and jobs["figures"] == 2  # replicate 1: today's jobs and paths
-    assert not [rule for rule in jobs if rule.startswith("replicate_reading")]
+    for rule in ("constants", "sample_size"):
+        assert jobs[rule] == 2 * 3 * 2, rule  # × the readings definition and authors
+    assert jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 3 * 2 * shards
     listed = workflow.snakemake("-n", "--config", "replicates=3").stdout
     assert "results/digits/resnet50/replicates/3/constants.json" in listed
+    assert "results/digits/resnet50/replicates/3/readings/authors/constants.json" in listed
+    assert "results/digits/resnet18/replicates/3/figures/orbit.png" in listed
     assert "results/digits/resnet18/replicates/1" not in listed
 
 
@@ -402,7 +444,7 @@ def test_adding_a_replicate_trains_only_the_new_one(tiny_run, tmp_path):
     """K = 3 → 4 trains replicate 4 alone; replicate k trains with seed + k − 1."""
     wf = Workflow(tmp_path / "replicates")
     shutil.copytree(tiny_run.root, wf.root, symlinks=True)
-    wf.snakemake("--config", "replicates=3", "--until", "replicate_train")
+    wf.snakemake("--config", "replicates=3", "--until", "train")
     for model in TINY_CONFIG["models"]:
         run = wf.path("results", "digits", model)
         models = [(run / "model.pt").read_bytes()]
@@ -411,7 +453,7 @@ def test_adding_a_replicate_trains_only_the_new_one(tiny_run, tmp_path):
         log = wf.path("results", "logs", "digits", model, "replicates", "3", "train.log").read_text()
         assert "'seed': 2," in log  # TINY_CONFIG's seed 0 + 3 − 1
     jobs = wf.scheduled_jobs("--config", "replicates=4")
-    assert jobs["replicate_train"] == 2 and "train" not in jobs  # one new replicate per model
+    assert jobs["train"] == 2  # one new replicate per model
     listed = wf.snakemake("-n", "--config", "replicates=4").stdout
     trained = [line for line in listed.splitlines() if "model.pt" in line and "output:" in line]
     assert trained and all("/replicates/4/model.pt" in line for line in trained)

@@ -1,9 +1,8 @@
-"""Snakemake entry point of rule constants (and reading_constants): constants.json for one (dataset,
-model) under the job's reading."""
+"""Snakemake entry point of rule constants: constants.json of one run."""
 
 from resdyn import stages
 from resdyn.io import log_to
-from resdyn.readings import Reading
+from resdyn.runs import Run
 
 with log_to(snakemake.log[0]):
     stages.constants(
@@ -12,5 +11,5 @@ with log_to(snakemake.log[0]):
         pairs_path=snakemake.input.pairs,
         shadowing_path=snakemake.input.shadowing,
         lipschitz_path=snakemake.input.lipschitz,
-        reading=Reading.from_settings(snakemake.params.name, snakemake.params.reading),
+        run=Run.from_params(snakemake.params.run),
     )

@@ -1,9 +1,8 @@
-"""Snakemake entry point of rule shadowing_gather (and reading_shadowing_gather): shadowing.h5, the curve
-CSV and its plot."""
+"""Snakemake entry point of rule shadowing_gather: shadowing.h5, the curve CSV and its plot of one run."""
 
 from resdyn import stages
 from resdyn.io import log_to
-from resdyn.readings import Reading
+from resdyn.runs import Run
 
 with log_to(snakemake.log[0]):
     stages.gather_shadowing(
@@ -11,6 +10,6 @@ with log_to(snakemake.log[0]):
         snakemake.output.h5,
         snakemake.output.curve,
         snakemake.output.plot,
+        run=Run.from_params(snakemake.params.run),
         quantiles=snakemake.params.quantiles,
-        reading=Reading.from_settings(snakemake.params.name, snakemake.params.reading),
     )

@@ -1,9 +1,9 @@
-"""Snakemake entry point of rule shadowing_shard (and reading_shadowing_shard): the pseudo-orbits of one
-scatter shard and their shadowing errors, under the job's reading."""
+"""Snakemake entry point of rule shadowing_shard: the pseudo-orbits of one scatter shard of one run and
+their shadowing errors."""
 
 from resdyn import stages
 from resdyn.io import log_to
-from resdyn.readings import Reading
+from resdyn.runs import Run
 
 with log_to(snakemake.log[0]):
     stages.shadowing_shard(
@@ -11,6 +11,6 @@ with log_to(snakemake.log[0]):
         snakemake.input.pairs,
         snakemake.output[0],
         snakemake.wildcards.scatteritem,
+        run=Run.from_params(snakemake.params.run),
         chunk=snakemake.params.chunk,
-        reading=Reading.from_settings(snakemake.params.name, snakemake.params.reading),
     )

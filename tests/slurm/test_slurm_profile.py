@@ -57,14 +57,18 @@ def test_slurm_profile_requests_a_gpu_for_the_gpu_rules_only(workflow):
 
 
 @pytest.mark.slow  # runs Snakemake (dry runs)
-def test_slurm_profile_gives_training_replicates_their_rules_resources(workflow):
-    """replicate_<rule> (config `replicates` > 1) gets exactly <rule>'s request (YAML aliases)."""
-    resources = _dry_run_resources(
-        workflow, "--workflow-profile", "profiles/slurm", "--config", "replicates=2"
-    )
-    for rule in (*GPU_RULES, "shadowing_shard", "evaluate"):
-        assert resources[f"replicate_{rule}"] == resources[rule], rule
-    assert resources["replicate_train"]["gres"] == "gpu:1"
+def test_slurm_profile_gives_every_run_its_rules_resources(workflow):
+    """Training replicates and readings are jobs of the same rules: every job of a rule, whatever its run,
+    gets that rule's threads and request."""
+    jobs = _dry_run_jobs(workflow, "--workflow-profile", "profiles/slurm", "--config", "replicates=2")
+    requests: dict[str, set] = {}
+    for rule, threads, resources in jobs:
+        resources = {k: v for k, v in resources.items() if k not in ("tmpdir",)}
+        requests.setdefault(rule, set()).add((threads, tuple(sorted(resources.items()))))
+    for rule in (*GPU_RULES, "shadowing_shard", "evaluate", "constants", "sample_size"):
+        assert len(requests[rule]) == 1, (rule, requests[rule])
+    counts = {rule: sum(1 for r, _, _ in jobs if r == rule) for rule in ("train", "constants")}
+    assert counts == {"train": 2 * 2, "constants": 2 * 2 * 2}  # models × replicates (× readings)
 
 
 @pytest.mark.slow  # runs Snakemake (dry runs)
