@@ -306,7 +306,12 @@ def check_bruteforce(
     sub_p, sub_y = probs[keep], labels[keep]
     reference = pairwise_bruteforce(sub_p, sub_y, n_classes)
     fast = merge_pairwise(
-        [pairwise_shard(sub_p, sub_y, *shard_rows(len(keep), 3, k), n_classes=n_classes, chunk=CHUNK, device="cpu") for k in range(3)]
+        [
+            pairwise_shard(
+                sub_p, sub_y, *shard_rows(len(keep), 3, k), n_classes=n_classes, chunk=CHUNK, device="cpu"
+            )
+            for k in range(3)
+        ]
     )
     fields = ("E", "E_pair", "E_mean", "E_mean_pair", "expansive", "expansive_pair", "depth_min")
     fields += ("depth_min_pair", "nn_index", "nn_distance")

@@ -765,9 +765,13 @@ def figures(
         pairs, traj, figure3_png, "E", f"Figure 3 ({title}): closest pairs by max distance over depths"
     )
     closest = closest_pairs(pairs, traj, k)
-    images = DatasetFile.test_images(data_path, fig.closest_pair_indices(closest))
-    fig.plot_closest_pairs(closest, images, pairs_png, f"Table 3 ({title}): closest different-class pairs")
     orbit = best_orbit(Shadowing.load(shadowing_path), Constants.load(constants_path), traj)
-    images = DatasetFile.test_images(data_path, fig.best_orbit_indices(orbit))
-    fig.plot_best_orbit(orbit, images, orbit_png, f"Tables 4-5 ({title}): best-traced pseudo-orbit")
+    # one read of the dataset file for both figures' images
+    pair_indices, orbit_indices = fig.closest_pair_indices(closest), fig.best_orbit_indices(orbit)
+    images = DatasetFile.test_images(data_path, pair_indices + orbit_indices)
+    pair_images, orbit_images = images[: len(pair_indices)], images[len(pair_indices) :]
+    fig.plot_closest_pairs(
+        closest, pair_images, pairs_png, f"Table 3 ({title}): closest different-class pairs"
+    )
+    fig.plot_best_orbit(orbit, orbit_images, orbit_png, f"Tables 4-5 ({title}): best-traced pseudo-orbit")
     write_table(best_orbit_table(orbit, run.dataset, run.model), orbit_table_stem)

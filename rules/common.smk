@@ -54,6 +54,11 @@ MAIN_RUNS = [run for run in TRAINED_RUNS if run.replicate == 1]
 PROBE_RUNS = [run for run in RUNS if run.reading.head == "probes"]
 
 
+def main_probe_runs(dataset):
+    """Replicate 1 of every model of `dataset` with a probes reading: the probes figure's runs."""
+    return [run for run in PROBE_RUNS if run.dataset == dataset and run.replicate == 1]
+
+
 def _alternatives(names):
     # "(?!)" never matches: a wildcard with no value has no job.
     return "|".join(map(re.escape, sorted(names, key=len, reverse=True))) or "(?!)"
@@ -99,15 +104,9 @@ def source_of(name):
     return lambda w: results(RUN[w.run].source(name))
 
 
-def trained_of(name):
-    """Input function: a file of the trained network behind the job's run."""
-    return lambda w: results(RUN[w.run].trained_file(name))
-
-
-def data_of(key):
-    """Input function: results/data/<dataset>.h5 of the job's run (wildcard `key`: run or trained)."""
-    table = {"run": RUN, "trained": TRAINED}[key]
-    return lambda w: results("data", f"{table[w[key]].dataset}.h5")
+def dataset_file(w):
+    """Input function: results/data/<dataset>.h5 of the job's trained network."""
+    return results("data", f"{TRAINED[w.trained].dataset}.h5")
 
 
 def run_params(w):
@@ -115,8 +114,9 @@ def run_params(w):
     return RUN[w.run].params()
 
 
-def trained_params(key="trained"):
-    return lambda w: TRAINED[w[key]].params()
+def trained_params(w):
+    """The job's trained network (resdyn.runs.Run.params of its reading `definition`)."""
+    return TRAINED[w.trained].params()
 
 
 def log_file(name, key="run"):
@@ -213,7 +213,10 @@ def all_outputs():
         files_of(RUNS, "constants.json")
         + files_of(RUNS, "shadowing_curve.png")
         + files_of(RUNS, "sample_size.png")
-        + [results("figures", dataset, "probes.png") for dataset in dict.fromkeys(r.dataset for r in PROBE_RUNS)]
+        + [
+            results("figures", dataset, "probes.png")
+            for dataset in dict.fromkeys(r.dataset for r in PROBE_RUNS)
+        ]
         + [f for name in FIGURE_NAMES for f in files_of(TRAINED_RUNS, f"figures/{name}.png")]
         + expand(
             results("tables", "{table}.{ext}"),

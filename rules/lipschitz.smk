@@ -6,7 +6,7 @@ rule lipschitz:
     input:
         trajectories=trained_file("trajectories.h5"),
         model=trained_file("model.pt"),
-        data=data_of("trained"),
+        data=dataset_file,
         code=package_sources("lipschitz"),
     output:
         trained_file("lipschitz.json"),

@@ -7,7 +7,7 @@
 rule probes:
     input:
         model=trained_file("model.pt"),
-        data=data_of("trained"),
+        data=dataset_file,
     output:
         probes=probes_file("probes.pt"),
         table=run_report(probes_file("probes.csv"), "Per-depth heads", "probes_table.rst", "{trained}"),
@@ -32,7 +32,7 @@ rule probes:
 use rule trajectories as probe_trajectories with:
     input:
         model=trained_file("model.pt"),
-        data=data_of("trained"),
+        data=dataset_file,
         probes=probes_file("probes.pt"),
     output:
         probes_file("trajectories.h5"),
@@ -46,7 +46,7 @@ use rule lipschitz as probe_lipschitz with:
     input:
         trajectories=probes_file("trajectories.h5"),
         model=trained_file("model.pt"),
-        data=data_of("trained"),
+        data=dataset_file,
         code=package_sources("lipschitz"),
     output:
         probes_file("lipschitz.json"),
@@ -60,13 +60,16 @@ rule probes_figure:
     input:
         # replicate 1 of every model of the dataset
         tables=lambda w: [
-            results(run.trained_file(f"{PROBES_FOLDER}/probes.csv"))
-            for run in PROBE_RUNS
-            if run.dataset == w.dataset and run.replicate == 1
+            results(run.trained_file(f"{PROBES_FOLDER}/probes.csv")) for run in main_probe_runs(w.dataset)
         ],
         code=package_sources("figures"),
     output:
-        run_report(results("figures", "{dataset}", "probes.png"), "Per-depth heads", "probes_figure.rst", "{dataset}"),
+        run_report(
+            results("figures", "{dataset}", "probes.png"),
+            "Per-depth heads",
+            "probes_figure.rst",
+            "{dataset}",
+        ),
     log:
         log_file("probes_figure", "dataset"),
     benchmark:
@@ -74,6 +77,6 @@ rule probes_figure:
     conda:
         ENV
     params:
-        models=lambda w: [run.model for run in PROBE_RUNS if run.dataset == w.dataset and run.replicate == 1],
+        models=lambda w: [run.model for run in main_probe_runs(w.dataset)],
     script:
         "../workflow_scripts/probes_figure.py"

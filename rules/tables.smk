@@ -90,7 +90,7 @@ rule table3:
 
 rule figures:
     input:
-        data=data_of("trained"),
+        data=dataset_file,
         trajectories=trained_file("trajectories.h5"),
         pairs=trained_file("pairs.h5"),
         shadowing=trained_file("shadowing.h5"),
@@ -109,7 +109,7 @@ rule figures:
     conda:
         ENV
     params:
-        run=trained_params(),
+        run=trained_params,
         orbit_stem=table_stem,
         k=analysis("table3_pairs"),
     script:

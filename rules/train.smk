@@ -4,7 +4,7 @@
 
 rule train:
     input:
-        data=data_of("trained"),
+        data=dataset_file,
     output:
         model=trained_file("model.pt"),
         log_csv=trained_file("train_log.csv"),
@@ -34,7 +34,7 @@ rule train:
 rule evaluate:
     input:
         model=trained_file("model.pt"),
-        data=data_of("trained"),
+        data=dataset_file,
     output:
         trained_file("metrics.json"),
     log:

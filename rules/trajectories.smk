@@ -5,7 +5,7 @@
 rule trajectories:
     input:
         model=trained_file("model.pt"),
-        data=data_of("trained"),
+        data=dataset_file,
     output:
         trained_file("trajectories.h5"),
     log:
@@ -17,7 +17,7 @@ rule trajectories:
     resources:
         gpu=gpu_request(analysis("device")),
     params:
-        run=trained_params(),
+        run=trained_params,
         batch_size=analysis("batch_size"),
         store_states=analysis("store_states"),
         device=analysis("device"),

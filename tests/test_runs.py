@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from test_readings import AUTHORS
 
 from resdyn.config import canonical_config, schema_defaults
 from resdyn.io import InputError
 from resdyn.readings import Reading
 from resdyn.runs import Run, config_reading, configured_runs, trained_runs
 
-AUTHORS = Reading(
-    "authors",
-    temperature_expansive=1000.0,
-    temperature_shadowing=1.0,
-    depths="blocks",
-    over_depths="min",
-    orbits="distinct",
-    pairing="independent",
-)
 PROBES = Reading("probes", head="probes")
 
 
