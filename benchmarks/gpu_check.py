@@ -23,6 +23,10 @@ Sections (each prints a table; the checks with a tolerance decide the exit statu
 5. **Pairwise timings** — the CUDA pairwise stage over all rows at N = 10,000 and 50,000 with C = 10 and
    1000 (synthetic heads of benchmarks/pairwise.py), seconds, rows per chunk and peak device memory; the
    CPU kernel at N = 10,000, C = 10 beside it (ratio CPU / GPU).
+6. **Determinism** — the revised ResNet-18 trained twice for one epoch under ``numerics: portable``
+   (on CUDA: deterministic algorithms, cudnn.deterministic, no cudnn.benchmark, no TF32,
+   CUBLAS_WORKSPACE_CONFIG=:4096:8; :mod:`resdyn.numerics`); the weights must be bitwise equal. A third run
+   with ``fast`` gives the cost of those settings (printed in seconds). Run after section 3.
 
 ``--quick`` shrinks every size (a few hundred images, one epoch, tiny batches) so the whole script runs in
 about a minute on a CPU; ``--device cpu`` runs the "GPU" side on the CPU (the comparisons are then
@@ -279,6 +283,62 @@ def pairwise_timings(device: str, quick: bool) -> dict:
     return report
 
 
+def determinism(data, device: str, quick: bool, folder: Path, checks: dict) -> dict:
+    """Section 6: the revised ResNet-18 trained twice on ``device`` under the numerics ``portable`` applies
+    there (:func:`resdyn.numerics.applied`: deterministic algorithms, cudnn.deterministic, no benchmark, no
+    TF32, CUBLAS_WORKSPACE_CONFIG=:4096:8); the weights must agree bitwise. Also times one run with the
+    default (``fast``) settings, so the cost of determinism is measured (docs/numerics.md)."""
+    import torch
+
+    from resdyn.model import build_model
+    from resdyn.numerics import applied
+    from resdyn.train import train
+
+    began = _section(f"6. determinism on {device}: portable numerics, trained twice, weights bitwise equal")
+    images, labels = data["train"]
+    keep = 64 if quick else len(labels)
+    runs = {}
+    for k, mode in enumerate(("portable", "portable", "fast")):
+        with applied(mode, torch.device(device)) as record:
+            torch.manual_seed(0)
+            model = build_model({"blocks": MODELS["resnet18"]}, 10)
+            started = time.perf_counter()
+            train(
+                model,
+                images[:keep],
+                labels[:keep],
+                epochs=1,
+                lr=1e-3,
+                batch_size=BATCH,
+                seed=0,
+                device=device,
+                checkpoint_path=folder / f"determinism_{k}.ckpt",
+                log_path=folder / f"determinism_{k}.csv",
+                numerics=mode,
+            )
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - started
+        runs[k] = (
+            mode,
+            {n: t.detach().cpu().clone() for n, t in model.state_dict().items()},
+            seconds,
+            record,
+        )
+    same = all(torch.equal(runs[0][1][n], runs[1][1][n]) for n in runs[0][1])
+    checks[f"determinism on {device}: portable runs bitwise equal"] = same
+    report = {
+        "bitwise_equal": same,
+        "seconds": {f"{mode} run {k + 1}": sec for k, (mode, _, sec, _) in runs.items()},
+        "record": runs[0][3],
+    }
+    _say(
+        f"portable run 1 {runs[0][2]:.1f} s, run 2 {runs[1][2]:.1f} s, fast {runs[2][2]:.1f} s; "
+        f"weights bitwise equal: {'yes' if same else 'NO'} ({time.perf_counter() - began:.0f} s)"
+    )
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", help="the device under test (default cuda)")
@@ -310,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         trained = training(data, args.device, 1 if args.quick else EPOCHS, folder, checks)
         traj = trajectories(data, trained["models"], args.device, checks)
         identity = pairwise_identity(traj["probs"], args.device, args.quick, checks)
+        determinism_report = determinism(data, args.device, args.quick, folder, checks)
     speed = throughput(args.device, args.quick)
     timings = pairwise_timings(args.device, args.quick)
     failed = [k for k, ok in checks.items() if not ok]
@@ -328,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairwise_identity": identity,
         "throughput": speed,
         "pairwise_timings": timings,
+        "determinism": determinism_report,
         "seconds": time.perf_counter() - started,
     }
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=float) + "\n")

@@ -308,7 +308,9 @@ def _save_torch_payload(path: PathLike, version: int, payload: Mapping[str, Any]
 @dataclass
 class ModelCheckpoint:
     """``model.pt``: {format, state_dict (CPU tensors), model_entry (defaults filled), num_classes,
-    class_names}, a plain dict that loads with ``torch.load(weights_only=True)``."""
+    class_names} and, from the training stage, ``numerics`` (:func:`resdyn.numerics.record`: the mode,
+    ISA, threads and library versions it trained with; absent in older files), a plain dict that loads
+    with ``torch.load(weights_only=True)``."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     KEYS: ClassVar[tuple[str, ...]] = ("format", "state_dict", "model_entry", "num_classes", "class_names")
@@ -317,14 +319,16 @@ class ModelCheckpoint:
     model_entry: dict[str, Any]
     num_classes: int
     class_names: list[str]
+    numerics: dict[str, Any] | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
-        return {
+        meta = {
             "model_entry": self.model_entry,
             "num_classes": self.num_classes,
             "class_names": self.class_names,
         }
+        return meta if self.numerics is None else {**meta, "numerics": self.numerics}
 
     def save(self, path: PathLike) -> None:
         _save_torch_payload(
@@ -335,25 +339,40 @@ class ModelCheckpoint:
                 "model_entry": self.model_entry,
                 "num_classes": int(self.num_classes),
                 "class_names": [str(name) for name in self.class_names],
-            },
+            }
+            | ({} if self.numerics is None else {"numerics": self.numerics}),
         )
 
     @classmethod
     def load(cls, path: PathLike) -> ModelCheckpoint:
         payload = _load_torch_payload(path, "model", cls.KEYS, cls.FORMAT_VERSION)
         return cls(
-            payload["state_dict"], payload["model_entry"], payload["num_classes"], payload["class_names"]
+            payload["state_dict"],
+            payload["model_entry"],
+            payload["num_classes"],
+            payload["class_names"],
+            payload.get("numerics"),
         )
 
 
 def save_model(
-    path: PathLike, model: Any, model_entry: Mapping[str, Any], num_classes: int, class_names: Sequence[str]
+    path: PathLike,
+    model: Any,
+    model_entry: Mapping[str, Any],
+    num_classes: int,
+    class_names: Sequence[str],
+    numerics: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``model``'s weights and its architecture (the entry with defaults filled) to ``model.pt``."""
+    """Write ``model``'s weights and its architecture (the entry with defaults filled) to ``model.pt``,
+    with the ``numerics`` record of its training when given (:func:`resdyn.numerics.record`)."""
     from resdyn.model import normalize_model_entry
 
     ModelCheckpoint(
-        model.state_dict(), normalize_model_entry(model_entry), int(num_classes), list(class_names)
+        model.state_dict(),
+        normalize_model_entry(model_entry),
+        int(num_classes),
+        list(class_names),
+        None if numerics is None else dict(numerics),
     ).save(path)
 
 
@@ -1074,8 +1093,9 @@ class JsonArtifact(_Artifact):
 
 
 class Metrics(JsonArtifact):
-    """``metrics.json`` (Table 1): precision, recall, f1 (macro), accuracy, loss, n_test, and ``versions``
-    (python, torch, numpy, cvxpy, scs, snakemake: :mod:`resdyn.provenance`)."""
+    """``metrics.json`` (Table 1): precision, recall, f1 (macro), accuracy, loss, n_test, ``versions``
+    (python, torch, numpy, cvxpy, scs, snakemake: :mod:`resdyn.provenance`) and ``numerics``, the record
+    of the model's training (:func:`resdyn.numerics.record`; absent for models saved without one)."""
 
 
 class Lipschitz(JsonArtifact):

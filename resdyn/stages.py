@@ -97,33 +97,41 @@ def train_model(
     ``torch.manual_seed(settings["seed"])``, train it on the train split (:func:`resdyn.train.train`,
     which writes ``train_log.csv`` and the resumable checkpoint) and save ``model.pt``.
     ``settings`` = {epochs, lr, batch_size, seed, device} and, optionally (off when left out),
-    ``channels_last`` and ``bf16_autocast`` (:func:`resdyn.train.check_settings`)."""
+    ``channels_last`` and ``bf16_autocast``, and ``numerics`` (the schema's default when left out;
+    :func:`resdyn.train.check_settings`). The numerics are applied from the initial weights to the end of
+    training (:func:`resdyn.numerics.applied`; ``portable`` trains on one CPU thread) and their record
+    is saved in model.pt."""
     import torch
 
     from resdyn.model import build_model
+    from resdyn.numerics import applied
     from resdyn.train import check_settings, train
 
     settings = check_settings(settings)
     log.info("training settings: %s", dict(settings))
     images, labels, class_names = DatasetFile.load_split(data_path, "train")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(settings["seed"]))
-        model = build_model(model_entry, len(class_names))
-    rows = train(
-        model,
-        images,
-        labels,
-        epochs=int(settings["epochs"]),
-        lr=float(settings["lr"]),
-        batch_size=int(settings["batch_size"]),
-        seed=int(settings["seed"]),
-        device=resolve_device(settings["device"]),
-        checkpoint_path=checkpoint_path,
-        log_path=log_out,
-        channels_last=bool(settings["channels_last"]),
-        bf16_autocast=bool(settings["bf16_autocast"]),
-    )
-    save_model(model_out, model.cpu(), model_entry, len(class_names), class_names)
+    device = resolve_device(settings["device"])
+    with applied(settings["numerics"], device) as numerics:  # before the first kernel: the initial weights
+        log.info("numerics: %s", numerics)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(settings["seed"]))
+            model = build_model(model_entry, len(class_names))
+        rows = train(
+            model,
+            images,
+            labels,
+            epochs=int(settings["epochs"]),
+            lr=float(settings["lr"]),
+            batch_size=int(settings["batch_size"]),
+            seed=int(settings["seed"]),
+            device=device,
+            checkpoint_path=checkpoint_path,
+            log_path=log_out,
+            channels_last=bool(settings["channels_last"]),
+            bf16_autocast=bool(settings["bf16_autocast"]),
+            numerics=settings["numerics"],
+        )
+    save_model(model_out, model.cpu(), model_entry, len(class_names), class_names, numerics)
     return rows
 
 
@@ -131,7 +139,8 @@ def evaluate_model(
     model_path: PathLike, data_path: PathLike, metrics_out: PathLike, *, device: str, batch_size: int
 ) -> dict[str, float | int]:
     """Rule ``evaluate``: Table 1's metrics (:func:`resdyn.train.evaluate`) on the test split →
-    metrics.json, with the ``versions`` of the software that made it."""
+    metrics.json, with the ``versions`` of the software that made it and the ``numerics`` record of the
+    model's training (when model.pt has one, :mod:`resdyn.numerics`)."""
     from resdyn.train import evaluate
 
     model, meta = load_model(model_path)
@@ -140,6 +149,8 @@ def evaluate_model(
     with full_float32(device):
         metrics = evaluate(model, images, labels, device=resolve_device(device), batch_size=batch_size)
     metrics["versions"] = software_versions()
+    if "numerics" in meta:
+        metrics["numerics"] = meta["numerics"]
     Metrics(metrics).save(metrics_out)
     return metrics
 

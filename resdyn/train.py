@@ -37,7 +37,7 @@ CHECKPOINT_FORMAT = 1
 TRAINING_PROCEDURE = "adam-ce-even-batches-v1"
 """Names the training loop in checkpoints; change it when the loop changes, so old checkpoints are not
 resumed."""
-SETTINGS_KEYS = ("epochs", "lr", "batch_size", "seed", "device", *OPT_IN_TRAINING)
+SETTINGS_KEYS = ("epochs", "lr", "batch_size", "seed", "device", *OPT_IN_TRAINING, "numerics")
 OPTIONAL_SETTINGS = dict.fromkeys(OPT_IN_TRAINING, False)
 """Settings that may be left out, off when absent (:func:`resdyn.config.training_settings` leaves them
 out of the train rule's params while off)."""
@@ -94,6 +94,7 @@ def _run_fingerprint(
     seed: int,
     channels_last: bool = False,
     bf16_autocast: bool = False,
+    numerics: str = "fast",
 ) -> str:
     """sha256 over what a checkpoint must share with the run that resumes it: the architecture (parameter
     names and shapes), the training arrays, the training procedure, lr, batch size and seed, and the
@@ -110,6 +111,8 @@ def _run_fingerprint(
         digest.update(b";channels_last")
     if bf16_autocast:
         digest.update(b";bf16_autocast")
+    if numerics != "fast":
+        digest.update(f";numerics={numerics}".encode())
     return digest.hexdigest()
 
 
@@ -172,6 +175,7 @@ def train(
     log_path: str | os.PathLike,
     channels_last: bool = False,
     bf16_autocast: bool = False,
+    numerics: str = "fast",
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with Adam (default betas) on the mean cross-entropy (paper §3).
 
@@ -195,6 +199,8 @@ def train(
     weights differ from the default's (by how much: benchmarks/gpu_check.sh prints the loss curves side by
     side); both are off by default, and with them off training is bitwise the same as before they existed.
     The model is returned in the default (contiguous) memory format either way.
+    ``numerics`` names the numerics the caller applied (:mod:`resdyn.numerics`; the stage applies them):
+    here it only keeps a checkpoint of one mode from being resumed in the other.
     Returns the log rows; the model is left in eval mode on ``device``.
     """
     if epochs < 1 or batch_size < 1 or not (lr > 0 and math.isfinite(lr)):
@@ -218,6 +224,7 @@ def train(
         seed=seed,
         channels_last=channels_last,
         bf16_autocast=bf16_autocast,
+        numerics=numerics,
     )
 
     rows: list[dict[str, float]] = []
@@ -347,9 +354,14 @@ def evaluate(
 
 
 def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The training settings {epochs, lr, batch_size, seed, device, channels_last, bf16_autocast}; a
-    missing key (other than the optional ones, :data:`OPTIONAL_SETTINGS`) or an unknown key is an error."""
-    settings = {**OPTIONAL_SETTINGS, **settings}
+    """The training settings {epochs, lr, batch_size, seed, device, channels_last, bf16_autocast,
+    numerics}; a missing key (other than the optional ones, :data:`OPTIONAL_SETTINGS`, and ``numerics``,
+    which defaults to the schema's default) or an unknown key is an error."""
+    from resdyn.config import schema_defaults
+    from resdyn.numerics import check_mode
+
+    settings = {**OPTIONAL_SETTINGS, "numerics": schema_defaults("training")["numerics"], **settings}
+    check_mode(settings["numerics"])
     missing = [k for k in SETTINGS_KEYS if k not in settings]
     unknown = sorted(set(settings) - set(SETTINGS_KEYS))
     if missing or unknown:

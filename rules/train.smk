@@ -17,9 +17,10 @@ rule train:
     priority: 10
     conda:
         ENV
-    # All cores, and torch gets exactly that many threads (workflow_scripts/train.py): the weights depend on
-    # the thread count, so it must not change with what else runs.
-    threads: workflow.cores
+    # numerics 'portable' (the default, docs/numerics.md) computes on one thread whatever the job is given,
+    # so it asks for one core and training jobs run side by side; 'fast' takes all cores, and torch gets
+    # exactly that many threads (workflow_scripts/train.py), since its weights depend on the thread count.
+    threads: lambda w: 1 if training_params(w)["numerics"] == "portable" else workflow.cores
     resources:
         gpu=gpu_request(lambda w: training_params(w)["device"]),
     params:

@@ -11,6 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from resdyn.numerics import PORTABLE_ENV
+
+# The ISA caps of portable training (resdyn.numerics) from this process's first kernel on: torch fixes its
+# ISA at the first kernel it runs, so without them in-process training would compute at the host's widest
+# ISA and differ from the training jobs (subprocesses) that some tests resume or compare with.
+os.environ.update(PORTABLE_ENV)
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = (
     "Snakefile",

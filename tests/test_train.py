@@ -338,7 +338,8 @@ def test_train_then_evaluate_from_files(data_file, uninterrupted, tmp_path):
         folder / "model.pt", data_file, tmp_path / "metrics.json", device="cpu", batch_size=7
     )
     assert read_json(tmp_path / "metrics.json") == metrics
-    assert set(metrics) == {"precision", "recall", "f1", "accuracy", "loss", "n_test", "versions"}
+    assert set(metrics) == {"precision", "recall", "f1", "accuracy", "loss", "n_test", "versions", "numerics"}
+    assert metrics["numerics"]["mode"] == "portable" and metrics["numerics"]["threads"] == 1
     assert metrics["n_test"] == 20
     model, meta = load_model(folder / "model.pt")
     assert meta["class_names"] == ["a", "b", "c"] and meta["model_entry"]["blocks"] == [1, 1, 1, 1]
