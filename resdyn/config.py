@@ -295,6 +295,8 @@ def check_config_files(paths: Sequence[str | os.PathLike]) -> None:
     silently). Raises InputError; a missing file is left to Snakemake's own message."""
     import yaml
 
+    duplicates: list[str] = []
+
     class _StrictLoader(yaml.SafeLoader):
         pass
 
@@ -303,15 +305,15 @@ def check_config_files(paths: Sequence[str | os.PathLike]) -> None:
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=deep)
             try:
-                hashable = key in seen
+                repeated = key in seen
             except TypeError:
                 continue  # an unhashable key: SafeLoader's own constructor reports it
-            if hashable:
-                raise InputError(
-                    f"{loader.name}, line {key_node.start_mark.line + 1}: key {key!r} given twice in one "
-                    f"mapping (first on line {seen[key].start_mark.line + 1}); YAML would keep only the last"
+            if repeated:
+                duplicates.append(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} given twice in one mapping (first on "
+                    f"line {seen[key].start_mark.line + 1}); YAML would keep only the last"
                 )
-            seen[key] = key_node
+            seen.setdefault(key, key_node)
         return loader.construct_mapping(node, deep=deep)
 
     _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
@@ -319,16 +321,21 @@ def check_config_files(paths: Sequence[str | os.PathLike]) -> None:
         path = Path(path)
         if not path.is_file():
             continue
+        problem = None
         with open(path, encoding="utf-8") as handle:
             try:
                 yaml.load(handle, Loader=_StrictLoader)  # noqa: S506 -- a SafeLoader subclass
             except yaml.MarkedYAMLError as err:
                 mark = err.problem_mark or err.context_mark
-                where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
-                problem = " ".join(str(part) for part in (err.context, err.problem) if part)
-                raise InputError(f"{where}: not valid YAML ({problem})") from None
+                where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                reason = " ".join(str(part) for part in (err.context, err.problem) if part)
+                problem = f"{where}: not valid YAML ({reason})"
             except yaml.YAMLError as err:
-                raise InputError(f"{path}: not valid YAML ({err})") from None
+                problem = f": not valid YAML ({err})"
+        if problem is None and duplicates:
+            problem = f", {duplicates[0]}"
+        if problem is not None:
+            raise InputError(f"{path}{problem}")
 
 
 def check_readings(config: Mapping[str, Any]) -> None:
