@@ -7,6 +7,12 @@ from snakemake.utils import min_version
 min_version("9.18")
 
 
+from resdyn.config import check_config_files
+
+# Strictly, before Snakemake reads them: a duplicated key or a YAML error names the file and line.
+check_config_files(["config.yaml", *workflow.overwrite_configfiles])
+
+
 configfile: "config.yaml"
 
 

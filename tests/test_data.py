@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from resdyn.artifacts import DatasetFile, array_checksum
-from resdyn.data import images_to_tensor, interpolation_for
+from resdyn.data import images_to_tensor, interpolation_for, read_dataset
 from resdyn.io import InputError
 from resdyn.stages import prepare_data as prepare_dataset
 
@@ -305,7 +305,7 @@ def test_npz_16x16_grey_is_pixel_replicated(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (3, 16, 16), dtype=np.uint8)
     out = tmp_path / "s.h5"
-    prepare_dataset("s", {"source": "npz", "path": str(_npz_of(tmp_path, x, x[:1]))}, out, tmp_path)
+    prepare_dataset("s", {"source": "npz", "path": str(_npz_of(tmp_path, x, x[:2]))}, out, tmp_path)
     dataset = DatasetFile.load(out)
     images = dataset.splits["train"][0]
     for k in range(3):
@@ -428,15 +428,16 @@ def test_npz_layouts(tmp_path, kind):
 
 
 def test_npz_adversarial_sizes_and_class_names(tmp_path):
-    """N = 2 training images, one test image, a single class, float labels with integral values."""
+    """N = 2 training images, two test images (the fewest the analysis accepts), a single class, float
+    labels with integral values."""
     x = np.zeros((2, 28, 28), dtype=np.uint8)
     x[1, 5, 7] = 200
     src = write_npz(
         tmp_path / "one.npz",
         x_train=x,
         y_train=np.array([0.0, 0.0]),
-        x_test=x[1:],
-        y_test=np.array([0]),
+        x_test=x[::-1],
+        y_test=np.array([0, 0]),
         class_names=np.array(["only"]),
     )
     out = tmp_path / "one.h5"
@@ -494,6 +495,38 @@ BAD_NPZ = [
     ),
     ("few class names", {"class_names": np.array(["a", "b"])}, "class_names", "label 2"),
     ("numeric class names", {"class_names": np.array([1, 2, 3])}, "class_names", "strings"),
+    # Issue 25: labels must be 0..C−1 with every class present in the training set.
+    (
+        "label 255",
+        {"y_train": np.array([0, 1, 2, 255])},
+        "y_train",
+        "classes 3..254 of 0..255 have no training",
+    ),
+    (
+        "labels 1..C",
+        {"y_train": np.array([1, 2, 3, 2]), "y_test": np.array([3, 1])},
+        "y_train",
+        "class 0 of 0..3 has no training image.*labels start at 1",
+    ),
+    (
+        "class only in the test set",
+        {"y_test": np.array([3, 0])},
+        "y_train",
+        r"class 3 of 0..3 has no training image \(C = 4 from the largest label, 3 .*'y_test', index 0",
+    ),
+    (
+        "uint64 label 2^64-1",
+        {"y_train": np.array([0, 1, 2, 2**64 - 1], dtype=np.uint64)},
+        "y_train",
+        "label 18446744073709551615 at index 3",
+    ),
+    ("huge label", {"y_test": np.array([2, 10**12])}, "y_test", "label 1000000000000 at index 1"),
+    (
+        "more class names than classes",
+        {"class_names": np.array(["a", "b", "c", "d"])},
+        "class_names",
+        "class 3 of 0..3 has no training image",
+    ),
 ]
 
 
@@ -505,6 +538,32 @@ def test_npz_bad_values(tmp_path, case, change, key, message):
         prepare_dataset("bad", {"source": "npz", "path": str(src)}, out, tmp_path)
     assert str(src) in str(info.value) and f"'{key}'" in str(info.value)
     assert not out.exists()
+
+
+def test_bad_labels_keep_the_dataset_file_already_computed(tmp_path):
+    """An npz rewritten with a stray label fails prepare_data and leaves the previous dataset file."""
+    src = write_npz(tmp_path / "mine.npz", **_good_npz())
+    out = tmp_path / "mine.h5"
+    prepare_dataset("mine", {"source": "npz", "path": str(src)}, out, tmp_path)
+    before = out.read_bytes()
+    write_npz(src, **{**_good_npz(), "y_train": np.array([0, 1, 2, 255])})
+    with pytest.raises(InputError, match="255"):
+        prepare_dataset("mine", {"source": "npz", "path": str(src)}, out, tmp_path)
+    assert out.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_one_test_image_is_refused(tmp_path):
+    src = write_npz(tmp_path / "one.npz", **{**_good_npz(), "x_test": np.zeros((1, 28, 28)), "y_test": [0]})
+    with pytest.raises(InputError, match=f"npz {src} has 1 test image.*at least 2"):
+        prepare_dataset("one", {"source": "npz", "path": str(src)}, tmp_path / "one.h5", tmp_path)
+    with pytest.raises(InputError, match="dataset 'two': max_test: 1 keeps 1 test image"):
+        read_dataset("two", {"source": "sklearn-digits", "max_test": 1}, tmp_path)
+
+
+def test_npz_path_that_is_a_directory(tmp_path):
+    with pytest.raises(InputError, match=f"{tmp_path}: a directory, not an .npz file"):
+        prepare_dataset("d", {"source": "npz", "path": str(tmp_path)}, tmp_path / "d.h5", tmp_path)
 
 
 @pytest.mark.parametrize("missing", ["x_train", "y_test"])

@@ -393,3 +393,201 @@ def test_results_record_the_software_versions(trajectories, tmp_path):
     assert set(versions) == {"python", "torch", "numpy", "cvxpy", "scs", "snakemake"}
     assert versions["numpy"] == np.__version__ == metadata.version("numpy")
     assert versions["torch"] == metadata.version("torch")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 25: model.pt and probes.pt verified on load; atomic outputs leave no debris after a SIGKILL
+# ---------------------------------------------------------------------------------------------------------
+TINY_ENTRY = {"blocks": [1, 1, 1, 1], "width": 16}
+
+
+def _tiny_model_file(path: Path) -> tuple[Path, dict]:
+    import torch
+
+    from resdyn.artifacts import save_model
+    from resdyn.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(TINY_ENTRY, 3)
+    save_model(path, model, TINY_ENTRY, 3, ["a", "b", "c"])
+    return path, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _flip_a_bit_of(path: Path, tensor) -> None:
+    """Flip one bit inside ``tensor``'s bytes as stored in the torch file (the zip entry stays readable)."""
+    raw = bytearray(path.read_bytes())
+    needle = tensor.contiguous().numpy().tobytes()
+    offset = raw.find(needle)
+    assert offset >= 0 and raw.find(needle, offset + 1) < 0
+    raw[offset + len(needle) // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def test_model_checksum_recorded_and_verified(tmp_path):
+    import torch
+
+    from resdyn.artifacts import CHECKSUM_KEY, load_model, tensors_checksum
+
+    path, state = _tiny_model_file(tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    assert payload[CHECKSUM_KEY] == tensors_checksum({f"state_dict.{k}": v for k, v in state.items()})
+    model, _ = load_model(path)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_flipped_bit_in_model_weights_names_the_file_and_the_rebuild(tmp_path):
+    from resdyn.artifacts import load_model
+
+    path, state = _tiny_model_file(tmp_path / "model.pt")
+    name = max(state, key=lambda k: state[k].numel())
+    _flip_a_bit_of(path, state[name])
+    before = path.read_bytes()
+    with pytest.raises(InputError, match=f"{path}: model file is corrupt.*sha256") as info:
+        load_model(path)
+    assert f"snakemake --forcerun {path}" in str(info.value)
+    assert path.read_bytes() == before  # the evidence is kept, nothing is deleted
+
+
+def test_truncated_and_foreign_model_files_name_the_rebuild(tmp_path):
+    import torch
+
+    from resdyn.artifacts import load_model
+
+    path, _ = _tiny_model_file(tmp_path / "model.pt")
+    whole = path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    checkpoint = tmp_path / "checkpoint.pt"  # the training checkpoint given by mistake
+    torch.save({"format": 1, "model": {}, "epoch": 1}, checkpoint)
+    for bad, message in (
+        (truncated, "not a readable model file, truncated or corrupt"),
+        (foreign, "not a resdyn model file, it lacks key"),
+        (checkpoint, "not a resdyn model file, it lacks key"),
+        (tmp_path, "a directory, not a model file"),
+    ):
+        with pytest.raises(InputError, match=message) as info:
+            load_model(bad)
+        assert str(bad) in str(info.value)
+        if bad != tmp_path:
+            assert "snakemake --forcerun" in str(info.value)
+
+
+def test_model_file_without_checksum_loads_with_a_warning(tmp_path, caplog):
+    """model.pt files written before the checksum existed stay usable (no retraining), unverified."""
+    import torch
+
+    from resdyn.artifacts import CHECKSUM_KEY, load_model
+
+    path, state = _tiny_model_file(tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload[CHECKSUM_KEY]
+    torch.save(payload, path)
+    with caplog.at_level("WARNING", logger="resdyn.artifacts"):
+        model, _ = load_model(path)
+    assert "written before resdyn recorded its checksum" in caplog.text and str(path) in caplog.text
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_flipped_bit_in_probes_is_refused(tmp_path):
+    import torch
+
+    from resdyn.artifacts import ProbeHeads
+
+    weight = torch.randn(5, 3, 40, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "probes.pt"
+    ProbeHeads(weight, torch.zeros(5, 3), ["a", "b", "c"], {"epochs": 1}, []).save(path)
+    assert torch.equal(ProbeHeads.load(path).weight, weight)
+    _flip_a_bit_of(path, weight)
+    with pytest.raises(InputError, match=f"{path}: probes file is corrupt"):
+        ProbeHeads.load(path)
+
+
+_KILLED_WRITER = """
+import sys, time
+import torch
+from resdyn import artifacts
+from resdyn.model import build_model
+
+real_save = torch.save
+def save_then_hang(obj, target):
+    real_save(obj, target)      # the temporary is complete on disk ...
+    print("written", flush=True)
+    time.sleep(60)              # ... and the job is killed before the rename
+torch.save = save_then_hang
+torch.manual_seed(1)
+model = build_model({"blocks": [1, 1, 1, 1], "width": 16}, 3)
+artifacts.save_model(sys.argv[1], model, {"blocks": [1, 1, 1, 1], "width": 16}, 3, ["a", "b", "c"])
+"""
+
+
+def test_sigkill_mid_write_leaves_the_old_file_and_a_rerun_removes_the_debris(tmp_path):
+    """A real writer (save_model) killed with SIGKILL between writing its temporary and the rename:
+    the previous model.pt is intact, the temporary survives the kill, and the next write of the same
+    target removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import torch
+
+    from resdyn.artifacts import load_model
+
+    path, state = _tiny_model_file(tmp_path / "model.pt")
+    before = path.read_bytes()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout.readline().strip() == "written"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    debris = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert debris == [f".model.pt.tmp-{proc.pid}"]
+    assert path.read_bytes() == before  # the killed job did not touch the finished file
+    # A temporary of another target in the same folder is not this writer's to remove.
+    other = tmp_path / f".other.h5.tmp-{proc.pid}"
+    other.write_bytes(b"x")
+    # The rerun (the same writer, run to completion) leaves the new file and no debris of its target.
+    _tiny_model_file(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "model.pt"]
+    model, _ = load_model(path)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_training_checkpoint_temporaries_are_removed_by_the_rerun(tmp_path):
+    """The resumable training checkpoint (and the probes', written the same way) goes through
+    atomic_output, so the temporaries of a job killed mid-checkpoint are removed by the rerun's first
+    checkpoint write; the log's too."""
+    import torch
+
+    from resdyn.io import temporary_siblings
+    from resdyn.model import build_model
+    from resdyn.train import train
+
+    checkpoint, log_csv = tmp_path / "checkpoint.pt", tmp_path / "train_log.csv"
+    stale = [tmp_path / ".checkpoint.pt.tmp-12345", tmp_path / ".train_log.csv.tmp-4194303"]
+    for path in stale:
+        path.write_bytes(b"half written by a killed job")
+    assert temporary_siblings(checkpoint) == stale[:1]
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
+    train(
+        build_model(TINY_ENTRY, 2),
+        images,
+        np.arange(8) % 2,
+        epochs=1,
+        lr=1e-3,
+        batch_size=4,
+        seed=0,
+        device="cpu",
+        checkpoint_path=checkpoint,
+        log_path=log_csv,
+    )
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
