@@ -449,3 +449,60 @@ def pair_t_star(probs, pairs, out):
                 best = v
                 best_t = t
         out[k] = best_t
+
+
+ORBIT_TILE = 16
+"""Pseudo-orbits advanced by one task of :func:`orbit_scan` (their scratch is allocated once per tile)."""
+
+
+@njit(parallel=True, cache=True)
+def orbit_scan(P, start, distinct, out_orbits, out_hops):
+    """Greedy pseudo-orbits from the images ``start..start+M-1`` (M = ``out_orbits.shape[0]``), each hop
+    found by scanning all N images: a_{t+1} = argmin over allowed j of sqrt(Σ_c (P[t+1, c, j] −
+    P[t+1, c, a_t])²), ties → the smaller j; allowed: j ≠ a_t, or (``distinct``) j ∉ {a_0..a_t}.
+
+    ``P`` (D, C, N) holds the points coordinate-major. The squared distances of one query to all points
+    are the module's sequential sums (:func:`_sq_query`, vectorised over j); the argmin is taken on their
+    square roots, as numpy's ``argmin`` of the distances does, so the orbits and hops equal
+    :func:`resdyn.shadowing.scan_pseudo_orbits`' bit for bit. A candidate whose squared distance exceeds the
+    incumbent's cannot win (sqrt is monotonic and the comparison is strict) and is skipped unrooted.
+    """
+    D, C, N = P.shape
+    M = out_orbits.shape[0]
+    n_tiles = (M + ORBIT_TILE - 1) // ORBIT_TILE
+    for tile in prange(n_tiles):
+        acc = np.empty(N)
+        q = np.empty(C)
+        for m in range(tile * ORBIT_TILE, min(M, (tile + 1) * ORBIT_TILE)):
+            cur = start + m
+            out_orbits[m, 0] = cur
+            for t in range(D - 1):
+                for c in range(C):
+                    q[c] = P[t + 1, c, cur]
+                _sq_query(P, t + 1, q, acc, 0, N)
+                best_s = np.inf
+                best_v = np.inf
+                best_j = -1
+                for j in range(N):
+                    s = acc[j]
+                    if s > best_s:
+                        continue
+                    v = math.sqrt(s)
+                    if not v < best_v:
+                        continue
+                    excluded = j == cur
+                    if distinct:
+                        for k in range(t + 1):
+                            if out_orbits[m, k] == j:
+                                excluded = True
+                                break
+                    if excluded:
+                        continue
+                    best_s = s
+                    best_v = v
+                    best_j = j
+                if best_j < 0:  # every image excluded: numpy's argmin of all-inf distances
+                    best_j = 0
+                out_orbits[m, t + 1] = best_j
+                out_hops[m, t] = best_v
+                cur = best_j

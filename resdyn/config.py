@@ -135,10 +135,10 @@ def check_architecture(
 # Dataset keys that only one source (and, for a torchvision option, one dataset class) reads: anywhere
 # else they would be silently ignored, so they fail instead. Keys with schema defaults (seed, resize,
 # download) are filled into every entry and cannot be checked this way.
-_OWNED_KEYS: dict[str, tuple[str, str | None]] = {
-    "name": ("torchvision", None),
-    "path": ("npz", None),
-    "emnist_split": ("torchvision", "EMNIST"),
+_OWNED_KEYS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "name": (("torchvision",), None),
+    "path": (("npz", "idx"), None),
+    "emnist_split": (("torchvision",), "EMNIST"),
 }
 
 
@@ -223,8 +223,8 @@ def check_analysis(config: Mapping[str, Any]) -> None:
 def check_entries(config: Mapping[str, Any]) -> None:
     """Check what the schema cannot: names give valid output paths (:func:`check_names`), numbers are
     finite (:func:`check_numbers`), quantiles ordered and seeds in range (:func:`check_analysis`), every
-    model entry builds, no dataset key belongs to another source, every npz dataset file exists, every
-    reading resolves (:func:`check_readings`).
+    model entry builds, no dataset key belongs to another source, every npz dataset file exists, every idx
+    folder holds its four files, every reading resolves (:func:`check_readings`).
 
     Called when the workflow is parsed (after schema validation, defaults filled), so a bad entry fails
     the dry run with an :class:`InputError` naming the entry and the value instead of failing its first
@@ -240,12 +240,13 @@ def check_entries(config: Mapping[str, Any]) -> None:
             raise InputError(f"config: models.{name}: {err}") from None
     for name, entry in config.get("datasets", {}).items():
         source = entry.get("source")
-        for key, (owner, tv_name) in _OWNED_KEYS.items():
+        for key, (owners, tv_name) in _OWNED_KEYS.items():
             if key not in entry:
                 continue
-            if source != owner:
+            if source not in owners:
+                owner = " or ".join(f"'{o}'" for o in owners)
                 raise InputError(
-                    f"config: datasets.{name}: key '{key}' belongs to source '{owner}', not '{source}'"
+                    f"config: datasets.{name}: key '{key}' belongs to source {owner}, not '{source}'"
                 )
             if tv_name is not None and entry.get("name") != tv_name:
                 raise InputError(
@@ -261,6 +262,16 @@ def check_entries(config: Mapping[str, Any]) -> None:
                 f"config: datasets.{name}.path: npz file {entry['path']!r} not found "
                 f"(relative paths start at the working directory {os.getcwd()})"
             )
+        if source == "idx":
+            from resdyn.data import find_idx_files  # resdyn.data imports this module
+
+            try:
+                find_idx_files(entry["path"])
+            except InputError as err:
+                raise InputError(
+                    f"config: datasets.{name}.path: {err} (relative paths start at the working directory "
+                    f"{os.getcwd()})"
+                ) from None
     check_readings(config)
 
 

