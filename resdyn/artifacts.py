@@ -479,8 +479,9 @@ def load_model(path: PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]
 class ProbeHeads:
     """``probes.pt``: {format, weight (T+1, C, n) float32, bias (T+1, C) float32, class_names, settings,
     log, tensors_sha256 (of weight and bias, checked on load as for model.pt)}, a plain dict that loads
-    with ``torch.load(weights_only=True)``. Probe t maps the state x_t to
-    the logits W_t x_t + b_t (:mod:`resdyn.probes`)."""
+    with ``torch.load(weights_only=True)``. Probe t maps the state x_t to the logits W_t x_t + b_t
+    (:mod:`resdyn.probes`); ``log`` holds one row per depth {depth, iterations, loss, grad_norm,
+    converged, seconds} of its L-BFGS fit."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     KEYS: ClassVar[tuple[str, ...]] = ("format", "weight", "bias", "class_names", "settings", "log")
@@ -533,6 +534,8 @@ PROBE_TABLE_COLUMNS = [
     "head_test_accuracy",
     "weight_norm",
     "lip_g",
+    "iterations",
+    "grad_norm",
 ]
 
 

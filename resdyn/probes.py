@@ -2,28 +2,35 @@
 
 The paper's §3 speaks of a family of heads g_{θ_n}, n = 0..T. The main analysis applies the trained final
 head at every depth; a probe instead is fitted to each depth: with the trained network frozen (eval mode),
-probe t is the linear classifier z = W_t x_t + b_t (W_t ∈ R^{C×n}) that minimises the mean cross-entropy
-of softmax(z) against the true labels over the training images' states x_t. All T+1 probes are trained at
-once, by Adam with the same settings for every depth, on the loss Σ_t CE_t: each probe's parameters only
-enter its own term, and Adam acts element-wise, so this is T+1 independent fits sharing one pass of the
-network per batch.
+probe t is the linear classifier z = W_t x_t + b_t (W_t ∈ R^{C×n}) that minimises
 
-The states are never materialised: every batch of images is pushed through the frozen network and
-discarded (MNIST's 60,000 images at 17 depths would be ~17 GB). Training is deterministic: the probes
-start at zero (the problem is convex, so no random start is needed), epoch e visits the images in the order
-:func:`resdyn.train.epoch_generator` gives for (seed, e), and a checkpoint after every epoch lets a killed
-run resume to weights bitwise equal to an uninterrupted run on the CPU.
+    L_t(W, b) = (1/N) Σ_i CE(softmax(W x_t(i) + b), y_i) + (λ/2)·‖W‖_F²
+
+over the training images' states x_t(i): a multinomial logistic regression, convex, and strictly convex in
+W for λ > 0 (the bias is not penalised), so it has one minimiser even when the states separate the classes
+(n ≥ N is common). It is the problem of scikit-learn's ``LogisticRegression(C=1/(λN))``.
+
+Each probe is fitted to convergence, not for a fixed number of epochs: full-batch L-BFGS
+(``torch.optim.LBFGS`` with the strong-Wolfe line search) in float64 from W = 0, b = 0, until the Euclidean
+norm of the full gradient ∇L_t (over W and b) is at most ``tolerance``, or ``max_iter`` iterations. The final
+gradient norm and iteration count are recorded per depth (probes.csv, probes.pt's log); a probe that stops
+at ``max_iter`` above the tolerance is logged as a warning. Why L-BFGS in torch rather than scikit-learn:
+the same float64 minimiser, but the stopping rule is on the gradient norm we report, the fit runs on the
+analysis device, and the states never take the float64 (N, n) copy per depth that scikit-learn would add to
+its own working copies. Everything is deterministic: no random start, no shuffling, full-batch sums.
+
+The states come from the frozen network in streamed batches and are cached in float32 for as many depths at
+once as ``cache_gib`` allows (one pass of the network per group of depths, at least one depth per group);
+each depth is then fitted on its float64 copy. Memory: N·n·(4·group + 8) bytes (MNIST's 60,000 images with
+n = 4,096: 1 GB of cache per depth plus a 2 GB float64 copy).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,20 +40,19 @@ from tqdm import tqdm
 
 from resdyn.data import images_to_tensor
 from resdyn.device import resolve_device
-from resdyn.io import InputError, atomic_output
+from resdyn.io import InputError
 from resdyn.model import RevisedResNet
-from resdyn.train import CHECKPOINT_FORMAT, epoch_generator, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-PROBE_PROCEDURE = "probes-zero-init-adam-sum-ce-v1"
-"""Names the probe training loop in checkpoints; change it when the loop changes."""
-SETTINGS_KEYS = ("epochs", "lr", "batch_size", "seed", "device")
+SETTINGS_KEYS = ("tolerance", "max_iter", "l2", "batch_size", "cache_gib", "device")
+_CHUNK = 10
+"""L-BFGS iterations between two checks of the gradient norm."""
 
 
 def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The probe settings {epochs, lr, batch_size, seed, device}; a missing, unknown or bad value is an
-    InputError naming it."""
+    """The probe settings {tolerance, max_iter, l2, batch_size, cache_gib, device}; a missing, unknown or
+    bad value is an InputError naming it."""
     missing = [k for k in SETTINGS_KEYS if k not in settings]
     unknown = sorted(set(settings) - set(SETTINGS_KEYS))
     if missing or unknown:
@@ -54,15 +60,18 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
             f"probe settings: missing {missing}, unknown {unknown} (expected {list(SETTINGS_KEYS)})"
         )
     out = {k: settings[k] for k in SETTINGS_KEYS}
-    if (
-        int(out["epochs"]) < 1
-        or int(out["batch_size"]) < 1
-        or not (float(out["lr"]) > 0 and math.isfinite(out["lr"]))
-    ):
-        raise InputError(
-            f"probe settings: epochs={out['epochs']}, batch_size={out['batch_size']} must be ≥ 1 and "
-            f"lr={out['lr']} a positive number"
-        )
+    bad = []
+    if not (float(out["tolerance"]) > 0 and math.isfinite(out["tolerance"])):
+        bad.append(f"tolerance={out['tolerance']} must be a positive number")
+    if not (float(out["l2"]) >= 0 and math.isfinite(out["l2"])):
+        bad.append(f"l2={out['l2']} must be a number ≥ 0")
+    if not (float(out["cache_gib"]) > 0 and math.isfinite(out["cache_gib"])):
+        bad.append(f"cache_gib={out['cache_gib']} must be a positive number")
+    for key in ("max_iter", "batch_size"):
+        if int(out[key]) < 1:
+            bad.append(f"{key}={out[key]} must be ≥ 1")
+    if bad:
+        raise InputError("probe settings: " + "; ".join(bad))
     return out
 
 
@@ -92,47 +101,91 @@ def probe_logits(states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor)
     return torch.einsum("bdn,dcn->bdc", states, weight) + bias
 
 
-def _fingerprint(
-    model: RevisedResNet, images: np.ndarray, labels: np.ndarray, settings: Mapping[str, Any]
-) -> str:
-    """sha256 over what a probe checkpoint must share with the run that resumes it: the frozen network's
-    weights, the training arrays, the procedure, lr, batch size and seed (not the epoch count: raising it
-    continues the same run)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(np.ascontiguousarray(images).tobytes())
-    digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
-    digest.update(
-        f"{PROBE_PROCEDURE};lr={float(settings['lr'])!r};batch={int(settings['batch_size'])};"
-        f"seed={int(settings['seed'])}".encode()
+def probe_objective(
+    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, l2: float
+) -> torch.Tensor:
+    """L(W, b) = mean_i CE(softmax(W x_i + b), y_i) + (λ/2)·‖W‖_F² for one depth: x (N, n), W (C, n)."""
+    return F.cross_entropy(x @ weight.T + bias, y) + 0.5 * l2 * weight.square().sum()
+
+
+def fit_probe(
+    x: torch.Tensor, y: torch.Tensor, classes: int, *, tolerance: float, max_iter: int, l2: float
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Minimise :func:`probe_objective` on one depth's states by full-batch L-BFGS (module docstring).
+
+    Args:
+        x: (N, n) states; fitted in float64 on their device. y: (N,) int64 labels.
+        classes: C. tolerance: stop when ‖∇L‖₂ ≤ tolerance. max_iter: L-BFGS iteration limit. l2: λ.
+
+    Returns:
+        weight (C, n) and bias (C,) float64, and {iterations, loss, grad_norm, converged}.
+    """
+    x = x.to(torch.float64)
+    weight = torch.zeros((classes, x.shape[1]), dtype=torch.float64, device=x.device, requires_grad=True)
+    bias = torch.zeros(classes, dtype=torch.float64, device=x.device, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=_CHUNK,
+        max_eval=4 * _CHUNK,
+        history_size=20,
+        tolerance_grad=0.0,  # the stopping rule is ours: ‖∇L‖₂ ≤ tolerance, checked between chunks
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
     )
-    return digest.hexdigest()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = probe_objective(x, y, weight, bias, l2)
+        loss.backward()
+        return loss
+
+    def gradient_norm() -> tuple[float, float]:
+        loss = closure()
+        norm = torch.sqrt(weight.grad.square().sum() + bias.grad.square().sum())
+        return float(loss.detach()), float(norm)
+
+    loss, norm = gradient_norm()
+    iterations = 0
+    while norm > tolerance and iterations < max_iter:
+        chunk = min(_CHUNK, max_iter - iterations)
+        optimizer.param_groups[0].update(max_iter=chunk, max_eval=4 * chunk)
+        state = optimizer.state[weight]
+        before = state.get("n_iter", 0)
+        optimizer.step(closure)
+        iterations += state["n_iter"] - before
+        previous = (loss, norm)
+        loss, norm = gradient_norm()
+        if not math.isfinite(loss):
+            raise RuntimeError(f"probe fit diverged after {iterations} L-BFGS iterations")
+        if (loss, norm) == previous:  # no progress left in float64: the minimum to machine precision
+            break
+    info = {"iterations": iterations, "loss": loss, "grad_norm": norm, "converged": norm <= tolerance}
+    return weight.detach(), bias.detach(), info
+
+
+def _depth_groups(n_images: int, depths: int, state_dim: int, cache_gib: float) -> list[range]:
+    """Consecutive depth groups whose float32 state cache N·group·n·4 bytes fits ``cache_gib`` (≥ 1 each)."""
+    per_depth = n_images * state_dim * 4
+    size = max(1, min(depths, int(cache_gib * 2**30 // max(per_depth, 1))))
+    return [range(start, min(start + size, depths)) for start in range(0, depths, size)]
 
 
 def fit_probes(
-    model: RevisedResNet,
-    images: np.ndarray,
-    labels: np.ndarray,
-    settings: Mapping[str, Any],
-    *,
-    checkpoint_path: str | os.PathLike,
+    model: RevisedResNet, images: np.ndarray, labels: np.ndarray, settings: Mapping[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, float]]]:
     """Fit one linear probe per depth t = 0..T on the training images' states (module docstring).
 
     Args:
         model: the trained network; it is frozen (eval mode, no gradients) and left on the settings' device.
         images, labels: the training split (uint8 (N, 3, 32, 32), int (N,)).
-        settings: {epochs, lr, batch_size, seed, device} (:func:`check_settings`).
-        checkpoint_path: written atomically after every epoch; a checkpoint of the same run is resumed.
+        settings: {tolerance, max_iter, l2, batch_size, cache_gib, device} (:func:`check_settings`).
 
     Returns:
-        weight (T+1, C, n) and bias (T+1, C) float32 on the CPU, and the log rows {epoch, loss (mean over
-        images of the mean over depths of the cross-entropy), seconds}.
+        weight (T+1, C, n) and bias (T+1, C) float32 on the CPU, and one log row per depth {depth,
+        iterations, loss (the objective L_t at the end), grad_norm (‖∇L_t‖₂ there), converged, seconds}.
     """
     settings = check_settings(settings)
-    epochs, batch_size, seed = int(settings["epochs"]), int(settings["batch_size"]), int(settings["seed"])
     device = resolve_device(settings["device"])
     labels = np.asarray(labels)
     if len(images) == 0 or labels.shape != (len(images),):
@@ -140,60 +193,42 @@ def fit_probes(
             f"probes: need N ≥ 1 images with one label each, got {len(images)} and {labels.shape}"
         )
     model.to(device).eval()  # frozen: its states are computed under no_grad, so it never gets a gradient
-    depths, classes = model.num_blocks + 1, int(model.num_classes)
-    weight = torch.zeros((depths, classes, model.state_dim), device=device, requires_grad=True)
-    bias = torch.zeros((depths, classes), device=device, requires_grad=True)
-    optimizer = torch.optim.Adam([weight, bias], lr=float(settings["lr"]))
-    fingerprint = _fingerprint(model, images, labels, settings)
-
-    checkpoint_path = Path(checkpoint_path)
+    depths, classes, dim = model.num_blocks + 1, int(model.num_classes), model.state_dim
+    weight = torch.zeros((depths, classes, dim), dtype=torch.float32)
+    bias = torch.zeros((depths, classes), dtype=torch.float32)
+    y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)).to(device)
+    order = torch.arange(len(images))
     rows: list[dict[str, float]] = []
-    start_epoch = 0
-    state = load_checkpoint(checkpoint_path, fingerprint, epochs) if checkpoint_path.exists() else None
-    if state is not None:
-        with torch.no_grad():
-            weight.copy_(state["model"]["weight"])
-            bias.copy_(state["model"]["bias"])
-        optimizer.load_state_dict(state["optimizer"])
-        rows, start_epoch = [dict(r) for r in state["log"]], int(state["epoch"])
-        log.info("resuming probes from %s after epoch %d", checkpoint_path, start_epoch)
-
-    y_all = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-    for epoch in range(start_epoch, epochs):
-        started = time.perf_counter()
-        order = torch.randperm(len(images), generator=epoch_generator(seed, epoch))
-        loss_sum = 0.0
-        for index, states in _state_batches(
-            model, images, order, batch_size, device, f"probes epoch {epoch + 1}/{epochs}"
-        ):
-            y = y_all[index].to(device)
-            logits = probe_logits(states, weight, bias)  # (B, D, C)
-            per_depth = F.cross_entropy(
-                logits.permute(0, 2, 1), y[:, None].expand(-1, depths), reduction="none"
+    for group in _depth_groups(len(images), depths, dim, float(settings["cache_gib"])):
+        cache = torch.empty((len(images), len(group), dim), dtype=torch.float32)
+        desc = f"probe states, depths {group.start}..{group.stop - 1}"
+        for index, states in _state_batches(model, images, order, int(settings["batch_size"]), device, desc):
+            cache[index] = states[:, group.start : group.stop].cpu()
+        for k, t in enumerate(group):
+            started = time.perf_counter()
+            w, b, info = fit_probe(
+                cache[:, k].to(device),
+                y,
+                classes,
+                tolerance=float(settings["tolerance"]),
+                max_iter=int(settings["max_iter"]),
+                l2=float(settings["l2"]),
             )
-            loss = per_depth.mean(dim=0).sum()  # Σ_t CE_t: independent fits
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) / depths * len(index)
-        mean_loss = loss_sum / len(images)
-        if not math.isfinite(mean_loss):
-            raise RuntimeError(f"probe training diverged in epoch {epoch + 1}; lower lr={settings['lr']}")
-        rows.append({"epoch": epoch + 1, "loss": mean_loss, "seconds": time.perf_counter() - started})
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": fingerprint,
-            "epoch": epoch + 1,
-            "model": {"weight": weight.detach().cpu(), "bias": bias.detach().cpu()},
-            "optimizer": optimizer.state_dict(),
-            "log": rows,
-        }
-        with atomic_output(checkpoint_path) as tmp:
-            torch.save(checkpoint, tmp)
-        log.info(
-            "probes epoch %d/%d: mean loss %.4f, %.1f s", epoch + 1, epochs, mean_loss, rows[-1]["seconds"]
-        )
-    return weight.detach().cpu(), bias.detach().cpu(), rows
+            weight[t], bias[t] = w.float().cpu(), b.float().cpu()
+            rows.append({"depth": t, **info, "seconds": time.perf_counter() - started})
+            level = logging.INFO if info["converged"] else logging.WARNING
+            log.log(
+                level,
+                "probe t=%d: %d L-BFGS iterations, loss %.6g, gradient norm %.3g (tolerance %.3g)%s",
+                t,
+                info["iterations"],
+                info["loss"],
+                info["grad_norm"],
+                float(settings["tolerance"]),
+                "" if info["converged"] else ": NOT converged, raise max_iter",
+            )
+        del cache
+    return weight, bias, rows
 
 
 @torch.no_grad()

@@ -47,9 +47,11 @@ Its chains also match a depth-1 output against depth-0 states (an off-by-one); n
 since the hop of a pseudo-orbit compares both images at the same depth t+1.
 
 Caveat of the best-tracing estimate (method §3.2): when the best-traced orbit's shadow is its own start
-(b* = a_0), ε = max_t d_t(a_0, a_t) ≥ d_1(a_0, a_1) = δ_0 and δ ≥ δ_0, so Sh = δ/ε ≥ δ_0/ε, and in the usual
-case (ε attained at t = 1) Sh ≥ 1 by construction: it then says more about the orbit's hop sizes than about
-shadowing. :func:`best_tracing` flags it as ``shadow_is_start``.
+(b* = a_0), ε = max_t d_t(a_0, a_t) ≥ d_1(a_0, a_1) = δ_0 and δ ≥ δ_0: both are at least the first hop, so
+Sh = δ/ε says more about the orbit's hop sizes than about shadowing. It is not a bound: Sh = 1 exactly when
+both maxima are attained at the first hop (the common case), Sh > 1 when a later hop is the largest, and
+Sh < 1 when the orbit's distance from its start at a later depth exceeds every hop. :func:`best_tracing`
+flags it as ``shadow_is_start``.
 """
 
 from __future__ import annotations

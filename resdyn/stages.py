@@ -246,14 +246,15 @@ def fit_probes(
     table_out: PathLike,
     *,
     settings: Mapping[str, Any],
-    checkpoint_path: PathLike,
     batch_size: int,
 ) -> Any:
-    """Rule ``probes``: one linear probe per depth on the frozen network's training states
-    (:func:`resdyn.probes.fit_probes`) → probes.pt, and the per-depth table probes.csv: train and test
-    accuracy and loss of each probe, the accuracy of the network's own head at that depth, ‖W_t‖₂ and
-    Lip(g_t) ≤ ‖W_t‖₂/2 (method §3.5). ``settings`` = {epochs, lr, batch_size, seed, device};
-    ``batch_size`` is the scoring batch."""
+    """Rule ``probes``: one linear probe per depth on the frozen network's training states, each fitted to
+    convergence (:func:`resdyn.probes.fit_probes`) → probes.pt, and the per-depth table probes.csv: train
+    and test accuracy and loss (mean cross-entropy) of each probe, the accuracy of the network's own head at
+    that depth, ‖W_t‖₂ and Lip(g_t) ≤ ‖W_t‖₂/2 (method §3.5), and the fit's L-BFGS iterations and final
+    gradient norm. ``settings`` = {tolerance, max_iter, l2, batch_size, cache_gib, device};
+    ``batch_size`` is the scoring batch. The full-batch fit is deterministic and has no epochs to resume:
+    a killed job refits from the start."""
     import pandas as pd
 
     from resdyn import probes
@@ -263,9 +264,7 @@ def fit_probes(
     train_images, train_labels, class_names = DatasetFile.load_split(data_path, "train")
     _same_classes(data_path, class_names, model_path, meta["class_names"])
     settings = probes.check_settings(settings)
-    weight, bias, rows = probes.fit_probes(
-        model, train_images, train_labels, settings, checkpoint_path=checkpoint_path
-    )
+    weight, bias, rows = probes.fit_probes(model, train_images, train_labels, settings)
     test_images, test_labels, _ = DatasetFile.load_split(data_path, "test")
     device = resolve_device(settings["device"])
     train = probes.probe_scores(
@@ -285,6 +284,8 @@ def fit_probes(
             "head_test_accuracy": test["head_accuracy"],
             "weight_norm": [row["fc"] for row in lip],
             "lip_g": [row["g"] for row in lip],
+            "iterations": [int(row["iterations"]) for row in rows],
+            "grad_norm": [row["grad_norm"] for row in rows],
         }
     )
     ProbeHeads(weight, bias, class_names, settings, rows).save(probes_out)

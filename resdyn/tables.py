@@ -955,3 +955,84 @@ def concat_tables(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         raise ValueError("no tables to stack")
     return pd.concat(frames, ignore_index=True).astype(object)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rank correlation of the constants with measured robustness across runs (issue 27 item 3)
+
+CORRELATION_COLUMNS = ["Constant", "Measure", "ρ", "CI low", "CI high", "Runs", "Bootstrap used", "Reason"]
+
+
+def _rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's ρ along the last axis: Pearson's correlation of the average ranks (scipy's definition);
+    NaN where either row's ranks are all equal."""
+    from scipy.stats import rankdata
+
+    rx = rankdata(x, axis=-1)
+    ry = rankdata(y, axis=-1)
+    rx = rx - rx.mean(axis=-1, keepdims=True)
+    ry = ry - ry.mean(axis=-1, keepdims=True)
+    sxx, syy = (rx * rx).sum(axis=-1), (ry * ry).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (rx * ry).sum(axis=-1) / np.sqrt(sxx * syy)
+    return np.where((sxx > 0) & (syy > 0), np.clip(rho, -1.0, 1.0), np.nan)
+
+
+def robustness_correlations(
+    runs: pd.DataFrame,
+    constants: Sequence[str],
+    measures: Sequence[str],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Spearman's ρ between every constant and every robustness measure across runs, with a bootstrap
+    interval.
+
+    Args:
+        runs: one row per run (models × epochs × replicates × datasets); columns include ``constants``
+            (e.g. e, Sh paper, Sh curve, Lip_FC, T_g under each reading) and ``measures`` (e.g. clean
+            accuracy, PGD accuracy at an ε, the median minimal perturbation). Missing values (None/NaN)
+            drop that run from that pair only.
+        n_boot: bootstrap resamples of the runs (with replacement). seed: ``numpy.random.default_rng(seed)``
+            draws them, the same resamples for every pair of the same runs. level: the interval's coverage.
+
+    Returns:
+        One row per (constant, measure): ρ (average ranks for ties, as scipy.stats.spearmanr), the
+        percentile bootstrap interval (resamples in which either column is constant have no ρ and are left
+        out; "Bootstrap used" counts the rest), the number of runs, and a reason where ρ is NaN: fewer than
+        3 runs, or a column whose values are all tied (its ranks carry no order). The interval is NaN too
+        when fewer than half the resamples give a ρ.
+    """
+    if not 0 < level < 1:
+        raise InputError(f"level={level} must be in (0, 1)")
+    missing = [c for c in (*constants, *measures) if c not in runs.columns]
+    if missing:
+        raise InputError(f"robustness correlations: columns {missing} not in {list(runs.columns)}")
+    rows = []
+    for constant in constants:
+        for measure in measures:
+            pair = runs[[constant, measure]].apply(pd.to_numeric, errors="coerce").dropna()
+            x, y = pair[constant].to_numpy(float), pair[measure].to_numpy(float)
+            n = len(pair)
+            row = {"Constant": constant, "Measure": measure, "ρ": math.nan, "CI low": math.nan}
+            row |= {"CI high": math.nan, "Runs": n, "Bootstrap used": 0, "Reason": None}
+            if n < 3:
+                row["Reason"] = f"only {n} run(s) with both values; ρ needs at least 3"
+            elif np.ptp(x) == 0 or np.ptp(y) == 0:
+                tied = constant if np.ptp(x) == 0 else measure
+                row["Reason"] = f"all {n} runs tie on {tied}: no ranking to correlate"
+            else:
+                row["ρ"] = float(_rank_correlation(x, y))
+                draw = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+                boot = _rank_correlation(x[draw], y[draw])
+                boot = boot[np.isfinite(boot)]
+                row["Bootstrap used"] = int(boot.size)
+                if boot.size >= n_boot / 2:
+                    tail = (1 - level) / 2
+                    row["CI low"], row["CI high"] = (float(q) for q in np.quantile(boot, [tail, 1 - tail]))
+                else:
+                    row["Reason"] = f"only {boot.size} of {n_boot} resamples have a ρ; no interval"
+            rows.append(row)
+    return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)

@@ -23,8 +23,6 @@ rule probes:
     params:
         settings=config["probes"],
         batch_size=analysis("batch_size"),
-        # Not an output: it survives a killed job, so the rerun resumes from the last finished epoch.
-        checkpoint=lambda w, output: os.path.join(os.path.dirname(output.probes), "checkpoint.pt"),
     script:
         "../workflow_scripts/probes.py"
 

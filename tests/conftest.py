@@ -55,7 +55,7 @@ TINY_CONFIG = {
         },
         "probes": {"head": "probes"},
     },
-    "probes": {"epochs": 2, "lr": 0.003, "batch_size": 32, "seed": 0, "device": "cpu"},
+    "probes": {"tolerance": 1.0e-4, "max_iter": 500, "batch_size": 32, "device": "cpu"},
 }
 
 

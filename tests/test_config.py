@@ -115,7 +115,7 @@ def test_curve_quantiles_must_be_ordered():
     [
         ("training", {**BASE["training"], "seed": "1e30"}),  # YAML 1.1 reads 1e30 as a string
         ("training", {**BASE["training"], "seed": 10**30}),
-        ("probes", {"seed": 2**64}),
+        ("robustness", {"seed": 2**64}),
     ],
 )
 def test_seeds_beyond_torch_range_fail(section, value):
@@ -142,7 +142,7 @@ def test_replicates_push_the_seed_out_of_range():
     [
         ({"training": {**BASE["training"], "lr": math.nan}}, "config: training.lr = nan"),
         ({"training": {**BASE["training"], "lr": math.inf}}, "config: training.lr = inf"),
-        ({"probes": {"lr": math.nan}}, "config: probes.lr = nan"),
+        ({"probes": {"tolerance": math.nan}}, "config: probes.tolerance = nan"),
         ({"lipschitz": {"eps": math.nan}}, "config: lipschitz.eps = nan"),
         ({"analysis": {"curve_quantiles": [math.nan, 0.9]}}, r"config: analysis.curve_quantiles\[0\] = nan"),
         ({"readings": {"hot": {"temperature": math.inf}}}, "config: readings.hot.temperature = inf"),

@@ -390,3 +390,34 @@ def test_curve_csv_and_plot(tmp_path):
     empty_curve, empty_summary = shadowing_curve(np.array([0.5, 0.5]), np.array([0.1, 0.1]))
     plot_shadowing_curve(empty_curve, empty_summary, tmp_path / "empty.png")
     assert (tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_best_tracing_with_the_start_as_shadow_can_be_below_one():
+    """Method §3.2: with shadow = start, ε and δ are both ≥ the first hop δ_0, but Sh is no bound. Here the
+    best-traced orbit A → B → C hops 0.02 then 0.03 (δ = 0.03·√2), but C sits 0.05 from A at t = 2, so its
+    own start shadows it with ε = 0.05·√2 (attained at t = 2, not at the first hop) and Sh = 0.6 < 1 (a
+    hold-out run gave ε = 1.034e-5 at t = 2, δ = 6.741e-6, Sh = 0.6518). Two classes: p = (u, 1 − u), so
+    d_t = √2·|Δu|; the depth-0 values are 0.3 apart, so no other image shadows an orbit closely."""
+    from resdyn.shadowing import scan_pseudo_orbits
+
+    u = np.array(
+        [  # depth 0, 1, 2 for images A, B, C, D
+            [0.1, 0.20, 0.38],
+            [0.4, 0.22, 0.30],
+            [0.7, 0.80, 0.33],
+            [1.0, 0.23, 0.39],
+        ]
+    )
+    probs = np.stack([u, 1 - u], axis=2)
+    orbits, hops = scan_pseudo_orbits(probs, 0, 4, distinct=False, chunk=4)
+    nn_index, nn_distance = nn_tables_bruteforce(probs)
+    np.testing.assert_array_equal(orbits, greedy_pseudo_orbits(nn_index, nn_distance)[0])
+    eps, b_star = shadowing_errors(probs, orbits, 0, 4, chunk=4)
+    best = best_tracing(eps, hops.max(axis=1), orbits, b_star)
+    assert best["orbit"] == [0, 1, 2] and best["shadow_is_start"]
+    assert best["epsilon"] == pytest.approx(0.05 * math.sqrt(2), rel=1e-9)
+    assert best["delta"] == pytest.approx(0.03 * math.sqrt(2), rel=1e-9)
+    # ε is attained at t = 2, above the first hop δ_0 = d_1(A, B) = 0.02·√2
+    assert dist(probs[0, 2], probs[2, 2]) == pytest.approx(best["epsilon"], rel=1e-12)
+    assert best["epsilon"] > hops[0, 0]
+    assert best["value"] == pytest.approx(0.6, rel=1e-9) and best["value"] < 1

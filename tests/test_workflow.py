@@ -369,7 +369,7 @@ def test_adding_a_reading_runs_only_its_jobs(tiny_run):
 
 def test_changing_the_probe_settings_reruns_only_the_probes_reading(tiny_run):
     config = copy.deepcopy(TINY_CONFIG)
-    config["probes"]["epochs"] = 3
+    config["probes"]["tolerance"] = 5.0e-5
     tiny_run.write_config(config, "probes.yaml")
     args = ("--configfile", "probes.yaml", "--replace-workflow-config")
     jobs = tiny_run.scheduled_jobs(*args)

@@ -10,6 +10,5 @@ with log_to(snakemake.log[0]):
         snakemake.output.probes,
         snakemake.output.table,
         settings=snakemake.params.settings,
-        checkpoint_path=snakemake.params.checkpoint,
         batch_size=snakemake.params.batch_size,
     )
