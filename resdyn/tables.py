@@ -60,26 +60,32 @@ class Band:
 @dataclass(frozen=True)
 class MeanSd:
     """One value over ``total`` training replicates, of which ``count`` define it: the mean ± the sample
-    standard deviation (ddof = 1; None for a single value). Written "0.9822 ± 0.0031", with
+    standard deviation (ddof = 1; None for a single value) and the range [low, high] (method §3.6: the
+    seed band). Written "0.9822 ± 0.0031 (0.9790–0.9853)", the range left out for a single value, with
     "(count of total)" appended when count < total; the CSV keeps full precision."""
 
     mean: float
     sd: float | None
     count: int
     total: int
+    low: float | None = None
+    high: float | None = None
 
     @classmethod
     def of(cls, values: Sequence[Any]) -> MeanSd | None:
-        """Mean ± sd of the numbers among ``values`` (None and NaN skipped); None when there is none."""
+        """Mean ± sd and min–max of the numbers among ``values`` (None and NaN skipped); None when there
+        is none."""
         numbers = [float(v) for v in values if _is_number(v) and not _is_missing(v)]
         if not numbers:
             return None
         sd = float(np.std(numbers, ddof=1)) if len(numbers) > 1 else None
-        return cls(float(np.mean(numbers)), sd, len(numbers), len(values))
+        return cls(float(np.mean(numbers)), sd, len(numbers), len(values), min(numbers), max(numbers))
 
     def text(self, number: Any) -> str:
         sd = NOT_AVAILABLE if self.sd is None else number(self.sd)
         out = f"{number(self.mean)} ± {sd}"
+        if self.count > 1 and self.low is not None and self.high is not None:
+            out += f" ({number(self.low)}–{number(self.high)})"
         return out if self.count == self.total else f"{out} ({self.count} of {self.total})"
 
 

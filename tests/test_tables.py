@@ -628,10 +628,11 @@ def test_tables_with_two_replicates_show_mean_and_sd(run, tmp_path):
     assert t1.loc[0, "Replicates"] == 2 and t1.loc[1, "Replicates"] == 1
     recall = t1.loc[0, "Recall"]
     values = [0.9891, 0.9891 * 0.5]
-    assert recall == MeanSd(np.mean(values), np.std(values, ddof=1), 2, 2)
+    assert recall == MeanSd(np.mean(values), np.std(values, ddof=1), 2, 2, min(values), max(values))
     assert t1.loc[1, "Recall"] == 0.9891  # a run with one replicate keeps its plain value
     md = write_table(t1, tmp_path / "t1")[1].read_text()
-    assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in md
+    band = f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} ({min(values):.4f}–{max(values):.4f})"
+    assert band in md  # the seed band: mean ± sd (min–max)
 
     t2 = table2(
         {key: [constants, other]},
@@ -640,7 +641,7 @@ def test_tables_with_two_replicates_show_mean_and_sd(run, tmp_path):
     )
     row = t2.iloc[0]
     e = [constants["g_expansive"]["value"], other["g_expansive"]["value"]]
-    assert row["g-expansive"] == MeanSd(np.mean(e), np.std(e, ddof=1), 2, 2)
+    assert row["g-expansive"] == MeanSd(np.mean(e), np.std(e, ddof=1), 2, 2, min(e), max(e))
     assert row["Sh curve"] is None  # no replicate defines it
     assert row["g-expansive [paper]"] == 4.14e-5  # the paper's number, not averaged
     i, j = constants["g_expansive"]["pair"]
@@ -648,12 +649,12 @@ def test_tables_with_two_replicates_show_mean_and_sd(run, tmp_path):
     assert row["pair (i, j)"] == f"{i} ({c_i}), {j} ({c_j}); 7 (cat), 9 (dog)"
     assert row["t*"] == f"{constants['g_expansive']['t_star']}; 5"
     assert row["Lip_FC"].endswith("(uncertified)")  # one replicate's certificate failed
-    assert row["g-expansive @400"] == MeanSd(np.mean([0.2, 0.4]), np.std([0.2, 0.4], ddof=1), 2, 2)
+    assert row["g-expansive @400"] == MeanSd(np.mean([0.2, 0.4]), np.std([0.2, 0.4], ddof=1), 2, 2, 0.2, 0.4)
     assert row["g-expansive @400 5–95%"] == Band(0.1, 0.8)  # the envelope of both bands
     one_defined = _shifted(constants, 1.0)
     one_defined["g_shadowing"]["curve"]["value"] = 0.25
     t2 = table2({key: [constants, one_defined]})
-    assert t2.loc[0, "Sh curve"] == MeanSd(0.25, None, 1, 2)
+    assert t2.loc[0, "Sh curve"] == MeanSd(0.25, None, 1, 2, 0.25, 0.25)
     md, tex = (p.read_text() for p in write_table(t2, tmp_path / "t2")[1:])
     assert "0.2500 ± n/a (1 of 2)" in md and r"0.2500 $\pm$ n/a (1 of 2)" in tex
 
