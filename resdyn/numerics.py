@@ -1,4 +1,4 @@
-"""Training numerics (issue 26, docs/numerics.md): ``portable`` gives the same trained weights on every x86-64
+"""Training numerics (docs/numerics.md): ``portable`` gives the same trained weights on every x86-64
 CPU with AVX2, whatever its core count or wider vector extensions; ``fast`` is PyTorch's default (all the
 threads the job was given, each library's widest ISA), whose bits change with both.
 
