@@ -11,8 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
+from test_train import make_arrays
 
 from resdyn.artifacts import DatasetFile
 from resdyn.io import InputError
@@ -46,16 +46,6 @@ WORKER = textwrap.dedent("""
         digest.update(tensor.numpy().tobytes())
     print(json.dumps({"sha256": digest.hexdigest(), "numerics": payload["numerics"]}))
 """)
-
-
-def make_arrays(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose class shows as a bright horizontal band, plus noise (as tests/test_train.py)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, size=n).astype(np.int64)
-    images = rng.integers(0, 60, size=(n, 3, 32, 32)).astype(np.uint8)
-    for i, y in enumerate(labels):
-        images[i, :, 8 * y : 8 * y + 8, :] += 150
-    return images, labels
 
 
 @pytest.fixture(scope="module")
