@@ -143,7 +143,7 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
         orbits, hops = distances.scan_orbits(shadow, 0, n, distinct=reading.orbits == "distinct")
         eps, b_star = shadowing.shadowing_errors(shadow, orbits, 0, n, chunk=CHUNK)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), _cpu_seconds()
     if stage == "pairwise":
         distances.pairwise_shard(expansive, labels, 0, n, n_classes=n_classes, chunk=CHUNK, device="cpu")
     elif stage == "shadowing":
@@ -152,7 +152,7 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
                 expansive, labels, 0, n, n_classes=n_classes, chunk=CHUNK, device="cpu"
             )
             base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            began = time.perf_counter()  # the pairwise stage's own cost is counted there
+            began, cpu_began = time.perf_counter(), _cpu_seconds()  # the pairwise cost is counted there
             orbits, _ = shadowing.greedy_pseudo_orbits(result.nn_index, result.nn_distance)
         else:
             orbits, _ = distances.scan_orbits(shadow, 0, n, distinct=reading.orbits == "distinct")
@@ -179,9 +179,24 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
             quantiles=QUANTILES,
             chunk=CHUNK,
         )
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.put({"seconds": seconds, "peak_rss_mb": peak, "added_rss_mb": peak - base, "source": source})
+    out.put(
+        {
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "peak_rss_mb": peak,
+            "added_rss_mb": peak - base,
+            "source": source,
+        }
+    )
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all its threads: the time one core would need (less the
+    parallel overheads), the basis of the one-core projections in docs/performance.md."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(stage: str, reading: str, args: argparse.Namespace, n: int) -> dict:
@@ -246,7 +261,8 @@ def main() -> None:
                 row = measure(stage, reading, args, n)
                 rows.append(row)
                 print(
-                    f"{row['stage']:24s} N = {n:6d} ({row['source']}): {row['seconds']:8.2f} s, "
+                    f"{row['stage']:24s} N = {n:6d} ({row['source']}): {row['seconds']:8.2f} s "
+                    f"(CPU {row['cpu_seconds']:8.2f} s), "
                     f"peak RSS {row['peak_rss_mb']:7.0f} MB (+{row['added_rss_mb']:.0f})",
                     flush=True,
                 )
@@ -264,12 +280,13 @@ def main() -> None:
             )
         exponents[name] = {
             "time": fit([r["n"] for r in mine], [r["seconds"] for r in mine]),
+            "cpu_time": fit([r["n"] for r in mine], [r["cpu_seconds"] for r in mine]),
             "added_memory": fit([r["n"] for r in mine], [r["added_rss_mb"] for r in mine]),
         }
     print()
     for name, exps in exponents.items():
         print(
-            f"{name:24s} time ∝ N^{_exponent(exps['time'])}, "
+            f"{name:24s} time ∝ N^{_exponent(exps['time'])}, CPU time ∝ N^{_exponent(exps['cpu_time'])}, "
             f"added memory ∝ N^{_exponent(exps['added_memory'])}"
         )
     if args.json:
