@@ -1,25 +1,40 @@
-"""Benchmark: wall time and peak memory of each analysis stage against N, with the fitted exponents.
+"""Benchmark: wall time and peak memory of each analysis stage against the number of images N, the fitted
+exponents, and the ratio of each time to the baseline (the smallest N measured).
 
-Usage::
+Usage (the default, short: synthetic trajectories at N = 500 and 1,000)::
 
+    python benchmarks/scaling.py
+    # paper scale: a trained model's test trajectories, then its training images as extra points
     python benchmarks/scaling.py --trajectories results/fashion/resnet18/trajectories.h5 \
-        --sizes 1000 2000 5000 10000 --json OUT.json --figure OUT.png
-    python benchmarks/scaling.py --sizes 1000 2000 5000 10000 20000 --json OUT.json   # synthetic
+        --extra-model results/fashion/resnet18/model.pt --extra-idx /usr/share/datasets/fashion-mnist \
+        --extra-cache /tmp/fashion_train_trajectories.npz \
+        --sizes 1000 2000 5000 10000 20000 50000 --sample-size-max 10000 --json OUT.json --figure OUT.png
 
-Stages, each timed in its own child process (so each has its own peak RSS, ``ru_maxrss``), on the first N
-images of the trajectory file (or of ``benchmarks/pairwise.py``'s synthetic generator, 9 depths, 10
-classes, when no file is given or N exceeds it):
+Images: the first N rows of ``--trajectories`` (a ``trajectories.h5``); beyond its rows, the trajectories
+of the first training images of the idx folder ``--extra-idx`` through ``--extra-model`` (computed once by
+:func:`resdyn.trajectories.trajectory_batches` on the CPU, cached in ``--extra-cache``), appended after the
+test images; without those files, ``benchmarks/pairwise.py``'s synthetic generator (9 depths, 10 classes).
+Each row says which source it used.
 
-- ``pairwise/<reading>``: :func:`resdyn.distances.pairwise_shard` over all rows of the reading's view;
-- ``shadowing/<reading>``: the reading's pseudo-orbits (nearest-neighbour tables for the definition,
-  :func:`resdyn.distances.scan_orbits` with distinct orbits for the authors' reading) and their shadowing
-  errors (:func:`resdyn.shadowing.shadowing_errors`);
-- ``sample_size/<reading>`` (only for N up to ``--sample-size-max``): the whole sample-size table with
-  config.yaml's grid (count 6 from 50, 20 subsets, reference 400).
+Stages, each timed in its own child process (so each has its own peak RSS, ``ru_maxrss``; numba compiled
+by a warm-up call first), under the definition and the authors' reading (τ = 1000 for the expansive view,
+depths 1..T, min over depths, distinct orbits, independent pairing):
 
-Readings: ``definition`` and ``authors`` (τ = 1000 for the expansive view, depths 1..T, distinct orbits).
-The fitted exponent is the least-squares slope of log time (and log peak RSS above the interpreter's
-baseline) against log N over the sizes measured. Numba compilation is excluded (a warm-up call first).
+- ``pairwise``: :func:`resdyn.distances.pairwise_shard` over all N rows of the reading's expansive view
+  (the pairwise shard jobs together);
+- ``shadowing``: the reading's pseudo-orbits (read off the pairwise nearest-neighbour tables for the
+  definition, whose pairwise cost is counted in ``pairwise``; :func:`resdyn.distances.scan_orbits` with
+  distinct orbits for the authors') and their shadowing errors (:func:`resdyn.shadowing.shadowing_errors`):
+  the shadowing shard jobs together;
+- ``curve``: the shadowing gather's estimates from the N orbits' ε and δ (best tracing, independent
+  pairing, :func:`resdyn.shadowing.shadowing_curve`);
+- ``sample_size`` (only for N up to ``--sample-size-max``): :func:`resdyn.sample_size.sample_size_table`
+  with config.yaml's grid (count 6 from 50, 20 subsets, reference 400).
+
+The probes' analysis (``head: probes``) runs these same functions on a trajectory array of the same shape
+(N, T+1, C), so its rows are the definition's; fitting the probes scales with the training images, not N.
+The exponent is the least-squares slope of log time (and log added peak RSS: above the child's RSS after
+loading its arrays) against log N over the sizes measured.
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue as queue_module
 import resource
 import sys
 import time
@@ -38,6 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 READINGS = ("definition", "authors")
+STAGES = ("pairwise", "shadowing", "curve", "sample_size")
+SAMPLE_SIZE = {"count": 6, "min_size": 50, "subsets": 20, "seed": 0, "reference": 400}
+QUANTILES = (0.05, 0.95)
+CHUNK = 512
 
 
 def _reading(name: str):
@@ -55,63 +75,151 @@ def _reading(name: str):
     )
 
 
-def _views(path: str | None, n: int, reading_name: str):
-    """(expansive view, shadowing view, labels) of the first n images."""
-    reading = _reading(reading_name)
-    if path:
+def training_trajectories(model_path: str, idx_folder: str, count: int, cache: str) -> dict[str, np.ndarray]:
+    """logits, probs (count, T+1, C) float64 and labels (count,) of the first ``count`` training images of
+    an idx folder through the trained model (CPU, batches of 400), cached in ``cache`` (.npz) and reused
+    while it holds at least ``count`` rows of the same model file."""
+    cache_path = Path(cache)
+    if cache_path.exists():
+        stored = np.load(cache_path)
+        if str(stored["model"]) == str(Path(model_path).resolve()) and len(stored["labels"]) >= count:
+            return {key: stored[key][:count] for key in ("logits", "probs", "labels")}
+    import torch
+
+    from resdyn.artifacts import load_model
+    from resdyn.data import read_dataset
+    from resdyn.trajectories import trajectory_batches
+
+    data = read_dataset("extra", {"source": "idx", "path": idx_folder, "max_train": count}, "/nonexistent")
+    images, labels = data.splits["train"]
+    model, _ = load_model(model_path, "cpu")
+    logits, probs = [], []
+    for _, _, batch_logits, batch_probs, _ in trajectory_batches(model, images, 400, torch.device("cpu")):
+        logits.append(batch_logits.numpy())
+        probs.append(batch_probs.numpy())
+    out = {"logits": np.concatenate(logits), "probs": np.concatenate(probs), "labels": labels}
+    np.savez(cache_path, model=str(Path(model_path).resolve()), **out)
+    return out
+
+
+def _arrays(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """logits, probs, labels of the first n images and the name of their source."""
+    if args.trajectories:
         from resdyn.artifacts import Trajectories
 
-        traj = Trajectories.load(path)
-        if n <= len(traj.probs):
-            logits, probs, labels = traj.logits[:n], traj.probs[:n], traj.class_labels("true")[:n]
-            return reading.expansive_probs(logits, probs), reading.shadowing_probs(logits, probs), labels
+        traj = Trajectories.load(args.trajectories)
+        logits, probs, labels = traj.logits, traj.probs, traj.class_labels("true")
+        if n <= len(probs):
+            return logits[:n], probs[:n], labels[:n], "test"
+        if args.extra_model and args.extra_idx:
+            extra = training_trajectories(args.extra_model, args.extra_idx, n - len(probs), args.extra_cache)
+            return (
+                np.concatenate([logits, extra["logits"]]),
+                np.concatenate([probs, extra["probs"]]),
+                np.concatenate([labels, extra["labels"]]),
+                f"test + {n - len(probs)} training",
+            )
     from pairwise import synthetic_trajectories
 
     probs, labels = synthetic_trajectories(n, 9, 10, seed=0)
-    logits = np.log(probs)
-    return reading.expansive_probs(logits, probs), reading.shadowing_probs(logits, probs), labels
+    return np.log(probs), probs, labels, "synthetic"
 
 
-def _stage(stage: str, reading_name: str, path: str | None, n: int, out: mp.Queue) -> None:
+def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out: mp.Queue) -> None:
     from resdyn import distances, shadowing
     from resdyn import sample_size as ss
 
-    expansive, shadow, labels = _views(path, n, reading_name)
+    logits, probs, labels, source = _arrays(args, n)
     reading = _reading(reading_name)
+    expansive, shadow = reading.expansive_probs(logits, probs), reading.shadowing_probs(logits, probs)
+    n_classes = int(probs.shape[2])
     warm = slice(0, 64)
-    distances.pairwise_shard(expansive[warm], labels[warm], 0, 64, n_classes=10)
-    distances.scan_orbits(shadow[warm], 0, 64, distinct=True)
+    distances.pairwise_shard(
+        expansive[warm], labels[warm], 0, 64, n_classes=n_classes, chunk=CHUNK, device="cpu"
+    )
+    warm_orbits, _ = distances.scan_orbits(shadow[warm], 0, 64, distinct=True)
+    shadowing.shadowing_errors(shadow[warm], warm_orbits, 0, 64, chunk=CHUNK)
+    if stage == "curve":  # its inputs, untimed
+        orbits, hops = distances.scan_orbits(shadow, 0, n, distinct=reading.orbits == "distinct")
+        eps, b_star = shadowing.shadowing_errors(shadow, orbits, 0, n, chunk=CHUNK)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), _cpu_seconds()
     if stage == "pairwise":
-        distances.pairwise_shard(expansive, labels, 0, n, n_classes=10, chunk=512)
+        distances.pairwise_shard(expansive, labels, 0, n, n_classes=n_classes, chunk=CHUNK, device="cpu")
     elif stage == "shadowing":
         if reading.orbits == "revisit" and reading.same_view:
-            result = distances.pairwise_shard(expansive, labels, 0, n, n_classes=10, chunk=512)
-            began = time.perf_counter()  # the pairwise stage's own cost is counted there
+            result = distances.pairwise_shard(
+                expansive, labels, 0, n, n_classes=n_classes, chunk=CHUNK, device="cpu"
+            )
+            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            began, cpu_began = time.perf_counter(), _cpu_seconds()  # the pairwise cost is counted there
             orbits, _ = shadowing.greedy_pseudo_orbits(result.nn_index, result.nn_distance)
         else:
             orbits, _ = distances.scan_orbits(shadow, 0, n, distinct=reading.orbits == "distinct")
-        shadowing.shadowing_errors(shadow, orbits, 0, n, chunk=512)
+        shadowing.shadowing_errors(shadow, orbits, 0, n, chunk=CHUNK)
+    elif stage == "curve":
+        delta = hops.max(axis=1)
+        shadowing.best_tracing(eps, delta, orbits, b_star)
+        shadowing.independent_pairing(eps, delta)
+        shadowing.shadowing_curve(eps, delta, *QUANTILES)
     else:
-        grid = ss.size_grid(n, count=6, min_size=50, reference=400)
-        ss.sample_size_table(expansive, shadow, labels, labels, 10, reading, grid, subsets=20, seed=0)
-    seconds = time.perf_counter() - began
+        from resdyn.config import sample_size_settings
+
+        grid = ss.size_grid(n, sample_size_settings(SAMPLE_SIZE))
+        ss.sample_size_table(
+            expansive,
+            shadow,
+            labels,
+            labels,
+            n_classes,
+            reading,
+            grid,
+            subsets=SAMPLE_SIZE["subsets"],
+            seed=SAMPLE_SIZE["seed"],
+            quantiles=QUANTILES,
+            chunk=CHUNK,
+        )
+    seconds, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.put({"seconds": seconds, "peak_rss_mb": peak, "added_rss_mb": peak - base})
+    out.put(
+        {
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "peak_rss_mb": peak,
+            "added_rss_mb": peak - base,
+            "source": source,
+        }
+    )
 
 
-def measure(stage: str, reading: str, path: str | None, n: int) -> dict:
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all its threads: the time one core would need (less the
+    parallel overheads), the basis of the one-core projections in docs/performance.md."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(stage: str, reading: str, args: argparse.Namespace, n: int) -> dict:
+    """One stage at one N in a fresh child process (its own peak RSS)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_stage, args=(stage, reading, path, n, queue))
+    proc = ctx.Process(target=_stage, args=(stage, reading, args, n, queue))
     proc.start()
-    row = queue.get()
+    while True:  # the child's row, or its failure (a child that dies never puts one)
+        try:
+            row = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(
+                    f"{stage}/{reading} at N = {n} failed (exit code {proc.exitcode})"
+                ) from None
     proc.join()
     return {"stage": f"{stage}/{reading}", "n": n, **row}
 
 
 def fit(ns, values) -> float | None:
+    """Least-squares slope of log value against log N (positive values only; None below two points)."""
     pairs = [(n, v) for n, v in zip(ns, values) if v > 0]
     if len(pairs) < 2:
         return None
@@ -119,37 +227,67 @@ def fit(ns, values) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def _exponent(value: float | None) -> str:
+    return "   -" if value is None else f"{value:4.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trajectories")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
+    parser.add_argument("--trajectories", help="a trajectories.h5 (test images)")
+    parser.add_argument("--extra-model", help="model.pt whose training-image trajectories extend N")
+    parser.add_argument("--extra-idx", help="idx folder of those training images")
+    parser.add_argument("--extra-cache", default="scaling_extra_trajectories.npz")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000])
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--sample-size-max", type=int, default=10000)
     parser.add_argument("--json")
     parser.add_argument("--figure")
     args = parser.parse_args()
+    if args.extra_model and args.extra_idx and args.trajectories and max(args.sizes) > 0:
+        # computed once here, not in every child
+        from resdyn.artifacts import Trajectories
+
+        n_test = len(Trajectories.load(args.trajectories).probs)
+        if max(args.sizes) > n_test:
+            training_trajectories(
+                args.extra_model, args.extra_idx, max(args.sizes) - n_test, args.extra_cache
+            )
     rows = []
-    for n in args.sizes:
-        for stage in ("pairwise", "shadowing", "sample_size"):
+    for n in sorted(args.sizes):
+        for stage in args.stages:
             if stage == "sample_size" and n > args.sample_size_max:
                 continue
             for reading in READINGS:
-                row = measure(stage, reading, args.trajectories, n)
+                row = measure(stage, reading, args, n)
                 rows.append(row)
                 print(
-                    f"{row['stage']:24s} N = {n:6d}: {row['seconds']:8.2f} s, "
+                    f"{row['stage']:24s} N = {n:6d} ({row['source']}): {row['seconds']:8.2f} s "
+                    f"(CPU {row['cpu_seconds']:8.2f} s), "
                     f"peak RSS {row['peak_rss_mb']:7.0f} MB (+{row['added_rss_mb']:.0f})",
                     flush=True,
                 )
     exponents = {}
+    print(
+        f"\n{'stage':24s} {'N':>6s} {'time':>9s} {'× baseline':>10s} {'(N/N0)²':>8s}   baseline: smallest N"
+    )
     for name in dict.fromkeys(r["stage"] for r in rows):
         mine = [r for r in rows if r["stage"] == name]
+        base = mine[0]
+        for r in mine:
+            ratio = r["seconds"] / base["seconds"] if base["seconds"] > 0 else float("nan")
+            print(
+                f"{name:24s} {r['n']:6d} {r['seconds']:8.2f}s {ratio:10.1f} {(r['n'] / base['n']) ** 2:8.1f}"
+            )
         exponents[name] = {
             "time": fit([r["n"] for r in mine], [r["seconds"] for r in mine]),
+            "cpu_time": fit([r["n"] for r in mine], [r["cpu_seconds"] for r in mine]),
             "added_memory": fit([r["n"] for r in mine], [r["added_rss_mb"] for r in mine]),
         }
+    print()
+    for name, exps in exponents.items():
         print(
-            f"{name:24s} time ∝ N^{exponents[name]['time']:.2f}, "
-            f"added memory ∝ N^{exponents[name]['added_memory']:.2f}"
+            f"{name:24s} time ∝ N^{_exponent(exps['time'])}, CPU time ∝ N^{_exponent(exps['cpu_time'])}, "
+            f"added memory ∝ N^{_exponent(exps['added_memory'])}"
         )
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "exponents": exponents}, indent=1))
@@ -159,13 +297,17 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
         for name in exponents:
             mine = [r for r in rows if r["stage"] == name]
-            ax.loglog([r["n"] for r in mine], [r["seconds"] for r in mine], "o-", label=name)
-        ax.set_xlabel("N (test images)")
-        ax.set_ylabel("wall time (s)")
-        ax.legend(fontsize=7)
+            ns = [r["n"] for r in mine]
+            ax_time.loglog(ns, [r["seconds"] for r in mine], "o-", label=name)
+            ax_mem.loglog(ns, [max(r["added_rss_mb"], 0.1) for r in mine], "o-", label=name)
+        ax_time.set_xlabel("N (images)")
+        ax_time.set_ylabel("wall time (s)")
+        ax_mem.set_xlabel("N (images)")
+        ax_mem.set_ylabel("added peak RSS (MB)")
+        ax_time.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(args.figure, dpi=120)
 

@@ -463,9 +463,9 @@ def orbit_scan(P, start, distinct, out_orbits, out_hops):
 
     ``P`` (D, C, N) holds the points coordinate-major. The squared distances of one query to all points
     are the module's sequential sums (:func:`_sq_query`, vectorised over j); the argmin is taken on their
-    square roots, as numpy's ``argmin`` of the distances does, so the orbits and hops equal
-    :func:`resdyn.shadowing.scan_pseudo_orbits`' bit for bit. A candidate whose squared distance exceeds the
-    incumbent's cannot win (sqrt is monotonic and the comparison is strict) and is skipped unrooted.
+    square roots, so the orbits and hops are those of the plain float64 scan (tests/test_distances.py) bit
+    for bit. A candidate whose squared distance exceeds the incumbent's cannot win (sqrt is monotonic and
+    the comparison is strict) and is skipped unrooted.
     """
     D, C, N = P.shape
     M = out_orbits.shape[0]

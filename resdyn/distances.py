@@ -247,13 +247,29 @@ def min_max_distance_bruteforce(queries: np.ndarray, points: np.ndarray) -> tupl
 def scan_orbits(
     probs: np.ndarray, start: int, stop: int, *, distinct: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The pseudo-orbits of :func:`resdyn.shadowing.scan_pseudo_orbits` (same arguments, same orbits and
-    hops bit for bit) from a numba kernel (:func:`resdyn._kernels.orbit_scan`): each hop's distances to all
-    N images are the module's sequential sums, vectorised over the images and taken in parallel over the
-    orbits, instead of one (chunk, N) numpy temporary per class and depth. Memory O(threads · N).
+    """Greedy pseudo-orbits from images ``start..stop-1``, each hop found by scanning all N images (the
+    shadowing stage's orbits when they may not revisit or see their own temperature, and every
+    sample-size subset's).
 
-    Measured on the authors' reading (τ = 1 shadowing view, depths 1..8, distinct orbits) of a resnet18's
-    Fashion-MNIST trajectories at N = 10,000: see docs/datasets_idx.md.
+    a_0 = i, a_{t+1} = argmin_{j ∈ A_t} d_{t+1}(a_t, j) with ties → smaller j, hop
+    δ_t = d_{t+1}(a_t, a_{t+1}), for t = 0..D−2 (D = the view's depths). A_t = {j ≠ a_t}
+    (``distinct=False``: the orbits :func:`resdyn.shadowing.greedy_pseudo_orbits` reads off the
+    nearest-neighbour tables) or A_t = {j ∉ {a_0..a_t}} (``distinct=True``: no image twice, the authors'
+    chains). d is this module's arithmetic (float64, from differences, squares summed over classes in
+    order, then the square root), so both routes give the same orbits and hops bit for bit. The numba
+    kernel (:func:`resdyn._kernels.orbit_scan`) takes the orbits in parallel, one query's distances to all
+    N images at a time: cost O((stop−start)·D·N·C), memory O(threads · N).
+
+    Args:
+        probs: (N, D, C) float64 probability trajectories (a reading's view), D ≥ 2.
+        start, stop: the orbits' start images, 0 ≤ start ≤ stop ≤ N.
+        distinct: forbid revisits.
+
+    Returns:
+        orbits (stop−start, D) int64 with orbits[k, 0] = start + k, and hops (stop−start, D−1) float64.
+
+    Raises:
+        InputError: D < 2, N < 2, a bad range, or distinct orbits longer than the N images can fill.
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 3:

@@ -21,7 +21,7 @@ stage computes them again, exactly and with the same kernels, on subsets:
   :func:`resdyn.distances.expansive_constant` (the reading's reduction over depths) with its pair; the
   pseudo-orbits of the subset's own images (read off its nearest-neighbour tables when the reading's
   orbits may revisit and both stages see one temperature, else :func:`resdyn.distances.scan_orbits`, the
-  orbits of :func:`resdyn.shadowing.scan_pseudo_orbits` from a numba kernel),
+  orbits scanned by a numba kernel),
   their ε by :func:`resdyn.shadowing.shadowing_errors`, then Sh best tracing (``sh_paper``), the curve
   estimate (``sh_curve``, with the analysis quantiles) and the independent pairing (``sh_independent``).
   The subset of size N therefore reproduces ``constants.json`` bit for bit (the stage checks it).
@@ -153,7 +153,6 @@ def subset_constants(
     if reading.orbits == "revisit" and reading.same_view:
         orbits, hops = shadowing.greedy_pseudo_orbits(result.nn_index, result.nn_distance)
     else:
-        # the orbits of shadowing.scan_pseudo_orbits, bit for bit, from the numba kernel (~20x faster)
         orbits, hops = distances.scan_orbits(shadowing_probs, 0, n, distinct=reading.orbits == "distinct")
     eps, b_star = shadowing.shadowing_errors(shadowing_probs, orbits, 0, n, chunk=chunk)
     delta = hops.max(axis=1)

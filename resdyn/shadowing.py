@@ -38,8 +38,8 @@ Degenerate inputs (never an inf or NaN in the results; JSON cannot hold them):
 
 Readings (method §3.4) add two choices the authors' code (KY-HDC/DS-ResNets) makes:
 
-- distinct orbits (:func:`scan_pseudo_orbits` with ``distinct=True``): a_{t+1} is the nearest image not yet
-  visited by the orbit (a_0 included), so an orbit needs N ≥ T+1 images;
+- distinct orbits (:func:`resdyn.distances.scan_orbits` with ``distinct=True``): a_{t+1} is the nearest
+  image not yet visited by the orbit (a_0 included), so an orbit needs N ≥ T+1 images;
 - the independent pairing (:func:`independent_pairing`): ε = min over orbits of ε_k (ε_k > 0) and
   δ = min over orbits of δ_k, usually from different orbits; Sh = δ/ε.
 
@@ -61,10 +61,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from resdyn.config import schema_defaults
-from resdyn.distances import min_max_distance, squared_distance
+from resdyn.distances import min_max_distance
 from resdyn.io import InputError
 
 DEFAULT_QUANTILES = tuple(schema_defaults("analysis")["curve_quantiles"])
@@ -127,69 +126,6 @@ def greedy_pseudo_orbits(nn_index: np.ndarray, nn_distance: np.ndarray) -> tuple
         current = orbits[:, t]
         orbits[:, t + 1] = nn_index[t + 1, current]
         hops[:, t] = nn_distance[t + 1, current]
-    return orbits, hops
-
-
-def scan_pseudo_orbits(
-    probs: np.ndarray, start: int, stop: int, *, distinct: bool, chunk: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy pseudo-orbits from images ``start..stop-1``, each hop found by scanning all N images.
-
-    a_0 = i, a_{t+1} = argmin_{j ∈ A_t} d_{t+1}(a_t, j) with ties → smaller j, hop
-    δ_t = d_{t+1}(a_t, a_{t+1}), for t = 0..D−2 (D = the view's depths). A_t = {j ≠ a_t}
-    (``distinct=False``: the orbits of :func:`greedy_pseudo_orbits`, which reads them off the
-    nearest-neighbour tables instead) or
-    A_t = {j ∉ {a_0..a_t}} (``distinct=True``: no image twice, the authors' chains). Distances use the
-    arithmetic of :mod:`resdyn.distances` (float64, from differences, summed over classes in order), so the
-    two routes give the same orbits. Cost O((stop−start)·D·N·C), memory O(chunk·N).
-
-    Args:
-        probs: (N, D, C) float64 probability trajectories (a reading's view), D ≥ 2.
-        start, stop: the orbits' start images, 0 ≤ start ≤ stop ≤ N.
-        distinct: forbid revisits.
-        chunk: orbits advanced together.
-
-    Returns:
-        orbits (stop−start, D) int64 with orbits[k, 0] = start + k, and hops (stop−start, D−1) float64.
-
-    Raises:
-        InputError: D < 2, N < 2, a bad range, or distinct orbits longer than the N images can fill.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 3:
-        raise InputError(f"probs must be (N, D, C), got shape {probs.shape}")
-    n_images, depths, _ = probs.shape
-    if depths < 2:
-        raise InputError(f"probs have {depths} depth(s); a pseudo-orbit needs at least 2")
-    if n_images < 2:
-        raise InputError(f"pseudo-orbits need N >= 2 images, got N = {n_images}")
-    if distinct and n_images < depths:
-        raise InputError(
-            f"distinct pseudo-orbits visit {depths} different images, but there are only N = {n_images}: "
-            "they run out of images (use orbits: revisit, or more test images)"
-        )
-    if not 0 <= start <= stop <= n_images:
-        raise InputError(f"orbit range {start}..{stop} is outside 0..{n_images}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    orbits = np.empty((stop - start, depths), dtype=np.int64)
-    hops = np.empty((stop - start, depths - 1), dtype=np.float64)
-    for begin in tqdm(range(start, stop, chunk), desc="pseudo-orbits", disable=None, leave=False):
-        end = min(begin + chunk, stop)
-        rows = np.arange(end - begin)
-        current = np.arange(begin, end)
-        orbit = orbits[begin - start : end - start]
-        orbit[:, 0] = current
-        excluded = np.zeros((end - begin, n_images), dtype=bool)
-        for t in range(depths - 1):
-            dist = np.sqrt(squared_distance(probs[current, t + 1][:, None, :], probs[None, :, t + 1, :]))
-            if not distinct:
-                excluded[:] = False
-            excluded[rows, current] = True
-            dist[excluded] = np.inf
-            current = np.argmin(dist, axis=1)  # first occurrence: the smaller j
-            orbit[:, t + 1] = current
-            hops[begin - start : end - start, t] = dist[rows, current]
     return orbits, hops
 
 

@@ -385,7 +385,7 @@ def shadowing_shard(
 
     Orbits that may revisit an image are read off pairs.h5's nearest-neighbour tables when the pairwise
     stage saw the same probabilities (one temperature); otherwise (distinct orbits, or a separate
-    shadowing temperature) each hop is found by scanning all images (:func:`shadowing.scan_pseudo_orbits`).
+    shadowing temperature) each hop is found by scanning all images (:func:`distances.scan_orbits`).
     """
     reading = run.reading
     shard, n_shards = parse_scatteritem(scatteritem)
@@ -405,9 +405,7 @@ def shadowing_shard(
         orbits, hops = shadowing.greedy_pseudo_orbits(pairs.nn_index, pairs.nn_distance)
         orbits, hops = orbits[start:stop], hops[start:stop]
     else:
-        orbits, hops = shadowing.scan_pseudo_orbits(
-            probs, start, stop, distinct=reading.orbits == "distinct", chunk=chunk
-        )
+        orbits, hops = distances.scan_orbits(probs, start, stop, distinct=reading.orbits == "distinct")
     eps, b_star = shadowing.shadowing_errors(probs, orbits, 0, len(orbits), chunk=chunk)
     ShadowingShard(
         start, stop, orbits, hops, eps, b_star, N=probs.shape[0], shard=shard, n_shards=n_shards

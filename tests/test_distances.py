@@ -7,6 +7,7 @@ any shard count, on random and adversarial inputs (method §3.1, §6; issue 3 "E
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -480,7 +481,7 @@ def test_cuda_path_matches_bruteforce():
 
 def test_shards_at_paper_scale_hold_equal_pair_counts():
     """N = 10,000, 4 shards (issue 28): every shard holds the median shard's pairs within 0.1 %. The kernel's
-    work per pair does not depend on the data (docs/datasets_idx.md: measured 0.19-0.20 s per shard under
+    work per pair does not depend on the data (docs/performance.md: measured 0.19-0.20 s per shard under
     the authors' reading, 0.22-0.25 s under the definition), so equal pairs are equal times."""
     n = 10_000
     pairs = []
@@ -491,27 +492,54 @@ def test_shards_at_paper_scale_hold_equal_pair_counts():
     assert max(pairs) <= 1.001 * float(np.median(pairs))
 
 
+def scan_orbits_bruteforce(probs, start, stop, distinct):
+    """Greedy pseudo-orbits with plain Python loops: a_{t+1} = the nearest allowed j at depth t+1 (allowed:
+    j != a_t, or j not yet on the orbit), ties → smaller j; d summed over classes in order, then rooted."""
+    n, depths, classes = probs.shape
+    orbits, hops = [], []
+    for i in range(start, stop):
+        orbit, orbit_hops = [i], []
+        for t in range(1, depths):
+            a = orbit[-1]
+            excluded = set(orbit) if distinct else {a}
+            best_j, best_d = None, math.inf
+            for j in range(n):
+                if j in excluded:
+                    continue
+                total = 0.0
+                for c in range(classes):
+                    total += (float(probs[j, t, c]) - float(probs[a, t, c])) ** 2
+                d = math.sqrt(total)
+                if d < best_d:
+                    best_j, best_d = j, d
+            orbit.append(best_j)
+            orbit_hops.append(best_d)
+        orbits.append(orbit)
+        hops.append(orbit_hops)
+    return np.array(orbits, dtype=np.int64).reshape(-1, depths), np.array(hops).reshape(-1, depths - 1)
+
+
 @pytest.mark.parametrize("distinct", [False, True], ids=["revisit", "distinct"])
 @pytest.mark.parametrize("ties", [False, True], ids=["generic", "ties"])
-def test_scan_orbits_equal_the_numpy_scan(distinct, ties):
-    """distances.scan_orbits (numba) gives shadowing.scan_pseudo_orbits' orbits and hops bit for bit, also
-    with exact duplicates and rounded probabilities (many equal distances: ties → smaller j)."""
-    from resdyn.shadowing import scan_pseudo_orbits
-
+def test_scan_orbits_equal_the_bruteforce(distinct, ties):
+    """distances.scan_orbits (numba) gives the plain loops' orbits and hops bit for bit, also with exact
+    duplicates and rounded probabilities (many equal distances: ties → smaller j)."""
     rng = np.random.default_rng(7)
     probs, _ = random_trajectories(rng, 120, depths=6, classes=5)
     if ties:
         probs = np.round(probs, 2)
         probs[60:70] = probs[10:20]
-    expected = scan_pseudo_orbits(probs, 3, 117, distinct=distinct, chunk=13)
+    expected = scan_orbits_bruteforce(probs, 3, 117, distinct)
     found = distances.scan_orbits(probs, 3, 117, distinct=distinct)
     np.testing.assert_array_equal(found[0], expected[0])
     np.testing.assert_array_equal(found[1], expected[1])
+    if distinct:  # no image twice on an orbit
+        assert all(len(set(orbit)) == len(orbit) for orbit in found[0])
     empty = distances.scan_orbits(probs, 5, 5, distinct=distinct)
     assert empty[0].shape == (0, 6) and empty[1].shape == (0, 5)
 
 
-def test_scan_orbits_rejects_what_the_numpy_scan_rejects():
+def test_scan_orbits_rejects_bad_input_by_name():
     probs = np.full((4, 6, 3), 1 / 3)
     with pytest.raises(InputError, match="run out of images"):
         distances.scan_orbits(probs, 0, 4, distinct=True)

@@ -307,14 +307,14 @@ def test_distinct_orbits_that_run_out_of_images_fail_clearly(tmp_path):
 
 def test_revisiting_scan_equals_the_nearest_neighbour_route(tmp_path):
     """Both routes to the revisiting orbits agree (the scan serves a separate shadowing temperature)."""
-    from resdyn import shadowing
+    from resdyn import distances, shadowing
     from resdyn.distances import pairwise_bruteforce
 
     logits, labels, n_classes = logits_case("ties")
     probs = softmax(logits, 1.0)
     tables = pairwise_bruteforce(probs, labels, n_classes)
     want_orbits, want_hops = shadowing.greedy_pseudo_orbits(tables.nn_index, tables.nn_distance)
-    orbits, hops = shadowing.scan_pseudo_orbits(probs, 0, len(probs), distinct=False, chunk=4)
+    orbits, hops = distances.scan_orbits(probs, 0, len(probs), distinct=False)
     np.testing.assert_array_equal(orbits, want_orbits)
     np.testing.assert_array_equal(hops, want_hops)
 

@@ -398,7 +398,7 @@ def test_best_tracing_with_the_start_as_shadow_can_be_below_one():
     own start shadows it with ε = 0.05·√2 (attained at t = 2, not at the first hop) and Sh = 0.6 < 1 (a
     hold-out run gave ε = 1.034e-5 at t = 2, δ = 6.741e-6, Sh = 0.6518). Two classes: p = (u, 1 − u), so
     d_t = √2·|Δu|; the depth-0 values are 0.3 apart, so no other image shadows an orbit closely."""
-    from resdyn.shadowing import scan_pseudo_orbits
+    from resdyn.distances import scan_orbits
 
     u = np.array(
         [  # depth 0, 1, 2 for images A, B, C, D
@@ -409,7 +409,7 @@ def test_best_tracing_with_the_start_as_shadow_can_be_below_one():
         ]
     )
     probs = np.stack([u, 1 - u], axis=2)
-    orbits, hops = scan_pseudo_orbits(probs, 0, 4, distinct=False, chunk=4)
+    orbits, hops = scan_orbits(probs, 0, 4, distinct=False)
     nn_index, nn_distance = nn_tables_bruteforce(probs)
     np.testing.assert_array_equal(orbits, greedy_pseudo_orbits(nn_index, nn_distance)[0])
     eps, b_star = shadowing_errors(probs, orbits, 0, 4, chunk=4)
