@@ -82,7 +82,8 @@ class Workflow:
 
     def scheduled_jobs(self, *args: str) -> dict[str, int]:
         """Rule → number of jobs a dry run would schedule (empty when nothing is to be done)."""
-        proc = self.snakemake("-n", "--quiet", "rules", *args)
+        # args before --quiet, whose choices would swallow a target
+        proc = self.snakemake("-n", *args, "--quiet", "rules")
         jobs: dict[str, int] = {}
         for line in proc.stdout.splitlines():
             parts = line.split()
