@@ -498,3 +498,16 @@ def test_npz_content_not_path_or_mtime_decides_the_rerun(workflow):
     assert workflow.scheduled_jobs(model) == {"prepare_data": 1, "train": 1}
     record = json.loads(workflow.path("results", "data", "mine.source.json").read_text())
     assert record["files"] == ["npz"] and len(record["sha256"]) == 64
+
+
+def test_relocated_checkout_reruns_nothing(tiny_run, tmp_path):
+    """A finished checkout copied elsewhere (as `cp -a` or a move to a cluster's shared file system does:
+    contents and mtimes kept) schedules nothing: no input, param or output holds an absolute path."""
+    wf = Workflow(tmp_path / "moved" / "elsewhere")
+    shutil.copytree(tiny_run.root, wf.root, symlinks=True)
+    assert wf.scheduled_jobs() == {}
+    # The results folder alone moved to another file system path, the config pointing at it.
+    shared = tmp_path / "shared" / "results"
+    shared.parent.mkdir()
+    shutil.move(wf.path("results"), shared)
+    assert wf.scheduled_jobs("--config", f"results_dir={shared}") == {}
