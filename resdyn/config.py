@@ -142,6 +142,21 @@ _OWNED_KEYS: dict[str, tuple[tuple[str, ...], str | None]] = {
 }
 
 
+FILE_SOURCES = ("torchvision", "npz", "idx")
+"""Dataset sources read from files the user supplies (or torchvision downloads): their content, not their
+location, is an input of ``prepare_data`` (:func:`resdyn.data.source_content`). The other sources are
+bundled with installed packages."""
+LOCATION_KEYS = ("path",)
+"""Dataset keys that say where the data is, not what it is: left out of ``prepare_data``'s params
+(:func:`data_settings`), so moving the data reruns nothing; its content stands in for them."""
+
+
+def data_settings(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """:func:`dataset_settings` without the :data:`LOCATION_KEYS`: what the data stage's output depends
+    on besides the content of the user's files."""
+    return {k: v for k, v in dataset_settings(config, dataset).items() if k not in LOCATION_KEYS}
+
+
 NAME_MAX = 64
 """Longest dataset, model or reading name (the schema's ``$defs.name.maxLength``). The names are ASCII
 (the schema's pattern), so characters are bytes. Each name is one folder of a run's path

@@ -26,7 +26,10 @@ test images of the same class in that order.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
+import json
 import logging
 import math
 import os
@@ -44,7 +47,7 @@ import torch
 
 from resdyn.artifacts import SPLITS, DatasetFile, decode_class_names
 from resdyn.config import schema_defaults
-from resdyn.io import InputError
+from resdyn.io import InputError, atomic_output, file_checksum
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +192,127 @@ def read_dataset(name: str, entry: Mapping[str, Any], download_dir: str | os.Pat
     )
     dataset.validate()
     return dataset
+
+
+SOURCE_RECORD_VERSION = 1
+
+
+def source_files(entry: Mapping[str, Any], download_dir: str | os.PathLike) -> dict[str, Path] | None:
+    """The user-supplied files the dataset of ``entry`` is read from, by role: ``{"npz": file}`` for an npz,
+    the four idx files by their stem (:func:`find_idx_files`), the files torchvision reads for a
+    torchvision dataset (by name, as :func:`expected_files` lists them: the MNIST family's raw idx files,
+    CIFAR's batches, SVHN's .mat files, ...). ``{}`` for the bundled sources (their data is the installed
+    package's). ``None`` for a torchvision dataset whose files are not all there yet (the job downloads
+    them). An npz or idx path that does not resolve raises :class:`InputError`."""
+    source = entry.get("source")
+    if source == "npz":
+        path = Path(entry["path"])
+        if not path.is_file():
+            raise InputError(f"{path}: npz file not found")
+        return {"npz": path}
+    if source == "idx":
+        return find_idx_files(entry["path"])
+    if source == "torchvision":
+        folder, files, _ = expected_files(entry["name"], entry, Path(download_dir))
+        paths = {name: folder / name for name, _ in files}
+        return paths if all(p.is_file() for p in paths.values()) else None
+    return {}
+
+
+def source_digest(files: Mapping[str, Path], cache_path: str | os.PathLike | None = None) -> str:
+    """SHA-256 over the roles and contents of ``files`` (:func:`source_files`): the same bytes under other
+    paths or mtimes give the same digest. Each file's SHA-256 is cached in the JSON file ``cache_path``
+    under (absolute path, size, mtime_ns), so a large dataset is hashed once, not at every parse; the
+    cache is an optimisation only (unreadable: ignored; concurrent writers: the last one wins)."""
+    cache = _read_sha256_cache(cache_path)
+    digest = hashlib.sha256()
+    changed = False
+    for role in sorted(files):
+        path = Path(files[role]).resolve()
+        stat = path.stat()
+        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in cache:
+            cache[key] = file_checksum(path)
+            changed = True
+        digest.update(f"{role}\0{cache[key]}\0".encode())
+    if changed and cache_path is not None:
+        with contextlib.suppress(OSError):  # another parse replaced the file first: its entries will do
+            with atomic_output(cache_path) as tmp:
+                tmp.write_text(json.dumps(cache, indent=0, sort_keys=True))
+    return digest.hexdigest()
+
+
+def _read_sha256_cache(cache_path: str | os.PathLike | None) -> dict[str, str]:
+    if cache_path is None:
+        return {}
+    try:
+        cache = json.loads(Path(cache_path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def source_content(
+    entry: Mapping[str, Any],
+    download_dir: str | os.PathLike,
+    record_path: str | os.PathLike,
+    cache_path: str | os.PathLike | None = None,
+) -> str | None:
+    """What ``prepare_data`` must be rerun for: the identity of the dataset's user-supplied files (a rule
+    param, so Snakemake reruns ``prepare_data`` and everything downstream when it changes).
+
+    ``None`` for the bundled sources; otherwise the :func:`source_digest` of :func:`source_files`, with
+    two exceptions that keep a finished run finished, read from the record the last ``prepare_data`` job
+    wrote (``record_path``, :func:`write_source_record`): files whose digest equals the one that job read
+    give the value that job ran with (a torchvision dataset downloaded by that job ran with
+    ``"download"``, as nothing was there to digest yet), and a torchvision dataset whose files are gone
+    again (deleted after the run) keeps that value too (torchvision downloads the same, checksummed,
+    files). The file paths are not part of it: moving or copying the data and pointing the config at
+    the copy reruns nothing."""
+    files = source_files(entry, download_dir)
+    if files == {}:
+        return None
+    record = read_source_record(record_path)
+    if files is None:
+        return record["content"] if record else "download"
+    digest = source_digest(files, cache_path)
+    if record and record["sha256"] == digest:
+        return record["content"]
+    return digest
+
+
+def read_source_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The record :func:`write_source_record` wrote, or None where there is none (or it is unreadable:
+    then the job reruns, which rewrites it)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format_version") != SOURCE_RECORD_VERSION:
+        return None
+    if not isinstance(record.get("sha256"), str) or not isinstance(record.get("content"), (str, type(None))):
+        return None
+    return record
+
+
+def write_source_record(
+    path: str | os.PathLike,
+    entry: Mapping[str, Any],
+    download_dir: str | os.PathLike,
+    content: str | None,
+    cache_path: str | os.PathLike | None = None,
+) -> None:
+    """``results/data/{dataset}.source.json``: the digest of the user files as ``prepare_data`` read them
+    (after any download) and the ``content`` param the job ran with (:func:`source_content`)."""
+    files = source_files(entry, download_dir) or {}
+    record = {
+        "format_version": SOURCE_RECORD_VERSION,
+        "content": content,
+        "sha256": source_digest(files, cache_path),
+        "files": sorted(files),
+    }
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:

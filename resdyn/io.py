@@ -121,6 +121,11 @@ def open_h5(path: str | os.PathLike, required: Iterable[str] = ()) -> h5py.File:
     return handle
 
 
+SHA256_CACHE_NAME = "sha256-cache.json"
+"""The file, in the data stage's output folder, that caches the SHA-256 of the user's data files by (path,
+size, mtime_ns) (:func:`resdyn.data.source_digest`)."""
+
+
 def file_checksum(path: str | os.PathLike, block: int = 1 << 20) -> str:
     """SHA-256 hex digest of a file's bytes."""
     digest = hashlib.sha256()

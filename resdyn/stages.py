@@ -17,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ from resdyn.artifacts import (
 )
 from resdyn.config import sample_size_settings
 from resdyn.device import device_name, full_float32, resolve_device
-from resdyn.io import InputError, file_checksum
+from resdyn.io import SHA256_CACHE_NAME, InputError, file_checksum
 from resdyn.provenance import software_versions
 from resdyn.readings import Reading
 from resdyn.runs import Run
@@ -78,11 +79,24 @@ def _same_classes(
 # ---------------------------------------------------------------------------------------------------------
 # data, train, evaluate, trajectories
 # ---------------------------------------------------------------------------------------------------------
-def prepare_data(name: str, entry: Mapping[str, Any], out_path: PathLike, download_dir: PathLike) -> None:
-    """Rule ``prepare_data``: the dataset of config entry ``entry`` as ``results/data/{name}.h5``."""
-    from resdyn.data import read_dataset
+def prepare_data(
+    name: str,
+    entry: Mapping[str, Any],
+    out_path: PathLike,
+    download_dir: PathLike,
+    *,
+    record_path: PathLike | None = None,
+    content: str | None = None,
+) -> None:
+    """Rule ``prepare_data``: the dataset of config entry ``entry`` as ``results/data/{name}.h5`` and,
+    with ``record_path``, the record of the user files it read (:func:`resdyn.data.write_source_record`:
+    their digest after any download, and ``content``, the job's param of that name)."""
+    from resdyn.data import read_dataset, write_source_record
 
     read_dataset(name, entry, download_dir).save(out_path)
+    if record_path is not None:
+        cache = Path(record_path).parent / SHA256_CACHE_NAME
+        write_source_record(record_path, entry, download_dir, content, cache)
 
 
 def train_model(

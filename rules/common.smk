@@ -1,19 +1,23 @@
 # Config validation, the runs the config asks for, the one path scheme, and the input functions shared by
 # every stage.
+import functools
 import os
 import re
 
 from snakemake.utils import validate
 
 from resdyn.config import (
+    FILE_SOURCES,
     canonical_config,
     check_entries,
+    data_settings,
     dataset_settings,
     model_settings,
     sample_size_settings,
     training_settings,
 )
 from resdyn.device import gpu_may_be_present
+from resdyn.io import SHA256_CACHE_NAME
 from resdyn.paper_reference import paper_key
 from resdyn.runs import PROBES_FOLDER, configured_runs, trained_runs
 
@@ -164,6 +168,36 @@ def training_params(w):
 def checkpoint_path(wildcards, output):
     """The resumable training checkpoint beside the job's model.pt (not an output, see rules/train.smk)."""
     return os.path.join(os.path.dirname(output.model), "checkpoint.pt")
+
+
+def data_entry(wildcards):
+    """The dataset's settings without its file's location (resdyn.config.data_settings)."""
+    return data_settings(config, wildcards.dataset)
+
+
+def source_record(dataset):
+    """results/data/<dataset>.source.json: what prepare_data read (resdyn.data.write_source_record)."""
+    return results("data", f"{dataset}.source.json")
+
+
+SHA256_CACHE = results("data", SHA256_CACHE_NAME)
+
+
+@functools.cache
+def _source_content(dataset):
+    entry = dataset_settings(config, dataset)
+    if entry["source"] not in FILE_SOURCES:  # bundled data: nothing to hash, and no torch import here
+        return None
+    from resdyn.data import source_content
+
+    return source_content(entry, config["download_dir"], source_record(dataset), SHA256_CACHE)
+
+
+def source_content(wildcards):
+    """The content digest of the dataset's user files (resdyn.data.source_content), computed once per
+    parse: a param of prepare_data, so new content reruns it and everything downstream, while `touch` or
+    a copy elsewhere (the config pointing at it) reruns nothing."""
+    return _source_content(wildcards.dataset)
 
 
 def model_entry(w):

@@ -7,9 +7,13 @@ localrules:
     prepare_data,
 
 
+# The user's data files are tracked by content, not path (docs/reliability.md): `content` is their digest,
+# `entry` leaves out their location, and the job reads the location (`path`, `download_dir`) from the
+# config, so moving or copying the data reruns nothing while new content reruns everything downstream.
 rule prepare_data:
     output:
-        results("data", "{dataset}.h5"),
+        data=results("data", "{dataset}.h5"),
+        record=results("data", "{dataset}.source.json"),
     log:
         results("logs", "data", "{dataset}.log"),
     benchmark:
@@ -17,7 +21,7 @@ rule prepare_data:
     conda:
         ENV
     params:
-        entry=dataset_entry,
-        download_dir=config["download_dir"],
+        entry=data_entry,
+        content=source_content,
     script:
         "../workflow_scripts/prepare_data.py"

@@ -70,8 +70,17 @@ class Workflow:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def snakemake(self, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-        env = dict(os.environ, PYTHONPATH=str(self.root), OMP_NUM_THREADS="1")
+    def snakemake(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: int = 900,
+        pythonpath: tuple[Path, ...] = (),
+        **env_vars: str,
+    ) -> subprocess.CompletedProcess:
+        """Run Snakemake here; `pythonpath` folders come before the checkout's, `env_vars` are added."""
+        path = os.pathsep.join(map(str, (*pythonpath, self.root)))
+        env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", **env_vars)
         cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
         proc = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
@@ -82,7 +91,8 @@ class Workflow:
 
     def scheduled_jobs(self, *args: str) -> dict[str, int]:
         """Rule → number of jobs a dry run would schedule (empty when nothing is to be done)."""
-        proc = self.snakemake("-n", "--quiet", "rules", *args)
+        # args before --quiet, whose choices would swallow a target
+        proc = self.snakemake("-n", *args, "--quiet", "rules")
         jobs: dict[str, int] = {}
         for line in proc.stdout.splitlines():
             parts = line.split()

@@ -1,5 +1,5 @@
 """Parse-time checks of the workflow config (issue 25, item 3): every case fails with the key and value
-named before anything is scheduled (docs/bad_inputs_25.md lists them)."""
+named before anything is scheduled (docs/reliability.md, "Bad input", lists them)."""
 
 from __future__ import annotations
 

@@ -454,3 +454,60 @@ def test_adding_a_replicate_trains_only_the_new_one(tiny_run, tmp_path):
     listed = wf.snakemake("-n", "--config", "replicates=4").stdout
     trained = [line for line in listed.splitlines() if "model.pt" in line and "output:" in line]
     assert trained and all("/replicates/4/model.pt" in line for line in trained)
+
+
+def _write_npz(path, labels_seed: int) -> None:
+    """A small 3-class npz (8×8 grey images): 30 training and 10 test images, labels drawn by `labels_seed`
+    (every class present in the training set)."""
+    rng = np.random.default_rng(0)
+    labels = np.random.default_rng(labels_seed).permutation(np.arange(30) % 3)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (30, 8, 8), dtype=np.uint8),
+        y_train=labels,
+        x_test=rng.integers(0, 256, (10, 8, 8), dtype=np.uint8),
+        y_test=np.arange(10) % 3,
+    )
+
+
+def test_npz_content_not_path_or_mtime_decides_the_rerun(workflow):
+    """A user's npz is an input by content: `touch` or a copy elsewhere (the config pointing at the copy)
+    reruns nothing; other labels written into the same file rerun prepare_data and what depends on it."""
+    data = workflow.path("data")
+    data.mkdir()
+    _write_npz(data / "mine.npz", labels_seed=1)
+    config = {
+        "datasets": {"mine": {"source": "npz", "path": "data/mine.npz"}},
+        "models": {"tiny": {"blocks": [1, 1, 1, 1], "width": 16}},
+        "training": {"epochs": 1, "batch_size": 16, "device": "cpu"},
+        "readings": {},
+    }
+    workflow.write_config(config)
+    model = "results/mine/tiny/model.pt"
+    workflow.snakemake(model)
+    assert workflow.scheduled_jobs(model) == {}
+    (data / "mine.npz").touch()
+    assert workflow.scheduled_jobs(model) == {}
+    moved = workflow.path("elsewhere", "copy.npz")
+    moved.parent.mkdir()
+    shutil.copyfile(data / "mine.npz", moved)
+    config["datasets"]["mine"]["path"] = str(moved)  # an absolute path, in another folder
+    workflow.write_config(config, "moved.yaml")
+    assert workflow.scheduled_jobs(model, "--configfile", "moved.yaml", "--replace-workflow-config") == {}
+    _write_npz(data / "mine.npz", labels_seed=2)  # same shapes and images, other labels
+    assert workflow.scheduled_jobs(model) == {"prepare_data": 1, "train": 1}
+    record = json.loads(workflow.path("results", "data", "mine.source.json").read_text())
+    assert record["files"] == ["npz"] and len(record["sha256"]) == 64
+
+
+def test_relocated_checkout_reruns_nothing(tiny_run, tmp_path):
+    """A finished checkout copied elsewhere (as `cp -a` or a move to a cluster's shared file system does:
+    contents and mtimes kept) schedules nothing: no input, param or output holds an absolute path."""
+    wf = Workflow(tmp_path / "moved" / "elsewhere")
+    shutil.copytree(tiny_run.root, wf.root, symlinks=True)
+    assert wf.scheduled_jobs() == {}
+    # The results folder alone moved to another file system path, the config pointing at it.
+    shared = tmp_path / "shared" / "results"
+    shared.parent.mkdir()
+    shutil.move(wf.path("results"), shared)
+    assert wf.scheduled_jobs("--config", f"results_dir={shared}") == {}
