@@ -1177,7 +1177,7 @@ class RobustnessTable(_Artifact):
             bad = np.flatnonzero(~np.isnan(values) & ((values < 0) | (values > 1)))
             if bad.size:
                 raise InputError(
-                    f"{where}: '{column}' = {values[bad[0]]!r} in row {bad[0]}; expected in [0, 1]"
+                    f"{where}: '{column}' = {float(values[bad[0]])!r} in row {bad[0]}; expected in [0, 1]"
                 )
         for column in ("seed", "n_images"):
             values = np.asarray(table[column])
