@@ -187,10 +187,17 @@ def pgd_broken(
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     broken = np.zeros((len(eps), len(x)), dtype=bool)
 
+    # The ε = 0 ball is x itself: its row is the clean prediction, with no attack run.
+    attacked = [k for k, level in enumerate(eps) if level > 0]
+
     def run() -> None:
         for part in _batches(len(x), batch_size, f"PGD {norm}"):
-            _, clipped, _ = attack(fmodel, x[part], y[part], epsilons=list(eps))
-            for k, adv in enumerate(clipped):
+            if len(attacked) < len(eps):
+                broken[0, part] = (_predict(model, x[part]) != y[part]).cpu().numpy()
+            if not attacked:
+                continue
+            _, clipped, _ = attack(fmodel, x[part], y[part], epsilons=[eps[k] for k in attacked])
+            for k, adv in zip(attacked, clipped):
                 broken[k, part] = (_predict(model, adv) != y[part]).cpu().numpy()
 
     _seeded(seed, x.device, run)
