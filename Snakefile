@@ -1,6 +1,7 @@
 # resdyn: reproduce "A qualitative theory of dynamical systems for assessing stability in ResNets".
 # Stages (method §6): prepare data → train → evaluate → trajectories → pairwise shards → gather →
-# shadowing shards → gather → Lipschitz → constants → sample size → tables, figures, report.
+# shadowing shards → gather → Lipschitz → constants → sample size → tables, figures, report; beside
+# them, measured robustness per trained network and its correlation with the constants.
 # All logic lives in the package resdyn/; workflow_scripts/ are thin entry points.
 from snakemake.utils import min_version
 
@@ -25,6 +26,7 @@ include: "rules/shadowing.smk"
 include: "rules/lipschitz.smk"
 include: "rules/probes.smk"
 include: "rules/constants.smk"
+include: "rules/robustness.smk"
 include: "rules/sample_size.smk"
 include: "rules/tables.smk"
 

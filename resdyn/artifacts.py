@@ -1126,6 +1126,103 @@ class SampleSizeTable(_Artifact):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# robustness.csv (issue 27; docs/robustness.md)
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class RobustnessTable(_Artifact):
+    """``robustness.csv`` of a trained network: one row per measure and level, the columns of
+    :attr:`COLUMNS` (written by :func:`resdyn.robustness.measure_robustness`). Floats at full precision
+    (``%.17g``); a measure's unused cell is empty (NaN); a minimal perturbation the attack never found
+    is ``inf``. Every row records the same ``seed`` and ``n_images``."""
+
+    MEASURES: ClassVar[tuple[str, ...]] = (
+        "clean",
+        "noise",
+        "pgd_linf",
+        "pgd_l2",
+        "minimal_l2",
+        "minimal_linf",
+    )
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "measure",  # one of MEASURES
+        "level",  # σ (noise), ε (pgd); NaN for clean and minimal
+        "accuracy",  # clean / noise / pgd (cumulative over the ε grid); NaN for minimal
+        "accuracy_single_run",  # pgd: this ε's attack alone; else = accuracy
+        "value",  # minimal: median distance over all images (misclassified = 0); NaN otherwise
+        "value_correct",  # minimal: median distance over the correctly classified images
+        "n_images",
+        "n_failed",  # minimal: images the attack did not fool (distance inf); 0 otherwise
+        "attack",  # e.g. "foolbox 3.3.4 LinfPGD steps=10 rel_stepsize=0.25"
+        "seed",
+        "seconds",
+    )
+
+    table: Any  # pandas.DataFrame
+    path: str | None = None
+
+    def _check(self, where: str) -> None:
+        COLUMNS, MEASURES = self.COLUMNS, self.MEASURES
+        table = self.table
+        if list(table.columns) != list(COLUMNS):
+            raise InputError(f"{where}: columns {list(table.columns)}, expected {list(COLUMNS)}")
+        if not len(table):
+            raise InputError(f"{where}: no rows")
+        unknown = sorted(set(table["measure"]) - set(MEASURES))
+        if unknown:
+            raise InputError(f"{where}: measure(s) {unknown}; expected some of {list(MEASURES)}")
+        if int((table["measure"] == "clean").sum()) != 1:
+            raise InputError(f"{where}: expected exactly one 'clean' row")
+        for column in ("accuracy", "accuracy_single_run"):
+            values = np.asarray(table[column], dtype=np.float64)
+            bad = np.flatnonzero(~np.isnan(values) & ((values < 0) | (values > 1)))
+            if bad.size:
+                raise InputError(
+                    f"{where}: '{column}' = {float(values[bad[0]])!r} in row {bad[0]}; expected in [0, 1]"
+                )
+        for column in ("seed", "n_images"):
+            values = np.asarray(table[column])
+            if not np.issubdtype(values.dtype, np.integer) or len(set(values.tolist())) != 1:
+                raise InputError(
+                    f"{where}: column '{column}' must hold one integer, got {sorted(set(values))}"
+                )
+
+    def measures(self) -> dict[str, float]:
+        """The network's robustness as named scalars, in row order (for the correlation across runs):
+        ``clean_accuracy``, ``noise_accuracy@σ``, ``pgd_linf_accuracy@ε``, ``pgd_l2_accuracy@ε`` (σ, ε > 0
+        only: level 0 is the clean accuracy) and ``minimal_l2_median`` / ``minimal_linf_median`` (the
+        median over all images, misclassified ones at 0)."""
+        out: dict[str, float] = {}
+        for row in self.table.itertuples(index=False):
+            if row.measure == "clean":
+                out["clean_accuracy"] = float(row.accuracy)
+            elif row.measure in ("noise", "pgd_linf", "pgd_l2") and row.level > 0:
+                out[f"{row.measure}_accuracy@{row.level:g}"] = float(row.accuracy)
+            elif row.measure.startswith("minimal_"):
+                out[f"{row.measure}_median"] = float(row.value)
+        return out
+
+    def save(self, path: PathLike) -> None:
+        self._check(str(path))
+        with atomic_output(path) as tmp:
+            self.table.to_csv(tmp, index=False, float_format="%.17g", na_rep="")
+
+    @classmethod
+    def load(cls, path: PathLike) -> RobustnessTable:
+        """Read and check the columns, the measures, accuracies in [0, 1] and one seed and image count."""
+        import pandas as pd
+
+        if not Path(path).is_file():
+            raise InputError(f"{path}: file not found")
+        try:
+            table = pd.read_csv(path, float_precision="round_trip")
+        except (ValueError, pd.errors.ParserError) as err:
+            raise InputError(f"{path}: not a readable CSV ({err})") from None
+        artifact = cls(table, str(path))
+        artifact._check(str(path))
+        return artifact
+
+
+# ---------------------------------------------------------------------------------------------------------
 # JSON artifacts: lipschitz.json, constants.json, metrics.json
 # ---------------------------------------------------------------------------------------------------------
 @dataclass

@@ -505,3 +505,55 @@ def plot_probe_accuracy(tables: Mapping[str, pd.DataFrame], out_png: PathLike, t
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title, fontsize=11)
     return _save(fig, out_png)
+
+
+ROBUSTNESS_PANEL = (3.0, 2.6)  # inches per panel
+
+
+def robustness_scatter_figure(
+    runs: pd.DataFrame, constants: Sequence[str], measures: Sequence[str], rho: Mapping[tuple[str, str], Any]
+) -> plt.Figure:
+    """The scatter figure of the robustness correlation (not saved): one panel per (constant, measure),
+    constants down, measures across; each point is one run (``runs``: one row per run, with a ``Run``
+    column and the ``constants`` and ``measures`` columns), a run without either value is left out. The
+    panel's title gives Spearman's ρ from ``rho[(constant, measure)]`` (NaN: "ρ n/a"). A constant
+    spanning two decades or more is drawn on a log axis."""
+    if not constants or not measures:
+        raise InputError(
+            f"robustness figure: no constants ({list(constants)}) or measures ({list(measures)})"
+        )
+    width, height = ROBUSTNESS_PANEL
+    fig, axes = plt.subplots(
+        len(constants),
+        len(measures),
+        figsize=(width * len(measures), height * len(constants)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for r, constant in enumerate(constants):
+        for c, measure in enumerate(measures):
+            ax = axes[r, c]
+            pair = runs[[constant, measure]].apply(pd.to_numeric, errors="coerce").dropna()
+            ax.scatter(pair[measure], pair[constant], s=18, color="tab:blue")
+            if spans_decades(pair[constant].to_numpy()):
+                ax.set_yscale("log")
+            value = rho.get((constant, measure), math.nan)
+            shown = "ρ n/a" if value is None or not math.isfinite(value) else f"ρ = {value:+.2f}"
+            ax.set_title(f"{shown} ({len(pair)} runs)", fontsize=9)
+            ax.set_xlabel(measure, fontsize=8)
+            ax.set_ylabel(constant, fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, alpha=0.4)
+    fig.suptitle("Constants against measured robustness (one point per run)", fontsize=11)
+    return fig
+
+
+def plot_robustness_scatter(
+    runs: pd.DataFrame,
+    constants: Sequence[str],
+    measures: Sequence[str],
+    rho: Mapping[tuple[str, str], Any],
+    out_png: PathLike,
+) -> Path:
+    """:func:`robustness_scatter_figure` written to ``out_png`` (``ROBUSTNESS_PANEL`` inches per panel)."""
+    return _save(robustness_scatter_figure(runs, constants, measures, rho), out_png)

@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from resdyn.artifacts import RobustnessTable
 from resdyn.data import images_to_tensor
 from resdyn.device import resolve_device
 from resdyn.io import InputError
@@ -68,20 +69,9 @@ SETTINGS_KEYS = (
 )
 MINIMAL_ATTACKS = ("fmn", "deepfool")
 NORMS = ("l2", "linf")
-MEASURES = ("clean", "noise", "pgd_linf", "pgd_l2", "minimal_l2", "minimal_linf")
-COLUMNS = [
-    "measure",  # one of MEASURES
-    "level",  # σ (noise), ε (pgd); NaN for clean and minimal
-    "accuracy",  # clean / noise / pgd (cumulative over the ε grid); NaN for minimal
-    "accuracy_single_run",  # pgd: this ε's attack alone; else = accuracy
-    "value",  # minimal: median distance over all images (misclassified = 0); NaN otherwise
-    "value_correct",  # minimal: median distance over the correctly classified images
-    "n_images",
-    "n_failed",  # minimal: images the attack did not fool (distance inf); 0 otherwise
-    "attack",  # e.g. "foolbox 3.3.4 LinfPGD steps=10 rel_stepsize=0.25"
-    "seed",
-    "seconds",
-]
+# The layout of robustness.csv is owned by its artifact (resdyn.artifacts.RobustnessTable).
+MEASURES = RobustnessTable.MEASURES
+COLUMNS = list(RobustnessTable.COLUMNS)
 
 
 def _foolbox():
@@ -197,10 +187,17 @@ def pgd_broken(
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     broken = np.zeros((len(eps), len(x)), dtype=bool)
 
+    # The ε = 0 ball is x itself: its row is the clean prediction, with no attack run.
+    attacked = [k for k, level in enumerate(eps) if level > 0]
+
     def run() -> None:
         for part in _batches(len(x), batch_size, f"PGD {norm}"):
-            _, clipped, _ = attack(fmodel, x[part], y[part], epsilons=list(eps))
-            for k, adv in enumerate(clipped):
+            if len(attacked) < len(eps):
+                broken[0, part] = (_predict(model, x[part]) != y[part]).cpu().numpy()
+            if not attacked:
+                continue
+            _, clipped, _ = attack(fmodel, x[part], y[part], epsilons=[eps[k] for k in attacked])
+            for k, adv in zip(attacked, clipped):
                 broken[k, part] = (_predict(model, adv) != y[part]).cpu().numpy()
 
     _seeded(seed, x.device, run)
@@ -381,18 +378,3 @@ def measure_robustness(
         )
     result.table = pd.DataFrame(rows, columns=COLUMNS)
     return result
-
-
-def robustness_measures(table: pd.DataFrame) -> dict[str, float]:
-    """One run's robustness as named scalars (for the correlation across runs): ``clean_accuracy``,
-    ``noise_accuracy@σ``, ``pgd_linf_accuracy@ε``, ``pgd_l2_accuracy@ε`` (σ, ε > 0 only) and
-    ``minimal_l2_median`` / ``minimal_linf_median``."""
-    out: dict[str, float] = {}
-    for row in table.itertuples(index=False):
-        if row.measure == "clean":
-            out["clean_accuracy"] = float(row.accuracy)
-        elif row.measure in ("noise", "pgd_linf", "pgd_l2") and row.level > 0:
-            out[f"{row.measure}_accuracy@{row.level:g}"] = float(row.accuracy)
-        elif row.measure.startswith("minimal_"):
-            out[f"{row.measure}_median"] = float(row.value)
-    return out

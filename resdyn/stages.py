@@ -30,6 +30,7 @@ from resdyn.artifacts import (
     Metrics,
     Pairs,
     ProbeHeads,
+    RobustnessTable,
     SampleSizeSummary,
     SampleSizeTable,
     Shadowing,
@@ -167,6 +168,33 @@ def evaluate_model(
         metrics["numerics"] = meta["numerics"]
     Metrics(metrics).save(metrics_out)
     return metrics
+
+
+def measure_robustness(
+    model_path: PathLike, data_path: PathLike, out_csv: PathLike, *, run: Run, settings: Mapping[str, Any]
+) -> Any:
+    """Rule ``robustness``: the measured robustness of the trained network ``run`` on its test split
+    (:func:`resdyn.robustness.measure_robustness`: clean, Gaussian-noise and PGD accuracies, median
+    minimal perturbation; ``settings`` = the config's ``robustness:`` block) → robustness.csv, every row
+    with the seed; returns the table."""
+    from resdyn import robustness
+
+    settings = robustness.check_settings(settings)
+    model, meta = load_model(model_path)
+    images, labels, class_names = DatasetFile.load_split(data_path, "test")
+    _same_classes(data_path, class_names, model_path, meta["class_names"])
+    log.info(
+        "%s: robustness on %d of %d test images, %s",
+        run.network,
+        min(len(labels), settings["max_images"]),
+        len(labels),
+        settings,
+    )
+    with full_float32(settings["device"]):
+        result = robustness.measure_robustness(model, images, labels, settings)
+    RobustnessTable(result.table).save(out_csv)
+    log.info("%s", result.table.drop(columns=["attack"]).to_string(index=False))
+    return result.table
 
 
 def record_trajectories(
@@ -799,3 +827,57 @@ def figures(
     )
     fig.plot_best_orbit(orbit, orbit_images, orbit_png, f"Tables 4-5 ({title}): best-traced pseudo-orbit")
     write_table(best_orbit_table(orbit, run.dataset, run.model), orbit_table_stem)
+
+
+def robustness_table(
+    runs: Sequence[Run],
+    constants_paths: Sequence[PathLike],
+    trained_runs: Sequence[Run],
+    robustness_paths: Sequence[PathLike],
+    stem: PathLike,
+    figure_png: PathLike,
+    *,
+    n_boot: int,
+    seed: int,
+) -> Any:
+    """Rule ``robustness_table``: Spearman's ρ across runs of every constant (every reading's
+    constants.json, ``constants_paths[k]`` of ``runs[k]``) with every robustness measure (the robustness.csv
+    of each trained network, ``robustness_paths[k]`` of ``trained_runs[k]``), its bootstrap interval and
+    the number of runs (:func:`resdyn.tables.robustness_table`) → ``{stem}.csv|md|tex``; the scatter of
+    the reading ``definition``'s constants against the headline measures (:func:`headline_measures`) →
+    ``figure_png``. Fewer than 3 runs give a table whose ``Reason`` says so. Returns the table."""
+    from resdyn import tables
+    from resdyn.figures import plot_robustness_scatter
+
+    if len(runs) != len(constants_paths) or len(trained_runs) != len(robustness_paths):
+        raise InputError(
+            f"robustness table: {len(runs)} runs with {len(constants_paths)} constants.json, "
+            f"{len(trained_runs)} trained networks with {len(robustness_paths)} robustness.csv"
+        )
+    measured = {
+        run.training_folder: RobustnessTable.load(path).measures()
+        for run, path in zip(trained_runs, robustness_paths)
+    }
+    networks: dict[str, tuple[dict[str, Constants], dict[str, float]]] = {}
+    for run, path in zip(runs, constants_paths):
+        if run.training_folder not in measured:
+            raise InputError(f"robustness table: no robustness.csv for {run.network} ({run.training_folder})")
+        found, _ = networks.setdefault(run.network, ({}, measured[run.training_folder]))
+        found[run.reading.name] = Constants.load(path)
+    per_run = tables.robustness_runs(networks)
+    table = tables.robustness_table(per_run, n_boot=n_boot, seed=seed)
+    tables.write_table(table, stem)
+    rho = {(row["Constant"], row["Measure"]): row["ρ"] for _, row in table.iterrows()}
+    shown = [c for c in per_run.constants if c.endswith(f"[{runs[0].reading.name}]")]
+    plot_robustness_scatter(per_run.frame, shown, headline_measures(per_run.measures), rho, figure_png)
+    return table
+
+
+def headline_measures(measures: Sequence[str]) -> list[str]:
+    """The measures the scatter figure shows, of those present: the clean accuracy, the accuracy at the
+    largest σ or ε of each noise/PGD grid, and the median minimal perturbations."""
+    shown = []
+    for prefix in ("clean_accuracy", "noise_accuracy@", "pgd_linf_accuracy@", "pgd_l2_accuracy@", "minimal_"):
+        group = [m for m in measures if m.startswith(prefix)]
+        shown += group if prefix == "minimal_" else group[-1:]
+    return shown

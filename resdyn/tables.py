@@ -1042,3 +1042,59 @@ def robustness_correlations(
                     row["Reason"] = f"only {boot.size} of {n_boot} resamples have a ρ; no interval"
             rows.append(row)
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+
+
+ROBUSTNESS_CONSTANTS = {
+    "e": "g_expansive.value",
+    "Sh paper": "g_shadowing.paper.value",
+    "Sh curve": "g_shadowing.curve.value",
+    "Lip_FC": "lip.fc",
+    "T_g": "t_g_lower.paper",
+}
+"""The constants correlated with robustness: name → its key in constants.json (``T_g`` is the paper's
+bound Sh paper / Lip_FC; null when Lip_FC is uncertified, and then left out of that pair)."""
+
+
+@dataclass
+class RobustnessRuns:
+    """One row per trained network: ``frame`` holds its name (``Run``), the constant columns
+    ``"<constant> [<reading>]"`` (:data:`ROBUSTNESS_CONSTANTS` under every reading) and the robustness
+    measure columns (:meth:`resdyn.artifacts.RobustnessTable.measures`)."""
+
+    frame: pd.DataFrame
+    constants: list[str]
+    measures: list[str]
+
+
+def robustness_runs(
+    networks: Mapping[str, tuple[Mapping[str, Constants], Mapping[str, float]]],
+) -> RobustnessRuns:
+    """The per-network values the correlation reads. ``networks``: network name → ({reading name: its
+    constants.json}, its robustness measures). Every network must have the same readings and measures
+    (one config made them all); a missing one is an InputError naming the network."""
+    if not networks:
+        raise InputError("robustness table: no runs")
+    first_readings, first_measures = next(iter(networks.values()))
+    readings, measures = list(first_readings), list(first_measures)
+    constants = [f"{name} [{reading}]" for reading in readings for name in ROBUSTNESS_CONSTANTS]
+    rows = []
+    for network, (by_reading, values) in networks.items():
+        if list(by_reading) != readings or list(values) != measures:
+            raise InputError(
+                f"robustness table: {network} has readings {list(by_reading)} and measures {list(values)}; "
+                f"expected {readings} and {measures} as for the other runs"
+            )
+        row: dict[str, Any] = {"Run": network}
+        for reading, found in by_reading.items():
+            for name, key in ROBUSTNESS_CONSTANTS.items():
+                row[f"{name} [{reading}]"] = found.number(key)
+        rows.append(row | dict(values))
+    frame = pd.DataFrame(rows, columns=["Run", *constants, *measures])
+    return RobustnessRuns(frame, constants, measures)
+
+
+def robustness_table(runs: RobustnessRuns, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """``results/tables/robustness``: Spearman's ρ of every constant (under every reading) with every
+    robustness measure across the runs, its bootstrap 95 % interval and the number of runs
+    (:func:`robustness_correlations`); with fewer than 3 runs ρ is empty and ``Reason`` says so."""
+    return robustness_correlations(runs.frame, runs.constants, runs.measures, n_boot=n_boot, seed=seed)

@@ -257,6 +257,10 @@ def all_outputs():
             table=["table1", "table2", "table3", "readings"],
             ext=["csv", "md", "tex"],
         )
+        # measured robustness (rules/robustness.smk) and its correlation with the constants
+        + files_of(TRAINED_RUNS, "robustness.csv", trained=True)
+        + expand(results("tables", "robustness.{ext}"), ext=["csv", "md", "tex"])
+        + [results("figures", "robustness.png")]
     )
 
 

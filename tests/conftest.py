@@ -56,6 +56,19 @@ TINY_CONFIG = {
         "probes": {"head": "probes"},
     },
     "probes": {"tolerance": 1.0e-4, "max_iter": 500, "batch_size": 32, "device": "cpu"},
+    # Every measure on a few images (docs/robustness.md); 2 trained networks: the correlation table says
+    # ρ needs 3 runs.
+    "robustness": {
+        "max_images": 20,
+        "noise_sigmas": [0, 0.3],
+        "linf_eps": [0, 0.05],
+        "l2_eps": [0, 1.0],
+        "pgd_steps": 2,
+        "minimal_attack": "fmn",
+        "minimal_norms": ["l2"],
+        "minimal_steps": 5,
+        "device": "cpu",
+    },
 }
 
 

@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from resdyn.tables import robustness_correlations
+from resdyn.artifacts import Constants, RobustnessTable
+from resdyn.figures import robustness_scatter_figure
+from resdyn.stages import headline_measures
+from resdyn.tables import robustness_correlations, robustness_runs, robustness_table
 
 
 def test_rho_matches_scipy_and_a_hand_checked_case():
@@ -29,3 +32,79 @@ def test_ties_and_too_few_runs_give_nan_with_a_reason():
     out = robustness_correlations(runs, ["c", "few"], ["m"])
     assert math.isnan(out["ρ"][0]) and "tie" in out["Reason"][0]
     assert math.isnan(out["ρ"][1]) and "at least 3" in out["Reason"][1] and out["Runs"][1] == 2
+
+
+def _constants(e: float, sh: float, lip: float) -> Constants:
+    return Constants(
+        {
+            "g_expansive": {"value": e},
+            "g_shadowing": {"paper": {"value": sh}, "curve": {"value": 2 * sh}},
+            "lip": {"fc": lip},
+            "t_g_lower": {"paper": sh / lip},
+        }
+    )
+
+
+def _robustness(clean: float, pgd: float, minimal: float) -> pd.DataFrame:
+    """A robustness.csv table with a clean row, a two-level L∞ PGD grid and a minimal L2 row."""
+    rows = [("clean", math.nan, clean, math.nan), ("pgd_linf", 0.0, clean, math.nan)]
+    rows += [("pgd_linf", 0.05, pgd, math.nan), ("minimal_l2", math.nan, math.nan, minimal)]
+    table = pd.DataFrame(rows, columns=["measure", "level", "accuracy", "value"])
+    table["accuracy_single_run"] = table["accuracy"]
+    table["value_correct"] = table["value"]
+    table[["n_images", "n_failed", "seed", "seconds"]] = [50, 0, 7, 0.1]
+    table["attack"] = "test"
+    return table[list(RobustnessTable.COLUMNS)]
+
+
+def _networks(values: list[tuple[float, float, float, float, float, float]]) -> dict:
+    return {
+        f"net{k}": (
+            {"definition": _constants(e, sh, lip), "authors": _constants(2 * e, sh, lip)},
+            RobustnessTable(_robustness(clean, pgd, minimal)).measures(),
+        )
+        for k, (e, sh, lip, clean, pgd, minimal) in enumerate(values)
+    }
+
+
+def test_robustness_table_reads_every_reading_and_measure(tmp_path):
+    values = [
+        (0.1, 1.0, 2.0, 0.9, 0.5, 0.3),
+        (0.3, 1.2, 1.0, 0.95, 0.6, 0.2),
+        (0.2, 0.9, 3.0, 0.97, 0.8, 0.5),
+    ]
+    values += [(0.5, 1.1, 2.5, 0.99, 0.7, 0.4)]
+    runs = robustness_runs(_networks(values))
+    assert runs.measures == ["clean_accuracy", "pgd_linf_accuracy@0.05", "minimal_l2_median"]
+    assert runs.constants[:5] == [f"{c} [definition]" for c in ("e", "Sh paper", "Sh curve", "Lip_FC", "T_g")]
+    assert len(runs.constants) == 10 and list(runs.frame["T_g [authors]"]) == [v[1] / v[2] for v in values]
+    table = robustness_table(runs, n_boot=200, seed=0)
+    assert len(table) == 10 * 3 and set(table["Runs"]) == {4}
+    row = table.set_index(["Constant", "Measure"]).loc[("e [definition]", "clean_accuracy")]
+    assert math.isclose(row["ρ"], spearmanr([v[0] for v in values], [v[3] for v in values]).statistic)
+    # the same ρ under the authors' reading (e doubled keeps its ranks)
+    assert table.set_index(["Constant", "Measure"]).loc[("e [authors]", "clean_accuracy"), "ρ"] == row["ρ"]
+    two = robustness_table(robustness_runs(_networks(values[:2])))
+    assert table["ρ"].notna().any() and two["ρ"].isna().all()
+    assert all("only 2 run(s)" in reason for reason in two["Reason"])
+
+
+def test_robustness_figure_plots_each_runs_values():
+    values = [
+        (0.1, 1.0, 2.0, 0.9, 0.5, 0.3),
+        (0.3, 1.2, 1.0, 0.95, 0.6, 0.2),
+        (0.2, 0.9, 3.0, 0.97, 0.8, 0.5),
+    ]
+    runs = robustness_runs(_networks(values))
+    shown = ["e [definition]", "T_g [definition]"]
+    measures = headline_measures(runs.measures)
+    assert measures == runs.measures  # one PGD level above 0: the largest
+    figure = robustness_scatter_figure(
+        runs.frame, shown, measures, {("e [definition]", "clean_accuracy"): 0.5}
+    )
+    axes = np.asarray(figure.axes).reshape(2, 3)
+    for r, constant in enumerate(shown):
+        for c, measure in enumerate(measures):
+            points = axes[r, c].collections[0].get_offsets()
+            np.testing.assert_array_equal(points, runs.frame[[measure, constant]].to_numpy(float))
+    assert axes[0, 0].get_title() == "ρ = +0.50 (3 runs)" and axes[1, 2].get_title() == "ρ n/a (3 runs)"

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from resdyn import robustness
+from resdyn.artifacts import RobustnessTable
 from resdyn.config import schema_defaults
 from resdyn.data import images_to_tensor
 from resdyn.io import InputError
@@ -106,7 +107,7 @@ def test_the_same_seed_gives_the_same_result(setup):
     for norm in ("l2", "linf"):
         np.testing.assert_array_equal(again.minimal[norm], first.minimal[norm])
         np.testing.assert_array_equal(again.pgd_broken_at[norm], first.pgd_broken_at[norm])
-    measures = robustness.robustness_measures(first.table)
+    measures = RobustnessTable(first.table).measures()
     assert measures["clean_accuracy"] == 0.9 and "pgd_l2_accuracy@1.5" in measures
 
 
@@ -117,3 +118,18 @@ def test_bad_robustness_settings_are_named():
         robustness.check_settings({**SETTINGS, "linf_eps": [0.1, 0.01]})
     with pytest.raises(InputError, match="minimal_attack"):
         robustness.check_settings({**SETTINGS, "minimal_attack": "cw"})
+
+
+def test_robustness_csv_round_trip_and_checks(setup, tmp_path):
+    table = setup["result"].table
+    path = tmp_path / "robustness.csv"
+    RobustnessTable(table).save(path)
+    assert RobustnessTable.load(path).table.equals(table)
+    bad = table.copy()
+    bad.loc[0, "accuracy"] = 1.5
+    bad.to_csv(path, index=False)
+    with pytest.raises(InputError, match=r"robustness.csv.*'accuracy' = 1.5"):
+        RobustnessTable.load(path)
+    table.drop(columns=["seed"]).to_csv(path, index=False)
+    with pytest.raises(InputError, match="robustness.csv: columns"):
+        RobustnessTable.load(path)

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from conftest import TINY_CONFIG, Workflow, copy_workflow
 
+from resdyn.artifacts import RobustnessTable
+
 # Every test here runs Snakemake (dry runs or the tiny end-to-end run).
 pytestmark = pytest.mark.slow
 
@@ -197,7 +199,17 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert reading["g_expansive"]["value"] < constants["g_expansive"]["value"]  # min ≤ max, τ flattens
         assert len(reading["g_shadowing"]["paper"]["orbit"]) == 4  # blocks: a_1..a_T
         assert len(set(reading["g_shadowing"]["paper"]["orbit"])) == 4  # distinct
-    for name in ("table1", "table2", "table3", "readings"):
+        robustness = RobustnessTable.load(run / "robustness.csv").table
+        assert set(robustness["seed"]) == {0} and set(robustness["n_images"]) == {20}
+        measures = ["clean", "noise", "noise", "pgd_l2", "pgd_l2", "pgd_linf", "pgd_linf", "minimal_l2"]
+        assert list(robustness["measure"]) == measures
+    correlations = pd.read_csv(tiny_run.path("results", "tables", "robustness.csv"))
+    assert set(correlations["Runs"]) == {2} and correlations["ρ"].isna().all()
+    assert correlations["Reason"].str.contains("only 2 run").all()
+    # 5 constants × 3 readings × (clean, noise@0.3, pgd_linf@0.05, pgd_l2@1, minimal_l2)
+    assert len(correlations) == 5 * 3 * 5
+    assert tiny_run.path("results", "figures", "robustness.png").stat().st_size > 0
+    for name in ("table1", "table2", "table3", "readings", "robustness"):
         for ext in ("csv", "md", "tex"):
             assert tiny_run.path("results", "tables", f"{name}.{ext}").stat().st_size > 0
         probe_run = json.loads((run / "readings" / "probes" / "constants.json").read_text())
@@ -239,6 +251,7 @@ def _with_defaults_written_out(config: dict) -> dict:
     authors = config["readings"]["authors"]
     authors.update(labels="true", temperature={"expansive": 1000.0, "shadowing": 1.0})
     config["sample_size"].update(sizes=[], seed=0)
+    config["robustness"].update(pgd_rel_stepsize=0.25, batch_size=128, seed=0)
     config["readings"]["probes"].update(
         temperature=1, depths="all", over_depths="max", orbits="revisit", pairing="best_tracing"
     )
@@ -340,6 +353,7 @@ READING_RULES = {
     "constants",
     "sample_size",
     "readings_table",
+    "robustness_table",
     "all",
 }
 
@@ -424,7 +438,7 @@ def test_names_that_join_alike_never_share_a_file(workflow):
 
 def test_replicates_run_every_reading_under_their_own_folder(workflow):
     jobs = workflow.scheduled_jobs("--config", "replicates=3")
-    for rule in ("train", "evaluate", "trajectories", "lipschitz", "figures"):
+    for rule in ("train", "evaluate", "trajectories", "lipschitz", "figures", "robustness"):
         assert jobs[rule] == 2 * 3, rule  # 2 models × replicates 1..3
     shards = yaml.safe_load(workflow.path("config.yaml").read_text())["analysis"]["shards"]
     for rule in ("constants", "sample_size"):
