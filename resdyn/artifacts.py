@@ -442,12 +442,13 @@ def save_model(
     class_names: Sequence[str],
     numerics: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``model``'s weights and its architecture (the entry with defaults filled) to ``model.pt``,
-    with the ``numerics`` record of its training when given (:func:`resdyn.numerics.record`)."""
+    """Write ``model``'s weights (a module or its state dict) and its architecture (the entry with defaults
+    filled) to ``model.pt``, with the ``numerics`` record of its training when given
+    (:func:`resdyn.numerics.record`)."""
     from resdyn.model import normalize_model_entry
 
     ModelCheckpoint(
-        model.state_dict(),
+        dict(model) if isinstance(model, Mapping) else model.state_dict(),
         normalize_model_entry(model_entry),
         int(num_classes),
         list(class_names),

@@ -217,7 +217,8 @@ def check_numbers(config: Any, where: str = "config") -> None:
 
 def check_analysis(config: Mapping[str, Any]) -> None:
     """Settings whose relations the schema cannot state: the curve quantiles ordered, every effective
-    training seed (seed + replicates − 1) in torch's range."""
+    training seed (seed + replicates − 1) in torch's range, every ``checkpoints`` epoch before the last
+    epoch of every (dataset, model)."""
     quantiles = (config.get("analysis", {}) or {}).get("curve_quantiles")
     if quantiles is not None and (len(quantiles) != 2 or not quantiles[0] <= quantiles[1]):
         raise InputError(
@@ -232,6 +233,13 @@ def check_analysis(config: Mapping[str, Any]) -> None:
                 raise InputError(
                     f"config: training seed {seed} of datasets.{dataset} / models.{model} with replicates: "
                     f"{replicates} reaches {seed + replicates - 1}, beyond torch.manual_seed's 0..{SEED_MAX}"
+                )
+            epochs = training_settings(config, dataset, model).get("epochs")
+            late = [e for e in config.get("checkpoints", []) or [] if isinstance(epochs, int) and e >= epochs]
+            if late:
+                raise InputError(
+                    f"config: checkpoints {late} of datasets.{dataset} / models.{model}: not before its last "
+                    f"epoch ({epochs} epochs; the last epoch is the main run, list only earlier ones)"
                 )
 
 

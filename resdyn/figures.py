@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from resdyn.artifacts import Pairs, Trajectories  # noqa: E402
 from resdyn.io import InputError, atomic_output  # noqa: E402
-from resdyn.tables import BestOrbit, ClosestPair, format_value  # noqa: E402
+from resdyn.tables import DYNAMICS_VALUES, BestOrbit, ClosestPair, format_value  # noqa: E402
 
 PathLike = str | os.PathLike
 DPI = 100
@@ -557,3 +557,58 @@ def plot_robustness_scatter(
 ) -> Path:
     """:func:`robustness_scatter_figure` written to ``out_png`` (``ROBUSTNESS_PANEL`` inches per panel)."""
     return _save(robustness_scatter_figure(runs, constants, measures, rho), out_png)
+
+
+DYNAMICS_PANEL = (3.6, 2.8)  # inches per panel
+
+
+def dynamics_figure(table: pd.DataFrame, title: str) -> plt.Figure:
+    """The constants of one (dataset, model) against the training epoch (not saved): one panel per value
+    of :data:`resdyn.tables.DYNAMICS_VALUES`, in a 2 × 3 grid. ``table`` holds that network's rows of the
+    dynamics table (:func:`resdyn.tables.dynamics_table`). In each panel a line per reading (the test
+    accuracy, a property of the network, only the first reading's) joins the mean over the replicates at
+    each epoch; with more than one replicate a shaded band spans their min–max (the seed band). Undefined
+    values are left out of the mean; a panel whose values span two decades or more has a log axis."""
+    if table.empty:
+        raise InputError(f"dynamics figure {title!r}: no runs")
+    width, height = DYNAMICS_PANEL
+    columns = 3
+    rows = math.ceil(len(DYNAMICS_VALUES) / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(width * columns, height * rows), squeeze=False, constrained_layout=True
+    )
+    readings = list(dict.fromkeys(table["Reading"]))
+    colors = plt.get_cmap("tab10")
+    for ax, value in zip(axes.flat, DYNAMICS_VALUES):
+        shown = readings[:1] if value == "Test accuracy" else readings
+        for k, reading in enumerate(shown):
+            rows_of = table[table["Reading"] == reading]
+            numbers = pd.to_numeric(rows_of[value], errors="coerce")
+            by_epoch = numbers.groupby(rows_of["Epoch"].astype(int)).agg(["mean", "min", "max", "count"])
+            by_epoch = by_epoch[by_epoch["count"] > 0]
+            epochs = by_epoch.index.to_numpy()
+            label = "network" if value == "Test accuracy" else reading
+            ax.plot(epochs, by_epoch["mean"].to_numpy(), "o-", color=colors(k % 10), label=label)
+            if rows_of["Replicate"].nunique() > 1:
+                ax.fill_between(epochs, by_epoch["min"], by_epoch["max"], color=colors(k % 10), alpha=0.2)
+        values = pd.to_numeric(table[value], errors="coerce").to_numpy()
+        if spans_decades(values):
+            ax.set_yscale("log")
+        ax.set_title(value, fontsize=10)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.4)
+        if value != "Test accuracy" and len(readings) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(DYNAMICS_VALUES) :]:
+        ax.set_visible(False)
+    replicates = table["Replicate"].nunique()
+    band = f", mean and min–max over {replicates} seeds" if replicates > 1 else ""
+    fig.suptitle(f"{title}: accuracy and constants along training{band}", fontsize=11)
+    return fig
+
+
+def plot_dynamics(table: pd.DataFrame, out_png: PathLike, title: str) -> Path:
+    """:func:`dynamics_figure` written to ``out_png`` (``DYNAMICS_PANEL`` inches per panel)."""
+    return _save(dynamics_figure(table, title), out_png)

@@ -107,10 +107,13 @@ def train_model(
     model_out: PathLike,
     log_out: PathLike,
     checkpoint_path: PathLike,
+    snapshots: Mapping[int, PathLike] | None = None,
 ) -> list[dict[str, float]]:
     """Rule ``train``: build the model of ``model_entry`` with initial weights drawn from
     ``torch.manual_seed(settings["seed"])``, train it on the train split (:func:`resdyn.train.train`,
-    which writes ``train_log.csv`` and the resumable checkpoint) and save ``model.pt``.
+    which writes ``train_log.csv`` and the resumable checkpoint) and save ``model.pt``; ``snapshots``
+    maps earlier epochs (the config's ``checkpoints``) to the model.pt each one's weights go to, written
+    like the last epoch's (the same architecture, class names and numerics record).
     ``settings`` = {epochs, lr, batch_size, seed, device} and, optionally (off when left out),
     ``channels_last`` and ``bf16_autocast``, and ``numerics`` (the schema's default when left out;
     :func:`resdyn.train.check_settings`). The numerics are applied from the initial weights to the end of
@@ -145,6 +148,10 @@ def train_model(
             channels_last=bool(settings["channels_last"]),
             bf16_autocast=bool(settings["bf16_autocast"]),
             numerics=settings["numerics"],
+            snapshot_epochs=list(snapshots or {}),
+            on_snapshot=lambda epoch, weights: save_model(
+                snapshots[epoch], weights, model_entry, len(class_names), class_names, numerics
+            ),
         )
     save_model(model_out, model.cpu(), model_entry, len(class_names), class_names, numerics)
     return rows
@@ -870,6 +877,38 @@ def robustness_table(
     rho = {(row["Constant"], row["Measure"]): row["ρ"] for _, row in table.iterrows()}
     shown = [c for c in per_run.constants if c.endswith(f"[{runs[0].reading.name}]")]
     plot_robustness_scatter(per_run.frame, shown, headline_measures(per_run.measures), rho, figure_png)
+    return table
+
+
+def dynamics(
+    runs: Sequence[Run],
+    epochs: Sequence[int],
+    metrics_paths: Sequence[PathLike],
+    constants_paths: Sequence[PathLike],
+    stem: PathLike,
+    figure_pngs: Mapping[tuple[str, str], PathLike],
+) -> Any:
+    """Rule ``dynamics``: the dynamics table over every run (``runs[k]``, whose weights are those after
+    training epoch ``epochs[k]``, with its network's ``metrics_paths[k]`` and its ``constants_paths[k]``;
+    :func:`resdyn.tables.dynamics_table`) → ``{stem}.csv|md|tex``, and per (dataset, model) its figure
+    against the epoch → ``figure_pngs[(dataset, model)]`` (:func:`resdyn.figures.plot_dynamics`). Returns
+    the table."""
+    from resdyn import tables
+    from resdyn.figures import plot_dynamics
+
+    if not len(runs) == len(epochs):
+        raise InputError(f"dynamics: {len(runs)} runs but {len(epochs)} epochs")
+    keys = [
+        tables.DynamicsKey(run.dataset, run.model, run.replicate, int(epoch), run.reading.name)
+        for run, epoch in zip(runs, epochs)
+    ]
+    table = tables.dynamics_table(
+        keys, [Metrics.load(path) for path in metrics_paths], [Constants.load(path) for path in constants_paths]
+    )
+    tables.write_table(table, stem)
+    for (dataset, model), png in figure_pngs.items():
+        rows = table[(table["Dataset"] == dataset) & (table["Model"] == model)]
+        plot_dynamics(rows, png, f"{dataset} / {model}")
     return table
 
 

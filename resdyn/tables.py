@@ -1098,3 +1098,73 @@ def robustness_table(runs: RobustnessRuns, *, n_boot: int = 2000, seed: int = 0)
     robustness measure across the runs, its bootstrap 95 % interval and the number of runs
     (:func:`robustness_correlations`); with fewer than 3 runs ρ is empty and ``Reason`` says so."""
     return robustness_correlations(runs.frame, runs.constants, runs.measures, n_boot=n_boot, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training dynamics: the constants of every run against the epoch
+
+
+@dataclass(frozen=True)
+class DynamicsKey:
+    """One run of the dynamics table: its trained network (dataset, model, replicate, epoch: the
+    1-based training epoch whose weights it analyses, the last included) and its reading."""
+
+    dataset: str
+    model: str
+    replicate: int
+    epoch: int
+    reading: str
+
+
+DYNAMICS_KEYS = ["Dataset", "Model", "Replicate", "Epoch", "Reading"]
+DYNAMICS_VALUES = ["Test accuracy", "g-expansive", "Sh", "Sh curve", "Lip_FC", "T_g ≥ Sh/Lip_FC"]
+"""The dynamics table's values: the network's test accuracy (metrics.json), and from constants.json e,
+the reading's headline Sh (its pairing), Sh_curve, Lip_FC and T_g ≥ Sh/Lip_FC for the headline Sh."""
+
+
+def dynamics_table(
+    keys: Sequence[DynamicsKey], metrics: Sequence[Source], constants: Sequence[Source]
+) -> pd.DataFrame:
+    """``results/tables/dynamics``: one row per run (``keys[k]``, its network's loaded ``metrics[k]`` and
+    its ``constants[k]``), ordered by dataset, model, reading, epoch and replicate as first seen, with the
+    columns :data:`DYNAMICS_KEYS` + :data:`DYNAMICS_VALUES`. An undefined constant is None."""
+    if not len(keys) == len(metrics) == len(constants):
+        raise InputError(
+            f"dynamics table: {len(keys)} runs, {len(metrics)} metrics.json, {len(constants)} constants.json"
+        )
+    if not keys:
+        raise InputError("dynamics table: no runs")
+    rows = []
+    for key, found_metrics, found_constants in zip(keys, metrics, constants):
+        name = f"{key.dataset}/{key.model} replicate {key.replicate} epoch {key.epoch} reading {key.reading}"
+        data = Constants.from_source(found_constants, f"constants of {name}")
+        pairing = _PAIRING_KEY[data.get("g_shadowing.pairing")]
+        rows.append(
+            {
+                "Dataset": key.dataset,
+                "Model": key.model,
+                "Replicate": key.replicate,
+                "Epoch": key.epoch,
+                "Reading": key.reading,
+                "Test accuracy": Metrics.from_source(found_metrics, f"metrics of {name}").number("accuracy"),
+                "g-expansive": data.number("g_expansive.value"),
+                "Sh": data.number(f"g_shadowing.{pairing}.value"),
+                "Sh curve": data.number("g_shadowing.curve.value"),
+                "Lip_FC": data.number("lip.fc"),
+                "T_g ≥ Sh/Lip_FC": data.number(f"t_g_lower.{pairing}"),
+            }
+        )
+    first_seen = {}
+    for row in rows:
+        for part in ("Dataset", "Model", "Reading"):
+            first_seen.setdefault((part, row[part]), len(first_seen))
+    rows.sort(
+        key=lambda row: (
+            first_seen[("Dataset", row["Dataset"])],
+            first_seen[("Model", row["Model"])],
+            first_seen[("Reading", row["Reading"])],
+            row["Epoch"],
+            row["Replicate"],
+        )
+    )
+    return _frame(rows, DYNAMICS_KEYS + DYNAMICS_VALUES)

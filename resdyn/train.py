@@ -3,7 +3,9 @@
 Training follows the paper: Adam with PyTorch's default betas, cross-entropy, mini-batches. Each epoch's
 shuffle comes from a ``torch.Generator`` seeded from (seed, epoch) alone, and the model and optimizer state
 are checkpointed after every epoch, so a killed run that is restarted continues from its last finished
-epoch and, on the CPU, ends with weights bitwise equal to an uninterrupted run.
+epoch and, on the CPU, ends with weights bitwise equal to an uninterrupted run. The weights after chosen
+earlier epochs (snapshots, the config's ``checkpoints``) are kept in the same checkpoint, so they survive a
+kill too; the snapshot after epoch e is bitwise the model a run of e epochs ends with.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +178,8 @@ def train(
     channels_last: bool = False,
     bf16_autocast: bool = False,
     numerics: str = "fast",
+    snapshot_epochs: Collection[int] = (),
+    on_snapshot: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with Adam (default betas) on the mean cross-entropy (paper §3).
 
@@ -201,6 +205,10 @@ def train(
     The model is returned in the default (contiguous) memory format either way.
     ``numerics`` names the numerics the caller applied (:mod:`resdyn.numerics`; the stage applies them):
     here it only keeps a checkpoint of one mode from being resumed in the other.
+    ``snapshot_epochs``: 1-based epochs before the last whose weights (state dict on the CPU, BatchNorm
+    statistics included) are kept in the checkpoint as training passes them; at the end
+    ``on_snapshot(epoch, state)`` receives each, in increasing order. A checkpoint that lacks a requested
+    snapshot it has passed is not resumed (training starts from scratch and passes it again).
     Returns the log rows; the model is left in eval mode on ``device``.
     """
     if epochs < 1 or batch_size < 1 or not (lr > 0 and math.isfinite(lr)):
@@ -208,6 +216,9 @@ def train(
             f"training settings: epochs={epochs}, batch_size={batch_size} must be ≥ 1 and "
             f"lr={lr} must be a positive number"
         )
+    snapshot_epochs = sorted({int(e) for e in snapshot_epochs})
+    if any(not 1 <= e < epochs for e in snapshot_epochs):
+        raise InputError(f"snapshot epochs {snapshot_epochs}: each must be in 1..{epochs - 1} (before the last)")
     num_classes = int(model.num_classes)
     _check_arrays(images, labels, num_classes, "training data")
     device = resolve_device(device)
@@ -228,13 +239,26 @@ def train(
     )
 
     rows: list[dict[str, float]] = []
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
     start_epoch = 0
     state = load_checkpoint(checkpoint_path, fingerprint, epochs) if checkpoint_path.exists() else None
+    if state is not None:
+        kept = {int(e): weights for e, weights in state.get("snapshots", {}).items()}
+        missing = [e for e in snapshot_epochs if e <= state["epoch"] and e not in kept]
+        if missing:
+            log.warning(
+                "%s: checkpoint at epoch %d lacks the snapshots of epochs %s; training from scratch",
+                checkpoint_path,
+                state["epoch"],
+                missing,
+            )
+            state = None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rows = [dict(row) for row in state["log"]]
         start_epoch = int(state["epoch"])
+        snapshots = {e: kept[e] for e in snapshot_epochs if e in kept}
         log.info("resuming from %s after epoch %d", checkpoint_path, start_epoch)
         if start_epoch == epochs:
             _write_log(log_path, rows)
@@ -290,13 +314,17 @@ def train(
             }
         )
         _write_log(log_path, rows)
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        if epoch + 1 in snapshot_epochs:  # a copy: on the CPU `weights` are the live parameters
+            snapshots[epoch + 1] = {k: v.contiguous().clone() for k, v in weights.items()}
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "fingerprint": fingerprint,
             "epoch": epoch + 1,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "model": weights,
             "optimizer": optimizer.state_dict(),
             "log": rows,
+            "snapshots": snapshots,
         }
         with atomic_output(checkpoint_path) as tmp:
             torch.save(checkpoint, tmp)
@@ -311,6 +339,9 @@ def train(
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     model.eval()
+    if on_snapshot is not None:
+        for e in snapshot_epochs:
+            on_snapshot(e, snapshots[e])
     return rows
 
 

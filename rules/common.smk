@@ -19,7 +19,7 @@ from resdyn.config import (
 from resdyn.device import gpu_may_be_present
 from resdyn.io import SHA256_CACHE_NAME
 from resdyn.paper_reference import paper_key
-from resdyn.runs import PROBES_FOLDER, configured_runs, trained_runs
+from resdyn.runs import PROBES_FOLDER, configured_runs, last_epoch_runs, trained_runs
 
 # The config's meaning, not its spelling, decides what reruns: Snakemake compares each job's params by
 # repr, so key order, `1e-3` vs `0.001`, an omitted default vs the default written out, or a value from
@@ -45,17 +45,25 @@ DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
 ENV = "../envs/resdyn.yaml"
 
-# Every run the config asks for (resdyn.runs: datasets × models × replicates × readings), resolved once.
-# A run's files live under its folder, results/<run.folder>/: the wildcard {run} is that folder, and
-# {trained} the folder of a trained network (the runs of the reading `definition`), which holds the files
-# every reading of that network shares (model.pt, trajectories.h5, lipschitz.json, probes/).
+# Every run the config asks for (resdyn.runs: datasets × models × replicates × epochs × readings),
+# resolved once. A run's files live under its folder, results/<run.folder>/: the wildcard {run} is that
+# folder, and {trained} the folder of a trained network (the runs of the reading `definition`, one per
+# replicate and epoch), which holds the files every reading of that network shares (model.pt,
+# trajectories.h5, lipschitz.json, robustness.csv, probes/).
 RUNS = configured_runs(config)
 TRAINED_RUNS = trained_runs(RUNS)
 RUN = {run.folder: run for run in RUNS}
 TRAINED = {run.training_folder: run for run in TRAINED_RUNS}
+# The epochs whose weights each training job keeps beside the last (config `checkpoints`); the training
+# jobs are the last epoch's trained networks, and write every epoch's model.pt.
+CHECKPOINTS = sorted(config["checkpoints"])
+# Tables 1-2 and the readings table show the last epoch (the main runs); the epochs are in the dynamics
+# table and figures, and every run in the robustness correlation.
+LAST_RUNS = last_epoch_runs(RUNS)
+LAST_TRAINED_RUNS = trained_runs(LAST_RUNS)
 # Table 3 and the probes figure show replicate 1 of each (dataset, model).
-MAIN_RUNS = [run for run in TRAINED_RUNS if run.replicate == 1]
-PROBE_RUNS = [run for run in RUNS if run.reading.head == "probes"]
+MAIN_RUNS = [run for run in LAST_TRAINED_RUNS if run.replicate == 1]
+PROBE_RUNS = [run for run in LAST_RUNS if run.reading.head == "probes"]
 
 
 def main_probe_runs(dataset):
@@ -68,10 +76,13 @@ def _alternatives(names):
     return "|".join(map(re.escape, sorted(names, key=len, reverse=True))) or "(?!)"
 
 
+# {training}: the folder of a training job (the last epoch's trained network), which also writes the
+# earlier epochs' model.pt under it; a wildcard of its own, since {trained} also names those epochs.
 wildcard_constraints:
     dataset=_alternatives(DATASETS),
     run=_alternatives(RUN),
     trained=_alternatives(TRAINED),
+    training=_alternatives(run.training_folder for run in LAST_TRAINED_RUNS),
 
 
 scattergather:
@@ -108,9 +119,15 @@ def source_of(name):
     return lambda w: results(RUN[w.run].source(name))
 
 
+def trained_run(w):
+    """The trained network of a job over {trained}, or of a training job over {training}."""
+    folder = getattr(w, "trained", None)
+    return TRAINED[folder if folder is not None else w.training]
+
+
 def dataset_file(w):
     """Input function: results/data/<dataset>.h5 of the job's trained network."""
-    return results("data", f"{TRAINED[w.trained].dataset}.h5")
+    return results("data", f"{trained_run(w).dataset}.h5")
 
 
 def run_params(w):
@@ -120,7 +137,7 @@ def run_params(w):
 
 def trained_params(w):
     """The job's trained network (resdyn.runs.Run.params of its reading `definition`)."""
-    return TRAINED[w.trained].params()
+    return trained_run(w).params()
 
 
 def log_file(name, key="run"):
@@ -161,8 +178,34 @@ def gpu_request(device):
 def training_params(w):
     """Exactly the training settings of one trained network (its seed shifted by replicate - 1): a change
     reruns only that network's jobs."""
-    run = TRAINED[w.trained]
+    run = trained_run(w)
     return training_settings(config, run.dataset, run.model, replicate=run.replicate)
+
+
+# Every (dataset, model), in config order: one dynamics figure each.
+NETWORK_KEYS = [[dataset, model] for dataset in DATASETS for model in MODELS]
+
+
+def dynamics_figure(dataset, model):
+    """results/figures/<dataset>/dynamics_<model>.png: the constants against the epoch."""
+    return results("figures", dataset, f"dynamics_{model}.png")
+
+
+def run_epoch(run):
+    """The 1-based epoch whose weights `run` analyses: its checkpoint, or its network's last epoch."""
+    if run.epoch is not None:
+        return run.epoch
+    return training_settings(config, run.dataset, run.model, replicate=run.replicate)["epochs"]
+
+
+def training_file(name):
+    """results/{training}/<name>: a file of a training job (its last epoch's trained network)."""
+    return results("{training}", name)
+
+
+def snapshot_files(name):
+    """results/{training}/epochs/<e>/<name> for every epoch of `checkpoints`: a training job's outputs."""
+    return [results("{training}", "epochs", str(epoch), name) for epoch in CHECKPOINTS]
 
 
 def checkpoint_path(wildcards, output):
@@ -201,7 +244,7 @@ def source_content(wildcards):
 
 
 def model_entry(w):
-    return model_settings(config, TRAINED[w.trained].model)
+    return model_settings(config, trained_run(w).model)
 
 
 def dataset_entry(wildcards):
@@ -261,6 +304,13 @@ def all_outputs():
         + files_of(TRAINED_RUNS, "robustness.csv", trained=True)
         + expand(results("tables", "robustness.{ext}"), ext=["csv", "md", "tex"])
         + [results("figures", "robustness.png")]
+        # the constants along training, when `checkpoints` asks for earlier epochs
+        + (
+            expand(results("tables", "dynamics.{ext}"), ext=["csv", "md", "tex"])
+            + [dynamics_figure(dataset, model) for dataset, model in NETWORK_KEYS]
+            if CHECKPOINTS
+            else []
+        )
     )
 
 

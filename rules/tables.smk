@@ -1,12 +1,13 @@
 # Stage 8: the paper's tables (CSV, Markdown, LaTeX) and figures, collected into Snakemake's HTML report.
 # Each table iterates over runs (resdyn.runs.Run, passed as params beside their files): Tables 1-2 over
-# every trained network (mean ± sd over replicates when `replicates` > 1), the readings table over every
-# run, Table 3 over replicate 1 of each (dataset, model). The figures are a trained network's own files.
+# every trained network of the last epoch (mean ± sd over replicates when `replicates` > 1), the readings
+# table over every run of the last epoch, Table 3 over replicate 1 of each (dataset, model), the dynamics
+# table over every run. The figures are a trained network's own files.
 
 
 rule table1:
     input:
-        metrics=files_of(TRAINED_RUNS, "metrics.json"),
+        metrics=files_of(LAST_TRAINED_RUNS, "metrics.json"),
         code=package_sources("tables", "paper_reference"),
     output:
         **table_outputs(results("tables", "table1"), "table1.rst"),
@@ -18,17 +19,17 @@ rule table1:
         ENV
     params:
         stem=table_stem,
-        runs=[run.params() for run in TRAINED_RUNS],
-        paper_rows=paper_rows(TRAINED_RUNS),
+        runs=[run.params() for run in LAST_TRAINED_RUNS],
+        paper_rows=paper_rows(LAST_TRAINED_RUNS),
     script:
         "../workflow_scripts/table1.py"
 
 
 rule table2:
     input:
-        constants=files_of(TRAINED_RUNS, "constants.json"),
+        constants=files_of(LAST_TRAINED_RUNS, "constants.json"),
         # the constants at the common reference size (method §3.6), the same runs in the same order
-        sample_size=files_of(TRAINED_RUNS, "sample_size.json"),
+        sample_size=files_of(LAST_TRAINED_RUNS, "sample_size.json"),
         code=package_sources("tables", "paper_reference"),
     output:
         **table_outputs(results("tables", "table2"), "table2.rst"),
@@ -40,16 +41,16 @@ rule table2:
         ENV
     params:
         stem=table_stem,
-        runs=[run.params() for run in TRAINED_RUNS],
-        paper_rows=paper_rows(TRAINED_RUNS),
+        runs=[run.params() for run in LAST_TRAINED_RUNS],
+        paper_rows=paper_rows(LAST_TRAINED_RUNS),
     script:
         "../workflow_scripts/table2.py"
 
 
 rule readings_table:
     input:
-        constants=files_of(RUNS, "constants.json"),
-        sample_size=files_of(RUNS, "sample_size.json"),
+        constants=files_of(LAST_RUNS, "constants.json"),
+        sample_size=files_of(LAST_RUNS, "sample_size.json"),
         code=package_sources("tables", "paper_reference"),
     output:
         **table_outputs(results("tables", "readings"), "readings.rst"),
@@ -61,8 +62,8 @@ rule readings_table:
         ENV
     params:
         stem=table_stem,
-        runs=[run.params() for run in RUNS],
-        paper_rows=paper_rows(RUNS),
+        runs=[run.params() for run in LAST_RUNS],
+        paper_rows=paper_rows(LAST_RUNS),
     script:
         "../workflow_scripts/readings_table.py"
 
@@ -114,3 +115,35 @@ rule figures:
         k=analysis("table3_pairs"),
     script:
         "../workflow_scripts/figures.py"
+
+
+# The accuracy and constants of every run against the epoch whose weights it analyses (config
+# `checkpoints`), with the seed band when `replicates` > 1; one figure per (dataset, model).
+rule dynamics:
+    input:
+        metrics=files_of(RUNS, "metrics.json", trained=True),
+        constants=files_of(RUNS, "constants.json"),
+        code=package_sources("tables", "figures"),
+    output:
+        **table_outputs(results("tables", "dynamics"), "dynamics.rst"),
+        figures=[
+            report(
+                dynamics_figure(dataset, model),
+                category="Training dynamics",
+                caption="../report/dynamics_figure.rst",
+            )
+            for dataset, model in NETWORK_KEYS
+        ],
+    log:
+        results("logs", "tables", "dynamics.log"),
+    benchmark:
+        results("benchmarks", "tables", "dynamics.tsv")
+    conda:
+        ENV
+    params:
+        stem=table_stem,
+        runs=[run.params() for run in RUNS],
+        epochs=[run_epoch(run) for run in RUNS],
+        figure_keys=NETWORK_KEYS,
+    script:
+        "../workflow_scripts/dynamics.py"

@@ -1,17 +1,22 @@
-# Stage 2: train one revised ResNet per trained network (dataset, model, replicate k: seed + k - 1, method
-# §3.6), then evaluate it (Table 1). {trained} is the network's folder (resdyn.runs.Run.training_folder).
+# Stage 2: train one revised ResNet per (dataset, model, replicate k: seed + k - 1, method §3.6), keeping the
+# weights of the `checkpoints` epochs as trained networks of their own (<folder>/epochs/<e>/model.pt), then
+# evaluate every trained network (Table 1). {trained} is the network's folder
+# (resdyn.runs.Run.training_folder), {training} a training job's (its last epoch's network).
 
 
 rule train:
     input:
         data=dataset_file,
     output:
-        model=trained_file("model.pt"),
-        log_csv=trained_file("train_log.csv"),
+        model=training_file("model.pt"),
+        log_csv=training_file("train_log.csv"),
+        # Outputs, so a missing one (an epoch added to `checkpoints`) retrains; the list is not a param, so
+        # removing an epoch reruns nothing.
+        epochs=snapshot_files("model.pt"),
     log:
-        log_file("train", "trained"),
+        log_file("train", "training"),
     benchmark:
-        benchmark_file("train", "trained")
+        benchmark_file("train", "training")
     # Train every model before any analysis job: a model's analysis would otherwise hold a core that the
     # next training job waits for, and the two analyses then run one after the other instead of together.
     priority: 10

@@ -137,6 +137,21 @@ def test_replicates_push_the_seed_out_of_range():
     parsed(with_changes(training={**BASE["training"], "seed": SEED_MAX}))
 
 
+def test_checkpoints_must_precede_every_networks_last_epoch():
+    with pytest.raises(
+        InputError, match=r"checkpoints \[2\] of datasets.digits / models.tiny: not before its last"
+    ):
+        parsed(with_changes(checkpoints=[1, 2]))
+    models = {"tiny": {**BASE["models"]["tiny"], "training": {"epochs": 1}}}
+    with pytest.raises(InputError, match=r"checkpoints \[1\] of datasets.digits / models.tiny: .*\(1 epochs"):
+        parsed(with_changes(checkpoints=[1], training={**BASE["training"], "epochs": 4}, models=models))
+    with pytest.raises(Exception, match="non-unique elements"):
+        parsed(with_changes(checkpoints=[1, 1]))
+    with pytest.raises(Exception, match="less than the minimum of 1"):
+        parsed(with_changes(checkpoints=[0]))
+    assert parsed(with_changes(checkpoints=[1]))["checkpoints"] == [1]
+
+
 @pytest.mark.parametrize(
     "changes, where",
     [

@@ -8,12 +8,12 @@ from test_readings import AUTHORS
 from resdyn.config import canonical_config, schema_defaults
 from resdyn.io import InputError
 from resdyn.readings import Reading
-from resdyn.runs import Run, config_reading, configured_runs, trained_runs
+from resdyn.runs import Run, config_reading, configured_runs, last_epoch_runs, trained_runs
 
 PROBES = Reading("probes", head="probes")
 
 
-def config(datasets, models, replicates=1, readings=None, labels="true") -> dict:
+def config(datasets, models, replicates=1, readings=None, labels="true", checkpoints=()) -> dict:
     """A config as the workflow holds it after validation: canonical, with the schema's analysis block."""
     return canonical_config(
         {
@@ -22,6 +22,7 @@ def config(datasets, models, replicates=1, readings=None, labels="true") -> dict
             "analysis": schema_defaults("analysis") | {"labels": labels},
             "replicates": replicates,
             "readings": {} if readings is None else readings,
+            "checkpoints": list(checkpoints),
         }
     )
 
@@ -36,12 +37,17 @@ def config(datasets, models, replicates=1, readings=None, labels="true") -> dict
         (Run("digits", "resnet18", 2), "digits/resnet18/replicates/2"),
         (Run("digits", "resnet18", reading=AUTHORS), "digits/resnet18/readings/authors"),
         (Run("digits", "resnet18", 2, AUTHORS), "digits/resnet18/replicates/2/readings/authors"),
+        (Run("digits", "resnet18", epoch=4), "digits/resnet18/epochs/4"),
+        (Run("digits", "resnet18", 2, AUTHORS, 4), "digits/resnet18/replicates/2/epochs/4/readings/authors"),
     ],
 )
 def test_folders(run, folder):
     assert run.folder == folder
     assert run.file("pairs.h5") == f"{folder}/pairs.h5"
     training = "digits/resnet18" + ("/replicates/2" if run.replicate == 2 else "")
+    assert run.training_job_folder == training
+    if run.epoch is not None:
+        training += f"/epochs/{run.epoch}"
     assert run.training_folder == training
     assert run.trained_file("model.pt") == f"{training}/model.pt"
     assert run.is_trained_run == (run.reading.name == "definition")
@@ -66,6 +72,9 @@ def test_names_and_titles():
     assert Run("digits", "resnet18", reading=AUTHORS).title == "digits / resnet18 / reading authors"
     assert Run("digits", "resnet18", 2, AUTHORS).title == "digits / resnet18 / replicate 2 / reading authors"
     assert Run("digits", "resnet18", 2, AUTHORS).network == "digits / resnet18 / replicate 2"
+    assert Run("digits", "resnet18", 2, AUTHORS, 3).title == (
+        "digits / resnet18 / replicate 2 / epoch 3 / reading authors"
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,6 +86,8 @@ def test_names_and_titles():
         ({"dataset": "d", "model": "m", "replicate": 0}, "replicate = 0"),
         ({"dataset": "d", "model": "m", "replicate": True}, "replicate = True"),
         ({"dataset": "d", "model": "m", "replicate": 1.0}, "replicate = 1.0"),
+        ({"dataset": "d", "model": "m", "epoch": 0}, "epoch = 0"),
+        ({"dataset": "d", "model": "m", "epoch": "2"}, "epoch = '2'"),
     ],
 )
 def test_bad_names_are_refused(kwargs, message):
@@ -94,6 +105,7 @@ def test_bad_names_are_refused(kwargs, message):
         Run("digits", "resnet18", 2),
         Run("digits", "resnet18", reading=AUTHORS),
         Run("mnist", "resnet50", 4, PROBES),
+        Run("mnist", "resnet50", 4, PROBES, 2),
         Run("d", "m", reading=Reading(labels="predicted")),
         Run("d", "m", reading=Reading("tau", temperature_expansive=1000.0, temperature_shadowing=1000.0)),
     ],
@@ -104,6 +116,11 @@ def test_params_round_trip(run):
     assert Run.from_params(params) == run
     assert repr(Run.from_params(params).params()) == repr(params)
     assert params["reading"]["name"] == run.reading.name
+
+
+def test_the_last_epoch_keeps_the_params_it_had_before_the_epoch_axis():
+    assert "epoch" not in Run("d", "m").params()
+    assert Run("d", "m", epoch=2).params()["epoch"] == 2
 
 
 def test_params_with_an_unknown_key_are_refused():
@@ -131,6 +148,29 @@ def test_configured_runs_order_and_count():
     trained = trained_runs(runs)
     assert [(r.dataset, r.model, r.replicate) for r in trained] == [e[:3] for e in expected[::2]]
     assert all(run.is_trained_run for run in trained)
+
+
+def test_epochs_are_an_axis_between_replicates_and_readings():
+    cfg = config(["d"], ["m"], replicates=2, readings={"authors": AUTHORS.settings()}, checkpoints=[4, 2])
+    runs = configured_runs(cfg)
+    expected = [
+        (replicate, epoch, reading)
+        for replicate in (1, 2)
+        for epoch in (2, 4, None)
+        for reading in ("definition", "authors")
+    ]
+    assert [(r.replicate, r.epoch, r.reading.name) for r in runs] == expected
+    assert len({run.folder for run in runs}) == len(runs) == 12
+    last = last_epoch_runs(runs)
+    assert [(r.replicate, r.reading.name) for r in last] == [
+        (1, "definition"),
+        (1, "authors"),
+        (2, "definition"),
+        (2, "authors"),
+    ]
+    # every epoch's network is trained by its replicate's one training job
+    assert {r.training_job_folder for r in runs} == {"d/m", "d/m/replicates/2"}
+    assert len({r.training_folder for r in trained_runs(runs)}) == 6
 
 
 def test_the_definition_takes_the_configured_labels():

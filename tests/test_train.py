@@ -142,6 +142,71 @@ def test_resume_after_sigkill_is_bitwise_equal(data_file, uninterrupted, tmp_pat
     assert [int(r["epoch"]) for r in read_log(tmp_path / "train_log.csv")] == list(range(1, 7))
 
 
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_epoch_snapshots_equal_shorter_runs_and_survive_a_resume(data_file, uninterrupted, tmp_path):
+    """The snapshot after epoch e is bit for bit the model of an e-epoch run; a resumed job writes the
+    snapshots it passed before the kill from its checkpoint, and one lacking a newly asked snapshot
+    trains again from scratch."""
+    weights, _ = uninterrupted
+    snapshots = {1: tmp_path / "e1" / "model.pt", 2: tmp_path / "e2" / "model.pt"}
+    train_from_files(
+        data_file,
+        TINY,
+        SETTINGS,
+        tmp_path / "model.pt",
+        tmp_path / "log.csv",
+        tmp_path / "ckpt.pt",
+        snapshots,
+    )
+    assert_bitwise_equal(_weights(tmp_path / "model.pt"), weights)
+    for epoch, path in snapshots.items():
+        assert_bitwise_equal(
+            _weights(path), run_training(data_file, tmp_path / f"short{epoch}", epochs=epoch)
+        )
+        _, meta = load_model(path)
+        assert meta["class_names"] == ["a", "b", "c"]
+
+    # a job killed after its last epoch (the checkpoint holds both snapshots): the rerun writes them again
+    for path in snapshots.values():
+        path.unlink()
+    train_from_files(
+        data_file,
+        TINY,
+        SETTINGS,
+        tmp_path / "model.pt",
+        tmp_path / "log.csv",
+        tmp_path / "ckpt.pt",
+        snapshots,
+    )
+    assert_bitwise_equal(_weights(snapshots[1]), run_training(data_file, tmp_path / "short1b", epochs=1))
+
+    # a checkpoint of a run without snapshots cannot give epoch 1's weights: training starts again
+    plain = tmp_path / "plain"
+    run_training(data_file, plain)
+    again = {1: plain / "e1.pt"}
+    train_from_files(
+        data_file, TINY, SETTINGS, plain / "model.pt", plain / "train_log.csv", plain / "ckpt.pt", again
+    )
+    assert_bitwise_equal(_weights(again[1]), _weights(snapshots[1]))
+    assert_bitwise_equal(_weights(plain / "model.pt"), weights)
+
+
+def test_snapshot_epochs_must_precede_the_last(data_file, tmp_path):
+    with pytest.raises(InputError, match=r"snapshot epochs \[3\]: each must be in 1..2"):
+        train_from_files(
+            data_file,
+            TINY,
+            SETTINGS,
+            tmp_path / "m.pt",
+            tmp_path / "l.csv",
+            tmp_path / "c.pt",
+            {3: tmp_path / "x"},
+        )
+
+
 @pytest.mark.slow  # trains a model
 def test_checkpoint_of_other_settings_is_not_resumed(data_file, uninterrupted, tmp_path):
     weights, _ = uninterrupted

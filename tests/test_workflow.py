@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import TINY_CONFIG, Workflow, copy_workflow
 
-from resdyn.artifacts import RobustnessTable
+from resdyn.artifacts import ModelCheckpoint, RobustnessTable
 
 # Every test here runs Snakemake (dry runs or the tiny end-to-end run).
 pytestmark = pytest.mark.slow
@@ -21,17 +21,19 @@ pytestmark = pytest.mark.slow
 
 def test_default_dag_lists_every_stage(workflow):
     jobs = workflow.scheduled_jobs()
-    # digits × {resnet18, resnet50}, 1 shard each for the pairwise and shadowing stages (config.yaml).
+    # digits × {resnet18, resnet50}, 1 shard each for the pairwise and shadowing stages (config.yaml); one
+    # training job per model, which also keeps epochs 2 and 4: 6 trained networks.
     assert jobs["prepare_data"] == 1
     assert jobs["train"] == 2
-    assert jobs["trajectories"] == 2
+    assert jobs["trajectories"] == jobs["robustness"] == 6
     assert jobs["table1"] == jobs["table2"] == jobs["table3"] == jobs["readings_table"] == 1
-    # Every analysis stage runs once per run: 2 models × the readings definition and `authors`
-    # (config.yaml), one shard each; training, trajectories and Lipschitz once per trained network.
-    assert jobs["pairwise_shard"] == jobs["pairwise_gather"] == 4
-    assert jobs["shadowing_shard"] == jobs["shadowing_gather"] == 4
-    assert jobs["constants"] == jobs["sample_size"] == 4
-    assert jobs["lipschitz"] == jobs["evaluate"] == jobs["figures"] == 2
+    assert jobs["dynamics"] == jobs["robustness_table"] == 1
+    # Every analysis stage runs once per run: 6 trained networks × the readings definition and `authors`
+    # (config.yaml), one shard each; trajectories and Lipschitz once per trained network.
+    assert jobs["pairwise_shard"] == jobs["pairwise_gather"] == 12
+    assert jobs["shadowing_shard"] == jobs["shadowing_gather"] == 12
+    assert jobs["constants"] == jobs["sample_size"] == 12
+    assert jobs["lipschitz"] == jobs["evaluate"] == jobs["figures"] == 6
 
 
 def test_shard_count_comes_from_the_config(workflow):
@@ -39,8 +41,8 @@ def test_shard_count_comes_from_the_config(workflow):
     config["analysis"]["shards"] = 7
     workflow.write_config(config, "seven.yaml")
     jobs = workflow.scheduled_jobs("--configfile", "seven.yaml", "--replace-workflow-config")
-    assert jobs["pairwise_shard"] == 2 * 3 * 7  # 2 models × 3 readings × 7 shards
-    assert jobs["shadowing_shard"] == 2 * 3 * 7
+    assert jobs["pairwise_shard"] == 2 * 2 * 3 * 7  # 2 models × 2 epochs × 3 readings × 7 shards
+    assert jobs["shadowing_shard"] == 2 * 2 * 3 * 7
 
 
 @pytest.mark.parametrize(
@@ -203,13 +205,35 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert set(robustness["seed"]) == {0} and set(robustness["n_images"]) == {20}
         measures = ["clean", "noise", "noise", "pgd_l2", "pgd_l2", "pgd_linf", "pgd_linf", "minimal_l2"]
         assert list(robustness["measure"]) == measures
+        # epoch 1's network: every file of a trained network but the training job's log, its own weights
+        epoch = run / "epochs" / "1"
+        for name in ("model.pt", "metrics.json", "trajectories.h5", "constants.json", "robustness.csv"):
+            assert (epoch / name).stat().st_size > 0, name
+        for name in ("sample_size.json", "figures/figure2.png", "readings/authors/constants.json"):
+            assert (epoch / name).stat().st_size > 0, name
+        assert (epoch / "readings" / "probes" / "constants.json").stat().st_size > 0
+        assert not (epoch / "train_log.csv").exists()
+        last, first = ModelCheckpoint.load(run / "model.pt"), ModelCheckpoint.load(epoch / "model.pt")
+        assert not (last.state_dict["head.weight"] == first.state_dict["head.weight"]).all()
+        dynamics = pd.read_csv(tiny_run.path("results", "tables", "dynamics.csv"))
+        rows = dynamics[dynamics["Model"] == model]
+        assert list(zip(rows["Reading"], rows["Epoch"])) == [
+            (reading, epoch) for reading in ("definition", "authors", "probes") for epoch in (1, 2)
+        ]
+        found = json.loads((epoch / "readings" / "authors" / "constants.json").read_text())
+        at_1 = rows[(rows["Reading"] == "authors") & (rows["Epoch"] == 1)].iloc[0]
+        assert at_1["g-expansive"] == found["g_expansive"]["value"]
+        assert at_1["Sh"] == found["g_shadowing"]["independent"]["value"]
+        assert at_1["Test accuracy"] == json.loads((epoch / "metrics.json").read_text())["accuracy"]
+        assert tiny_run.path("results", "figures", "digits", f"dynamics_{model}.png").stat().st_size > 0
+    # the correlation runs over every trained network: 2 models × 2 epochs
     correlations = pd.read_csv(tiny_run.path("results", "tables", "robustness.csv"))
-    assert set(correlations["Runs"]) == {2} and correlations["ρ"].isna().all()
-    assert correlations["Reason"].str.contains("only 2 run").all()
+    assert set(correlations["Runs"]) == {4}
+    assert (correlations["ρ"].notna() | correlations["Reason"].str.contains("tie")).all()
     # 5 constants × 3 readings × (clean, noise@0.3, pgd_linf@0.05, pgd_l2@1, minimal_l2)
     assert len(correlations) == 5 * 3 * 5
     assert tiny_run.path("results", "figures", "robustness.png").stat().st_size > 0
-    for name in ("table1", "table2", "table3", "readings", "robustness"):
+    for name in ("table1", "table2", "table3", "readings", "robustness", "dynamics"):
         for ext in ("csv", "md", "tex"):
             assert tiny_run.path("results", "tables", f"{name}.{ext}").stat().st_size > 0
         probe_run = json.loads((run / "readings" / "probes" / "constants.json").read_text())
@@ -223,6 +247,7 @@ def test_tiny_run_produces_every_output(tiny_run):
     assert "g-expansive @40" in readings and "Sh @40 5–95%" in readings
     table2 = pd.read_csv(tiny_run.path("results", "tables", "table2.csv"))
     assert "Replicates" not in table2.columns  # one replicate: the single-run table
+    assert len(table2) == 2  # the last epoch only
     assert table2["g-expansive @40"].notna().all() and "Sh curve @40 5–95%" in table2.columns
     assert not list(tiny_run.path("results").rglob("replicates"))
     assert readings.count("probes") == 2
@@ -298,6 +323,13 @@ def test_changing_one_models_training_reruns_only_that_model(tiny_run):
     listed = tiny_run.snakemake("-n", "--configfile", "changed.yaml", "--replace-workflow-config").stdout
     assert "results/digits/tiny_b/model.pt" in listed
     assert "results/digits/tiny_a/model.pt" not in listed
+
+
+def test_dropping_an_epoch_retrains_and_reanalyses_nothing(tiny_run):
+    """Removing epoch 1 from `checkpoints` redoes only the correlation across runs (one network fewer);
+    the dynamics table and figures are no longer asked for, and nothing trains."""
+    jobs = tiny_run.scheduled_jobs("--config", "checkpoints=[]")
+    assert jobs == {"robustness_table": 1, "all": 1}, jobs
 
 
 def test_switching_on_a_training_option_retrains_only_that_model(tiny_run):

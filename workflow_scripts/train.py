@@ -1,4 +1,5 @@
-"""Snakemake entry point of rule train: model.pt and train_log.csv for one (dataset, model)."""
+"""Snakemake entry point of rule train: model.pt, train_log.csv and the earlier epochs' model.pt of one
+trained network."""
 
 import torch
 
@@ -14,4 +15,6 @@ with log_to(snakemake.log[0]):
         snakemake.output.model,
         snakemake.output.log_csv,
         snakemake.params.checkpoint,
+        # the config's checkpoints, not a param on purpose: removing an epoch must not retrain
+        dict(zip(sorted(snakemake.config["checkpoints"]), snakemake.output.epochs)),
     )
