@@ -137,8 +137,8 @@ def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     listed = workflow.snakemake("-n").stdout
     gpu = [line.split("gpu=")[1].split(",")[0] for line in listed.splitlines() if "gpu=" in line]
-    # train, trajectories, and the pairwise shards of the definition and of config.yaml's `authors` reading
-    assert len(gpu) == 2 + 2 + 2 + 2 and set(gpu) == {"0"}
+    # train, trajectories, robustness, and the pairwise shards of the definition and of `authors`
+    assert len(gpu) == 2 + 2 + 2 + 2 + 2 and set(gpu) == {"0"}
 
 
 def test_schema_fills_defaults(workflow):
