@@ -521,7 +521,7 @@ def test_relocated_checkout_reruns_nothing(tiny_run, tmp_path):
     shutil.copytree(tiny_run.root, wf.root, symlinks=True)
     assert wf.scheduled_jobs() == {}
     # The results folder alone moved to another file system path, the config pointing at it.
-    shared = tmp_path / "shared" / "results"
-    shared.parent.mkdir()
-    shutil.move(wf.path("results"), shared)
-    assert wf.scheduled_jobs("--config", f"results_dir={shared}") == {}
+    scratch = tmp_path / "scratch" / "results"
+    scratch.parent.mkdir()
+    shutil.move(wf.path("results"), scratch)
+    assert wf.scheduled_jobs("--config", f"results_dir={scratch}") == {}
