@@ -481,7 +481,7 @@ class ProbeHeads:
     log, tensors_sha256 (of weight and bias, checked on load as for model.pt)}, a plain dict that loads
     with ``torch.load(weights_only=True)``. Probe t maps the state x_t to the logits W_t x_t + b_t
     (:mod:`resdyn.probes`); ``log`` holds one row per depth {depth, iterations, loss, grad_norm,
-    converged, seconds} of its L-BFGS fit."""
+    converged} of its L-BFGS fit (files written before 2026-12-05 also hold its seconds)."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     KEYS: ClassVar[tuple[str, ...]] = ("format", "weight", "bias", "class_names", "settings", "log")
@@ -1273,7 +1273,8 @@ class Metrics(JsonArtifact):
 
 class Lipschitz(JsonArtifact):
     """``lipschitz.json``: fc, g, certified, softmax_factor, lipsdp_neuron, lipsdp_layer, spectral_product,
-    jacobian_lower, details and seconds (:func:`resdyn.lipschitz.head_lipschitz`)."""
+    jacobian_lower and details (:func:`resdyn.lipschitz.head_lipschitz`; files written before 2026-12-05
+    also hold the job's seconds)."""
 
     REQUIRED = ("fc", "g")
 
