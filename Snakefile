@@ -34,6 +34,12 @@ include: "rules/tables.smk"
 report: "report/workflow.rst"
 
 
+# A job killed by SIGKILL (an OOM kill, a wall-time limit) leaves its temporaries; at the end of the failed
+# run, still under this run's lock, they are removed (rules/common.smk, remove_temporaries_of_failed_jobs).
+onerror:
+    remove_temporaries_of_failed_jobs(workflow.dag)
+
+
 rule all:
     default_target: True
     input:

@@ -29,7 +29,9 @@ depths 1..T, min over depths, distinct orbits, independent pairing):
 - ``curve``: the shadowing gather's estimates from the N orbits' ε and δ (best tracing, independent
   pairing, :func:`resdyn.shadowing.shadowing_curve`);
 - ``sample_size`` (only for N up to ``--sample-size-max``): :func:`resdyn.sample_size.sample_size_table`
-  with config.yaml's grid (count 6 from 50, 20 subsets, reference 400).
+  with config.yaml's grid (count 6 from 50, 20 subsets, reference 400) and the whole test set's row given
+  (computed untimed: the stage reads it off constants.json), plus the stage's recheck of that row
+  (:func:`resdyn.sample_size.recheck_full_set`).
 
 The probes' analysis (``head: probes``) runs these same functions on a trajectory array of the same shape
 (N, T+1, C), so its rows are the definition's; fitting the probes scales with the training images, not N.
@@ -139,6 +141,10 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
     )
     warm_orbits, _ = distances.scan_orbits(shadow[warm], 0, 64, distinct=True)
     shadowing.shadowing_errors(shadow[warm], warm_orbits, 0, 64, chunk=CHUNK)
+    if stage == "sample_size":  # the whole test set's row, which the stage reads off constants.json: untimed
+        full_set = ss.subset_constants(
+            expansive, shadow, labels, n_classes, reading, quantiles=QUANTILES, chunk=CHUNK
+        )
     if stage == "curve":  # its inputs, untimed
         orbits, hops = distances.scan_orbits(shadow, 0, n, distinct=reading.orbits == "distinct")
         eps, b_star = shadowing.shadowing_errors(shadow, orbits, 0, n, chunk=CHUNK)
@@ -166,6 +172,7 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
         from resdyn.config import sample_size_settings
 
         grid = ss.size_grid(n, sample_size_settings(SAMPLE_SIZE))
+        ss.recheck_full_set(expansive, shadow, labels, reading, full_set, chunk=CHUNK)
         ss.sample_size_table(
             expansive,
             shadow,
@@ -178,6 +185,7 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
             seed=SAMPLE_SIZE["seed"],
             quantiles=QUANTILES,
             chunk=CHUNK,
+            full_set=full_set,
         )
     seconds, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -482,7 +482,7 @@ class ProbeHeads:
     log, tensors_sha256 (of weight and bias, checked on load as for model.pt)}, a plain dict that loads
     with ``torch.load(weights_only=True)``. Probe t maps the state x_t to the logits W_t x_t + b_t
     (:mod:`resdyn.probes`); ``log`` holds one row per depth {depth, iterations, loss, grad_norm,
-    converged, seconds} of its L-BFGS fit."""
+    converged} of its L-BFGS fit (files written before 2026-12-05 also hold its seconds)."""
 
     FORMAT_VERSION: ClassVar[int] = 1
     KEYS: ClassVar[tuple[str, ...]] = ("format", "weight", "bias", "class_names", "settings", "log")
@@ -1056,7 +1056,41 @@ def save_shadowing_curve(path: PathLike, curve: Any) -> None:
 # sample_size.csv (method §3.6)
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
-class SampleSizeTable(_Artifact):
+class _CsvTable(_Artifact):
+    """A CSV result table (``table``, a pandas DataFrame): written at full float precision (``%.17g``,
+    read back bit for bit) with empty cells for NaN, and checked by the subclass's ``_check(where)`` on
+    both save and load."""
+
+    table: Any  # pandas.DataFrame
+    path: str | None = None
+
+    def _check(self, where: str) -> None:
+        raise NotImplementedError
+
+    def save(self, path: PathLike) -> None:
+        self._check(str(path))
+        with atomic_output(path) as tmp:
+            self.table.to_csv(tmp, index=False, float_format="%.17g", na_rep="")
+
+    @classmethod
+    def load(cls, path: PathLike) -> Any:
+        """Read the CSV and check it (the subclass's ``_check``); a missing or unreadable file is an
+        InputError naming it."""
+        import pandas as pd
+
+        if not Path(path).is_file():
+            raise InputError(f"{path}: file not found")
+        try:
+            table = pd.read_csv(path, float_precision="round_trip")
+        except (ValueError, pd.errors.ParserError) as err:
+            raise InputError(f"{path}: not a readable CSV ({err})") from None
+        artifact = cls(table, str(path))
+        artifact._check(str(path))
+        return artifact
+
+
+@dataclass
+class SampleSizeTable(_CsvTable):
     """``sample_size.csv``: one row per subset, columns :attr:`COLUMNS` = ``n`` (subset size), ``subset``
     (0..B−1), ``g_expansive``, ``pair_i``, ``pair_j`` (its pair, test indices), ``sh_paper``,
     ``orbit_start`` (the best-traced orbit's start, a test index), ``sh_curve``, ``sh_independent``
@@ -1076,9 +1110,6 @@ class SampleSizeTable(_Artifact):
     )
     ESTIMATES: ClassVar[tuple[str, ...]] = ("g_expansive", "sh_paper", "sh_curve", "sh_independent")
     INTEGERS: ClassVar[tuple[str, ...]] = ("n", "subset", "pair_i", "pair_j", "orbit_start")
-
-    table: Any  # pandas.DataFrame
-    path: str | None = None
 
     def _check(self, where: str) -> None:
         table = self.table
@@ -1105,32 +1136,12 @@ class SampleSizeTable(_Artifact):
                 f"{where}: the largest size n = {n.max()} (the whole test set) must have one row"
             )
 
-    def save(self, path: PathLike) -> None:
-        self._check(str(path))
-        with atomic_output(path) as tmp:
-            self.table.to_csv(tmp, index=False, float_format="%.17g", na_rep="")
-
-    @classmethod
-    def load(cls, path: PathLike) -> SampleSizeTable:
-        """Read and check the columns, integer and non-negative values, one row at the largest n."""
-        import pandas as pd
-
-        if not Path(path).is_file():
-            raise InputError(f"{path}: file not found")
-        try:
-            table = pd.read_csv(path, float_precision="round_trip")
-        except (ValueError, pd.errors.ParserError) as err:
-            raise InputError(f"{path}: not a readable CSV ({err})") from None
-        artifact = cls(table, str(path))
-        artifact._check(str(path))
-        return artifact
-
 
 # ---------------------------------------------------------------------------------------------------------
 # robustness.csv (issue 27; docs/robustness.md)
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
-class RobustnessTable(_Artifact):
+class RobustnessTable(_CsvTable):
     """``robustness.csv`` of a trained network: one row per measure and level, the columns of
     :attr:`COLUMNS` (written by :func:`resdyn.robustness.measure_robustness`). Floats at full precision
     (``%.17g``); a measure's unused cell is empty (NaN); a minimal perturbation the attack never found
@@ -1157,9 +1168,6 @@ class RobustnessTable(_Artifact):
         "seed",
         "seconds",
     )
-
-    table: Any  # pandas.DataFrame
-    path: str | None = None
 
     def _check(self, where: str) -> None:
         COLUMNS, MEASURES = self.COLUMNS, self.MEASURES
@@ -1201,26 +1209,6 @@ class RobustnessTable(_Artifact):
             elif row.measure.startswith("minimal_"):
                 out[f"{row.measure}_median"] = float(row.value)
         return out
-
-    def save(self, path: PathLike) -> None:
-        self._check(str(path))
-        with atomic_output(path) as tmp:
-            self.table.to_csv(tmp, index=False, float_format="%.17g", na_rep="")
-
-    @classmethod
-    def load(cls, path: PathLike) -> RobustnessTable:
-        """Read and check the columns, the measures, accuracies in [0, 1] and one seed and image count."""
-        import pandas as pd
-
-        if not Path(path).is_file():
-            raise InputError(f"{path}: file not found")
-        try:
-            table = pd.read_csv(path, float_precision="round_trip")
-        except (ValueError, pd.errors.ParserError) as err:
-            raise InputError(f"{path}: not a readable CSV ({err})") from None
-        artifact = cls(table, str(path))
-        artifact._check(str(path))
-        return artifact
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1286,7 +1274,8 @@ class Metrics(JsonArtifact):
 
 class Lipschitz(JsonArtifact):
     """``lipschitz.json``: fc, g, certified, softmax_factor, lipsdp_neuron, lipsdp_layer, spectral_product,
-    jacobian_lower, details and seconds (:func:`resdyn.lipschitz.head_lipschitz`)."""
+    jacobian_lower and details (:func:`resdyn.lipschitz.head_lipschitz`; files written before 2026-12-05
+    also hold the job's seconds)."""
 
     REQUIRED = ("fc", "g")
 

@@ -183,7 +183,7 @@ def fit_probes(
 
     Returns:
         weight (T+1, C, n) and bias (T+1, C) float32 on the CPU, and one log row per depth {depth,
-        iterations, loss (the objective L_t at the end), grad_norm (‖∇L_t‖₂ there), converged, seconds}.
+        iterations, loss (the objective L_t at the end), grad_norm (‖∇L_t‖₂ there), converged}.
     """
     settings = check_settings(settings)
     device = resolve_device(settings["device"])
@@ -215,13 +215,17 @@ def fit_probes(
                 l2=float(settings["l2"]),
             )
             weight[t], bias[t] = w.float().cpu(), b.float().cpu()
-            rows.append({"depth": t, **info, "seconds": time.perf_counter() - started})
+            # The fit's time goes to the job's log only: probes.pt must be identical for identical inputs
+            # (docs/reliability.md, "Interrupted jobs").
+            seconds = time.perf_counter() - started
+            rows.append({"depth": t, **info})
             level = logging.INFO if info["converged"] else logging.WARNING
             log.log(
                 level,
-                "probe t=%d: %d L-BFGS iterations, loss %.6g, gradient norm %.3g (tolerance %.3g)%s",
+                "probe t=%d: %d L-BFGS iterations, %.2f s, loss %.6g, gradient norm %.3g (tolerance %.3g)%s",
                 t,
                 info["iterations"],
+                seconds,
                 info["loss"],
                 info["grad_norm"],
                 float(settings["tolerance"]),

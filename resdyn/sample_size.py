@@ -18,13 +18,24 @@ stage computes them again, exactly and with the same kernels, on subsets:
   in the full set. Size N is the whole test set, one subset.
 - **Estimates on a subset** (:func:`subset_constants`): the reading's (method §3.4) expansive view of the
   subset through :func:`resdyn.distances.pairwise_shard` over all its rows, e =
-  :func:`resdyn.distances.expansive_constant` (the reading's reduction over depths) with its pair; the
+  :func:`resdyn.distances.expansive_constant` (the reading's reduction over depths) with its pair. Where
+  the orbits do not read that pass's nearest-neighbour tables (distinct orbits or a separate shadowing τ,
+  as in the authors' reading) and the reduction is max or min, e and its pair are instead the first pair
+  of :class:`CandidatePairs` (the whole set's closest different-class pairs, built once per table with a
+  kd-tree and certified with the kernels' arithmetic) that lies in the subset: exact, since every pair
+  left off the list is ≥ its bound > every listed value, and the pass runs only for a subset holding no
+  listed pair (measured on Fashion-MNIST at N = 10,000 under the authors' reading: every subset of ≥ 400
+  images holds one, 11–13 of the 20 of 144 images, 2–3 of the 20 of 50). The
   pseudo-orbits of the subset's own images (read off its nearest-neighbour tables when the reading's
   orbits may revisit and both stages see one temperature, else :func:`resdyn.distances.scan_orbits`, the
   orbits scanned by a numba kernel),
   their ε by :func:`resdyn.shadowing.shadowing_errors`, then Sh best tracing (``sh_paper``), the curve
   estimate (``sh_curve``, with the analysis quantiles) and the independent pairing (``sh_independent``).
-  The subset of size N therefore reproduces ``constants.json`` bit for bit (the stage checks it).
+  The subset of size N therefore reproduces ``constants.json`` bit for bit. The stage does not recompute
+  it: the pairwise, shadowing and constants stages did, with the same kernels, so its row is read from
+  constants.json (:func:`full_set_from_constants`), and :func:`recheck_full_set` recomputes, in
+  O(N·D·C), e at the stated pair and Sh of the stated best-traced orbit to refuse a constants.json of
+  other inputs. (Recomputing size N was a quarter of the stage's cost at N = 10,000.)
 - **Summary** (:func:`summarize`): per size and estimate the median and the 5–95 % band (numpy's
   default linear quantiles) over the subsets where the estimate is defined; the log-log slope of the
   median against n, fitted by least squares over the sizes with a positive median:
@@ -40,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -119,6 +131,132 @@ def stratified_subset(strata: np.ndarray, n: int, seed: int, subset: int) -> np.
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+LIST_MARGIN = 1e-9
+"""Relative margin between a kd-tree's distances and the kernels' (:mod:`resdyn.distances` arithmetic): a
+pair the tree leaves out at radius r has d_t ≥ r·(1 − LIST_MARGIN) in the kernels' arithmetic. Both sum
+the C squared differences of float64 coordinates, each sum within (C + 3)·2⁻⁵³ relative of the exact
+one (non-negative terms), so they differ by less than 3e-13 relative up to C = 1000."""
+
+PAIRS_AT_LEAST = 2048
+""":class:`CandidatePairs` widens its radius until it lists this many pairs (or every pair): a stratified
+subset of n of the N images holds one of them with probability about 1 − exp(−2048·(n/N)²), e.g.
+1 − e⁻³² at n = N/8; the subsets that hold none run the pairwise kernel."""
+
+MAX_CANDIDATES = 4_000_000
+"""The most candidate pairs :class:`CandidatePairs` examines (~100 MB of indices and values at their
+peak, in blocks of :data:`PAIR_BLOCK`); a set of images denser than that gets no list, and every subset
+runs the pairwise kernel as before."""
+
+PAIR_BLOCK = 1 << 16
+"""Candidate pairs whose exact distances are computed at a time (memory O(PAIR_BLOCK·C))."""
+
+
+@dataclass
+class CandidatePairs:
+    """The different-class pairs of the whole test set with the smallest e-values S_t d_t(i, j) (S the
+    reading's ``max`` or ``min`` over depths), in the kernels' order: ascending value, ties → the
+    lexicographically smaller (i, j), i < j (rows).
+
+    Contract: every different-class pair that is not listed has S_t d_t ≥ ``bound`` > every listed value
+    (``bound`` = inf: every different-class pair is listed). So for any subset, the first listed pair with
+    both images in it is its e and pair exactly as the pairwise kernel finds them (rows keep their order in
+    a subset, so the tie rule carries over); a subset holding no listed pair needs the kernel.
+    """
+
+    n_images: int
+    value: np.ndarray  # (K,) float64
+    first: np.ndarray  # (K,) int64, first < second
+    second: np.ndarray  # (K,) int64
+    bound: float
+
+    @classmethod
+    def build(cls, probs: np.ndarray, labels: np.ndarray, over_depths: str) -> CandidatePairs | None:
+        """The list for the (N, D, C) view ``probs`` and the labels its e compares; None for ``mean``
+        (whose per-depth bound, D·r, would list far too many pairs) or beyond :data:`MAX_CANDIDATES`.
+
+        Candidates: the pairs within a radius r at a depth, found by a kd-tree (:class:`scipy.spatial.
+        cKDTree`, ``query_pairs``) at every depth for ``min`` (min_t d_t < r needs d_t < r at some t),
+        at the depth with the largest typical nearest-neighbour distance for ``max`` (max_t d_t < r needs
+        d_t < r at every t). Their S_t d_t is computed with the kernels' arithmetic
+        (:func:`resdyn.distances.squared_distance`, then the correctly rounded sqrt), and those below
+        bound = r·(1 − :data:`LIST_MARGIN`) are listed: a pair the tree left out has S_t d_t ≥ bound.
+        r starts at the median nearest-neighbour distance of ≤ 512 evenly spaced images (at the smallest
+        such median over the depths used) and grows by a quarter until :data:`PAIRS_AT_LEAST` pairs are
+        listed or r exceeds twice the data's extent (then every pair is a candidate and ``bound`` = inf).
+        """
+        from scipy.spatial import cKDTree
+
+        if over_depths not in ("max", "min"):
+            return None
+        probs = np.ascontiguousarray(probs, dtype=np.float64)
+        labels = np.asarray(labels, dtype=np.int64)
+        n_images, depths, _ = probs.shape
+        columns = [np.ascontiguousarray(probs[:, t]) for t in range(depths)]
+        trees = [cKDTree(column) for column in columns]
+        sample = np.unique(np.linspace(0, n_images - 1, min(n_images, 512)).astype(np.int64))
+        typical = np.array(
+            [np.median(tree.query(column[sample], k=2)[0][:, 1]) for tree, column in zip(trees, columns)]
+        )
+        used = [int(np.argmax(typical))] if over_depths == "max" else list(range(depths))
+        extent = max(float(np.linalg.norm(columns[t].max(axis=0) - columns[t].min(axis=0))) for t in used)
+        radius = float(min(typical[used]))
+        if not radius > 0:  # duplicates everywhere: start from the extent's scale
+            radius = extent / n_images if extent > 0 else 1.0
+        while True:
+            complete = radius > 2.0 * extent  # every pair is within r: the list holds them all
+            found = [trees[t].query_pairs(radius, output_type="ndarray") for t in used]
+            pairs = np.concatenate(found) if len(found) > 1 else found[0]
+            if len(used) > 1:
+                pairs = np.unique(pairs[:, 0].astype(np.int64) * n_images + pairs[:, 1])
+                pairs = np.stack([pairs // n_images, pairs % n_images], axis=1)
+            pairs = pairs.astype(np.int64).reshape(-1, 2)
+            pairs.sort(axis=1)  # i < j
+            pairs = pairs[labels[pairs[:, 0]] != labels[pairs[:, 1]]]
+            if len(pairs) > MAX_CANDIDATES:
+                return None
+            value = _reduce_over_depths(probs, pairs[:, 0], pairs[:, 1], over_depths)
+            bound = math.inf if complete else radius * (1.0 - LIST_MARGIN)
+            listed = value < bound
+            if complete or int(listed.sum()) >= PAIRS_AT_LEAST:
+                break
+            radius *= 1.25  # small steps: the candidates grow like r^(intrinsic dimension)
+        value, pairs = value[listed], pairs[listed]
+        order = np.lexsort((pairs[:, 1], pairs[:, 0], value))
+        return cls(n_images, value[order], pairs[order, 0].copy(), pairs[order, 1].copy(), bound)
+
+    def expansive(self, members: np.ndarray) -> tuple[float, np.ndarray] | None:
+        """e of the subset ``members`` (sorted rows) and its pair as subset rows: the first listed pair
+        with both images in it; (NaN, [−1, −1]) when the list is complete and holds none (no
+        different-class pair); None when it is not complete and holds none (e ≥ ``bound``, unknown)."""
+        inside = np.zeros(self.n_images, dtype=bool)
+        inside[members] = True
+        hit = inside[self.first] & inside[self.second]
+        k = int(np.argmax(hit)) if hit.size else 0
+        if hit.size and hit[k]:
+            pair = np.searchsorted(members, [self.first[k], self.second[k]]).astype(np.int64)
+            return float(self.value[k]), pair
+        if self.bound == math.inf:
+            return math.nan, np.full(2, -1, np.int64)
+        return None
+
+
+def _reduce_over_depths(
+    probs: np.ndarray, first: np.ndarray, second: np.ndarray, over_depths: str
+) -> np.ndarray:
+    """S_t d_t(first[k], second[k]) for S = max or min over the depths, d_t in the kernels' arithmetic
+    (sequential sum of squared differences over the classes, then sqrt), :data:`PAIR_BLOCK` pairs at a
+    time."""
+    reduce = np.maximum if over_depths == "max" else np.minimum
+    out = np.empty(first.size)
+    for begin in range(0, first.size, PAIR_BLOCK):
+        a, b = first[begin : begin + PAIR_BLOCK], second[begin : begin + PAIR_BLOCK]
+        acc = np.sqrt(distances.squared_distance(probs[a, 0], probs[b, 0]))
+        for t in range(1, probs.shape[1]):
+            acc = reduce(acc, np.sqrt(distances.squared_distance(probs[a, t], probs[b, t])))
+        out[begin : begin + PAIR_BLOCK] = acc
+    return out
+
+
 def subset_constants(
     expansive_probs: np.ndarray,
     shadowing_probs: np.ndarray,
@@ -128,6 +266,7 @@ def subset_constants(
     *,
     quantiles: Sequence[float],
     chunk: int,
+    expansive: tuple[float, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Every estimate of method §3.6 on one sample: the reading's views of its images, exactly as the
     pairwise, shadowing and constants stages compute them on the whole test set.
@@ -139,18 +278,27 @@ def subset_constants(
         reading: the estimator choices (method §3.4).
         quantiles: the curve window (``analysis.curve_quantiles``).
         chunk: block size of the kernels.
+        expansive: the sample's e and its pair (2 sample rows; NaN and [−1, −1] without a
+            different-class pair) when already known (:meth:`CandidatePairs.expansive`). The pairwise
+            kernel then runs only when the orbits need its nearest-neighbour tables.
 
     Returns:
         {g_expansive, pair (2 sample rows or None), sh_paper, orbit_start (a sample row), sh_curve,
         sh_independent}; an undefined estimate is None.
     """
     n = expansive_probs.shape[0]
-    # the sample-size stage runs on the CPU
-    result = distances.pairwise_shard(
-        expansive_probs, labels, 0, n, n_classes=n_classes, chunk=chunk, device="cpu"
-    )
-    value, pair, _ = distances.expansive_constant(result, reading.over_depths)
-    if reading.orbits == "revisit" and reading.same_view:
+    from_tables = reading.orbits == "revisit" and reading.same_view
+    result = None
+    if expansive is None or from_tables:
+        # the sample-size stage runs on the CPU
+        result = distances.pairwise_shard(
+            expansive_probs, labels, 0, n, n_classes=n_classes, chunk=chunk, device="cpu"
+        )
+    if expansive is None:
+        value, pair, _ = distances.expansive_constant(result, reading.over_depths)
+    else:
+        value, pair = expansive
+    if from_tables:
         orbits, hops = shadowing.greedy_pseudo_orbits(result.nn_index, result.nn_distance)
     else:
         orbits, hops = distances.scan_orbits(shadowing_probs, 0, n, distinct=reading.orbits == "distinct")
@@ -184,12 +332,16 @@ def sample_size_table(
     test_index: np.ndarray | None = None,
     quantiles: Sequence[float],
     chunk: int,
+    full_set: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One row per subset (columns :data:`COLUMNS`): for each size n of ``grid``, ``subsets`` stratified
     subsets (:func:`stratified_subset` of ``strata``; one for n = N) and their :func:`subset_constants`.
 
     ``test_index`` maps rows to test indices (default: the rows themselves); pairs and orbit starts are
     reported as test indices. Undefined estimates are NaN (empty in the CSV), their indices −1.
+    ``full_set``, when given, is the whole test set's :func:`subset_constants` result (rows, not test
+    indices) already computed by the pairwise, shadowing and constants stages
+    (:func:`full_set_from_constants`): the size-N row is taken from it instead of being recomputed.
     """
     n_images = expansive_probs.shape[0]
     test_index = np.arange(n_images) if test_index is None else np.asarray(test_index)
@@ -199,19 +351,27 @@ def sample_size_table(
             f"grid's smallest subset has n = {min(grid)} (raise sample_size.min_size or list larger sizes)"
         )
     jobs = [(int(n), b) for n in grid for b in range(1 if n == n_images else subsets)]
+    # The list serves e only: orbits read off the nearest-neighbour tables still need the kernel's pass.
+    lists = None
+    if not (reading.orbits == "revisit" and reading.same_view) and len(jobs) > (full_set is not None):
+        lists = CandidatePairs.build(expansive_probs, labels, reading.over_depths)
     rows = []
     for n, b in tqdm(jobs, desc="sample-size subsets", disable=None, leave=False):
         members = stratified_subset(strata, n, seed, b)
-        with _threads_for(n):
-            found = subset_constants(
-                expansive_probs[members],
-                shadowing_probs[members],
-                labels[members],
-                n_classes,
-                reading,
-                quantiles=quantiles,
-                chunk=chunk,
-            )
+        if n == n_images and full_set is not None:
+            found = dict(full_set)
+        else:
+            with _threads_for(n):
+                found = subset_constants(
+                    expansive_probs[members],
+                    shadowing_probs[members],
+                    labels[members],
+                    n_classes,
+                    reading,
+                    quantiles=quantiles,
+                    chunk=chunk,
+                    expansive=None if lists is None else lists.expansive(members),
+                )
         chosen = test_index[members]
         as_test = lambda row: -1 if row is None else int(chosen[row])  # noqa: E731, B023 (used at once)
         pair = found["pair"] or [None, None]
@@ -232,6 +392,94 @@ def sample_size_table(
     for column in ESTIMATES:
         table[column] = table[column].astype(np.float64)  # None → NaN
     return table
+
+
+def full_set_from_constants(constants: Mapping[str, Any], test_index: np.ndarray) -> dict[str, Any]:
+    """The whole test set's estimates as the run's constants.json states them (its ``g_expansive`` and
+    ``g_shadowing`` blocks, already loaded by :class:`resdyn.artifacts.Constants`), in the form of
+    :func:`subset_constants`' result: the pair and the orbit start turned from test indices back into rows
+    through ``test_index`` (row → test index, the trajectories' ``/index``).
+
+    The constants stage computed them from the same kernels on all N rows (pairs.h5, shadowing.h5), which
+    is what the size-N subset would recompute; :func:`recheck_full_set` confirms the two files agree.
+
+    Raises:
+        InputError: a test index that is not a row of these trajectories.
+    """
+    row_of = {int(t): r for r, t in enumerate(np.asarray(test_index).tolist())}
+
+    def as_row(index: Any) -> int:
+        if index is None or int(index) not in row_of:
+            raise InputError(f"test image {index!r} is not in the trajectories")
+        return row_of[int(index)]
+
+    expansive, shadow = constants["g_expansive"], constants["g_shadowing"]
+    paper = shadow["paper"]
+    number = lambda value: None if value is None else float(value)  # noqa: E731
+    return {
+        "g_expansive": number(expansive["value"]),
+        "pair": None if expansive["value"] is None else [as_row(k) for k in expansive["pair"]],
+        "sh_paper": number(paper["value"]),
+        "orbit_start": None if paper["value"] is None else as_row(paper["orbit_start"]),
+        "sh_curve": number(shadow["curve"]["value"]),
+        "sh_independent": number(shadow["independent"]["value"]),
+    }
+
+
+def recheck_full_set(
+    expansive_probs: np.ndarray,
+    shadowing_probs: np.ndarray,
+    labels: np.ndarray,
+    reading: Reading,
+    found: Mapping[str, Any],
+    *,
+    chunk: int,
+) -> dict[str, float | None]:
+    """Recompute from the trajectories, in O(N·D·C), the parts of the whole test set's estimates ``found``
+    (:func:`full_set_from_constants`) that one pair or one orbit decides, with the kernels' arithmetic:
+
+    - ``g_expansive``: S_t d_t(i, j) at the stated pair (S the reading's max, mean — the sequential sum
+      over t divided by D — or min; d_t from :func:`resdyn.distances.squared_distance` and a correctly
+      rounded sqrt), None when the pair is None and no two labels differ (else NaN, which equals nothing);
+    - ``sh_paper``: δ/ε of the pseudo-orbit from the stated orbit start, rescanned by
+      :func:`resdyn.distances.scan_orbits` (the reading's revisit or distinct rule; the same orbits and hops
+      as the nearest-neighbour tables give, bit for bit) and shadowed by
+      :func:`resdyn.shadowing.shadowing_errors` over all N images; None when ε = 0 or no start is stated.
+
+    Equal to ``found``'s values bit for bit when constants.json comes from these trajectories; a
+    difference means the files come from different inputs. (``sh_curve`` and ``sh_independent`` need
+    every orbit's ε: they are not rechecked.)
+    """
+    result: dict[str, float | None] = {}
+    labels = np.asarray(labels)
+    pair = found["pair"]
+    if pair is None:
+        result["g_expansive"] = None if np.unique(labels).size < 2 else math.nan
+    else:
+        i, j = (int(k) for k in pair)
+        per_depth = np.sqrt(distances.squared_distance(expansive_probs[i], expansive_probs[j]))
+        if labels[i] == labels[j]:
+            result["g_expansive"] = math.nan
+        elif reading.over_depths == "max":
+            result["g_expansive"] = float(per_depth.max())
+        elif reading.over_depths == "min":
+            result["g_expansive"] = float(per_depth.min())
+        else:
+            total = 0.0
+            for value in per_depth:  # sequential, as the kernel sums (numpy's sum is pairwise)
+                total += float(value)
+            result["g_expansive"] = total / per_depth.size
+    start = found["orbit_start"]
+    if start is None:
+        result["sh_paper"] = None
+    else:
+        orbit, hops = distances.scan_orbits(
+            shadowing_probs, int(start), int(start) + 1, distinct=reading.orbits == "distinct"
+        )
+        eps, _ = shadowing.shadowing_errors(shadowing_probs, orbit, 0, 1, chunk=chunk)
+        delta = hops.max(axis=1)
+        result["sh_paper"] = float(delta[0] / eps[0]) if eps[0] > 0 else None
+    return result
 
 
 SERIAL_BELOW = 2000
@@ -328,12 +576,3 @@ def summarize(
         "slope": slope,
         "reference": ref,
     }
-
-
-def full_set_row(table: pd.DataFrame, n_images: int) -> dict[str, float | None]:
-    """The estimates of the subset of size N (the whole test set), NaN as None."""
-    rows = table[table["n"] == n_images]
-    if len(rows) != 1:
-        raise InputError(f"sample size: expected one subset of size N = {n_images}, found {len(rows)}")
-    row = rows.iloc[0]
-    return {est: (None if math.isnan(row[est]) else float(row[est])) for est in ESTIMATES}

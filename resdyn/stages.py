@@ -542,7 +542,9 @@ def lipschitz(
                 images, _, _ = DatasetFile.load_split(data_path, "test")
                 states = ModelStates(model, images, device=torch_device)
             result = head_lipschitz(layers, states, solver=solver, eps=eps)
-    result["seconds"] = time.perf_counter() - started
+    # The time goes to the job's log, not into lipschitz.json: a result file must be identical for identical
+    # inputs, also when a killed job is rerun (docs/reliability.md, "Interrupted jobs").
+    log.info("Lipschitz constants of the head in %.2f s", time.perf_counter() - started)
     Lipschitz(result).save(out_path)
     return result
 
@@ -603,8 +605,12 @@ def sample_size(
 
     ``settings`` is the config's ``sample_size`` block (sizes or count and min_size, subsets, seed,
     reference; :func:`resdyn.config.sample_size_settings`). The subset of size N is the whole test set: when
-    ``constants_path`` is given its estimates must equal that constants.json exactly, else InputError
-    (the files come from different inputs) and nothing is written. Returns the summary."""
+    ``constants_path`` is given, its row is that constants.json's estimates
+    (:func:`resdyn.sample_size.full_set_from_constants`; the pairwise and shadowing stages already computed
+    them with the same kernels), not a recomputation, and the pair's e and the best-traced orbit's Sh,
+    recomputed from the trajectories (:func:`resdyn.sample_size.recheck_full_set`), must equal it exactly,
+    else InputError (the files come from different inputs) and nothing is written. Without it the whole
+    test set is computed like every subset. Returns the summary."""
     from resdyn import sample_size as ss
     from resdyn.figures import plot_sample_size
 
@@ -621,11 +627,33 @@ def sample_size(
         settings["subsets"],
         settings["seed"],
     )
+    labels = traj.class_labels(reading.labels)
+    full_set = None
+    if constants_path is not None:
+        found = Constants.load(constants_path)
+        if found.number("N", integer=True) != n_images:
+            raise InputError(
+                f"{constants_path}: N = {found.number('N', integer=True)}, but {trajectories_path} holds "
+                f"{n_images} test images: the two files come from different inputs (rerun the constants)"
+            )
+        try:
+            full_set = ss.full_set_from_constants(found.data, traj.index)
+        except InputError as err:
+            raise InputError(f"{constants_path}: {err}: the two files come from different inputs") from err
+        recomputed = ss.recheck_full_set(expansive, shadow, labels, reading, full_set, chunk=chunk)
+        for estimate, value in recomputed.items():
+            if value != full_set[estimate]:
+                key = _FULL_SET_KEYS[estimate]
+                raise InputError(
+                    f"{constants_path}: '{key}' = {full_set[estimate]!r}, but the whole test set of "
+                    f"{trajectories_path} gives {value!r} under reading '{reading.name}': the two "
+                    "files come from different inputs (rerun the constants)"
+                )
     started = time.perf_counter()
     table = ss.sample_size_table(
         expansive,
         shadow,
-        traj.class_labels(reading.labels),
+        labels,
         traj.labels,
         len(traj.class_names),
         reading,
@@ -635,18 +663,9 @@ def sample_size(
         test_index=traj.index,
         quantiles=quantiles,
         chunk=chunk,
+        full_set=full_set,
     )
     log.info("sample size: %d subsets in %.2f s", len(table), time.perf_counter() - started)
-    if constants_path is not None:
-        full = ss.full_set_row(table, n_images)
-        found = Constants.load(constants_path)
-        for estimate, key in _FULL_SET_KEYS.items():
-            if found.number(key) != full[estimate]:
-                raise InputError(
-                    f"{constants_path}: '{key}' = {found.number(key)!r}, but the whole test set of "
-                    f"{trajectories_path} gives {full[estimate]!r} under reading '{reading.name}': the two "
-                    "files come from different inputs (rerun the constants)"
-                )
     summary = ss.summarize(table, n_images, settings["reference"])
     summary["reading"] = {"name": reading.name, **reading.settings()}
     summary["settings"] = settings

@@ -4,6 +4,7 @@ import functools
 import os
 import re
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from resdyn.config import (
@@ -17,7 +18,7 @@ from resdyn.config import (
     training_settings,
 )
 from resdyn.device import gpu_may_be_present
-from resdyn.io import SHA256_CACHE_NAME
+from resdyn.io import SHA256_CACHE_NAME, remove_stale_temporaries
 from resdyn.paper_reference import paper_key
 from resdyn.runs import PROBES_FOLDER, configured_runs, last_epoch_runs, trained_runs
 
@@ -329,6 +330,22 @@ def table_outputs(stem, caption, **report_labels):
 def table_stem(wildcards, output):
     """The path shared by a table's .csv, .md and .tex, taken from the job's own output."""
     return os.path.splitext(output.csv)[0]
+
+
+def remove_temporaries_of_failed_jobs(dag):
+    """Delete the temporaries (resdyn.io.atomic_output) that killed jobs of this run left beside the
+    outputs of its jobs; called by the Snakefile's onerror handler when a run ends with a failed job.
+
+    A killed job's temporary would otherwise wait for the next write of that output, which a rerun may
+    never make: a forced gather whose shard was killed keeps its old, valid output, so the rerun needs
+    neither the gather nor the shard. Only this run's outputs are swept, not all of results/, and only
+    while this Snakemake still holds its lock on them (onerror runs inside it): another Snakemake on
+    disjoint targets may be writing its own temporaries in the same folder.
+    """
+    for job in dag.needrun_jobs(exclude_finished=False):
+        for path in job.output:
+            for stale in remove_stale_temporaries(path):
+                logger.info(f"Removed {stale}, the temporary of a killed job's output.")
 
 
 def run_report(path, category, caption, subcategory="{run}"):

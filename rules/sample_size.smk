@@ -7,7 +7,7 @@
 rule sample_size:
     input:
         trajectories=source_of("trajectories.h5"),
-        # The whole test set (the largest size) must give exactly these constants: the stage checks it.
+        # The whole test set's row (the largest size) is read from it; the stage rechecks its pair and orbit.
         constants=run_file("constants.json"),
         code=package_sources("sample_size", "distances", "shadowing", "readings", "figures"),
     output:

@@ -7,7 +7,7 @@ the same target without the hook, and compares every result file with the uninte
 
 CI runs a representative subset (:data:`CI_CASES`: each kind of writer and kill point once, the issue's
 killed pairwise shard included); RESDYN_KILL_MATRIX=full runs every rule at every point
-(:data:`RULE_TARGETS` × :data:`KILL_POINTS`, about 30 minutes on 2 cores).
+(:data:`RULE_TARGETS` × :data:`KILL_POINTS`: 66 cases, 12 min 42 s on 2 shared cores).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ RULE_TARGETS = {
     "table3": ("table3", "tables/table3.csv"),
     "readings_table": ("readings_table", "tables/readings.csv"),
     "figures": ("figures", "digits/tiny_a/figures/figure2.png"),
+    "robustness": ("robustness", "digits/tiny_a/robustness.csv"),
+    "robustness_table": ("robustness_table", "tables/robustness.csv"),
 }
 CI_CASES = [
     ("prepare_data", "rename"),
@@ -58,8 +60,16 @@ CI_CASES = [
     ("shadowing_gather", "exit"),  # three outputs written, the job killed before it exits
     ("table3", "start"),
 ]
+# robustness.csv records the wall-clock seconds of each measure, so no two runs give identical files, killed
+# or not (docs/reliability.md, "Interrupted jobs"): strict, so that the case fails once the timing is gone.
+TIMED_RESULTS = ("robustness",)
+TIMED = pytest.mark.xfail(strict=True, reason="the result file records its job's wall-clock seconds")
 CASES = (
-    [(rule, point) for rule in RULE_TARGETS for point in KILL_POINTS]
+    [
+        pytest.param(rule, point, marks=TIMED) if rule in TIMED_RESULTS else (rule, point)
+        for rule in RULE_TARGETS
+        for point in KILL_POINTS
+    ]
     if os.environ.get("RESDYN_KILL_MATRIX") == "full"
     else CI_CASES
 )
@@ -130,7 +140,12 @@ def same_result(a: Path, b: Path) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("rule", "point"), CASES, ids=[f"{r}-{p}" for r, p in CASES])
+def _case_id(case) -> str:
+    rule, point = case.values if hasattr(case, "values") else case
+    return f"{rule}-{point}"
+
+
+@pytest.mark.parametrize(("rule", "point"), CASES, ids=list(map(_case_id, CASES)))
 def test_killed_job_is_recovered_by_a_plain_rerun(tiny_run, tmp_path, rule, point):
     script, target = RULE_TARGETS[rule]
     wf = Workflow(tmp_path / "killed")

@@ -161,16 +161,27 @@ def _stage(path, folder, reading, settings=SMALL, constants=True, run=None):
     )
 
 
-@pytest.mark.parametrize(
-    "reading", [Reading(), AUTHORS, Reading("tau", temperature_expansive=1000.0)], ids=lambda r: r.name
-)
-@pytest.mark.parametrize("case", ["random", "near_duplicates", "ties"])
+WHOLE_SET_CASES = [
+    (case, reading)
+    for case in ("random", "near_duplicates", "ties")
+    for reading in (Reading(), AUTHORS, Reading("tau", temperature_expansive=1000.0))
+] + [("single_class", Reading()), ("two_images", Reading()), ("single_class", AUTHORS)]
+
+
+@pytest.mark.parametrize("case, reading", WHOLE_SET_CASES, ids=lambda x: getattr(x, "name", x))
 def test_the_whole_test_set_is_constants_json_exactly(case, reading, tmp_path):
-    """The subset of size N reproduces the sharded stages bit for bit (the stage checks it too)."""
+    """The size-N row taken from constants.json is the row the kernels recompute on all N rows, bit for
+    bit: the stage's outputs with and without constants.json are the same bytes."""
     logits, labels, n_classes = logits_case(case)
     path = write_trajectories(tmp_path / "trajectories.h5", logits, labels, n_classes)
     constants = run_reading(path, tmp_path / reading.name, reading, shards=3)
-    summary = _stage(path, tmp_path / reading.name, reading)
+    settings = SMALL | ({"min_size": 8} if reading.orbits == "distinct" else {})
+    summary = _stage(path, tmp_path / reading.name, reading, settings=settings)
+    recomputed = tmp_path / "recomputed"
+    recomputed.mkdir()
+    _stage(path, recomputed, reading, settings=settings, constants=False)
+    for name in ("sample_size.csv", "sample_size.json"):
+        assert (tmp_path / reading.name / name).read_bytes() == (recomputed / name).read_bytes()
     table = SampleSizeTable.load(tmp_path / reading.name / "sample_size.csv").table
     full = table[table["n"] == len(labels)]
     assert len(full) == 1 and full["subset"].item() == 0
@@ -191,15 +202,76 @@ def test_the_whole_test_set_is_constants_json_exactly(case, reading, tmp_path):
     assert summary["sizes"][-1]["n"] == len(labels) and summary["sizes"][-1]["subsets"] == 1
 
 
-def test_a_constants_json_of_other_inputs_is_refused(tmp_path):
+def _scale(block: str, factor: float):
+    def edit(constants: dict) -> None:
+        node = constants
+        for key in block.split("."):
+            node = node[key]
+        node["value"] *= factor
+
+    return edit
+
+
+def _other_pair(constants: dict) -> None:
+    i, j = constants["g_expansive"]["pair"]
+    constants["g_expansive"]["pair"] = [
+        i,
+        (j + 1) % constants["N"] if (j + 1) % constants["N"] != i else j + 2,
+    ]
+
+
+def _other_start(constants: dict) -> None:
+    constants["g_shadowing"]["paper"]["orbit_start"] = (
+        constants["g_shadowing"]["paper"]["orbit_start"] + 1
+    ) % 14
+
+
+def _unknown_image(constants: dict) -> None:
+    constants["g_expansive"]["pair"] = [0, 99]
+
+
+def _other_n(constants: dict) -> None:
+    constants["N"] = 15
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_scale("g_expansive", 1 + 1e-15), r"'g_expansive\.value'.*different inputs"),
+        (_other_pair, r"'g_expansive\.value'.*different inputs"),
+        (_scale("g_shadowing.paper", 1 + 1e-15), r"'g_shadowing\.paper\.value'.*different inputs"),
+        (_other_start, r"'g_shadowing\.paper\.value'.*different inputs"),
+        (_unknown_image, "test image 99 is not in the trajectories"),
+        (_other_n, "N = 15, but .* holds 14 test images"),
+    ],
+    ids=["e", "pair", "sh", "orbit_start", "unknown_image", "N"],
+)
+def test_a_constants_json_of_other_inputs_is_refused(edit, message, tmp_path):
+    """The size-N row comes from constants.json; the pair's e and the best-traced orbit's Sh, recomputed
+    from the trajectories, must equal it to the bit."""
     logits, labels, n_classes = logits_case("random")
     path = write_trajectories(tmp_path / "trajectories.h5", logits, labels, n_classes)
     constants = run_reading(path, tmp_path / "definition", Reading())
-    constants["g_expansive"]["value"] *= 1 + 1e-15
+    edit(constants)
     (tmp_path / "definition" / "constants.json").write_text(json.dumps(constants))
-    with pytest.raises(InputError, match=r"constants\.json: 'g_expansive\.value'.*different inputs"):
+    with pytest.raises(InputError, match=r"constants\.json: " + message):
         _stage(path, tmp_path / "definition", Reading())
     assert not list((tmp_path / "definition").glob("sample_size*"))
+
+
+@pytest.mark.parametrize(
+    "reading", [Reading(), AUTHORS, Reading("mean", over_depths="mean")], ids=lambda r: r.name
+)
+@pytest.mark.parametrize("case", ["random", "near_duplicates", "ties", "single_class"])
+def test_the_recheck_recomputes_the_whole_sets_pair_and_orbit(case, reading):
+    """recheck_full_set gives the whole set's subset_constants values bit for bit (rows, any reading)."""
+    logits, labels, n_classes = logits_case(case)
+    probs = softmax(logits, 1.0)
+    expansive = reading.expansive_probs(logits, probs)
+    shadow = reading.shadowing_probs(logits, probs)
+    found = ss.subset_constants(expansive, shadow, labels, n_classes, reading, quantiles=QUANTILES, chunk=4)
+    again = ss.recheck_full_set(expansive, shadow, labels, reading, found, chunk=4)
+    assert again == {"g_expansive": found["g_expansive"], "sh_paper": found["sh_paper"]}
 
 
 def test_fixed_seeds_give_identical_curves(tmp_path):
@@ -389,3 +461,105 @@ def test_readings_table_reads_each_readings_reference_size(tmp_path):
         assert table.loc[position, "g-expansive @10"] == ref["g_expansive"]["median"]
     assert table.loc[2, "Sh @10"] is None  # the paper's own row: no subsets
     tables.write_table(table, tmp_path / "readings")
+
+
+# ------------------------------------------------------------------------------------- candidate pairs
+
+
+def _clustered(n_images: int = 60, seed: int = 5) -> tuple[np.ndarray, np.ndarray, int]:
+    """Logits in a few tight clusters shared by the classes, so the closest pairs are few and crowded."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=3.0, size=(4, 5, 4))
+    logits = centres[rng.integers(0, 4, n_images)] + 0.05 * rng.normal(size=(n_images, 5, 4))
+    logits[7] = logits[3] + 1e-7  # a near-duplicate pair across classes
+    logits[12] = logits[20]  # an exact duplicate: d = 0 at every depth
+    return logits, np.arange(n_images) % 3, 3
+
+
+CANDIDATE_CASES = ["random", "near_duplicates", "ties", "single_class", "two_images", "clustered"]
+
+
+def _case(name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    return _clustered() if name == "clustered" else logits_case(name)
+
+
+@pytest.mark.parametrize("at_least", [1, 8, 10**9], ids=["tiny", "partial", "complete"])
+@pytest.mark.parametrize("over_depths", ["max", "min"])
+@pytest.mark.parametrize("case", CANDIDATE_CASES)
+def test_candidate_pairs_give_each_subsets_e_exactly(case, over_depths, at_least, monkeypatch):
+    """The list's contract against the float64 brute force: unlisted different-class pairs are ≥ bound >
+    every listed value, and a subset's first listed pair is its e and pair from pairwise_bruteforce."""
+    from resdyn import distances
+
+    monkeypatch.setattr(ss, "PAIRS_AT_LEAST", at_least)
+    logits, labels, n_classes = _case(case)
+    probs = softmax(logits, 1.0)
+    lists = ss.CandidatePairs.build(probs, labels, over_depths)
+    assert lists is not None
+    dist = np.sqrt(distances.squared_distance(probs[:, None], probs[None, :]))  # (N, N, D)
+    reduced = dist.max(axis=2) if over_depths == "max" else dist.min(axis=2)
+    listed = set(zip(lists.first.tolist(), lists.second.tolist()))
+    for i, j in zip(*np.triu_indices(len(labels), 1)):
+        if labels[i] != labels[j] and (i, j) not in listed:
+            assert reduced[i, j] >= lists.bound
+    assert np.all(lists.value < lists.bound) and np.all(lists.first < lists.second)
+    assert np.array_equal(lists.value, reduced[lists.first, lists.second])
+    rng = np.random.default_rng(1)
+    outcomes = set()
+    for _ in range(40):
+        n = int(rng.integers(2, len(labels) + 1))
+        members = np.sort(rng.choice(len(labels), size=n, replace=False))
+        got = lists.expansive(members)
+        outcomes.add(got is None)
+        if got is None:
+            continue
+        want = distances.pairwise_bruteforce(probs[members], labels[members], n_classes)
+        value, pair, _ = distances.expansive_constant(want, over_depths)
+        assert (math.isnan(got[0]) and math.isnan(value)) or got[0] == value
+        assert got[1].tolist() == pair.tolist()
+    if at_least == 10**9:  # every pair listed: always an answer
+        assert lists.bound == math.inf and outcomes == {False}
+
+
+def test_candidate_pairs_leave_the_mean_reading_to_the_kernel():
+    logits, labels, _ = logits_case("random")
+    assert ss.CandidatePairs.build(softmax(logits, 1.0), labels, "mean") is None
+
+
+@pytest.mark.parametrize(
+    "reading", [AUTHORS, Reading("tau", temperature_expansive=1000.0)], ids=lambda r: r.name
+)
+def test_tables_with_and_without_candidate_lists_are_identical(reading, monkeypatch):
+    """Subsets that hold a listed pair take e from the list, the others (forced here by a short list) run
+    the kernel: the table is the one the kernel alone gives, bit for bit."""
+    logits, labels, n_classes = _clustered(90)
+    probs = softmax(logits, 1.0)
+    expansive, shadow = reading.expansive_probs(logits, probs), reading.shadowing_probs(logits, probs)
+    grid = [8, 20, 45, 90]
+
+    def table() -> pd.DataFrame:
+        return ss.sample_size_table(
+            expansive,
+            shadow,
+            labels,
+            labels,
+            n_classes,
+            reading,
+            grid,
+            subsets=6,
+            seed=2,
+            quantiles=QUANTILES,
+            chunk=7,
+        )
+
+    monkeypatch.setattr(ss, "PAIRS_AT_LEAST", 6)
+    lists = ss.CandidatePairs.build(expansive, labels, reading.over_depths)
+    found = [
+        lists.expansive(ss.stratified_subset(labels, n, 2, b)) is not None
+        for n in grid[:-1]
+        for b in range(6)
+    ]
+    assert any(found) and not all(found)  # both routes are taken
+    with_lists = table()
+    monkeypatch.setattr(ss.CandidatePairs, "build", classmethod(lambda cls, *args: None))
+    pd.testing.assert_frame_equal(with_lists, table(), check_exact=True)

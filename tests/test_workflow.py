@@ -139,8 +139,8 @@ def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     listed = workflow.snakemake("-n").stdout
     gpu = [line.split("gpu=")[1].split(",")[0] for line in listed.splitlines() if "gpu=" in line]
-    # train, trajectories, and the pairwise shards of the definition and of config.yaml's `authors` reading
-    assert len(gpu) == 2 + 2 + 2 + 2 and set(gpu) == {"0"}
+    # train, trajectories, robustness, and the pairwise shards of the definition and of `authors`
+    assert len(gpu) == 2 + 2 + 2 + 2 + 2 and set(gpu) == {"0"}
 
 
 def test_schema_fills_defaults(workflow):
@@ -553,7 +553,7 @@ def test_relocated_checkout_reruns_nothing(tiny_run, tmp_path):
     shutil.copytree(tiny_run.root, wf.root, symlinks=True)
     assert wf.scheduled_jobs() == {}
     # The results folder alone moved to another file system path, the config pointing at it.
-    shared = tmp_path / "shared" / "results"
-    shared.parent.mkdir()
-    shutil.move(wf.path("results"), shared)
-    assert wf.scheduled_jobs("--config", f"results_dir={shared}") == {}
+    scratch = tmp_path / "scratch" / "results"
+    scratch.parent.mkdir()
+    shutil.move(wf.path("results"), scratch)
+    assert wf.scheduled_jobs("--config", f"results_dir={scratch}") == {}
