@@ -1063,6 +1063,8 @@ class _CsvTable(_Artifact):
 
     table: Any  # pandas.DataFrame
     path: str | None = None
+    # Columns that files of an earlier version hold and this one no longer writes: dropped on load.
+    RETIRED_COLUMNS: ClassVar[tuple[str, ...]] = ()
 
     def _check(self, where: str) -> None:
         raise NotImplementedError
@@ -1084,6 +1086,7 @@ class _CsvTable(_Artifact):
             table = pd.read_csv(path, float_precision="round_trip")
         except (ValueError, pd.errors.ParserError) as err:
             raise InputError(f"{path}: not a readable CSV ({err})") from None
+        table = table.drop(columns=[c for c in cls.RETIRED_COLUMNS if c in table.columns])
         artifact = cls(table, str(path))
         artifact._check(str(path))
         return artifact
@@ -1145,7 +1148,10 @@ class RobustnessTable(_CsvTable):
     """``robustness.csv`` of a trained network: one row per measure and level, the columns of
     :attr:`COLUMNS` (written by :func:`resdyn.robustness.measure_robustness`). Floats at full precision
     (``%.17g``); a measure's unused cell is empty (NaN); a minimal perturbation the attack never found
-    is ``inf``. Every row records the same ``seed`` and ``n_images``."""
+    is ``inf``. Every row records the same ``seed`` and ``n_images``. Files written before 2026-12-06 also
+    hold each measure's wall-clock ``seconds`` (now in the job's log); it is dropped on load."""
+
+    RETIRED_COLUMNS: ClassVar[tuple[str, ...]] = ("seconds",)
 
     MEASURES: ClassVar[tuple[str, ...]] = (
         "clean",
@@ -1166,7 +1172,6 @@ class RobustnessTable(_CsvTable):
         "n_failed",  # minimal: images the attack did not fool (distance inf); 0 otherwise
         "attack",  # e.g. "foolbox 3.3.4 LinfPGD steps=10 rel_stepsize=0.25"
         "seed",
-        "seconds",
     )
 
     def _check(self, where: str) -> None:

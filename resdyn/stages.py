@@ -922,7 +922,9 @@ def dynamics(
         for run, epoch in zip(runs, epochs)
     ]
     table = tables.dynamics_table(
-        keys, [Metrics.load(path) for path in metrics_paths], [Constants.load(path) for path in constants_paths]
+        keys,
+        [Metrics.load(path) for path in metrics_paths],
+        [Constants.load(path) for path in constants_paths],
     )
     tables.write_table(table, stem)
     for (dataset, model), png in figure_pngs.items():

@@ -52,7 +52,7 @@ def _robustness(clean: float, pgd: float, minimal: float) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=["measure", "level", "accuracy", "value"])
     table["accuracy_single_run"] = table["accuracy"]
     table["value_correct"] = table["value"]
-    table[["n_images", "n_failed", "seed", "seconds"]] = [50, 0, 7, 0.1]
+    table[["n_images", "n_failed", "seed"]] = [50, 0, 7]
     table["attack"] = "test"
     return table[list(RobustnessTable.COLUMNS)]
 

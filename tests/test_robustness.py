@@ -102,7 +102,7 @@ def test_minimal_perturbation_flips_the_prediction_and_undercuts_pgd(setup):
 def test_the_same_seed_gives_the_same_result(setup):
     again = robustness.measure_robustness(setup["model"], setup["images"], setup["labels"], SETTINGS)
     first = setup["result"]
-    columns = [c for c in robustness.COLUMNS if c != "seconds"]
+    columns = list(robustness.COLUMNS)
     assert again.table[columns].equals(first.table[columns])
     for norm in ("l2", "linf"):
         np.testing.assert_array_equal(again.minimal[norm], first.minimal[norm])
@@ -133,3 +133,14 @@ def test_robustness_csv_round_trip_and_checks(setup, tmp_path):
     table.drop(columns=["seed"]).to_csv(path, index=False)
     with pytest.raises(InputError, match="robustness.csv: columns"):
         RobustnessTable.load(path)
+
+
+def test_a_file_with_the_retired_seconds_column_still_loads(setup, tmp_path):
+    """robustness.csv written before the per-measure seconds moved to the job's log keep loading: the
+    column is dropped, every other cell read as written."""
+    table = setup["result"].table
+    path = tmp_path / "robustness.csv"
+    table.assign(seconds=0.25).to_csv(path, index=False, float_format="%.17g", na_rep="")
+    loaded = RobustnessTable.load(path).table
+    assert list(loaded.columns) == list(RobustnessTable.COLUMNS)
+    assert loaded.equals(table)

@@ -126,12 +126,24 @@ def test_bad_dataset_entry_fails_the_dry_run(workflow, entry, expected):
 
 def test_mnist5k_config_schedules_every_stage_of_both_models(workflow):
     jobs = workflow.scheduled_jobs("--configfile", "configs/mnist5k.yaml", "--replace-workflow-config")
-    assert jobs["prepare_data"] == 1
-    assert jobs["train"] == jobs["evaluate"] == jobs["trajectories"] == 2
+    assert jobs["prepare_data"] == 1 and jobs["train"] == 2
+    # each model's network after epochs 4, 8 and the last (16)
+    assert jobs["evaluate"] == jobs["trajectories"] == jobs["robustness"] == jobs["figures"] == 2 * 3
     # the authors' reading beside the definition (2 shards each), in the readings table with the paper's row
-    assert jobs["constants"] == 2 * 2 and jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 2 * 2
-    assert jobs["figures"] == 2 and jobs["table1"] == jobs["table2"] == jobs["table3"] == 1
-    assert jobs["readings_table"] == 1
+    assert (
+        jobs["constants"] == 2 * 3 * 2 and jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 3 * 2 * 2
+    )
+    assert jobs["table1"] == jobs["table2"] == jobs["table3"] == jobs["readings_table"] == 1
+    assert jobs["dynamics"] == jobs["robustness_table"] == 1
+
+
+def test_dynamics_config_schedules_every_epoch_of_every_replicate(workflow):
+    jobs = workflow.scheduled_jobs("--configfile", "configs/dynamics.yaml")
+    assert jobs["train"] == 2 * 2  # 2 models × 2 replicates, one training job each
+    for rule in ("evaluate", "trajectories", "lipschitz", "robustness", "figures"):
+        assert jobs[rule] == 2 * 2 * 5, rule  # × epochs 1, 2, 4, 6 and the last (8)
+    assert jobs["constants"] == 2 * 2 * 5 * 2  # × the readings definition and authors
+    assert jobs["dynamics"] == jobs["robustness_table"] == 1
 
 
 def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
@@ -139,8 +151,9 @@ def test_cpu_jobs_take_no_gpu_slot(workflow, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     listed = workflow.snakemake("-n").stdout
     gpu = [line.split("gpu=")[1].split(",")[0] for line in listed.splitlines() if "gpu=" in line]
-    # train, trajectories, robustness, and the pairwise shards of the definition and of `authors`
-    assert len(gpu) == 2 + 2 + 2 + 2 + 2 and set(gpu) == {"0"}
+    # train (once per model), and per trained network (epochs 2, 4 and the last) trajectories, robustness,
+    # and the pairwise shards of the definition and of `authors`
+    assert len(gpu) == 2 + 2 * 3 * (1 + 1 + 2) and set(gpu) == {"0"}
 
 
 def test_schema_fills_defaults(workflow):
@@ -148,7 +161,8 @@ def test_schema_fills_defaults(workflow):
     del config["analysis"]
     workflow.write_config(config)
     jobs = workflow.scheduled_jobs()
-    assert jobs["pairwise_shard"] == 2 * 3 * 4  # 2 models × 3 readings × the schema's default shard count
+    # 2 models × 2 epochs (checkpoint 1, the last) × 3 readings × the schema's default shard count
+    assert jobs["pairwise_shard"] == 2 * 2 * 3 * 4
 
 
 def test_tiny_run_produces_every_output(tiny_run):
@@ -215,7 +229,9 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert not (epoch / "train_log.csv").exists()
         last, first = ModelCheckpoint.load(run / "model.pt"), ModelCheckpoint.load(epoch / "model.pt")
         assert not (last.state_dict["head.weight"] == first.state_dict["head.weight"]).all()
-        dynamics = pd.read_csv(tiny_run.path("results", "tables", "dynamics.csv"))
+        dynamics = pd.read_csv(
+            tiny_run.path("results", "tables", "dynamics.csv"), float_precision="round_trip"
+        )
         rows = dynamics[dynamics["Model"] == model]
         assert list(zip(rows["Reading"], rows["Epoch"])) == [
             (reading, epoch) for reading in ("definition", "authors", "probes") for epoch in (1, 2)
@@ -318,7 +334,7 @@ def test_changing_one_models_training_reruns_only_that_model(tiny_run):
     config["models"]["tiny_b"]["training"] = {"epochs": 3}
     tiny_run.write_config(config, "changed.yaml")
     jobs = tiny_run.scheduled_jobs("--configfile", "changed.yaml", "--replace-workflow-config")
-    assert jobs["train"] == 1 and jobs["constants"] == 3  # tiny_b's 3 readings
+    assert jobs["train"] == 1 and jobs["constants"] == 2 * 3  # tiny_b's 2 epochs × 3 readings
     assert "prepare_data" not in jobs
     listed = tiny_run.snakemake("-n", "--configfile", "changed.yaml", "--replace-workflow-config").stdout
     assert "results/digits/tiny_b/model.pt" in listed
@@ -360,8 +376,8 @@ def test_changed_labels_reach_the_gather_even_when_a_shard_job_dies(tiny_run, tm
     wf.write_config(config, "predicted.yaml")
     args = ("--configfile", "predicted.yaml", "--replace-workflow-config")
     jobs = wf.scheduled_jobs(*args)
-    # every reading takes analysis.labels: 2 models × 3 readings, 3 shards each
-    assert jobs["pairwise_gather"] == 6 and jobs["pairwise_shard"] == 3 * 6 and jobs["constants"] == 6
+    # every reading takes analysis.labels: 2 models × 2 epochs × 3 readings, 3 shards each
+    assert jobs["pairwise_gather"] == 12 and jobs["pairwise_shard"] == 3 * 12 and jobs["constants"] == 12
     # A shard job that died leaves no shard file: the gather still reruns, so every shard reruns.
     wf.snakemake(*args, "--until", "pairwise_shard")
     for shard in wf.path("results").rglob("shards/pairs_*.h5"):
@@ -386,6 +402,7 @@ READING_RULES = {
     "sample_size",
     "readings_table",
     "robustness_table",
+    "dynamics",
     "all",
 }
 
@@ -396,7 +413,7 @@ def test_changing_one_reading_reruns_only_that_reading(tiny_run):
     tiny_run.write_config(config, "changed.yaml")
     args = ("--configfile", "changed.yaml", "--replace-workflow-config")
     jobs = tiny_run.scheduled_jobs(*args)
-    assert set(jobs) <= READING_RULES and jobs["constants"] == 2
+    assert set(jobs) <= READING_RULES and jobs["constants"] == 2 * 2  # 2 models × 2 epochs
     outputs = scheduled_outputs(tiny_run, *args)
     assert "readings/authors/constants.json" in outputs and "readings/probes/" not in outputs
 
@@ -408,7 +425,7 @@ def test_adding_a_reading_runs_only_its_jobs(tiny_run):
     args = ("--configfile", "added.yaml", "--replace-workflow-config")
     jobs = tiny_run.scheduled_jobs(*args)
     assert set(jobs) <= READING_RULES
-    assert jobs["pairwise_shard"] == 6 and jobs["constants"] == 2  # 2 models × 3 shards
+    assert jobs["pairwise_shard"] == 12 and jobs["constants"] == 4  # 2 models × 2 epochs, 3 shards each
     outputs = scheduled_outputs(tiny_run, *args)
     assert "readings/hot/" in outputs and "readings/authors/" not in outputs
 
@@ -420,7 +437,7 @@ def test_changing_the_probe_settings_reruns_only_the_probes_reading(tiny_run):
     args = ("--configfile", "probes.yaml", "--replace-workflow-config")
     jobs = tiny_run.scheduled_jobs(*args)
     probe_rules = {"probes", "probe_trajectories", "probe_lipschitz", "probes_figure"}
-    assert set(jobs) <= READING_RULES | probe_rules and jobs["probes"] == 2
+    assert set(jobs) <= READING_RULES | probe_rules and jobs["probes"] == 2 * 2  # 2 models × 2 epochs
     outputs = scheduled_outputs(tiny_run, *args)
     assert "readings/probes/constants.json" in outputs and "readings/authors/" not in outputs
 
@@ -452,7 +469,7 @@ def test_changing_the_sample_size_settings_reruns_only_that_stage(tiny_run):
     tiny_run.write_config(config, "changed.yaml")
     jobs = tiny_run.scheduled_jobs("--configfile", "changed.yaml", "--replace-workflow-config")
     assert set(jobs) == {"sample_size", "table2", "readings_table", "all"}
-    assert jobs["sample_size"] == 2 * 3  # 2 models × 3 readings
+    assert jobs["sample_size"] == 2 * 2 * 3  # 2 models × 2 epochs × 3 readings
 
 
 def test_names_that_join_alike_never_share_a_file(workflow):
@@ -470,12 +487,13 @@ def test_names_that_join_alike_never_share_a_file(workflow):
 
 def test_replicates_run_every_reading_under_their_own_folder(workflow):
     jobs = workflow.scheduled_jobs("--config", "replicates=3")
-    for rule in ("train", "evaluate", "trajectories", "lipschitz", "figures", "robustness"):
-        assert jobs[rule] == 2 * 3, rule  # 2 models × replicates 1..3
+    assert jobs["train"] == 2 * 3  # 2 models × replicates 1..3
+    for rule in ("evaluate", "trajectories", "lipschitz", "figures", "robustness"):
+        assert jobs[rule] == 2 * 3 * 3, rule  # × the epochs 2, 4 and the last
     shards = yaml.safe_load(workflow.path("config.yaml").read_text())["analysis"]["shards"]
     for rule in ("constants", "sample_size"):
-        assert jobs[rule] == 2 * 3 * 2, rule  # × the readings definition and authors
-    assert jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 3 * 2 * shards
+        assert jobs[rule] == 2 * 3 * 3 * 2, rule  # × the readings definition and authors
+    assert jobs["pairwise_shard"] == jobs["shadowing_shard"] == 2 * 3 * 3 * 2 * shards
     listed = workflow.snakemake("-n", "--config", "replicates=3").stdout
     assert "results/digits/resnet50/replicates/3/constants.json" in listed
     assert "results/digits/resnet50/replicates/3/readings/authors/constants.json" in listed
