@@ -68,7 +68,8 @@ def test_slurm_profile_gives_every_run_its_rules_resources(workflow):
     for rule in (*GPU_RULES, "shadowing_shard", "evaluate", "constants", "sample_size"):
         assert len(requests[rule]) == 1, (rule, requests[rule])
     counts = {rule: sum(1 for r, _, _ in jobs if r == rule) for rule in ("train", "constants")}
-    assert counts == {"train": 2 * 2, "constants": 2 * 2 * 2}  # models × replicates (× readings)
+    # models × replicates (× epochs 2, 4 and the last × readings)
+    assert counts == {"train": 2 * 2, "constants": 2 * 2 * 3 * 2}
 
 
 @pytest.mark.slow  # runs Snakemake (dry runs)
