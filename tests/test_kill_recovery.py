@@ -7,7 +7,7 @@ the same target without the hook, and compares every result file with the uninte
 
 CI runs a representative subset (:data:`CI_CASES`: each kind of writer and kill point once, the issue's
 killed pairwise shard included); RESDYN_KILL_MATRIX=full runs every rule at every point
-(:data:`RULE_TARGETS` × :data:`KILL_POINTS`: 69 cases, docs/reliability.md has its measured time).
+(:data:`RULE_TARGETS` × :data:`KILL_POINTS`: 69 cases, 12 min 24 s on 2 idle cores).
 """
 
 from __future__ import annotations
