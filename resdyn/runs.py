@@ -65,7 +65,7 @@ class Run:
         """``<dataset>/<model>[/replicates/<k>][/epochs/<e>]``: the trained network's files."""
         if self.epoch is None:
             return self.training_job_folder
-        return posixpath.join(self.training_job_folder, "epochs", str(self.epoch))
+        return snapshot_folder(self.training_job_folder, self.epoch)
 
     @property
     def training_job_folder(self) -> str:
@@ -160,6 +160,12 @@ class Run:
     def is_last_epoch(self) -> bool:
         """Whether the run analyses the network after its last epoch (the main run of its replicate)."""
         return self.epoch is None
+
+
+def snapshot_folder(training_job_folder: str, epoch: int) -> str:
+    """``<training job folder>/epochs/<e>``: where the network after epoch ``e`` of that training job lives
+    (the training job writes its model.pt; every other file of that network follows it there)."""
+    return posixpath.join(training_job_folder, "epochs", str(epoch))
 
 
 def config_reading(config: Mapping[str, Any], name: str) -> Reading:

@@ -20,7 +20,13 @@ from resdyn.config import (
 from resdyn.device import gpu_may_be_present
 from resdyn.io import SHA256_CACHE_NAME, remove_stale_temporaries
 from resdyn.paper_reference import paper_key
-from resdyn.runs import PROBES_FOLDER, configured_runs, last_epoch_runs, trained_runs
+from resdyn.runs import (
+    PROBES_FOLDER,
+    configured_runs,
+    last_epoch_runs,
+    snapshot_folder,
+    trained_runs,
+)
 
 # The config's meaning, not its spelling, decides what reruns: Snakemake compares each job's params by
 # repr, so key order, `1e-3` vs `0.001`, an omitted default vs the default written out, or a value from
@@ -206,7 +212,7 @@ def training_file(name):
 
 def snapshot_files(name):
     """results/{training}/epochs/<e>/<name> for every epoch of `checkpoints`: a training job's outputs."""
-    return [results("{training}", "epochs", str(epoch), name) for epoch in CHECKPOINTS]
+    return [results(snapshot_folder("{training}", epoch), name) for epoch in CHECKPOINTS]
 
 
 def checkpoint_path(wildcards, output):

@@ -150,15 +150,19 @@ def test_epoch_snapshots_equal_shorter_runs_and_survive_a_resume(data_file, unin
     trains again from scratch."""
     weights, _ = uninterrupted
     snapshots = {1: tmp_path / "e1" / "model.pt", 2: tmp_path / "e2" / "model.pt"}
-    train_from_files(
-        data_file,
-        TINY,
-        SETTINGS,
-        tmp_path / "model.pt",
-        tmp_path / "log.csv",
-        tmp_path / "ckpt.pt",
-        snapshots,
-    )
+
+    def train_job() -> None:  # the training job of the workflow: model, log, checkpoint, snapshots
+        train_from_files(
+            data_file,
+            TINY,
+            SETTINGS,
+            tmp_path / "model.pt",
+            tmp_path / "log.csv",
+            tmp_path / "ckpt.pt",
+            snapshots,
+        )
+
+    train_job()
     assert_bitwise_equal(_weights(tmp_path / "model.pt"), weights)
     for epoch, path in snapshots.items():
         assert_bitwise_equal(
@@ -170,15 +174,7 @@ def test_epoch_snapshots_equal_shorter_runs_and_survive_a_resume(data_file, unin
     # a job killed after its last epoch (the checkpoint holds both snapshots): the rerun writes them again
     for path in snapshots.values():
         path.unlink()
-    train_from_files(
-        data_file,
-        TINY,
-        SETTINGS,
-        tmp_path / "model.pt",
-        tmp_path / "log.csv",
-        tmp_path / "ckpt.pt",
-        snapshots,
-    )
+    train_job()
     assert_bitwise_equal(_weights(snapshots[1]), run_training(data_file, tmp_path / "short1b", epochs=1))
 
     # a checkpoint of a run without snapshots cannot give epoch 1's weights: training starts again
