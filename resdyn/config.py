@@ -57,6 +57,17 @@ def training_settings(
     return settings
 
 
+ROBUSTNESS_TABLE_KEYS = ("trained_accuracy",)
+"""Keys of the config's ``robustness`` block that the correlation table reads, not the attacks."""
+
+
+def attack_settings(robustness: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's ``robustness`` block without :data:`ROBUSTNESS_TABLE_KEYS`: the settings of one
+    network's attacks (:func:`resdyn.robustness.check_settings`), so that changing a table key reruns no
+    attack."""
+    return {key: value for key, value in robustness.items() if key not in ROBUSTNESS_TABLE_KEYS}
+
+
 SAMPLE_SIZE_KEYS = ("sizes", "count", "min_size", "subsets", "seed", "reference")
 
 

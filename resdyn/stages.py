@@ -863,10 +863,12 @@ def robustness_table(
     stem: PathLike,
     figure_png: PathLike,
     *,
+    trained_accuracy: float,
     n_boot: int,
     seed: int,
 ) -> Any:
-    """Rule ``robustness_table``: Spearman's ρ across runs of every constant (every reading's
+    """Rule ``robustness_table``: Spearman's ρ across runs (all, and the networks with clean accuracy ≥
+    ``trained_accuracy``) of every constant (every reading's
     constants.json, ``constants_paths[k]`` of ``runs[k]``) with every robustness measure (the robustness.csv
     of each trained network, ``robustness_paths[k]`` of ``trained_runs[k]``), its bootstrap interval and
     the number of runs (:func:`resdyn.tables.robustness_table`) → ``{stem}.csv|md|tex``; the scatter of
@@ -891,9 +893,10 @@ def robustness_table(
         found, _ = networks.setdefault(run.network, ({}, measured[run.training_folder]))
         found[run.reading.name] = Constants.load(path)
     per_run = tables.robustness_runs(networks)
-    table = tables.robustness_table(per_run, n_boot=n_boot, seed=seed)
+    table = tables.robustness_table(per_run, trained_accuracy=trained_accuracy, n_boot=n_boot, seed=seed)
     tables.write_table(table, stem)
-    rho = {(row["Constant"], row["Measure"]): row["ρ"] for _, row in table.iterrows()}
+    every_run = table[table["Networks"] == tables.ALL_NETWORKS]
+    rho = {(row["Constant"], row["Measure"]): row["ρ"] for _, row in every_run.iterrows()}
     shown = [c for c in per_run.constants if c.endswith(f"[{runs[0].reading.name}]")]
     plot_robustness_scatter(per_run.frame, shown, headline_measures(per_run.measures), rho, figure_png)
     return table

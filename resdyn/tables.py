@@ -1093,11 +1093,38 @@ def robustness_runs(
     return RobustnessRuns(frame, constants, measures)
 
 
-def robustness_table(runs: RobustnessRuns, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+ALL_NETWORKS = "all"
+"""The ``Networks`` value of the correlation over every run."""
+
+
+def trained_networks_label(trained_accuracy: float) -> str:
+    """The ``Networks`` value of the correlation over the trained networks only."""
+    return f"clean accuracy ≥ {trained_accuracy:g}"
+
+
+def robustness_table(
+    runs: RobustnessRuns, *, trained_accuracy: float = 0.5, n_boot: int = 2000, seed: int = 0
+) -> pd.DataFrame:
     """``results/tables/robustness``: Spearman's ρ of every constant (under every reading) with every
-    robustness measure across the runs, its bootstrap 95 % interval and the number of runs
-    (:func:`robustness_correlations`); with fewer than 3 runs ρ is empty and ``Reason`` says so."""
-    return robustness_correlations(runs.frame, runs.constants, runs.measures, n_boot=n_boot, seed=seed)
+    robustness measure, its bootstrap 95 % interval and the number of runs (:func:`robustness_correlations`;
+    with fewer than 3 runs ρ is empty and ``Reason`` says so), twice: across every run (``Networks`` =
+    :data:`ALL_NETWORKS`), and across the runs whose network's clean accuracy (measure
+    ``clean_accuracy``) is ≥ ``trained_accuracy`` (:func:`trained_networks_label`).
+
+    Why both: a network analysed early in training is near chance, its median minimal perturbation is 0
+    and every attack breaks it, so across epochs every constant that moves with training correlates with
+    robustness whether or not it tells equally trained networks apart; the second block asks the latter.
+    """
+    if not 0 <= trained_accuracy <= 1:
+        raise InputError(f"robustness table: trained_accuracy={trained_accuracy} must be in [0, 1]")
+    if "clean_accuracy" not in runs.measures:
+        raise InputError(f"robustness table: no clean_accuracy among the measures {runs.measures}")
+    trained = runs.frame[pd.to_numeric(runs.frame["clean_accuracy"]) >= trained_accuracy]
+    blocks = []
+    for label, frame in ((ALL_NETWORKS, runs.frame), (trained_networks_label(trained_accuracy), trained)):
+        block = robustness_correlations(frame, runs.constants, runs.measures, n_boot=n_boot, seed=seed)
+        blocks.append(block.assign(Networks=label)[["Networks", *CORRELATION_COLUMNS]])
+    return pd.concat(blocks, ignore_index=True)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 from resdyn.config import (
     FILE_SOURCES,
+    attack_settings,
     canonical_config,
     check_entries,
     data_settings,

@@ -21,7 +21,7 @@ rule robustness:
         gpu=gpu_request(config["robustness"]["device"]),
     params:
         run=trained_params,
-        settings=config["robustness"],
+        settings=attack_settings(config["robustness"]),
     script:
         "../workflow_scripts/robustness.py"
 
@@ -50,6 +50,7 @@ rule robustness_table:
         stem=table_stem,
         runs=[run.params() for run in RUNS],
         trained_runs=[run.params() for run in TRAINED_RUNS],
+        trained_accuracy=config["robustness"]["trained_accuracy"],
         n_boot=2000,
         seed=config["robustness"]["seed"],
     script:

@@ -4,10 +4,12 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.stats import spearmanr
 
 from resdyn.artifacts import Constants, RobustnessTable
 from resdyn.figures import robustness_scatter_figure
+from resdyn.io import InputError
 from resdyn.stages import headline_measures
 from resdyn.tables import robustness_correlations, robustness_runs, robustness_table
 
@@ -79,14 +81,37 @@ def test_robustness_table_reads_every_reading_and_measure(tmp_path):
     assert runs.constants[:5] == [f"{c} [definition]" for c in ("e", "Sh paper", "Sh curve", "Lip_FC", "T_g")]
     assert len(runs.constants) == 10 and list(runs.frame["T_g [authors]"]) == [v[1] / v[2] for v in values]
     table = robustness_table(runs, n_boot=200, seed=0)
-    assert len(table) == 10 * 3 and set(table["Runs"]) == {4}
-    row = table.set_index(["Constant", "Measure"]).loc[("e [definition]", "clean_accuracy")]
+    assert len(table) == 2 * 10 * 3 and set(table["Runs"]) == {4}  # every clean accuracy is ≥ 0.5
+    assert list(table["Networks"].unique()) == ["all", "clean accuracy ≥ 0.5"]
+    every = table[table["Networks"] == "all"].set_index(["Constant", "Measure"])
+    row = every.loc[("e [definition]", "clean_accuracy")]
     assert math.isclose(row["ρ"], spearmanr([v[0] for v in values], [v[3] for v in values]).statistic)
     # the same ρ under the authors' reading (e doubled keeps its ranks)
-    assert table.set_index(["Constant", "Measure"]).loc[("e [authors]", "clean_accuracy"), "ρ"] == row["ρ"]
+    assert every.loc[("e [authors]", "clean_accuracy"), "ρ"] == row["ρ"]
     two = robustness_table(robustness_runs(_networks(values[:2])))
     assert table["ρ"].notna().any() and two["ρ"].isna().all()
     assert all("only 2 run(s)" in reason for reason in two["Reason"])
+
+
+def test_trained_block_leaves_out_networks_below_the_threshold():
+    # two networks near chance (nothing survives an attack) and four trained ones whose e ranks them
+    # against their robustness: across all six e looks like a robustness measure, among the trained not
+    values = [(0.01, 1.0, 1.0, 0.1, 0.0, 0.0), (0.02, 1.0, 1.0, 0.12, 0.0, 0.0)]
+    trained = [(0.4, 1.0, 1.0, 0.99, 0.2, 0.5), (0.3, 1.0, 1.0, 0.98, 0.4, 0.6)]
+    trained += [(0.2, 1.0, 1.0, 0.97, 0.6, 0.7), (0.1, 1.0, 1.0, 0.96, 0.8, 0.8)]
+    runs = robustness_runs(_networks(values + trained))
+    table = robustness_table(runs, trained_accuracy=0.9, n_boot=200, seed=0).set_index(
+        ["Networks", "Constant", "Measure"]
+    )
+    key = ("e [definition]", "minimal_l2_median")
+    e = [v[0] for v in values + trained]
+    minimal = [v[5] for v in values + trained]
+    assert math.isclose(table.loc[("all", *key), "ρ"], spearmanr(e, minimal).statistic)
+    assert table.loc[("all", *key), "ρ"] > 0 and table.loc[("all", *key), "Runs"] == 6
+    among = table.loc[("clean accuracy ≥ 0.9", *key)]
+    assert among["Runs"] == 4 and among["ρ"] == -1.0  # e[2:] and minimal[2:] in opposite orders
+    with pytest.raises(InputError, match="trained_accuracy"):
+        robustness_table(runs, trained_accuracy=1.5)
 
 
 def test_robustness_figure_plots_each_runs_values():

@@ -8,14 +8,14 @@ import torch
 
 from resdyn import robustness
 from resdyn.artifacts import RobustnessTable
-from resdyn.config import schema_defaults
+from resdyn.config import attack_settings, schema_defaults
 from resdyn.data import images_to_tensor
 from resdyn.io import InputError
 from resdyn.model import build_model
 
 TINY = {"blocks": [1, 1, 1, 1], "width": 16}
 SETTINGS = {
-    **schema_defaults("robustness"),
+    **attack_settings(schema_defaults("robustness")),
     "noise_sigmas": [0.0, 0.1, 0.3],
     "linf_eps": [0.0, 0.005, 0.01, 0.03],
     "l2_eps": [0.0, 0.25, 0.5, 1.5],

@@ -13,6 +13,7 @@ with log_to(snakemake.log[0]):
         list(snakemake.input.robustness),
         snakemake.params.stem,
         snakemake.output.figure,
+        trained_accuracy=snakemake.params.trained_accuracy,
         n_boot=snakemake.params.n_boot,
         seed=snakemake.params.seed,
     )
