@@ -510,14 +510,27 @@ def plot_probe_accuracy(tables: Mapping[str, pd.DataFrame], out_png: PathLike, t
 ROBUSTNESS_PANEL = (3.0, 2.6)  # inches per panel
 
 
+def _rho_text(value: Any) -> str:
+    return "ρ n/a" if value is None or not math.isfinite(value) else f"ρ = {value:+.2f}"
+
+
 def robustness_scatter_figure(
-    runs: pd.DataFrame, constants: Sequence[str], measures: Sequence[str], rho: Mapping[tuple[str, str], Any]
+    runs: pd.DataFrame,
+    constants: Sequence[str],
+    measures: Sequence[str],
+    rho: Mapping[tuple[str, str], Any],
+    trained: np.ndarray | None = None,
+    rho_trained: Mapping[tuple[str, str], Any] | None = None,
 ) -> plt.Figure:
     """The scatter figure of the robustness correlation (not saved): one panel per (constant, measure),
     constants down, measures across; each point is one run (``runs``: one row per run, with a ``Run``
     column and the ``constants`` and ``measures`` columns), a run without either value is left out. The
     panel's title gives Spearman's ρ from ``rho[(constant, measure)]`` (NaN: "ρ n/a"). A constant
-    spanning two decades or more is drawn on a log axis."""
+    spanning two decades or more is drawn on a log axis.
+
+    ``trained`` (a bool per row of ``runs``), when given, splits the points: the trained networks filled
+    (the panel's first collection), the others hollow (the second), and the title adds the trained
+    networks' ρ from ``rho_trained``."""
     if not constants or not measures:
         raise InputError(
             f"robustness figure: no constants ({list(constants)}) or measures ({list(measures)})"
@@ -530,21 +543,36 @@ def robustness_scatter_figure(
         squeeze=False,
         constrained_layout=True,
     )
+    if trained is not None and len(trained) != len(runs):
+        raise InputError(f"robustness figure: {len(trained)} trained flags for {len(runs)} runs")
+    flags = pd.Series(True if trained is None else np.asarray(trained, dtype=bool), index=runs.index)
     for r, constant in enumerate(constants):
         for c, measure in enumerate(measures):
             ax = axes[r, c]
             pair = runs[[constant, measure]].apply(pd.to_numeric, errors="coerce").dropna()
-            ax.scatter(pair[measure], pair[constant], s=18, color="tab:blue")
+            done = flags[pair.index]
+            ax.scatter(pair[measure][done], pair[constant][done], s=18, color="tab:blue")
+            title = f"{_rho_text(rho.get((constant, measure), math.nan))} ({len(pair)} runs)"
+            if trained is not None:
+                ax.scatter(
+                    pair[measure][~done],
+                    pair[constant][~done],
+                    s=18,
+                    facecolors="none",
+                    edgecolors="tab:blue",
+                )
+                value = (rho_trained or {}).get((constant, measure), math.nan)
+                title += f"\ntrained: {_rho_text(value)} ({int(done.sum())})"
             if spans_decades(pair[constant].to_numpy()):
                 ax.set_yscale("log")
-            value = rho.get((constant, measure), math.nan)
-            shown = "ρ n/a" if value is None or not math.isfinite(value) else f"ρ = {value:+.2f}"
-            ax.set_title(f"{shown} ({len(pair)} runs)", fontsize=9)
+            ax.set_title(title, fontsize=9)
             ax.set_xlabel(measure, fontsize=8)
             ax.set_ylabel(constant, fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.4)
-    fig.suptitle("Constants against measured robustness (one point per run)", fontsize=11)
+    heading = "Constants against measured robustness (one point per run"
+    heading += "; hollow: clean accuracy below the trained threshold)" if trained is not None else ")"
+    fig.suptitle(heading, fontsize=11)
     return fig
 
 
@@ -554,9 +582,11 @@ def plot_robustness_scatter(
     measures: Sequence[str],
     rho: Mapping[tuple[str, str], Any],
     out_png: PathLike,
+    trained: np.ndarray | None = None,
+    rho_trained: Mapping[tuple[str, str], Any] | None = None,
 ) -> Path:
     """:func:`robustness_scatter_figure` written to ``out_png`` (``ROBUSTNESS_PANEL`` inches per panel)."""
-    return _save(robustness_scatter_figure(runs, constants, measures, rho), out_png)
+    return _save(robustness_scatter_figure(runs, constants, measures, rho, trained, rho_trained), out_png)
 
 
 DYNAMICS_PANEL = (3.6, 2.8)  # inches per panel

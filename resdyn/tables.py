@@ -968,6 +968,11 @@ def concat_tables(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
 
 CORRELATION_COLUMNS = ["Constant", "Measure", "ρ", "CI low", "CI high", "Runs", "Bootstrap used", "Reason"]
 
+MIN_RUNS_FOR_INTERVAL = 6
+"""The fewest runs that get a bootstrap interval. A resample of n runs holds about 0.63·n distinct runs, so
+below 6 the resampled ρ takes a handful of values and the percentile interval collapses (4 runs of
+configs/mnist5k.yaml gave [1, 1] for a ρ of 1): ρ is still given, the interval is not."""
+
 
 def _rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's ρ along the last axis: Pearson's correlation of the average ranks (scipy's definition);
@@ -1008,8 +1013,9 @@ def robustness_correlations(
         One row per (constant, measure): ρ (average ranks for ties, as scipy.stats.spearmanr), the
         percentile bootstrap interval (resamples in which either column is constant have no ρ and are left
         out; "Bootstrap used" counts the rest), the number of runs, and a reason where ρ is NaN: fewer than
-        3 runs, or a column whose values are all tied (its ranks carry no order). The interval is NaN too
-        when fewer than half the resamples give a ρ.
+        3 runs, or a column whose values are all tied (its ranks carry no order). The interval is NaN too,
+        with a reason, below :data:`MIN_RUNS_FOR_INTERVAL` runs and when fewer than half the resamples give
+        a ρ.
     """
     if not 0 < level < 1:
         raise InputError(f"level={level} must be in (0, 1)")
@@ -1029,6 +1035,9 @@ def robustness_correlations(
             elif np.ptp(x) == 0 or np.ptp(y) == 0:
                 tied = constant if np.ptp(x) == 0 else measure
                 row["Reason"] = f"all {n} runs tie on {tied}: no ranking to correlate"
+            elif n < MIN_RUNS_FOR_INTERVAL:
+                row["ρ"] = float(_rank_correlation(x, y))
+                row["Reason"] = f"{n} runs: too few for a bootstrap interval (needs {MIN_RUNS_FOR_INTERVAL})"
             else:
                 row["ρ"] = float(_rank_correlation(x, y))
                 draw = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))

@@ -110,6 +110,10 @@ def test_trained_block_leaves_out_networks_below_the_threshold():
     assert table.loc[("all", *key), "ρ"] > 0 and table.loc[("all", *key), "Runs"] == 6
     among = table.loc[("clean accuracy ≥ 0.9", *key)]
     assert among["Runs"] == 4 and among["ρ"] == -1.0  # e[2:] and minimal[2:] in opposite orders
+    # 4 runs: ρ, but no bootstrap interval (it would collapse to [-1, -1])
+    assert math.isnan(among["CI low"]) and math.isnan(among["CI high"]) and among["Bootstrap used"] == 0
+    assert "too few for a bootstrap interval" in among["Reason"]
+    assert math.isfinite(table.loc[("all", *key), "CI low"])  # 6 runs get one
     with pytest.raises(InputError, match="trained_accuracy"):
         robustness_table(runs, trained_accuracy=1.5)
 
@@ -133,3 +137,28 @@ def test_robustness_figure_plots_each_runs_values():
             points = axes[r, c].collections[0].get_offsets()
             np.testing.assert_array_equal(points, runs.frame[[measure, constant]].to_numpy(float))
     assert axes[0, 0].get_title() == "ρ = +0.50 (3 runs)" and axes[1, 2].get_title() == "ρ n/a (3 runs)"
+
+
+def test_robustness_figure_marks_the_networks_below_the_trained_threshold():
+    values = [
+        (0.01, 1.0, 2.0, 0.1, 0.0, 0.0),
+        (0.3, 1.2, 1.0, 0.95, 0.6, 0.2),
+        (0.2, 0.9, 3.0, 0.97, 0.8, 0.5),
+    ]
+    runs = robustness_runs(_networks(values))
+    trained = np.array([False, True, True])
+    figure = robustness_scatter_figure(
+        runs.frame,
+        ["e [definition]"],
+        ["minimal_l2_median"],
+        {("e [definition]", "minimal_l2_median"): 0.5},
+        trained,
+        {("e [definition]", "minimal_l2_median"): -1.0},
+    )
+    (ax,) = figure.axes
+    filled, hollow = ax.collections
+    columns = ["minimal_l2_median", "e [definition]"]
+    np.testing.assert_array_equal(filled.get_offsets(), runs.frame[columns].to_numpy(float)[1:])
+    np.testing.assert_array_equal(hollow.get_offsets(), runs.frame[columns].to_numpy(float)[:1])
+    assert len(hollow.get_facecolors()) == 0 or hollow.get_facecolors()[0][3] == 0  # no fill
+    assert ax.get_title() == "ρ = +0.50 (3 runs)\ntrained: ρ = -1.00 (2)"

@@ -242,12 +242,24 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert at_1["Sh"] == found["g_shadowing"]["independent"]["value"]
         assert at_1["Test accuracy"] == json.loads((epoch / "metrics.json").read_text())["accuracy"]
         assert tiny_run.path("results", "figures", "digits", f"dynamics_{model}.png").stat().st_size > 0
-    # the correlation runs over every trained network: 2 models × 2 epochs
+    # the correlation runs over every trained network (2 models × 2 epochs), then over those with a
+    # clean accuracy of at least robustness.trained_accuracy (0.5)
     correlations = pd.read_csv(tiny_run.path("results", "tables", "robustness.csv"))
-    assert set(correlations["Runs"]) == {4}
-    assert (correlations["ρ"].notna() | correlations["Reason"].str.contains("tie")).all()
-    # 5 constants × 3 readings × (clean, noise@0.3, pgd_linf@0.05, pgd_l2@1, minimal_l2)
-    assert len(correlations) == 5 * 3 * 5
+    every = correlations[correlations["Networks"] == "all"]
+    assert set(every["Runs"]) == {4}
+    assert (every["ρ"].notna() | every["Reason"].str.contains("tie")).all()
+    clean = [
+        RobustnessTable.load(folder / "robustness.csv").measures()["clean_accuracy"]
+        for model in ("tiny_a", "tiny_b")
+        for folder in (
+            tiny_run.path("results", "digits", model),
+            tiny_run.path("results", "digits", model, "epochs", "1"),
+        )
+    ]
+    among_trained = correlations[correlations["Networks"] == "clean accuracy ≥ 0.5"]
+    assert set(among_trained["Runs"]) == {sum(value >= 0.5 for value in clean)}
+    # 2 blocks × 5 constants × 3 readings × (clean, noise@0.3, pgd_linf@0.05, pgd_l2@1, minimal_l2)
+    assert len(every) == len(among_trained) == 5 * 3 * 5
     assert tiny_run.path("results", "figures", "robustness.png").stat().st_size > 0
     for name in ("table1", "table2", "table3", "readings", "robustness", "dynamics"):
         for ext in ("csv", "md", "tex"):
