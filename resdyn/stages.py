@@ -895,13 +895,9 @@ def robustness_table(
     per_run = tables.robustness_runs(networks)
     table = tables.robustness_table(per_run, trained_accuracy=trained_accuracy, n_boot=n_boot, seed=seed)
     tables.write_table(table, stem)
-    rho = {
-        (label, row["Constant"], row["Measure"]): row["ρ"]
-        for label, row in zip(table["Networks"], table.to_dict("records"))
-    }
-    every_run = {key[1:]: value for key, value in rho.items() if key[0] == tables.ALL_NETWORKS}
-    among_trained = {key[1:]: value for key, value in rho.items() if key[0] != tables.ALL_NETWORKS}
-    trained = per_run.frame["clean_accuracy"].to_numpy(dtype=float) >= trained_accuracy
+    every_run = tables.correlations_of(table, tables.ALL_NETWORKS)
+    among_trained = tables.correlations_of(table, tables.trained_networks_label(trained_accuracy))
+    trained = tables.trained_networks(per_run, trained_accuracy)
     shown = [c for c in per_run.constants if c.endswith(f"[{runs[0].reading.name}]")]
     measures = headline_measures(per_run.measures)
     plot_robustness_scatter(per_run.frame, shown, measures, every_run, figure_png, trained, among_trained)

@@ -1111,6 +1111,22 @@ def trained_networks_label(trained_accuracy: float) -> str:
     return f"clean accuracy ≥ {trained_accuracy:g}"
 
 
+def trained_networks(runs: RobustnessRuns, trained_accuracy: float) -> np.ndarray:
+    """Per row of ``runs.frame``: is its network's clean accuracy ≥ ``trained_accuracy`` (a missing one is
+    not)."""
+    if not 0 <= trained_accuracy <= 1:
+        raise InputError(f"robustness table: trained_accuracy={trained_accuracy} must be in [0, 1]")
+    if "clean_accuracy" not in runs.measures:
+        raise InputError(f"robustness table: no clean_accuracy among the measures {runs.measures}")
+    return pd.to_numeric(runs.frame["clean_accuracy"]).to_numpy(dtype=float) >= trained_accuracy
+
+
+def correlations_of(table: pd.DataFrame, networks: str) -> dict[tuple[str, str], float]:
+    """ρ by (constant, measure) of one ``Networks`` block of :func:`robustness_table`."""
+    block = table[table["Networks"] == networks]
+    return dict(zip(zip(block["Constant"], block["Measure"]), block["ρ"]))
+
+
 def robustness_table(
     runs: RobustnessRuns, *, trained_accuracy: float = 0.5, n_boot: int = 2000, seed: int = 0
 ) -> pd.DataFrame:
@@ -1124,11 +1140,7 @@ def robustness_table(
     and every attack breaks it, so across epochs every constant that moves with training correlates with
     robustness whether or not it tells equally trained networks apart; the second block asks the latter.
     """
-    if not 0 <= trained_accuracy <= 1:
-        raise InputError(f"robustness table: trained_accuracy={trained_accuracy} must be in [0, 1]")
-    if "clean_accuracy" not in runs.measures:
-        raise InputError(f"robustness table: no clean_accuracy among the measures {runs.measures}")
-    trained = runs.frame[pd.to_numeric(runs.frame["clean_accuracy"]) >= trained_accuracy]
+    trained = runs.frame[trained_networks(runs, trained_accuracy)]
     blocks = []
     for label, frame in ((ALL_NETWORKS, runs.frame), (trained_networks_label(trained_accuracy), trained)):
         block = robustness_correlations(frame, runs.constants, runs.measures, n_boot=n_boot, seed=seed)
