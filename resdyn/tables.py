@@ -1035,22 +1035,34 @@ def robustness_correlations(
             elif np.ptp(x) == 0 or np.ptp(y) == 0:
                 tied = constant if np.ptp(x) == 0 else measure
                 row["Reason"] = f"all {n} runs tie on {tied}: no ranking to correlate"
-            elif n < MIN_RUNS_FOR_INTERVAL:
-                row["ρ"] = float(_rank_correlation(x, y))
-                row["Reason"] = f"{n} runs: too few for a bootstrap interval (needs {MIN_RUNS_FOR_INTERVAL})"
             else:
                 row["ρ"] = float(_rank_correlation(x, y))
-                draw = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-                boot = _rank_correlation(x[draw], y[draw])
-                boot = boot[np.isfinite(boot)]
-                row["Bootstrap used"] = int(boot.size)
-                if boot.size >= n_boot / 2:
-                    tail = (1 - level) / 2
-                    row["CI low"], row["CI high"] = (float(q) for q in np.quantile(boot, [tail, 1 - tail]))
-                else:
-                    row["Reason"] = f"only {boot.size} of {n_boot} resamples have a ρ; no interval"
+                row |= _bootstrap_interval(x, y, n_boot=n_boot, seed=seed, level=level)
             rows.append(row)
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+
+
+def _bootstrap_interval(
+    x: np.ndarray, y: np.ndarray, *, n_boot: int, seed: int, level: float
+) -> dict[str, Any]:
+    """The percentile bootstrap interval of Spearman's ρ(x, y) over ``n_boot`` resamples of the runs drawn by
+    ``default_rng(seed)``, as the cells {CI low, CI high, Bootstrap used} of a correlation row; or, with
+    fewer than :data:`MIN_RUNS_FOR_INTERVAL` runs or fewer than half the resamples giving a ρ, no interval
+    and a ``Reason``."""
+    n = x.size
+    if n < MIN_RUNS_FOR_INTERVAL:
+        return {"Reason": f"{n} runs: too few for a bootstrap interval (needs {MIN_RUNS_FOR_INTERVAL})"}
+    draw = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot = _rank_correlation(x[draw], y[draw])
+    boot = boot[np.isfinite(boot)]
+    if boot.size < n_boot / 2:
+        return {
+            "Bootstrap used": int(boot.size),
+            "Reason": f"only {boot.size} of {n_boot} resamples have a ρ; no interval",
+        }
+    tail = (1 - level) / 2
+    low, high = np.quantile(boot, [tail, 1 - tail])
+    return {"Bootstrap used": int(boot.size), "CI low": float(low), "CI high": float(high)}
 
 
 ROBUSTNESS_CONSTANTS = {
