@@ -83,69 +83,110 @@ def _sq_query(P, t, q, acc, b0, b1):
 
 
 QUERY_TILE = 16
-"""Queries whose lower bounds share each block of points in :func:`min_max_scan`."""
+"""Query groups whose lower bounds share each block of points in :func:`min_max_scan`."""
+NEAR_SEEDS = 8
+"""Points nearest to a query group at t0 whose exact values seed the incumbent in :func:`min_max_scan`."""
 POINT_BLOCK = 512
 """Points per block in :func:`min_max_scan` (C × 512 float64: 4 MB at C = 1000, reused from cache by the
 queries of a tile instead of streamed from memory once per query)."""
 
 
 @njit(parallel=True, cache=True)
-def min_max_scan(P, X, Q, order, seed, out_value, out_index):
+def min_max_scan(P, X, Q, order, seeds, groups, out_value, out_index):
     """For every query m: min over points b of max_t sqrt(sum_c (P[t,c,b] - Q[m,t,c])^2), argmin b.
 
     ``P`` (D, C, N) and ``X`` (N, D, C) hold the same points, coordinate-major for the vectorised bound and
     point-major for the few exact checks (a strided gather of C values per depth misses the cache at large
-    C). ``order`` lists the depths, most selective first (the first one is the vectorised lower bound,
-    computed for :data:`QUERY_TILE` queries at a time over blocks of :data:`POINT_BLOCK` points);
-    ``seed[m]`` is a point whose exact value initialises the incumbent (any valid index).
-    Ties go to the smaller b.
+    C). ``order`` lists the depths, most selective first: the first one, t0, gives the vectorised lower
+    bound d_t0 ≤ max_t d_t. Queries ``groups[g]..groups[g+1]-1`` share their coordinates at t0, so each
+    group's bound is computed once (for :data:`QUERY_TILE` groups at a time over blocks of
+    :data:`POINT_BLOCK` points). Each query's incumbent starts at the best exact value among its
+    ``seeds[m]`` (any valid indices) and the group's :data:`NEAR_SEEDS` nearest points at t0; the points
+    whose bound is within the group's widest incumbent are collected once, and each query checks only
+    those, depth by depth with early abandoning. The order of the checks does not matter: ties go to the
+    smaller b explicitly, and a pruned point's value exceeds the incumbent's strictly.
     """
     D, C, N = P.shape
-    M = Q.shape[0]
+    G = groups.shape[0] - 1
     t0 = order[0]
-    n_tiles = (M + QUERY_TILE - 1) // QUERY_TILE
+    n_tiles = (G + QUERY_TILE - 1) // QUERY_TILE
     for tile in prange(n_tiles):
-        m0 = tile * QUERY_TILE
-        MT = min(QUERY_TILE, M - m0)
+        g0 = tile * QUERY_TILE
+        GT = min(QUERY_TILE, G - g0)
         S0 = np.empty((QUERY_TILE, N))
         for b0 in range(0, N, POINT_BLOCK):
             b1 = min(N, b0 + POINT_BLOCK)
-            for q in range(MT):
-                _sq_query(P, t0, Q[m0 + q, t0], S0[q], b0, b1)
-        for q in range(MT):
-            m = m0 + q
+            for q in range(GT):
+                _sq_query(P, t0, Q[groups[g0 + q], t0], S0[q], b0, b1)
+        near = np.empty(NEAR_SEEDS, dtype=np.int64)
+        near_s = np.empty(NEAR_SEEDS)
+        cand = np.empty(N, dtype=np.int64)
+        for q in range(GT):
             s0 = S0[q]
-            # incumbent from the seed
-            b_seed = seed[m]
-            smax = 0.0
-            for t in range(D):
-                s = _sq_dist(X, t, b_seed, Q, m)
-                if s > smax:
-                    smax = s
-            best = math.sqrt(smax)
-            best_b = b_seed
-            thr = _threshold(best, 0.0)
+            # the group's NEAR_SEEDS nearest points at t0: where a good incumbent usually is
+            for k in range(NEAR_SEEDS):
+                near[k] = 0
+                near_s[k] = np.inf
             for b in range(N):
-                if s0[b] > thr:
-                    continue
-                smax = s0[b]
-                alive = True
-                for k in range(1, D):
-                    s = _sq_dist(X, order[k], b, Q, m)
-                    if s > thr:
-                        alive = False
-                        break
-                    if s > smax:
-                        smax = s
-                if not alive:
-                    continue
-                v = math.sqrt(smax)
-                if v < best or (v == best and b < best_b):
-                    best = v
-                    best_b = b
-                    thr = _threshold(best, 0.0)
-            out_value[m] = best
-            out_index[m] = best_b
+                if s0[b] < near_s[NEAR_SEEDS - 1]:
+                    pos = NEAR_SEEDS - 1
+                    while pos > 0 and near_s[pos - 1] > s0[b]:
+                        near[pos] = near[pos - 1]
+                        near_s[pos] = near_s[pos - 1]
+                        pos -= 1
+                    near[pos] = b
+                    near_s[pos] = s0[b]
+            # each query's incumbent from its seeds
+            widest = 0.0
+            for m in range(groups[g0 + q], groups[g0 + q + 1]):
+                best = np.inf
+                best_b = N
+                for k in range(seeds.shape[1] + NEAR_SEEDS):
+                    b_seed = seeds[m, k] if k < seeds.shape[1] else near[k - seeds.shape[1]]
+                    smax = 0.0
+                    for t in range(D):
+                        s = _sq_dist(X, t, b_seed, Q, m)
+                        if s > smax:
+                            smax = s
+                    v = math.sqrt(smax)
+                    if v < best or (v == best and b_seed < best_b):
+                        best = v
+                        best_b = b_seed
+                out_value[m] = best
+                out_index[m] = best_b
+                widest = max(widest, _threshold(best, 0.0))
+            # the points any of the group's queries can still take (d_t0 within the widest incumbent)
+            n_cand = 0
+            for b in range(N):
+                if s0[b] <= widest:
+                    cand[n_cand] = b
+                    n_cand += 1
+            for m in range(groups[g0 + q], groups[g0 + q + 1]):
+                best = out_value[m]
+                best_b = out_index[m]
+                thr = _threshold(best, 0.0)
+                for k in range(n_cand):
+                    b = cand[k]
+                    if s0[b] > thr:
+                        continue
+                    smax = s0[b]
+                    alive = True
+                    for u in range(1, D):
+                        s = _sq_dist(X, order[u], b, Q, m)
+                        if s > thr:
+                            alive = False
+                            break
+                        if s > smax:
+                            smax = s
+                    if not alive:
+                        continue
+                    v = math.sqrt(smax)
+                    if v < best or (v == best and b < best_b):
+                        best = v
+                        best_b = b
+                        thr = _threshold(best, 0.0)
+                out_value[m] = best
+                out_index[m] = best_b
 
 
 # Relative margins on squared distances: s < best·_LOW certainly gives sqrt(s) < sqrt(best) after rounding,
@@ -430,7 +471,6 @@ def pair_t_star(probs, pairs, out):
     """out[k] = argmax_t sqrt(Σ_c (probs[i, t, c] − probs[j, t, c])²) for (i, j) = pairs[k] (sequential sum
     over c, ties → smaller t, as ``np.argmax`` of the reference's distances); −1 where i < 0."""
     D = probs.shape[1]
-    C = probs.shape[2]
     for k in prange(pairs.shape[0]):
         i = pairs[k, 0]
         j = pairs[k, 1]
@@ -440,69 +480,83 @@ def pair_t_star(probs, pairs, out):
         best = -1.0
         best_t = -1
         for t in range(D):
-            s = 0.0
-            for c in range(C):
-                d = probs[i, t, c] - probs[j, t, c]
-                s += d * d
-            v = math.sqrt(s)
+            v = math.sqrt(_sq_dist(probs, t, i, probs, j))
             if v > best:
                 best = v
                 best_t = t
         out[k] = best_t
 
 
-ORBIT_TILE = 16
-"""Pseudo-orbits advanced by one task of :func:`orbit_scan` (their scratch is allocated once per tile)."""
+@njit(parallel=True, cache=True)
+def pair_reduce(probs, first, second, use_max, out):
+    """out[k] = max_t (or min_t, ``use_max`` false) sqrt(Σ_c (probs[i, t, c] − probs[j, t, c])²) for
+    (i, j) = (first[k], second[k]), the sum sequential over c (the module's arithmetic)."""
+    D = probs.shape[1]
+    for k in prange(first.shape[0]):
+        i = first[k]
+        j = second[k]
+        acc = 0.0
+        for t in range(D):
+            v = math.sqrt(_sq_dist(probs, t, i, probs, j))
+            if t == 0 or (v > acc if use_max else v < acc):
+                acc = v
+        out[k] = acc
+
+
+NEAREST_TILE = 16
+"""Query images handled by one task of :func:`nearest_scan` (their scratch is allocated once per tile)."""
 
 
 @njit(parallel=True, cache=True)
-def orbit_scan(P, start, distinct, out_orbits, out_hops):
-    """Greedy pseudo-orbits from the images ``start..start+M-1`` (M = ``out_orbits.shape[0]``), each hop
-    found by scanning all N images: a_{t+1} = argmin over allowed j of sqrt(Σ_c (P[t+1, c, j] −
-    P[t+1, c, a_t])²), ties → the smaller j; allowed: j ≠ a_t, or (``distinct``) j ∉ {a_0..a_t}.
+def nearest_scan(P, depth, queries, out_index, out_value):
+    """The K = ``out_index.shape[1]`` nearest images of every query image at one depth, by scanning all N:
+    for query a = ``queries[m]``, the images j ≠ a in increasing order of (sqrt(Σ_c (P[depth, c, j] −
+    P[depth, c, a])²), j) — equal distances to the smaller j — with their distances; −1 / inf past the
+    N − 1 others.
 
-    ``P`` (D, C, N) holds the points coordinate-major. The squared distances of one query to all points
-    are the module's sequential sums (:func:`_sq_query`, vectorised over j); the argmin is taken on their
-    square roots, so the orbits and hops are those of the plain float64 scan (tests/test_distances.py) bit
-    for bit. A candidate whose squared distance exceeds the incumbent's cannot win (sqrt is monotonic and
-    the comparison is strict) and is skipped unrooted.
+    ``P`` (D, C, N) holds the points coordinate-major. The squared distances of one query to all points are
+    the module's sequential sums (:func:`_sq_query`, vectorised over j) and the order is decided on their
+    square roots, so entry 0 is the argmin of the plain float64 scan bit for bit. A candidate whose squared
+    distance exceeds the K-th kept one's cannot enter (sqrt is monotonic; on an equal root the later j
+    ranks after the kept one) and is skipped unrooted.
     """
     D, C, N = P.shape
-    M = out_orbits.shape[0]
-    n_tiles = (M + ORBIT_TILE - 1) // ORBIT_TILE
+    M = queries.shape[0]
+    K = out_index.shape[1]
+    n_tiles = (M + NEAREST_TILE - 1) // NEAREST_TILE
     for tile in prange(n_tiles):
         acc = np.empty(N)
         q = np.empty(C)
-        for m in range(tile * ORBIT_TILE, min(M, (tile + 1) * ORBIT_TILE)):
-            cur = start + m
-            out_orbits[m, 0] = cur
-            for t in range(D - 1):
-                for c in range(C):
-                    q[c] = P[t + 1, c, cur]
-                _sq_query(P, t + 1, q, acc, 0, N)
-                best_s = np.inf
-                best_v = np.inf
-                best_j = -1
-                for j in range(N):
-                    s = acc[j]
-                    if s > best_s:
-                        continue
-                    v = math.sqrt(s)
-                    if not v < best_v:
-                        continue
-                    excluded = j == cur
-                    if distinct:
-                        for k in range(t + 1):
-                            if out_orbits[m, k] == j:
-                                excluded = True
-                                break
-                    if excluded:
-                        continue
-                    best_s = s
-                    best_v = v
-                    best_j = j
-                if best_j < 0:  # every image excluded: numpy's argmin of all-inf distances
-                    best_j = 0
-                out_orbits[m, t + 1] = best_j
-                out_hops[m, t] = best_v
-                cur = best_j
+        sq = np.empty(K)  # the kept entries' squared distances
+        for m in range(tile * NEAREST_TILE, min(M, (tile + 1) * NEAREST_TILE)):
+            a = queries[m]
+            for c in range(C):
+                q[c] = P[depth, c, a]
+            _sq_query(P, depth, q, acc, 0, N)
+            idx = out_index[m]
+            val = out_value[m]
+            for k in range(K):
+                idx[k] = -1
+                val[k] = np.inf
+                sq[k] = np.inf
+            kept = 0
+            for j in range(N):
+                s = acc[j]
+                if s > sq[K - 1] or j == a:
+                    continue
+                v = math.sqrt(s)
+                if kept == K and not v < val[K - 1]:
+                    continue
+                # insert after every kept entry with a root <= v (those have smaller j); when full, the
+                # K-th entry drops out
+                pos = kept if kept < K else K - 1
+                while pos > 0 and val[pos - 1] > v:
+                    idx[pos] = idx[pos - 1]
+                    val[pos] = val[pos - 1]
+                    sq[pos] = sq[pos - 1]
+                    pos -= 1
+                idx[pos] = j
+                val[pos] = v
+                sq[pos] = s
+                if kept < K:
+                    kept += 1

@@ -16,21 +16,20 @@ stage computes them again, exactly and with the same kernels, on subsets:
   (seed, n, b) only: adding a size does not move the other subsets, and every model and reading of a
   dataset sees the same subsets (paired comparisons). Rows are kept in test-set order, so ties resolve as
   in the full set. Size N is the whole test set, one subset.
-- **Estimates on a subset** (:func:`subset_constants`): the reading's (method §3.4) expansive view of the
-  subset through :func:`resdyn.distances.pairwise_shard` over all its rows, e =
-  :func:`resdyn.distances.expansive_constant` (the reading's reduction over depths) with its pair. Where
-  the orbits do not read that pass's nearest-neighbour tables (distinct orbits or a separate shadowing τ,
-  as in the authors' reading) and the reduction is max or min, e and its pair are instead the first pair
-  of :class:`CandidatePairs` (the whole set's closest different-class pairs, built once per table with a
+- **Estimates on a subset** (:func:`subset_constants`): e and its pair under the reading's (method §3.4)
+  reduction over depths. For max and min (every shipped reading) they are the first pair of
+  :class:`CandidatePairs` (the whole set's closest different-class pairs, built once per table with a
   kd-tree and certified with the kernels' arithmetic) that lies in the subset: exact, since every pair
-  left off the list is ≥ its bound > every listed value, and the pass runs only for a subset holding no
-  listed pair (measured on Fashion-MNIST at N = 10,000 under the authors' reading: every subset of ≥ 400
-  images holds one, 11–13 of the 20 of 144 images, 2–3 of the 20 of 50). The
-  pseudo-orbits of the subset's own images (read off its nearest-neighbour tables when the reading's
-  orbits may revisit and both stages see one temperature, else :func:`resdyn.distances.scan_orbits`, the
-  orbits scanned by a numba kernel),
-  their ε by :func:`resdyn.shadowing.shadowing_errors`, then Sh best tracing (``sh_paper``), the curve
-  estimate (``sh_curve``, with the analysis quantiles) and the independent pairing (``sh_independent``).
+  left off the list is ≥ its bound > every listed value. A subset holding no listed pair, and every
+  subset under the mean, runs :func:`resdyn.distances.pairwise_shard` over its rows and
+  :func:`resdyn.distances.expansive_constant` (measured on Fashion-MNIST at N = 10,000 under the authors'
+  reading: every subset of ≥ 400 images holds a listed pair, 11–13 of the 20 of 144 images, 2–3 of the
+  20 of 50). The pseudo-orbits of the subset's own images by :func:`resdyn.distances.scan_orbits` (the
+  nearest images found by scanning the subset, each image an orbit occupies scanned once; the same orbits
+  and hops as the nearest-neighbour tables of a pairwise pass, bit for bit, at 40 % of its cost on the
+  subsets of 3,466 images), their ε by :func:`resdyn.shadowing.shadowing_errors`, then Sh best tracing
+  (``sh_paper``), the curve estimate (``sh_curve``, with the analysis quantiles) and the independent
+  pairing (``sh_independent``).
   The subset of size N therefore reproduces ``constants.json`` bit for bit. The stage does not recompute
   it: the pairwise, shadowing and constants stages did, with the same kernels, so its row is read from
   constants.json (:func:`full_set_from_constants`), and :func:`recheck_full_set` recomputes, in
@@ -58,7 +57,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from resdyn import distances, shadowing
+from resdyn import _kernels, distances, shadowing
 from resdyn.artifacts import SampleSizeTable
 from resdyn.io import InputError
 from resdyn.readings import Reading
@@ -144,11 +143,10 @@ subset of n of the N images holds one of them with probability about 1 − exp(�
 
 MAX_CANDIDATES = 4_000_000
 """The most candidate pairs :class:`CandidatePairs` examines (~100 MB of indices and values at their
-peak, in blocks of :data:`PAIR_BLOCK`); a set of images denser than that gets no list, and every subset
-runs the pairwise kernel as before."""
+peak): beyond, it keeps the list of the last radius within the limit, or shrinks the radius."""
 
-PAIR_BLOCK = 1 << 16
-"""Candidate pairs whose exact distances are computed at a time (memory O(PAIR_BLOCK·C))."""
+MAX_ROUNDS = 64
+"""Radii :class:`CandidatePairs` tries before it gives up (no list: every subset runs the kernel)."""
 
 
 @dataclass
@@ -172,17 +170,21 @@ class CandidatePairs:
     @classmethod
     def build(cls, probs: np.ndarray, labels: np.ndarray, over_depths: str) -> CandidatePairs | None:
         """The list for the (N, D, C) view ``probs`` and the labels its e compares; None for ``mean``
-        (whose per-depth bound, D·r, would list far too many pairs) or beyond :data:`MAX_CANDIDATES`.
+        (whose per-depth bound, D·r, would list far too many pairs) or when no radius within
+        :data:`MAX_ROUNDS` rounds keeps the candidates within :data:`MAX_CANDIDATES`.
 
         Candidates: the pairs within a radius r at a depth, found by a kd-tree (:class:`scipy.spatial.
-        cKDTree`, ``query_pairs``) at every depth for ``min`` (min_t d_t < r needs d_t < r at some t),
-        at the depth with the largest typical nearest-neighbour distance for ``max`` (max_t d_t < r needs
-        d_t < r at every t). Their S_t d_t is computed with the kernels' arithmetic
-        (:func:`resdyn.distances.squared_distance`, then the correctly rounded sqrt), and those below
-        bound = r·(1 − :data:`LIST_MARGIN`) are listed: a pair the tree left out has S_t d_t ≥ bound.
-        r starts at the median nearest-neighbour distance of ≤ 512 evenly spaced images (at the smallest
-        such median over the depths used) and grows by a quarter until :data:`PAIRS_AT_LEAST` pairs are
-        listed or r exceeds twice the data's extent (then every pair is a candidate and ``bound`` = inf).
+        cKDTree`, ``query_pairs``) at every depth for ``min`` (min_t d_t < r needs d_t < r at some t), at
+        one depth for ``max`` (max_t d_t < r needs d_t < r at every t): the one at which the fewest of the
+        sampled different-class pairs below come within r. Their S_t d_t is computed with the kernels'
+        arithmetic (:func:`_reduce_over_depths`), and those below bound = r·(1 − :data:`LIST_MARGIN`) are
+        listed: a pair the tree left out has S_t d_t ≥ bound. r starts where the different-class pairs of
+        m ≤ 512 evenly spaced images predict twice :data:`PAIRS_AT_LEAST` listed pairs (about (N/m)² times
+        as many pairs of the whole set lie below a value as of the sample) and grows by a quarter until
+        :data:`PAIRS_AT_LEAST` pairs are listed or r exceeds twice the data's extent (then every pair is a
+        candidate and ``bound`` = inf); past :data:`MAX_CANDIDATES` candidates the last list that fitted is
+        kept (shorter, still exact) or, before any, r shrinks by a quarter. Neither the start nor the depth
+        changes the contract, only the rounds it takes.
         """
         from scipy.spatial import cKDTree
 
@@ -191,18 +193,31 @@ class CandidatePairs:
         probs = np.ascontiguousarray(probs, dtype=np.float64)
         labels = np.asarray(labels, dtype=np.int64)
         n_images, depths, _ = probs.shape
-        columns = [np.ascontiguousarray(probs[:, t]) for t in range(depths)]
-        trees = [cKDTree(column) for column in columns]
         sample = np.unique(np.linspace(0, n_images - 1, min(n_images, 512)).astype(np.int64))
-        typical = np.array(
-            [np.median(tree.query(column[sample], k=2)[0][:, 1]) for tree, column in zip(trees, columns)]
-        )
-        used = [int(np.argmax(typical))] if over_depths == "max" else list(range(depths))
-        extent = max(float(np.linalg.norm(columns[t].max(axis=0) - columns[t].min(axis=0))) for t in used)
-        radius = float(min(typical[used]))
+        first, second = np.triu_indices(sample.size, 1)
+        first, second = sample[first], sample[second]
+        across = labels[first] != labels[second]
+        first, second = first[across], second[across]
+        # The sample's own different-class pairs predict the radius that lists enough pairs: about
+        # (N/m)² times as many pairs of the whole set fall below a value as of the m sampled images.
+        sampled = np.sort(_reduce_over_depths(probs, first, second, over_depths))
+        wanted = math.ceil(2 * PAIRS_AT_LEAST * (sample.size / n_images) ** 2)
+        radius = float(sampled[min(wanted, sampled.size) - 1]) * 1.01 if sampled.size else 0.0
+        if over_depths == "max":  # the depth that lets the fewest sampled pairs through at that radius
+            at_depth = [
+                _reduce_over_depths(np.ascontiguousarray(probs[:, t : t + 1]), first, second, "max")
+                for t in range(depths)
+            ]
+            passing = [int(np.count_nonzero(d < radius)) for d in at_depth]
+            used = [int(np.argmin(passing))]
+        else:
+            used = list(range(depths))
+        trees = {t: cKDTree(np.ascontiguousarray(probs[:, t])) for t in used}
+        extent = max(float(np.linalg.norm(probs[:, t].max(axis=0) - probs[:, t].min(axis=0))) for t in used)
         if not radius > 0:  # duplicates everywhere: start from the extent's scale
             radius = extent / n_images if extent > 0 else 1.0
-        while True:
+        kept = None  # (values, pairs, bound) of the last radius whose candidates fitted
+        for _ in range(MAX_ROUNDS):
             complete = radius > 2.0 * extent  # every pair is within r: the list holds them all
             found = [trees[t].query_pairs(radius, output_type="ndarray") for t in used]
             pairs = np.concatenate(found) if len(found) > 1 else found[0]
@@ -213,14 +228,20 @@ class CandidatePairs:
             pairs.sort(axis=1)  # i < j
             pairs = pairs[labels[pairs[:, 0]] != labels[pairs[:, 1]]]
             if len(pairs) > MAX_CANDIDATES:
-                return None
+                if kept is not None:  # a shorter list is still exact: keep the last one that fitted
+                    break
+                radius /= 1.25
+                continue
             value = _reduce_over_depths(probs, pairs[:, 0], pairs[:, 1], over_depths)
             bound = math.inf if complete else radius * (1.0 - LIST_MARGIN)
             listed = value < bound
+            kept = (value[listed], pairs[listed], bound)
             if complete or int(listed.sum()) >= PAIRS_AT_LEAST:
                 break
             radius *= 1.25  # small steps: the candidates grow like r^(intrinsic dimension)
-        value, pairs = value[listed], pairs[listed]
+        if kept is None:
+            return None
+        value, pairs, bound = kept
         order = np.lexsort((pairs[:, 1], pairs[:, 0], value))
         return cls(n_images, value[order], pairs[order, 0].copy(), pairs[order, 1].copy(), bound)
 
@@ -244,16 +265,17 @@ def _reduce_over_depths(
     probs: np.ndarray, first: np.ndarray, second: np.ndarray, over_depths: str
 ) -> np.ndarray:
     """S_t d_t(first[k], second[k]) for S = max or min over the depths, d_t in the kernels' arithmetic
-    (sequential sum of squared differences over the classes, then sqrt), :data:`PAIR_BLOCK` pairs at a
-    time."""
-    reduce = np.maximum if over_depths == "max" else np.minimum
+    (sequential sum of squared differences over the classes, then sqrt; a numba kernel, O(1) memory per
+    pair)."""
     out = np.empty(first.size)
-    for begin in range(0, first.size, PAIR_BLOCK):
-        a, b = first[begin : begin + PAIR_BLOCK], second[begin : begin + PAIR_BLOCK]
-        acc = np.sqrt(distances.squared_distance(probs[a, 0], probs[b, 0]))
-        for t in range(1, probs.shape[1]):
-            acc = reduce(acc, np.sqrt(distances.squared_distance(probs[a, t], probs[b, t])))
-        out[begin : begin + PAIR_BLOCK] = acc
+    if first.size:
+        _kernels.pair_reduce(
+            probs,
+            np.ascontiguousarray(first, dtype=np.int64),
+            np.ascontiguousarray(second, dtype=np.int64),
+            over_depths == "max",
+            out,
+        )
     return out
 
 
@@ -279,27 +301,24 @@ def subset_constants(
         quantiles: the curve window (``analysis.curve_quantiles``).
         chunk: block size of the kernels.
         expansive: the sample's e and its pair (2 sample rows; NaN and [−1, −1] without a
-            different-class pair) when already known (:meth:`CandidatePairs.expansive`). The pairwise
-            kernel then runs only when the orbits need its nearest-neighbour tables.
+            different-class pair) when already known (:meth:`CandidatePairs.expansive`); else the
+            pairwise kernel runs over the sample.
 
     Returns:
         {g_expansive, pair (2 sample rows or None), sh_paper, orbit_start (a sample row), sh_curve,
         sh_independent}; an undefined estimate is None.
     """
     n = expansive_probs.shape[0]
-    from_tables = reading.orbits == "revisit" and reading.same_view
     result = None
-    if expansive is None or from_tables:
-        # the sample-size stage runs on the CPU
+    if expansive is None:  # the sample-size stage runs on the CPU
         result = distances.pairwise_shard(
             expansive_probs, labels, 0, n, n_classes=n_classes, chunk=chunk, device="cpu"
         )
-    if expansive is None:
         value, pair, _ = distances.expansive_constant(result, reading.over_depths)
     else:
         value, pair = expansive
-    if from_tables:
-        orbits, hops = shadowing.greedy_pseudo_orbits(result.nn_index, result.nn_distance)
+    if result is not None and reading.orbits == "revisit" and reading.same_view:
+        orbits, hops = shadowing.greedy_pseudo_orbits(result.nn_index, result.nn_distance)  # already paid
     else:
         orbits, hops = distances.scan_orbits(shadowing_probs, 0, n, distinct=reading.orbits == "distinct")
     eps, b_star = shadowing.shadowing_errors(shadowing_probs, orbits, 0, n, chunk=chunk)
@@ -351,9 +370,8 @@ def sample_size_table(
             f"grid's smallest subset has n = {min(grid)} (raise sample_size.min_size or list larger sizes)"
         )
     jobs = [(int(n), b) for n in grid for b in range(1 if n == n_images else subsets)]
-    # The list serves e only: orbits read off the nearest-neighbour tables still need the kernel's pass.
     lists = None
-    if not (reading.orbits == "revisit" and reading.same_view) and len(jobs) > (full_set is not None):
+    if len(jobs) > (full_set is not None):
         lists = CandidatePairs.build(expansive_probs, labels, reading.over_depths)
     rows = []
     for n, b in tqdm(jobs, desc="sample-size subsets", disable=None, leave=False):

@@ -134,9 +134,10 @@ def shadowing_errors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shadowing error ε and shadowing image b* of orbits ``start..stop-1``.
 
-    ε(ξ) = min_b max_t ‖p_t(b) − q_t‖₂ with q_t = p_t(a_t), ties → smaller b (method §3.2). Each orbit
-    is computed on its own by :func:`resdyn.distances.min_max_distance` (float64, from differences), so
-    the result is identical for any split of 0..N into shards; ``chunk`` bounds its memory.
+    ε(ξ) = min_b max_t ‖p_t(b) − q_t‖₂ with q_t = p_t(a_t), ties → smaller b (method §3.2). Each orbit's
+    value is exact and its own (:func:`resdyn.distances.min_max_distance`, float64, from differences;
+    orbits that coincide at the pruning depth share its sweep, and each orbit's start image seeds its
+    search), so the result is identical for any split of 0..N into shards; ``chunk`` bounds its memory.
 
     Args:
         probs: (N, T+1, C) float64 probability trajectories.
@@ -164,7 +165,7 @@ def shadowing_errors(
         raise InputError("probs contain NaN or inf")
     block = orbits[start:stop]
     queries = probs[block, np.arange(depths)[None, :]]  # q_t = p_t(a_t): (M, T+1, C)
-    eps, b_star = min_max_distance(queries, probs, chunk=chunk)
+    eps, b_star = min_max_distance(queries, probs, chunk=chunk, seeds=block[:, :1])
     return np.asarray(eps, dtype=np.float64), np.asarray(b_star, dtype=np.int64)
 
 

@@ -421,6 +421,38 @@ def test_min_max_distance_random_and_orbit_like():
             np.testing.assert_array_equal(index, ref_index)
 
 
+@pytest.mark.parametrize("ties", [False, True], ids=["generic", "ties"])
+def test_min_max_distance_of_merged_orbits_with_seeds(ties):
+    """Queries that share their coordinates at the pruning depth share its sweep: greedy orbits on
+    clustered points merge (many equal q_t0), and with rounded probabilities and duplicates many values
+    tie. Every value and index equals the brute force for any chunk and any seeds."""
+    rng = np.random.default_rng(12)
+    centres = rng.dirichlet(np.ones(5), size=(4, 6))
+    points = centres[rng.integers(0, 4, 160)] + 0.02 * rng.random((160, 6, 5))
+    points /= points.sum(axis=2, keepdims=True)
+    if ties:
+        points = np.round(points, 2)
+        points[100:120] = points[10:30]
+    orbits, _ = distances.scan_orbits(points, 0, 160)
+    queries = points[orbits, np.arange(6)]
+    t0 = distances._depth_order(np.ascontiguousarray(points.transpose(1, 2, 0)))[0]
+    assert len(np.unique(orbits[:, t0])) < 80  # merged orbits: shared sweeps are exercised
+    ref_value, ref_index = min_max_distance_bruteforce(queries, points)
+    for chunk in (1, 13, 1000):
+        for seeds in (None, orbits[:, :1], rng.integers(0, 160, size=(160, 3))):
+            value, index = min_max_distance(queries, points, chunk=chunk, seeds=seeds)
+            np.testing.assert_array_equal(value, ref_value)
+            np.testing.assert_array_equal(index, ref_index)
+
+
+def test_min_max_distance_names_bad_seeds():
+    points = np.zeros((3, 2, 2))
+    with pytest.raises(InputError, match="seeds must be"):
+        min_max_distance(np.zeros((2, 2, 2)), points, seeds=np.zeros((3, 1), np.int64))
+    with pytest.raises(InputError, match="seeds hold point indices outside 0..2"):
+        min_max_distance(np.zeros((2, 2, 2)), points, seeds=np.full((2, 1), 3))
+
+
 def test_min_max_distance_ties_go_to_the_smaller_index():
     rng = np.random.default_rng(1)
     points = rng.dirichlet(np.ones(3), size=(60, 4))
@@ -537,6 +569,34 @@ def test_scan_orbits_equal_the_bruteforce(distinct, ties):
         assert all(len(set(orbit)) == len(orbit) for orbit in found[0])
     empty = distances.scan_orbits(probs, 5, 5, distinct=distinct)
     assert empty[0].shape == (0, 6) and empty[1].shape == (0, 5)
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["generic", "ties"])
+@pytest.mark.parametrize("width", [1, 4, 40])
+def test_nearest_scan_lists_the_k_nearest_in_order(ties, width):
+    """The kernel behind scan_orbits: for each query image its ``width`` nearest other images at one depth,
+    ordered by (distance, index) exactly as a stable sort of the float64 brute force, −1 / inf past the
+    N − 1 others."""
+    from resdyn import _kernels
+
+    rng = np.random.default_rng(13)
+    probs, _ = random_trajectories(rng, 30, depths=3, classes=4)
+    if ties:
+        probs = np.round(probs, 1)
+        probs[20:25] = probs[0:5]
+    cmajor = np.ascontiguousarray(probs.transpose(1, 2, 0))
+    queries = np.array([0, 3, 3, 29, 20], dtype=np.int64)
+    for depth in range(3):
+        index = np.empty((len(queries), width), np.int64)
+        value = np.empty((len(queries), width))
+        _kernels.nearest_scan(cmajor, depth, queries, index, value)
+        for row, a in enumerate(queries):
+            dist = np.sqrt(distances.squared_distance(probs[a, depth], probs[:, depth]))
+            others = [j for j in np.argsort(dist, kind="stable") if j != a][:width]
+            kept = len(others)
+            assert index[row, :kept].tolist() == others
+            np.testing.assert_array_equal(value[row, :kept], dist[others])
+            assert (index[row, kept:] == -1).all() and np.isinf(value[row, kept:]).all()
 
 
 def test_scan_orbits_rejects_bad_input_by_name():

@@ -521,13 +521,38 @@ def test_candidate_pairs_give_each_subsets_e_exactly(case, over_depths, at_least
         assert lists.bound == math.inf and outcomes == {False}
 
 
+@pytest.mark.parametrize("limit", [3, 12, 40])
+@pytest.mark.parametrize("over_depths", ["max", "min"])
+def test_candidate_pairs_within_the_candidate_limit_keep_the_contract(over_depths, limit, monkeypatch):
+    """Past MAX_CANDIDATES the list keeps the last radius that fitted, or shrinks before any fitted: the
+    list is shorter than PAIRS_AT_LEAST asks, but unlisted different-class pairs are still ≥ its bound >
+    every listed value, and every value is the brute force's."""
+    from resdyn import distances
+
+    monkeypatch.setattr(ss, "PAIRS_AT_LEAST", 10**9)
+    monkeypatch.setattr(ss, "MAX_CANDIDATES", limit)
+    logits, labels, _ = _clustered()
+    probs = softmax(logits, 1.0)
+    lists = ss.CandidatePairs.build(probs, labels, over_depths)
+    assert lists is not None and lists.bound < math.inf  # never complete under the limit
+    assert len(lists.value) <= limit
+    dist = np.sqrt(distances.squared_distance(probs[:, None], probs[None, :]))
+    reduced = dist.max(axis=2) if over_depths == "max" else dist.min(axis=2)
+    listed = set(zip(lists.first.tolist(), lists.second.tolist()))
+    for i, j in zip(*np.triu_indices(len(labels), 1)):
+        if labels[i] != labels[j] and (i, j) not in listed:
+            assert reduced[i, j] >= lists.bound
+    assert np.all(lists.value < lists.bound)
+    assert np.array_equal(lists.value, reduced[lists.first, lists.second])
+
+
 def test_candidate_pairs_leave_the_mean_reading_to_the_kernel():
     logits, labels, _ = logits_case("random")
     assert ss.CandidatePairs.build(softmax(logits, 1.0), labels, "mean") is None
 
 
 @pytest.mark.parametrize(
-    "reading", [AUTHORS, Reading("tau", temperature_expansive=1000.0)], ids=lambda r: r.name
+    "reading", [Reading(), AUTHORS, Reading("tau", temperature_expansive=1000.0)], ids=lambda r: r.name
 )
 def test_tables_with_and_without_candidate_lists_are_identical(reading, monkeypatch):
     """Subsets that hold a listed pair take e from the list, the others (forced here by a short list) run
