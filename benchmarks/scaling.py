@@ -252,14 +252,20 @@ def main() -> None:
     parser.add_argument("--figure")
     args = parser.parse_args()
     if args.extra_model and args.extra_idx and args.trajectories and max(args.sizes) > 0:
-        # computed once here, not in every child
         from resdyn.artifacts import Trajectories
 
         n_test = len(Trajectories.load(args.trajectories).probs)
         if max(args.sizes) > n_test:
-            training_trajectories(
-                args.extra_model, args.extra_idx, max(args.sizes) - n_test, args.extra_cache
+            # computed once, not in every child, and in a child of its own: a child started by this
+            # process inherits its peak RSS, which the model's forward passes would raise to ~1.5 GB
+            extra = mp.get_context("spawn").Process(
+                target=training_trajectories,
+                args=(args.extra_model, args.extra_idx, max(args.sizes) - n_test, args.extra_cache),
             )
+            extra.start()
+            extra.join()
+            if extra.exitcode != 0:
+                raise RuntimeError(f"training trajectories failed (exit code {extra.exitcode})")
     rows = []
     for n in sorted(args.sizes):
         for stage in args.stages:

@@ -189,11 +189,10 @@ def min_max_distance(
     method §3.2 (shadowing error of a pseudo-orbit q_t = p_t(a_t), paper Definition 2). Exact in float64
     with the module's arithmetic. A numba kernel sweeps all points with the lower bound d_{t0} ≤ max_t d_t
     at the most spread depth t0 and early abandoning; queries with the same coordinates at t0 (orbits that
-    have merged by then: on Fashion-MNIST 16–23 % of them are distinct at the last depth) share that
-    bound's sweep. Each query's incumbent starts at the best of the group's 8 nearest points at t0 and its
-    ``seeds``, and only the points within the group's widest incumbent at t0 are checked further (in any
-    order: the tie rule is applied explicitly). ``chunk`` queries are processed at a time (memory
-    O(chunk·D·C + threads·N)).
+    have merged by then) share that bound's sweep. Each query's incumbent starts at the best of the
+    group's 8 nearest points at t0 and its ``seeds``, and only the points within the group's widest
+    incumbent at t0 are checked further (in any order: the tie rule is applied explicitly). ``chunk``
+    queries are processed at a time (memory O(chunk·D·C + threads·N)).
 
     Args:
         queries: (M, T+1, C) float.
@@ -282,10 +281,10 @@ def scan_orbits(
 
     The orbits advance one depth at a time, and each image that some orbit occupies at depth t is scanned
     once (:func:`resdyn._kernels.nearest_scan`, in parallel): greedy orbits merge, so at t ≥ 1 only a
-    fraction of the images are occupied (on Fashion-MNIST 61 %, 45 %, 35 %, … of them: ~3.3 scans per
-    orbit instead of D − 1 = 8). A revisiting orbit takes the scanned image's nearest other image; a
-    distinct one the first of its t + 1 nearest that the orbit has not visited (it has visited t images
-    besides a_t, so one of those t + 1 is free). Cost O(scans·N·C), memory O(threads·N + (stop−start)·D).
+    fraction of the images are occupied (measured in docs/performance.md). A revisiting orbit takes the
+    scanned image's nearest other image; a distinct one the first of its t + 1 nearest that the orbit has
+    not visited (it has visited t images besides a_t, so one of those t + 1 is free). Cost
+    O(scans·N·C), memory O(threads·N + (stop−start)·D).
 
     Args:
         probs: (N, D, C) float64 probability trajectories (a reading's view), D ≥ 2.

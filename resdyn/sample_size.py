@@ -22,14 +22,12 @@ stage computes them again, exactly and with the same kernels, on subsets:
   kd-tree and certified with the kernels' arithmetic) that lies in the subset: exact, since every pair
   left off the list is ≥ its bound > every listed value. A subset holding no listed pair, and every
   subset under the mean, runs :func:`resdyn.distances.pairwise_shard` over its rows and
-  :func:`resdyn.distances.expansive_constant` (measured on Fashion-MNIST at N = 10,000 under the authors'
-  reading: every subset of ≥ 400 images holds a listed pair, 11–13 of the 20 of 144 images, 2–3 of the
-  20 of 50). The pseudo-orbits of the subset's own images by :func:`resdyn.distances.scan_orbits` (the
-  nearest images found by scanning the subset, each image an orbit occupies scanned once; the same orbits
-  and hops as the nearest-neighbour tables of a pairwise pass, bit for bit, at 40 % of its cost on the
-  subsets of 3,466 images), their ε by :func:`resdyn.shadowing.shadowing_errors`, then Sh best tracing
-  (``sh_paper``), the curve estimate (``sh_curve``, with the analysis quantiles) and the independent
-  pairing (``sh_independent``).
+  :func:`resdyn.distances.expansive_constant` (how many do is measured in docs/performance.md). The
+  pseudo-orbits of the subset's own images by :func:`resdyn.distances.scan_orbits` (the nearest images
+  found by scanning the subset, each image an orbit occupies scanned once: the same orbits and hops as
+  the nearest-neighbour tables of a pairwise pass, bit for bit, at a fraction of its cost), their ε by
+  :func:`resdyn.shadowing.shadowing_errors`, then Sh best tracing (``sh_paper``), the curve estimate
+  (``sh_curve``, with the analysis quantiles) and the independent pairing (``sh_independent``).
   The subset of size N therefore reproduces ``constants.json`` bit for bit. The stage does not recompute
   it: the pairwise, shadowing and constants stages did, with the same kernels, so its row is read from
   constants.json (:func:`full_set_from_constants`), and :func:`recheck_full_set` recomputes, in
