@@ -82,6 +82,21 @@ def _sq_query(P, t, q, acc, b0, b1):
         c += 1
 
 
+@njit(inline="always")
+def _max_sq_within(X, order, b, Q, m, s_first, thr):
+    """max over the depths of the squared distance between point b and query m, given its value
+    ``s_first`` at depth order[0] and visiting the others in ``order``; inf as soon as one exceeds ``thr``
+    (early abandoning: the max can then not be within it)."""
+    smax = s_first
+    for u in range(1, order.shape[0]):
+        s = _sq_dist(X, order[u], b, Q, m)
+        if s > thr:
+            return np.inf
+        if s > smax:
+            smax = s
+    return smax
+
+
 QUERY_TILE = 16
 """Query groups whose lower bounds share each block of points in :func:`min_max_scan`."""
 NEAR_SEEDS = 8
@@ -106,7 +121,7 @@ def min_max_scan(P, X, Q, order, seeds, groups, out_value, out_index):
     those, depth by depth with early abandoning. The order of the checks does not matter: ties go to the
     smaller b explicitly, and a pruned point's value exceeds the incumbent's strictly.
     """
-    D, C, N = P.shape
+    N = P.shape[2]
     G = groups.shape[0] - 1
     t0 = order[0]
     n_tiles = (G + QUERY_TILE - 1) // QUERY_TILE
@@ -143,12 +158,7 @@ def min_max_scan(P, X, Q, order, seeds, groups, out_value, out_index):
                 best_b = N
                 for k in range(seeds.shape[1] + NEAR_SEEDS):
                     b_seed = seeds[m, k] if k < seeds.shape[1] else near[k - seeds.shape[1]]
-                    smax = 0.0
-                    for t in range(D):
-                        s = _sq_dist(X, t, b_seed, Q, m)
-                        if s > smax:
-                            smax = s
-                    v = math.sqrt(smax)
+                    v = math.sqrt(_max_sq_within(X, order, b_seed, Q, m, s0[b_seed], np.inf))
                     if v < best or (v == best and b_seed < best_b):
                         best = v
                         best_b = b_seed
@@ -169,16 +179,8 @@ def min_max_scan(P, X, Q, order, seeds, groups, out_value, out_index):
                     b = cand[k]
                     if s0[b] > thr:
                         continue
-                    smax = s0[b]
-                    alive = True
-                    for u in range(1, D):
-                        s = _sq_dist(X, order[u], b, Q, m)
-                        if s > thr:
-                            alive = False
-                            break
-                        if s > smax:
-                            smax = s
-                    if not alive:
+                    smax = _max_sq_within(X, order, b, Q, m, s0[b], thr)
+                    if smax == np.inf:
                         continue
                     v = math.sqrt(smax)
                     if v < best or (v == best and b < best_b):

@@ -198,16 +198,18 @@ class CandidatePairs:
         first, second = first[across], second[across]
         # The sample's own different-class pairs predict the radius that lists enough pairs: about
         # (N/m)² times as many pairs of the whole set fall below a value as of the m sampled images.
-        sampled = np.sort(_reduce_over_depths(probs, first, second, over_depths))
+        at_depth = np.stack(
+            [
+                _reduce_over_depths(np.ascontiguousarray(probs[:, t : t + 1]), first, second, "max")
+                for t in range(depths)
+            ],
+            axis=1,
+        )  # (pairs, D): d_t of each sampled pair
+        sampled = np.sort(at_depth.max(axis=1) if over_depths == "max" else at_depth.min(axis=1))
         wanted = math.ceil(2 * PAIRS_AT_LEAST * (sample.size / n_images) ** 2)
         radius = float(sampled[min(wanted, sampled.size) - 1]) * 1.01 if sampled.size else 0.0
         if over_depths == "max":  # the depth that lets the fewest sampled pairs through at that radius
-            at_depth = [
-                _reduce_over_depths(np.ascontiguousarray(probs[:, t : t + 1]), first, second, "max")
-                for t in range(depths)
-            ]
-            passing = [int(np.count_nonzero(d < radius)) for d in at_depth]
-            used = [int(np.argmin(passing))]
+            used = [int(np.argmin(np.count_nonzero(at_depth < radius, axis=0)))]
         else:
             used = list(range(depths))
         trees = {t: cKDTree(np.ascontiguousarray(probs[:, t])) for t in used}
