@@ -97,98 +97,8 @@ def _max_sq_within(X, order, b, Q, m, s_first, thr):
     return smax
 
 
-QUERY_TILE = 16
-"""Query groups whose lower bounds share each block of points in :func:`min_max_scan`."""
 NEAR_SEEDS = 8
-"""Points nearest to a query group at t0 whose exact values seed the incumbent in :func:`min_max_scan`."""
-POINT_BLOCK = 512
-"""Points per block in :func:`min_max_scan` (C × 512 float64: 4 MB at C = 1000, reused from cache by the
-queries of a tile instead of streamed from memory once per query)."""
-
-
-@njit(parallel=True, cache=True)
-def min_max_scan(P, X, Q, order, seeds, groups, out_value, out_index):
-    """For every query m: min over points b of max_t sqrt(sum_c (P[t,c,b] - Q[m,t,c])^2), argmin b.
-
-    ``P`` (D, C, N) and ``X`` (N, D, C) hold the same points, coordinate-major for the vectorised bound and
-    point-major for the few exact checks (a strided gather of C values per depth misses the cache at large
-    C). ``order`` lists the depths, most selective first: the first one, t0, gives the vectorised lower
-    bound d_t0 ≤ max_t d_t. Queries ``groups[g]..groups[g+1]-1`` share their coordinates at t0, so each
-    group's bound is computed once (for :data:`QUERY_TILE` groups at a time over blocks of
-    :data:`POINT_BLOCK` points). Each query's incumbent starts at the best exact value among its
-    ``seeds[m]`` (any valid indices) and the group's :data:`NEAR_SEEDS` nearest points at t0; the points
-    whose bound is within the group's widest incumbent are collected once, and each query checks only
-    those, depth by depth with early abandoning. The order of the checks does not matter: ties go to the
-    smaller b explicitly, and a pruned point's value exceeds the incumbent's strictly.
-    """
-    N = P.shape[2]
-    G = groups.shape[0] - 1
-    t0 = order[0]
-    n_tiles = (G + QUERY_TILE - 1) // QUERY_TILE
-    for tile in prange(n_tiles):
-        g0 = tile * QUERY_TILE
-        GT = min(QUERY_TILE, G - g0)
-        S0 = np.empty((QUERY_TILE, N))
-        for b0 in range(0, N, POINT_BLOCK):
-            b1 = min(N, b0 + POINT_BLOCK)
-            for q in range(GT):
-                _sq_query(P, t0, Q[groups[g0 + q], t0], S0[q], b0, b1)
-        near = np.empty(NEAR_SEEDS, dtype=np.int64)
-        near_s = np.empty(NEAR_SEEDS)
-        cand = np.empty(N, dtype=np.int64)
-        for q in range(GT):
-            s0 = S0[q]
-            # the group's NEAR_SEEDS nearest points at t0: where a good incumbent usually is
-            for k in range(NEAR_SEEDS):
-                near[k] = 0
-                near_s[k] = np.inf
-            for b in range(N):
-                if s0[b] < near_s[NEAR_SEEDS - 1]:
-                    pos = NEAR_SEEDS - 1
-                    while pos > 0 and near_s[pos - 1] > s0[b]:
-                        near[pos] = near[pos - 1]
-                        near_s[pos] = near_s[pos - 1]
-                        pos -= 1
-                    near[pos] = b
-                    near_s[pos] = s0[b]
-            # each query's incumbent from its seeds
-            widest = 0.0
-            for m in range(groups[g0 + q], groups[g0 + q + 1]):
-                best = np.inf
-                best_b = N
-                for k in range(seeds.shape[1] + NEAR_SEEDS):
-                    b_seed = seeds[m, k] if k < seeds.shape[1] else near[k - seeds.shape[1]]
-                    v = math.sqrt(_max_sq_within(X, order, b_seed, Q, m, s0[b_seed], np.inf))
-                    if v < best or (v == best and b_seed < best_b):
-                        best = v
-                        best_b = b_seed
-                out_value[m] = best
-                out_index[m] = best_b
-                widest = max(widest, _threshold(best, 0.0))
-            # the points any of the group's queries can still take (d_t0 within the widest incumbent)
-            n_cand = 0
-            for b in range(N):
-                if s0[b] <= widest:
-                    cand[n_cand] = b
-                    n_cand += 1
-            for m in range(groups[g0 + q], groups[g0 + q + 1]):
-                best = out_value[m]
-                best_b = out_index[m]
-                thr = _threshold(best, 0.0)
-                for k in range(n_cand):
-                    b = cand[k]
-                    if s0[b] > thr:
-                        continue
-                    smax = _max_sq_within(X, order, b, Q, m, s0[b], thr)
-                    if smax == np.inf:
-                        continue
-                    v = math.sqrt(smax)
-                    if v < best or (v == best and b < best_b):
-                        best = v
-                        best_b = b
-                        thr = _threshold(best, 0.0)
-                out_value[m] = best
-                out_index[m] = best_b
+"""Points nearest to a query group at t0 whose exact values seed the incumbent in :func:`min_max_window`."""
 
 
 # Relative margins on squared distances: s < best·_LOW certainly gives sqrt(s) < sqrt(best) after rounding,
@@ -506,59 +416,294 @@ def pair_reduce(probs, first, second, use_max, out):
 
 
 NEAREST_TILE = 16
-"""Query images handled by one task of :func:`nearest_scan` (their scratch is allocated once per tile)."""
+"""Query images handled by one task of :func:`nearest_window` (their scratch is allocated once per tile)."""
+
+
+# ------------------------------------------------------------------------------------ class windows
+#
+# The points of one depth are split by their largest coordinate (predicted class) c into groups, each sorted
+# by its own coordinate c and stored coordinate-major in that order (resdyn.distances._class_windows). A
+# point b of group c differs from a query q by g = |x_b,c − q_c| in that coordinate and so lies at distance
+# ≥ g: the kernels' sum holds the square of that very difference (the same rounded float) plus non-negative
+# terms, so its computed root is at least g·(1 − (C + 3)·2⁻⁵³). A search that walks a group outward from q_c
+# and stops once g exceeds its bound widened by _window_margin(C) therefore skips only points that are
+# strictly farther: they can neither win nor tie. Confident probability vectors are spread thinly along their
+# own class's coordinate, and a query's window in another class's group is empty or a few points.
 
 
 @njit(parallel=True, cache=True)
-def nearest_scan(P, depth, queries, out_index, out_value):
-    """The K = ``out_index.shape[1]`` nearest images of every query image at one depth, by scanning all N:
-    for query a = ``queries[m]``, the images j ≠ a in increasing order of (sqrt(Σ_c (P[depth, c, j] −
-    P[depth, c, a])²), j) — equal distances to the smaller j — with their distances; −1 / inf past the
+def class_windows(X, depths, S, keys, points, bounds):
+    """The class windows of the (N, D, C) points ``X`` at each depth t = ``depths[k]``: the points split by
+    their largest coordinate c (the first on ties) into C groups, each sorted by its coordinate c (ties in
+    any order). Fills ``points[k]`` (N,) the point at each position, ``keys[k]`` (N,) its coordinate c,
+    ``bounds[k]`` (C + 1,) the groups' first positions (group c at bounds[k, c]..bounds[k, c+1]−1) and
+    ``S[k]`` (C, N) the points coordinate-major in that order. O(N·C + N log N) per depth."""
+    N = X.shape[0]
+    C = X.shape[2]
+    for k in prange(depths.shape[0]):
+        t = depths[k]
+        top = np.empty(N, dtype=np.int64)
+        value = np.empty(N)
+        first = np.zeros(C + 1, dtype=np.int64)
+        for b in range(N):
+            c = _top_coordinate(X, b, t)
+            top[b] = c
+            value[b] = X[b, t, c]
+            first[c + 1] += 1
+        for c in range(C):
+            first[c + 1] += first[c]
+        fill = first[:C].copy()
+        for b in range(N):
+            points[k, fill[top[b]]] = b
+            fill[top[b]] += 1
+        for c in range(C):
+            group = points[k, first[c] : first[c + 1]].copy()
+            by_value = np.argsort(value[group])
+            for j in range(group.shape[0]):
+                points[k, first[c] + j] = group[by_value[j]]
+        for j in range(N):
+            b = points[k, j]
+            keys[k, j] = value[b]
+            for c in range(C):
+                S[k, c, j] = X[b, t, c]
+        bounds[k] = first
+
+
+@njit(cache=True)
+def first_unvisited(index, value, which, orbits, t, hops):
+    """Step t of distinct pseudo-orbits: orbit r takes the first image of its occupied image's list
+    ``index[which[r]]`` (nearest first) that is not among orbits[r, 0..t], into orbits[r, t+1], and its
+    distance into hops[r, t]. The list holds t + 1 images other than orbits[r, t], so one is free."""
+    for r in range(orbits.shape[0]):
+        row = which[r]
+        for k in range(index.shape[1]):
+            j = index[row, k]
+            seen = False
+            for u in range(t + 1):
+                if orbits[r, u] == j:
+                    seen = True
+                    break
+            if not seen:
+                orbits[r, t + 1] = j
+                hops[r, t] = value[row, k]
+                break
+
+
+GROUP_BLOCK = 16
+"""Consecutive points of a group whose distances one vectorised step computes."""
+
+
+@njit(inline="always")
+def _window_margin(C):
+    return 1.0 + REL_SLACK + (C + 3) * 2.0**-52
+
+
+@njit(inline="always")
+def _top_coordinate(Q, m, t):
+    # the largest coordinate of Q[m, t] (the first on ties)
+    best_c = 0
+    best = Q[m, t, 0]
+    for c in range(1, Q.shape[2]):
+        if Q[m, t, c] > best:
+            best = Q[m, t, c]
+            best_c = c
+    return best_c
+
+
+@njit(inline="always")
+def _keep_nearest(idx, val, sq, kept, b, s):
+    """Insert point b at squared distance s into the K-entry list (idx, val = roots, sq) ordered by
+    (root, index) when it belongs there; returns the new count of kept entries."""
+    K = idx.shape[0]
+    if kept == K and s > sq[K - 1] * _HIGH:  # certainly a larger root than the K-th
+        return kept
+    v = math.sqrt(s)
+    if kept == K and (v > val[K - 1] or (v == val[K - 1] and b > idx[K - 1])):
+        return kept
+    pos = kept if kept < K else K - 1
+    while pos > 0 and (val[pos - 1] > v or (val[pos - 1] == v and idx[pos - 1] > b)):
+        idx[pos] = idx[pos - 1]
+        val[pos] = val[pos - 1]
+        sq[pos] = sq[pos - 1]
+        pos -= 1
+    idx[pos] = b
+    val[pos] = v
+    sq[pos] = s
+    return kept + 1 if kept < K else K
+
+
+@njit(inline="always")
+def _nearest_in_group(S, slot, keys, points, g0, g1, p, q, qv, skip, acc, idx, val, sq, kept, margin):
+    """Offer the points at positions [g0, g1) of the sorted copy ``S[slot]`` (C, N) to the K-nearest list,
+    walking up from position p and then down from p − 1 along ``keys`` until the difference to ``qv``
+    exceeds the K-th kept distance (widened by ``margin``); point ``skip`` is left out. Returns kept."""
+    K = idx.shape[0]
+    h = p
+    while h < g1 and keys[h] - qv <= val[K - 1] * margin:
+        e = min(h + GROUP_BLOCK, g1)
+        _sq_query(S, slot, q, acc, h, e)
+        for j in range(h, e):
+            if keys[j] - qv > val[K - 1] * margin:
+                e = g1  # the side is done
+                break
+            if points[j] != skip:
+                kept = _keep_nearest(idx, val, sq, kept, points[j], acc[j])
+        h = e
+    low = p - 1
+    while low >= g0 and qv - keys[low] <= val[K - 1] * margin:
+        b0 = max(g0, low - GROUP_BLOCK + 1)
+        _sq_query(S, slot, q, acc, b0, low + 1)
+        for j in range(low, b0 - 1, -1):
+            if qv - keys[j] > val[K - 1] * margin:
+                b0 = g0  # the side is done
+                break
+            if points[j] != skip:
+                kept = _keep_nearest(idx, val, sq, kept, points[j], acc[j])
+        low = b0 - 1
+    return kept
+
+
+@njit(inline="always")
+def _nearest_over_groups(S, slot, keys, points, bounds, own, q, skip, acc, idx, val, sq, margin):
+    """The K nearest points to q (coordinates ``q``) over every group, its own group ``own`` first."""
+    C = bounds.shape[0] - 1
+    K = idx.shape[0]
+    for k in range(K):
+        idx[k] = -1
+        val[k] = np.inf
+        sq[k] = np.inf
+    kept = 0
+    for step in range(C):
+        c = (own + step) % C
+        g0 = bounds[c]
+        g1 = bounds[c + 1]
+        if g0 == g1:
+            continue
+        p = g0 + np.searchsorted(keys[g0:g1], q[c])
+        kept = _nearest_in_group(
+            S, slot, keys, points, g0, g1, p, q, q[c], skip, acc, idx, val, sq, kept, margin
+        )
+
+
+@njit(parallel=True, cache=True)
+def nearest_window(X, depth, S, slot, keys, points, bounds, queries, out_index, out_value):
+    """The K = ``out_index.shape[1]`` nearest images of every query image at one depth: for query
+    a = ``queries[m]``, the images j ≠ a in increasing order of (sqrt(Σ_c (X[j, depth, c] −
+    X[a, depth, c])²), j) — equal distances to the smaller j — with their distances; −1 / inf past the
     N − 1 others.
 
-    ``P`` (D, C, N) holds the points coordinate-major. The squared distances of one query to all points are
-    the module's sequential sums (:func:`_sq_query`, vectorised over j) and the order is decided on their
-    square roots, so entry 0 is the argmin of the plain float64 scan bit for bit. A candidate whose squared
-    distance exceeds the K-th kept one's cannot enter (sqrt is monotonic; on an equal root the later j
-    ranks after the kept one) and is skipped unrooted.
+    ``X`` (N, D, C) holds the points; ``S[slot]``, ``keys``, ``points``, ``bounds`` the depth's class
+    windows (:func:`class_windows`; group c at positions bounds[c]..bounds[c+1]−1, sorted by ``keys`` =
+    coordinate c).
+    Each query searches its own group outward from its coordinate, then every other group's window, and
+    visits only points that can still enter its list: the same list as a scan of all N.
     """
-    D, C, N = P.shape
-    M = queries.shape[0]
+    N = X.shape[0]
+    C = X.shape[2]
     K = out_index.shape[1]
-    n_tiles = (M + NEAREST_TILE - 1) // NEAREST_TILE
+    margin = _window_margin(C)
+    n_tiles = (queries.shape[0] + NEAREST_TILE - 1) // NEAREST_TILE
     for tile in prange(n_tiles):
         acc = np.empty(N)
-        q = np.empty(C)
-        sq = np.empty(K)  # the kept entries' squared distances
-        for m in range(tile * NEAREST_TILE, min(M, (tile + 1) * NEAREST_TILE)):
+        sq = np.empty(K)
+        for m in range(tile * NEAREST_TILE, min(queries.shape[0], (tile + 1) * NEAREST_TILE)):
             a = queries[m]
-            for c in range(C):
-                q[c] = P[depth, c, a]
-            _sq_query(P, depth, q, acc, 0, N)
-            idx = out_index[m]
-            val = out_value[m]
-            for k in range(K):
-                idx[k] = -1
-                val[k] = np.inf
-                sq[k] = np.inf
-            kept = 0
-            for j in range(N):
-                s = acc[j]
-                if s > sq[K - 1] or j == a:
+            _nearest_over_groups(
+                S,
+                slot,
+                keys,
+                points,
+                bounds,
+                _top_coordinate(X, a, depth),
+                X[a, depth],
+                a,
+                acc,
+                out_index[m],
+                out_value[m],
+                sq,
+                margin,
+            )
+
+
+@njit(parallel=True, cache=True)
+def min_max_window(X, Q, order, S, slot, keys, points, bounds, seeds, groups, out_value, out_index):
+    """For every query m: min over points b of max_t sqrt(Σ_c (X[b, t, c] − Q[m, t, c])²), argmin b (ties:
+    the smaller b).
+
+    ``X`` (N, D, C) holds the points, ``order`` the depths with the pruning depth t0 first, ``S[slot]``,
+    ``keys``, ``points``, ``bounds`` the class windows of depth t0 (:func:`class_windows`). Queries
+    ``groups[g]..groups[g+1]-1`` share their coordinates at t0. Per group: its :data:`NEAR_SEEDS` nearest
+    points at t0; each query's incumbent = the best exact value among those and its ``seeds[m]``; the
+    candidates = the points of every class window within the group's widest incumbent whose d_t0 (a lower
+    bound of the max) is within it; each query checks them depth by depth with early abandoning. Every
+    other point is strictly worse than the incumbent; the tie rule is applied explicitly, so the order of
+    the checks does not matter.
+    """
+    N = X.shape[0]
+    C = X.shape[2]
+    G = groups.shape[0] - 1
+    t0 = order[0]
+    margin = _window_margin(C)
+    for g in prange(G):
+        m0 = groups[g]
+        q = Q[m0, t0]
+        acc = np.empty(N)
+        near = np.empty(min(NEAR_SEEDS, N), dtype=np.int64)
+        near_v = np.empty(near.shape[0])
+        near_s = np.empty(near.shape[0])
+        own = _top_coordinate(Q, m0, t0)
+        _nearest_over_groups(S, slot, keys, points, bounds, own, q, -1, acc, near, near_v, near_s, margin)
+        # each query's incumbent from its seeds and the group's near points
+        widest = 0.0
+        for m in range(groups[g], groups[g + 1]):
+            best = np.inf
+            best_b = N
+            for k in range(seeds.shape[1] + near.shape[0]):
+                b = seeds[m, k] if k < seeds.shape[1] else near[k - seeds.shape[1]]
+                v = math.sqrt(_max_sq_within(X, order, b, Q, m, _sq_dist(X, t0, b, Q, m), np.inf))
+                if v < best or (v == best and b < best_b):
+                    best = v
+                    best_b = b
+            out_value[m] = best
+            out_index[m] = best_b
+            widest = max(widest, _threshold(best, 0.0))
+        # the candidates: every window's points whose d_t0 is within the widest incumbent
+        limit = math.sqrt(widest) * margin
+        cand = np.empty(N, dtype=np.int64)
+        cand_s = np.empty(N)
+        n_cand = 0
+        for c in range(C):
+            g0 = bounds[c]
+            g1 = bounds[c + 1]
+            p = g0 + np.searchsorted(keys[g0:g1], q[c])
+            lo = p
+            while lo > g0 and q[c] - keys[lo - 1] <= limit:
+                lo -= 1
+            hi = p
+            while hi < g1 and keys[hi] - q[c] <= limit:
+                hi += 1
+            if hi > lo:
+                _sq_query(S, slot, q, acc, lo, hi)
+                for j in range(lo, hi):
+                    if acc[j] <= widest:
+                        cand[n_cand] = points[j]
+                        cand_s[n_cand] = acc[j]
+                        n_cand += 1
+        for m in range(groups[g], groups[g + 1]):
+            best = out_value[m]
+            best_b = out_index[m]
+            thr = _threshold(best, 0.0)
+            for k in range(n_cand):
+                b = cand[k]
+                if cand_s[k] > thr:
                     continue
-                v = math.sqrt(s)
-                if kept == K and not v < val[K - 1]:
+                smax = _max_sq_within(X, order, b, Q, m, cand_s[k], thr)
+                if smax == np.inf:
                     continue
-                # insert after every kept entry with a root <= v (those have smaller j); when full, the
-                # K-th entry drops out
-                pos = kept if kept < K else K - 1
-                while pos > 0 and val[pos - 1] > v:
-                    idx[pos] = idx[pos - 1]
-                    val[pos] = val[pos - 1]
-                    sq[pos] = sq[pos - 1]
-                    pos -= 1
-                idx[pos] = j
-                val[pos] = v
-                sq[pos] = s
-                if kept < K:
-                    kept += 1
+                v = math.sqrt(smax)
+                if v < best or (v == best and b < best_b):
+                    best = v
+                    best_b = b
+                    thr = _threshold(best, 0.0)
+            out_value[m] = best
+            out_index[m] = best_b

@@ -172,13 +172,51 @@ def squared_distance(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------- min_max_distance
 
 
-def _depth_order(points_cmajor: np.ndarray) -> np.ndarray:
-    """Depths sorted by decreasing total variance: the most spread depth prunes best as a lower bound.
-    Estimated on at most 2,048 evenly spaced points (it only orders the pruning, never a result; over all
-    10,000 points at C = 1000 the variance took 1.8 s)."""
-    step = max(1, points_cmajor.shape[2] // 2048)
-    spread = points_cmajor[:, :, ::step].var(axis=2).sum(axis=1)
+def _depth_order(points: np.ndarray) -> np.ndarray:
+    """Depths of the (N, D, C) ``points`` sorted by decreasing total variance: the most spread depth prunes
+    best as a lower bound. Estimated on at most 2,048 evenly spaced points (it only orders the pruning,
+    never a result; over all 10,000 points at C = 1000 the variance took 1.8 s)."""
+    step = max(1, points.shape[0] // 2048)
+    spread = points[::step].var(axis=0).sum(axis=1)
     return np.argsort(-spread, kind="stable").astype(np.int64)
+
+
+@dataclass
+class ClassWindows:
+    """The points of some depths arranged for the kernels' windowed searches
+    (:func:`resdyn._kernels.class_windows`): at slot k (depth ``depths[k]``) the points split by their
+    largest coordinate c into C groups, each sorted by its coordinate c. A point's distance to a query is
+    at least their difference in that coordinate, so a search visits only the window of each group within
+    its current bound.
+
+    Attributes: ``sorted_points`` (K, C, N) coordinate-major in group order, ``keys`` (K, N) each
+    position's coordinate c, ``points`` (K, N) the point at each position, ``bounds`` (K, C + 1) the
+    groups' first positions."""
+
+    sorted_points: np.ndarray
+    keys: np.ndarray
+    points: np.ndarray
+    bounds: np.ndarray
+
+    @classmethod
+    def build(cls, points: np.ndarray, depths: Sequence[int]) -> ClassWindows:
+        """The windows of the (N, D, C) float64 ``points`` at ``depths``. O(K·(N·C + N log N))."""
+        n_points, _, n_coords = points.shape
+        depths = np.asarray(depths, dtype=np.int64)
+        windows = cls(
+            np.empty((depths.size, n_coords, n_points)),
+            np.empty((depths.size, n_points)),
+            np.empty((depths.size, n_points), dtype=np.int64),
+            np.empty((depths.size, n_coords + 1), dtype=np.int64),
+        )
+        _kernels.class_windows(
+            points, depths, windows.sorted_points, windows.keys, windows.points, windows.bounds
+        )
+        return windows
+
+    def at(self, slot: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
+        """The kernels' arguments for slot ``slot``: (sorted_points, slot, keys, points, bounds)."""
+        return self.sorted_points, slot, self.keys[slot], self.points[slot], self.bounds[slot]
 
 
 def min_max_distance(
@@ -187,12 +225,14 @@ def min_max_distance(
     """ε(q) = min_b max_t ‖points[b, t] − q[t]‖₂ and its argmin b (ties: smaller b), for every query q.
 
     method §3.2 (shadowing error of a pseudo-orbit q_t = p_t(a_t), paper Definition 2). Exact in float64
-    with the module's arithmetic. A numba kernel sweeps all points with the lower bound d_{t0} ≤ max_t d_t
-    at the most spread depth t0 and early abandoning; queries with the same coordinates at t0 (orbits that
-    have merged by then) share that bound's sweep. Each query's incumbent starts at the best of the
-    group's 8 nearest points at t0 and its ``seeds``, and only the points within the group's widest
-    incumbent at t0 are checked further (in any order: the tie rule is applied explicitly). ``chunk``
-    queries are processed at a time (memory O(chunk·D·C + threads·N)).
+    with the module's arithmetic. A numba kernel (:func:`resdyn._kernels.min_max_window`) prunes with the
+    lower bound d_{t0} ≤ max_t d_t at the most spread depth t0 and checks the rest with early abandoning;
+    queries with the same coordinates at t0 (orbits that have merged by then) share the bound's work. Each
+    query's incumbent starts at the best of the group's 8 nearest points at t0 and its ``seeds``; the
+    points within the group's widest incumbent at t0 are then found through :class:`ClassWindows` (only
+    the points whose difference in one coordinate is within it are visited) and checked further (in any
+    order: the tie rule is applied explicitly). ``chunk`` queries are processed at a time (memory
+    O(chunk·D·C + N·C + threads·N)).
 
     Args:
         queries: (M, T+1, C) float.
@@ -224,8 +264,8 @@ def min_max_distance(
     index = np.empty(n_query, dtype=np.int64)
     if n_query == 0:
         return values, index
-    cmajor = np.ascontiguousarray(points.transpose(1, 2, 0))
-    order = _depth_order(cmajor)
+    order = _depth_order(points)
+    windows = ClassWindows.build(points, order[:1])
     at_t0 = np.ascontiguousarray(queries[:, order[0], :])
     # equal coordinates at t0 share a group (compared as bytes: exactly equal floats)
     as_bytes = at_t0.view(np.dtype((np.void, at_t0.dtype.itemsize * at_t0.shape[1]))).ravel()
@@ -234,16 +274,16 @@ def min_max_distance(
     by_group = np.argsort(group_of, kind="stable")
     for begin in tqdm(range(0, n_query, chunk), desc="min-max", disable=None, leave=False):
         members = by_group[begin : begin + chunk]
-        keys = group_of[members]
-        groups = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True]).astype(np.int64)
+        keys_of = group_of[members]
+        groups = np.flatnonzero(np.r_[True, keys_of[1:] != keys_of[:-1], True]).astype(np.int64)
         block = np.ascontiguousarray(queries[members])
         block_values = np.empty(len(members))
         block_index = np.empty(len(members), dtype=np.int64)
-        _kernels.min_max_scan(
-            cmajor,
+        _kernels.min_max_window(
             points,
             block,
             order,
+            *windows.at(0),
             np.ascontiguousarray(seeds[members]),
             groups,
             block_values,
@@ -268,9 +308,9 @@ def min_max_distance_bruteforce(queries: np.ndarray, points: np.ndarray) -> tupl
 def scan_orbits(
     probs: np.ndarray, start: int, stop: int, *, distinct: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy pseudo-orbits from images ``start..stop-1``, each hop found by scanning all N images (the
-    shadowing stage's orbits when they may not revisit or see their own temperature, and every
-    sample-size subset's).
+    """Greedy pseudo-orbits from images ``start..stop-1``, each hop found by an exact nearest-neighbour search
+    over all N images (the shadowing stage's orbits when they may not revisit or see their own temperature,
+    and every sample-size subset's).
 
     a_0 = i, a_{t+1} = argmin_{j ∈ A_t} d_{t+1}(a_t, j) with ties → smaller j, hop
     δ_t = d_{t+1}(a_t, a_{t+1}), for t = 0..D−2 (D = the view's depths). A_t = {j ≠ a_t}
@@ -279,12 +319,15 @@ def scan_orbits(
     chains). d is this module's arithmetic (float64, from differences, squares summed over classes in
     order, then the square root), so both routes give the same orbits and hops bit for bit.
 
-    The orbits advance one depth at a time, and each image that some orbit occupies at depth t is scanned
-    once (:func:`resdyn._kernels.nearest_scan`, in parallel): greedy orbits merge, so at t ≥ 1 only a
-    fraction of the images are occupied (measured in docs/performance.md). A revisiting orbit takes the
-    scanned image's nearest other image; a distinct one the first of its t + 1 nearest that the orbit has
+    The orbits advance one depth at a time, and each image that some orbit occupies at depth t is searched
+    once (:func:`resdyn._kernels.nearest_window`, in parallel): greedy orbits merge, so at t ≥ 1 only a
+    fraction of the images are occupied (measured in docs/performance.md). A search visits only the
+    points of :class:`ClassWindows` whose difference in one coordinate is within its current bound, a
+    fraction of the N for confident probability vectors and all N at worst. A revisiting orbit takes the
+    searched image's nearest other image; a distinct one the first of its t + 1 nearest that the orbit has
     not visited (it has visited t images besides a_t, so one of those t + 1 is free). Cost
-    O(scans·N·C), memory O(threads·N + (stop−start)·D).
+    O(D·N·(C + log N)) for the windows plus O(searches·window·C), memory O(N·C + threads·N +
+    (stop−start)·D).
 
     Args:
         probs: (N, D, C) float64 probability trajectories (a reading's view), D ≥ 2.
@@ -317,22 +360,19 @@ def scan_orbits(
     orbits[:, 0] = np.arange(start, stop)
     if stop == start:
         return orbits, hops
-    cmajor = np.ascontiguousarray(probs.transpose(1, 2, 0))
-    rows = np.arange(stop - start)
+    points = np.ascontiguousarray(probs)
     for t in range(depths - 1):
+        windows = ClassWindows.build(points, [t + 1])  # one depth at a time: O(N·C) memory at any C
         occupied, which = np.unique(orbits[:, t], return_inverse=True)
         width = t + 1 if distinct else 1
         index = np.empty((occupied.size, width), dtype=np.int64)
         value = np.empty((occupied.size, width), dtype=np.float64)
-        _kernels.nearest_scan(cmajor, t + 1, occupied, index, value)
-        index, value = index[which], value[which]
+        _kernels.nearest_window(points, t + 1, *windows.at(0), occupied, index, value)
         if distinct:  # the first listed image not yet on the orbit (a_t itself is never listed)
-            visited = (index[:, :, None] == orbits[:, None, : t + 1]).any(axis=2)
-            first = np.argmax(~visited, axis=1)
+            _kernels.first_unvisited(index, value, which.ravel().astype(np.int64), orbits, t, hops)
         else:
-            first = np.zeros(stop - start, dtype=np.int64)
-        orbits[:, t + 1] = index[rows, first]
-        hops[:, t] = value[rows, first]
+            orbits[:, t + 1] = index[which.ravel(), 0]
+            hops[:, t] = value[which.ravel(), 0]
     return orbits, hops
 
 

@@ -24,8 +24,9 @@ stage computes them again, exactly and with the same kernels, on subsets:
   subset under the mean, runs :func:`resdyn.distances.pairwise_shard` over its rows and
   :func:`resdyn.distances.expansive_constant` (how many do is measured in docs/performance.md). The
   pseudo-orbits of the subset's own images by :func:`resdyn.distances.scan_orbits` (the nearest images
-  found by scanning the subset, each image an orbit occupies scanned once: the same orbits and hops as
-  the nearest-neighbour tables of a pairwise pass, bit for bit, at a fraction of its cost), their ε by
+  found by an exact windowed search of the subset, each image an orbit occupies searched once: the same
+  orbits and hops as the nearest-neighbour tables of a pairwise pass, bit for bit, at a fraction of its
+  cost), their ε by
   :func:`resdyn.shadowing.shadowing_errors`, then Sh best tracing (``sh_paper``), the curve estimate
   (``sh_curve``, with the analysis quantiles) and the independent pairing (``sh_independent``).
   The subset of size N therefore reproduces ``constants.json`` bit for bit. The stage does not recompute

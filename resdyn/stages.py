@@ -434,7 +434,8 @@ def shadowing_shard(
 
     Orbits that may revisit an image are read off pairs.h5's nearest-neighbour tables when the pairwise
     stage saw the same probabilities (one temperature); otherwise (distinct orbits, or a separate
-    shadowing temperature) each hop is found by scanning all images (:func:`distances.scan_orbits`).
+    shadowing temperature) each hop is found by an exact search over all images
+    (:func:`distances.scan_orbits`).
     """
     reading = run.reading
     shard, n_shards = parse_scatteritem(scatteritem)

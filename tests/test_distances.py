@@ -435,7 +435,7 @@ def test_min_max_distance_of_merged_orbits_with_seeds(ties):
         points[100:120] = points[10:30]
     orbits, _ = distances.scan_orbits(points, 0, 160)
     queries = points[orbits, np.arange(6)]
-    t0 = distances._depth_order(np.ascontiguousarray(points.transpose(1, 2, 0)))[0]
+    t0 = distances._depth_order(points)[0]
     assert len(np.unique(orbits[:, t0])) < 80  # merged orbits: shared sweeps are exercised
     ref_value, ref_index = min_max_distance_bruteforce(queries, points)
     for chunk in (1, 13, 1000):
@@ -571,25 +571,50 @@ def test_scan_orbits_equal_the_bruteforce(distinct, ties):
     assert empty[0].shape == (0, 6) and empty[1].shape == (0, 5)
 
 
-@pytest.mark.parametrize("ties", [False, True], ids=["generic", "ties"])
+def window_cases():
+    """Point sets that stress the class windows: generic, rounded with duplicates, confident (near the
+    simplex's vertices, neighbours 1e-7 apart), uniform vectors (every coordinate ties for the largest),
+    points that differ only in their largest coordinate (the bound is attained: gap = distance), and absent
+    classes (empty groups)."""
+    rng = np.random.default_rng(13)
+    generic, _ = random_trajectories(rng, 30, depths=3, classes=4)
+    ties = np.round(generic, 1)
+    ties[20:25] = ties[0:5]
+    vertex = np.eye(4)[rng.integers(0, 4, size=(30, 3))]
+    confident = 0.999 * vertex + 0.001 * rng.dirichlet(np.ones(4), size=(30, 3))
+    confident[10:20] = confident[0:10] + 1e-7 * rng.standard_normal((10, 3, 4))
+    uniform = np.full((30, 3, 4), 0.25)
+    uniform[::3] += 1e-3 * rng.standard_normal((10, 3, 4))
+    on_axis = np.zeros((30, 3, 4))
+    on_axis[:, :, 0] = rng.choice([0.5, 0.6, 0.7, 0.9], size=(30, 3))  # gaps equal to distances
+    on_axis[:, :, 1] = 0.1
+    absent = generic.copy()
+    absent[:, :, 2:] = 0.0  # classes 2 and 3 never the largest: empty groups
+    return {
+        "generic": generic,
+        "ties": ties,
+        "confident": confident,
+        "uniform": uniform,
+        "on_axis": on_axis,
+        "absent": absent,
+    }
+
+
+@pytest.mark.parametrize("case", list(window_cases()))
 @pytest.mark.parametrize("width", [1, 4, 40])
-def test_nearest_scan_lists_the_k_nearest_in_order(ties, width):
+def test_nearest_window_lists_the_k_nearest_in_order(case, width):
     """The kernel behind scan_orbits: for each query image its ``width`` nearest other images at one depth,
     ordered by (distance, index) exactly as a stable sort of the float64 brute force, −1 / inf past the
-    N − 1 others."""
+    N − 1 others, on every stress case of the class windows."""
     from resdyn import _kernels
 
-    rng = np.random.default_rng(13)
-    probs, _ = random_trajectories(rng, 30, depths=3, classes=4)
-    if ties:
-        probs = np.round(probs, 1)
-        probs[20:25] = probs[0:5]
-    cmajor = np.ascontiguousarray(probs.transpose(1, 2, 0))
-    queries = np.array([0, 3, 3, 29, 20], dtype=np.int64)
+    probs = window_cases()[case]
+    queries = np.array([0, 3, 3, 29, 20, 12], dtype=np.int64)
+    windows = distances.ClassWindows.build(probs, range(3))
     for depth in range(3):
         index = np.empty((len(queries), width), np.int64)
         value = np.empty((len(queries), width))
-        _kernels.nearest_scan(cmajor, depth, queries, index, value)
+        _kernels.nearest_window(probs, depth, *windows.at(depth), queries, index, value)
         for row, a in enumerate(queries):
             dist = np.sqrt(distances.squared_distance(probs[a, depth], probs[:, depth]))
             others = [j for j in np.argsort(dist, kind="stable") if j != a][:width]
@@ -597,6 +622,53 @@ def test_nearest_scan_lists_the_k_nearest_in_order(ties, width):
             assert index[row, :kept].tolist() == others
             np.testing.assert_array_equal(value[row, :kept], dist[others])
             assert (index[row, kept:] == -1).all() and np.isinf(value[row, kept:]).all()
+
+
+@pytest.mark.parametrize("case", list(window_cases()))
+def test_class_windows_hold_every_point_once_sorted_within_its_group(case):
+    probs = window_cases()[case]
+    windows = distances.ClassWindows.build(probs, [2, 0])
+    for slot, depth in enumerate([2, 0]):
+        at_depth = probs[:, depth]
+        points, bounds = windows.points[slot], windows.bounds[slot]
+        assert sorted(points.tolist()) == list(range(len(probs)))
+        assert bounds[0] == 0 and bounds[-1] == len(probs) and (np.diff(bounds) >= 0).all()
+        for c in range(probs.shape[2]):
+            group = points[bounds[c] : bounds[c + 1]]
+            # each image in the group of its largest coordinate (the first on ties)
+            np.testing.assert_array_equal(at_depth[group].argmax(axis=1), c)
+            np.testing.assert_array_equal(windows.keys[slot, bounds[c] : bounds[c + 1]], at_depth[group, c])
+            assert (np.diff(at_depth[group, c]) >= 0).all()
+        np.testing.assert_array_equal(windows.sorted_points[slot], at_depth[points].T)
+
+
+@pytest.mark.parametrize("case", list(window_cases()))
+@pytest.mark.parametrize("distinct", [False, True], ids=["revisit", "distinct"])
+def test_scan_orbits_and_min_max_on_window_stress_cases(case, distinct):
+    """Orbits, hops, shadowing errors and shadows equal the plain float64 loops on every stress case."""
+    probs = window_cases()[case]
+    expected = scan_orbits_bruteforce(probs, 0, len(probs), distinct)
+    orbits, hops = distances.scan_orbits(probs, 0, len(probs), distinct=distinct)
+    np.testing.assert_array_equal(orbits, expected[0])
+    np.testing.assert_array_equal(hops, expected[1])
+    queries = probs[orbits, np.arange(probs.shape[1])]
+    for seeds in (None, orbits[:, :1]):
+        value, index = min_max_distance(queries, probs, seeds=seeds)
+        ref_value, ref_index = min_max_distance_bruteforce(queries, probs)
+        np.testing.assert_array_equal(value, ref_value)
+        np.testing.assert_array_equal(index, ref_index)
+
+
+def test_scan_orbits_and_min_max_of_two_images():
+    probs = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.9, 0.1], [0.3, 0.7]]])
+    orbits, hops = distances.scan_orbits(probs, 0, 2)
+    np.testing.assert_array_equal(orbits, [[0, 1], [1, 0]])
+    hop = np.sqrt(distances.squared_distance(probs[0, 1], probs[1, 1]))
+    np.testing.assert_array_equal(hops, [[hop], [hop]])
+    value, index = min_max_distance(probs[orbits, np.arange(2)], probs)
+    ref_value, ref_index = min_max_distance_bruteforce(probs[orbits, np.arange(2)], probs)
+    np.testing.assert_array_equal(value, ref_value)
+    np.testing.assert_array_equal(index, ref_index)
 
 
 def test_scan_orbits_rejects_bad_input_by_name():
