@@ -431,42 +431,39 @@ NEAREST_TILE = 16
 # own class's coordinate, and a query's window in another class's group is empty or a few points.
 
 
-@njit(parallel=True, cache=True)
-def class_windows(X, depths, S, keys, points, bounds):
-    """The class windows of the (N, D, C) points ``X`` at each depth t = ``depths[k]``: the points split by
-    their largest coordinate c (the first on ties) into C groups, each sorted by its coordinate c (ties in
-    any order). Fills ``points[k]`` (N,) the point at each position, ``keys[k]`` (N,) its coordinate c,
-    ``bounds[k]`` (C + 1,) the groups' first positions (group c at bounds[k, c]..bounds[k, c+1]−1) and
-    ``S[k]`` (C, N) the points coordinate-major in that order. O(N·C + N log N) per depth."""
+@njit(cache=True)
+def class_windows(X, depth, S, keys, points, bounds):
+    """The class windows of the (N, D, C) points ``X`` at ``depth``: the points split by their largest
+    coordinate c (the first on ties) into C groups, each sorted by its coordinate c (ties in any order).
+    Fills ``points`` (N,) the point at each position, ``keys`` (N,) its coordinate c, ``bounds`` (C + 1,)
+    the groups' first positions (group c at bounds[c]..bounds[c+1]−1) and ``S[0]`` (C, N) the points
+    coordinate-major in that order. O(N·C + N log N)."""
     N = X.shape[0]
     C = X.shape[2]
-    for k in prange(depths.shape[0]):
-        t = depths[k]
-        top = np.empty(N, dtype=np.int64)
-        value = np.empty(N)
-        first = np.zeros(C + 1, dtype=np.int64)
-        for b in range(N):
-            c = _top_coordinate(X, b, t)
-            top[b] = c
-            value[b] = X[b, t, c]
-            first[c + 1] += 1
+    top = np.empty(N, dtype=np.int64)
+    value = np.empty(N)
+    bounds[:] = 0
+    for b in range(N):
+        c = _top_coordinate(X, b, depth)
+        top[b] = c
+        value[b] = X[b, depth, c]
+        bounds[c + 1] += 1
+    for c in range(C):
+        bounds[c + 1] += bounds[c]
+    fill = bounds[:C].copy()
+    for b in range(N):
+        points[fill[top[b]]] = b
+        fill[top[b]] += 1
+    for c in range(C):
+        group = points[bounds[c] : bounds[c + 1]].copy()
+        by_value = np.argsort(value[group])
+        for j in range(group.shape[0]):
+            points[bounds[c] + j] = group[by_value[j]]
+    for j in range(N):
+        b = points[j]
+        keys[j] = value[b]
         for c in range(C):
-            first[c + 1] += first[c]
-        fill = first[:C].copy()
-        for b in range(N):
-            points[k, fill[top[b]]] = b
-            fill[top[b]] += 1
-        for c in range(C):
-            group = points[k, first[c] : first[c + 1]].copy()
-            by_value = np.argsort(value[group])
-            for j in range(group.shape[0]):
-                points[k, first[c] + j] = group[by_value[j]]
-        for j in range(N):
-            b = points[k, j]
-            keys[k, j] = value[b]
-            for c in range(C):
-                S[k, c, j] = X[b, t, c]
-        bounds[k] = first
+            S[0, c, j] = X[b, depth, c]
 
 
 @njit(cache=True)
@@ -533,15 +530,15 @@ def _keep_nearest(idx, val, sq, kept, b, s):
 
 
 @njit(inline="always")
-def _nearest_in_group(S, slot, keys, points, g0, g1, p, q, qv, skip, acc, idx, val, sq, kept, margin):
-    """Offer the points at positions [g0, g1) of the sorted copy ``S[slot]`` (C, N) to the K-nearest list,
+def _nearest_in_group(S, keys, points, g0, g1, p, q, qv, skip, acc, idx, val, sq, kept, margin):
+    """Offer the points at positions [g0, g1) of the sorted copy ``S[0]`` (C, N) to the K-nearest list,
     walking up from position p and then down from p − 1 along ``keys`` until the difference to ``qv``
     exceeds the K-th kept distance (widened by ``margin``); point ``skip`` is left out. Returns kept."""
     K = idx.shape[0]
     h = p
     while h < g1 and keys[h] - qv <= val[K - 1] * margin:
         e = min(h + GROUP_BLOCK, g1)
-        _sq_query(S, slot, q, acc, h, e)
+        _sq_query(S, 0, q, acc, h, e)
         for j in range(h, e):
             if keys[j] - qv > val[K - 1] * margin:
                 e = g1  # the side is done
@@ -552,7 +549,7 @@ def _nearest_in_group(S, slot, keys, points, g0, g1, p, q, qv, skip, acc, idx, v
     low = p - 1
     while low >= g0 and qv - keys[low] <= val[K - 1] * margin:
         b0 = max(g0, low - GROUP_BLOCK + 1)
-        _sq_query(S, slot, q, acc, b0, low + 1)
+        _sq_query(S, 0, q, acc, b0, low + 1)
         for j in range(low, b0 - 1, -1):
             if qv - keys[j] > val[K - 1] * margin:
                 b0 = g0  # the side is done
@@ -564,7 +561,7 @@ def _nearest_in_group(S, slot, keys, points, g0, g1, p, q, qv, skip, acc, idx, v
 
 
 @njit(inline="always")
-def _nearest_over_groups(S, slot, keys, points, bounds, own, q, skip, acc, idx, val, sq, margin):
+def _nearest_over_groups(S, keys, points, bounds, own, q, skip, acc, idx, val, sq, margin):
     """The K nearest points to q (coordinates ``q``) over every group, its own group ``own`` first."""
     C = bounds.shape[0] - 1
     K = idx.shape[0]
@@ -580,20 +577,18 @@ def _nearest_over_groups(S, slot, keys, points, bounds, own, q, skip, acc, idx, 
         if g0 == g1:
             continue
         p = g0 + np.searchsorted(keys[g0:g1], q[c])
-        kept = _nearest_in_group(
-            S, slot, keys, points, g0, g1, p, q, q[c], skip, acc, idx, val, sq, kept, margin
-        )
+        kept = _nearest_in_group(S, keys, points, g0, g1, p, q, q[c], skip, acc, idx, val, sq, kept, margin)
 
 
 @njit(parallel=True, cache=True)
-def nearest_window(X, depth, S, slot, keys, points, bounds, queries, out_index, out_value):
+def nearest_window(X, depth, S, keys, points, bounds, queries, out_index, out_value):
     """The K = ``out_index.shape[1]`` nearest images of every query image at one depth: for query
     a = ``queries[m]``, the images j ≠ a in increasing order of (sqrt(Σ_c (X[j, depth, c] −
     X[a, depth, c])²), j) — equal distances to the smaller j — with their distances; −1 / inf past the
     N − 1 others.
 
-    ``X`` (N, D, C) holds the points; ``S[slot]``, ``keys``, ``points``, ``bounds`` the depth's class
-    windows (:func:`class_windows`; group c at positions bounds[c]..bounds[c+1]−1, sorted by ``keys`` =
+    ``X`` (N, D, C) holds the points; ``S``, ``keys``, ``points``, ``bounds`` the depth's class windows
+    (:func:`class_windows`; group c at positions bounds[c]..bounds[c+1]−1, sorted by ``keys`` =
     coordinate c).
     Each query searches its own group outward from its coordinate, then every other group's window, and
     visits only points that can still enter its list: the same list as a scan of all N.
@@ -608,29 +603,18 @@ def nearest_window(X, depth, S, slot, keys, points, bounds, queries, out_index, 
         sq = np.empty(K)
         for m in range(tile * NEAREST_TILE, min(queries.shape[0], (tile + 1) * NEAREST_TILE)):
             a = queries[m]
+            own = _top_coordinate(X, a, depth)
             _nearest_over_groups(
-                S,
-                slot,
-                keys,
-                points,
-                bounds,
-                _top_coordinate(X, a, depth),
-                X[a, depth],
-                a,
-                acc,
-                out_index[m],
-                out_value[m],
-                sq,
-                margin,
+                S, keys, points, bounds, own, X[a, depth], a, acc, out_index[m], out_value[m], sq, margin
             )
 
 
 @njit(parallel=True, cache=True)
-def min_max_window(X, Q, order, S, slot, keys, points, bounds, seeds, groups, out_value, out_index):
+def min_max_window(X, Q, order, S, keys, points, bounds, seeds, groups, out_value, out_index):
     """For every query m: min over points b of max_t sqrt(Σ_c (X[b, t, c] − Q[m, t, c])²), argmin b (ties:
     the smaller b).
 
-    ``X`` (N, D, C) holds the points, ``order`` the depths with the pruning depth t0 first, ``S[slot]``,
+    ``X`` (N, D, C) holds the points, ``order`` the depths with the pruning depth t0 first, ``S``,
     ``keys``, ``points``, ``bounds`` the class windows of depth t0 (:func:`class_windows`). Queries
     ``groups[g]..groups[g+1]-1`` share their coordinates at t0. Per group: its :data:`NEAR_SEEDS` nearest
     points at t0; each query's incumbent = the best exact value among those and its ``seeds[m]``; the
@@ -652,7 +636,7 @@ def min_max_window(X, Q, order, S, slot, keys, points, bounds, seeds, groups, ou
         near_v = np.empty(near.shape[0])
         near_s = np.empty(near.shape[0])
         own = _top_coordinate(Q, m0, t0)
-        _nearest_over_groups(S, slot, keys, points, bounds, own, q, -1, acc, near, near_v, near_s, margin)
+        _nearest_over_groups(S, keys, points, bounds, own, q, -1, acc, near, near_v, near_s, margin)
         # each query's incumbent from its seeds and the group's near points
         widest = 0.0
         for m in range(groups[g], groups[g + 1]):
@@ -683,7 +667,7 @@ def min_max_window(X, Q, order, S, slot, keys, points, bounds, seeds, groups, ou
             while hi < g1 and keys[hi] - q[c] <= limit:
                 hi += 1
             if hi > lo:
-                _sq_query(S, slot, q, acc, lo, hi)
+                _sq_query(S, 0, q, acc, lo, hi)
                 for j in range(lo, hi):
                     if acc[j] <= widest:
                         cand[n_cand] = points[j]

@@ -183,15 +183,14 @@ def _depth_order(points: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ClassWindows:
-    """The points of some depths arranged for the kernels' windowed searches
-    (:func:`resdyn._kernels.class_windows`): at slot k (depth ``depths[k]``) the points split by their
-    largest coordinate c into C groups, each sorted by its coordinate c. A point's distance to a query is
-    at least their difference in that coordinate, so a search visits only the window of each group within
-    its current bound.
+    """The points of one depth arranged for the kernels' windowed searches
+    (:func:`resdyn._kernels.class_windows`): split by their largest coordinate c (the first on ties) into C
+    groups, each sorted by its coordinate c. A point's distance to a query is at least their difference in
+    that coordinate, so a search visits only the part of each group within its current bound.
 
-    Attributes: ``sorted_points`` (K, C, N) coordinate-major in group order, ``keys`` (K, N) each
-    position's coordinate c, ``points`` (K, N) the point at each position, ``bounds`` (K, C + 1) the
-    groups' first positions."""
+    Attributes: ``sorted_points`` (1, C, N) the points coordinate-major in group order, ``keys`` (N,) each
+    position's coordinate c, ``points`` (N,) the point at each position, ``bounds`` (C + 1,) the groups'
+    first positions (group c at bounds[c]..bounds[c+1]−1)."""
 
     sorted_points: np.ndarray
     keys: np.ndarray
@@ -199,24 +198,21 @@ class ClassWindows:
     bounds: np.ndarray
 
     @classmethod
-    def build(cls, points: np.ndarray, depths: Sequence[int]) -> ClassWindows:
-        """The windows of the (N, D, C) float64 ``points`` at ``depths``. O(K·(N·C + N log N))."""
+    def build(cls, points: np.ndarray, depth: int) -> ClassWindows:
+        """The windows of the (N, D, C) float64 ``points`` at ``depth``. O(N·C + N log N)."""
         n_points, _, n_coords = points.shape
-        depths = np.asarray(depths, dtype=np.int64)
         windows = cls(
-            np.empty((depths.size, n_coords, n_points)),
-            np.empty((depths.size, n_points)),
-            np.empty((depths.size, n_points), dtype=np.int64),
-            np.empty((depths.size, n_coords + 1), dtype=np.int64),
+            np.empty((1, n_coords, n_points)),
+            np.empty(n_points),
+            np.empty(n_points, dtype=np.int64),
+            np.empty(n_coords + 1, dtype=np.int64),
         )
-        _kernels.class_windows(
-            points, depths, windows.sorted_points, windows.keys, windows.points, windows.bounds
-        )
+        _kernels.class_windows(points, int(depth), *windows.arrays())
         return windows
 
-    def at(self, slot: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
-        """The kernels' arguments for slot ``slot``: (sorted_points, slot, keys, points, bounds)."""
-        return self.sorted_points, slot, self.keys[slot], self.points[slot], self.bounds[slot]
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(sorted_points, keys, points, bounds): the kernels' arguments."""
+        return self.sorted_points, self.keys, self.points, self.bounds
 
 
 def min_max_distance(
@@ -265,7 +261,7 @@ def min_max_distance(
     if n_query == 0:
         return values, index
     order = _depth_order(points)
-    windows = ClassWindows.build(points, order[:1])
+    windows = ClassWindows.build(points, order[0])
     at_t0 = np.ascontiguousarray(queries[:, order[0], :])
     # equal coordinates at t0 share a group (compared as bytes: exactly equal floats)
     as_bytes = at_t0.view(np.dtype((np.void, at_t0.dtype.itemsize * at_t0.shape[1]))).ravel()
@@ -274,8 +270,8 @@ def min_max_distance(
     by_group = np.argsort(group_of, kind="stable")
     for begin in tqdm(range(0, n_query, chunk), desc="min-max", disable=None, leave=False):
         members = by_group[begin : begin + chunk]
-        keys_of = group_of[members]
-        groups = np.flatnonzero(np.r_[True, keys_of[1:] != keys_of[:-1], True]).astype(np.int64)
+        keys = group_of[members]
+        groups = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True]).astype(np.int64)
         block = np.ascontiguousarray(queries[members])
         block_values = np.empty(len(members))
         block_index = np.empty(len(members), dtype=np.int64)
@@ -283,7 +279,7 @@ def min_max_distance(
             points,
             block,
             order,
-            *windows.at(0),
+            *windows.arrays(),
             np.ascontiguousarray(seeds[members]),
             groups,
             block_values,
@@ -362,12 +358,12 @@ def scan_orbits(
         return orbits, hops
     points = np.ascontiguousarray(probs)
     for t in range(depths - 1):
-        windows = ClassWindows.build(points, [t + 1])  # one depth at a time: O(N·C) memory at any C
+        windows = ClassWindows.build(points, t + 1)  # one depth at a time: O(N·C) memory at any C
         occupied, which = np.unique(orbits[:, t], return_inverse=True)
         width = t + 1 if distinct else 1
         index = np.empty((occupied.size, width), dtype=np.int64)
         value = np.empty((occupied.size, width), dtype=np.float64)
-        _kernels.nearest_window(points, t + 1, *windows.at(0), occupied, index, value)
+        _kernels.nearest_window(points, t + 1, *windows.arrays(), occupied, index, value)
         if distinct:  # the first listed image not yet on the orbit (a_t itself is never listed)
             _kernels.first_unvisited(index, value, which.ravel().astype(np.int64), orbits, t, hops)
         else:

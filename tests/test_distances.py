@@ -610,11 +610,11 @@ def test_nearest_window_lists_the_k_nearest_in_order(case, width):
 
     probs = window_cases()[case]
     queries = np.array([0, 3, 3, 29, 20, 12], dtype=np.int64)
-    windows = distances.ClassWindows.build(probs, range(3))
     for depth in range(3):
         index = np.empty((len(queries), width), np.int64)
         value = np.empty((len(queries), width))
-        _kernels.nearest_window(probs, depth, *windows.at(depth), queries, index, value)
+        windows = distances.ClassWindows.build(probs, depth)
+        _kernels.nearest_window(probs, depth, *windows.arrays(), queries, index, value)
         for row, a in enumerate(queries):
             dist = np.sqrt(distances.squared_distance(probs[a, depth], probs[:, depth]))
             others = [j for j in np.argsort(dist, kind="stable") if j != a][:width]
@@ -627,19 +627,19 @@ def test_nearest_window_lists_the_k_nearest_in_order(case, width):
 @pytest.mark.parametrize("case", list(window_cases()))
 def test_class_windows_hold_every_point_once_sorted_within_its_group(case):
     probs = window_cases()[case]
-    windows = distances.ClassWindows.build(probs, [2, 0])
-    for slot, depth in enumerate([2, 0]):
+    for depth in range(probs.shape[1]):
+        windows = distances.ClassWindows.build(probs, depth)
         at_depth = probs[:, depth]
-        points, bounds = windows.points[slot], windows.bounds[slot]
+        points, bounds = windows.points, windows.bounds
         assert sorted(points.tolist()) == list(range(len(probs)))
         assert bounds[0] == 0 and bounds[-1] == len(probs) and (np.diff(bounds) >= 0).all()
         for c in range(probs.shape[2]):
             group = points[bounds[c] : bounds[c + 1]]
             # each image in the group of its largest coordinate (the first on ties)
             np.testing.assert_array_equal(at_depth[group].argmax(axis=1), c)
-            np.testing.assert_array_equal(windows.keys[slot, bounds[c] : bounds[c + 1]], at_depth[group, c])
+            np.testing.assert_array_equal(windows.keys[bounds[c] : bounds[c + 1]], at_depth[group, c])
             assert (np.diff(at_depth[group, c]) >= 0).all()
-        np.testing.assert_array_equal(windows.sorted_points[slot], at_depth[points].T)
+        np.testing.assert_array_equal(windows.sorted_points[0], at_depth[points].T)
 
 
 @pytest.mark.parametrize("case", list(window_cases()))
