@@ -31,7 +31,10 @@ depths 1..T, min over depths, distinct orbits, independent pairing):
 - ``sample_size`` (only for N up to ``--sample-size-max``): :func:`resdyn.sample_size.sample_size_table`
   with config.yaml's grid (count 6 from 50, 20 subsets, reference 400) and the whole test set's row given
   (computed untimed: the stage reads it off constants.json), plus the stage's recheck of that row
-  (:func:`resdyn.sample_size.recheck_full_set`).
+  (:func:`resdyn.sample_size.recheck_full_set`). Its row also splits the CPU time into ``parts``: the
+  pseudo-orbits (:func:`resdyn.distances.scan_orbits`), their ε (:func:`resdyn.shadowing.shadowing_errors`),
+  the pair list (:meth:`resdyn.sample_size.CandidatePairs.build`), the pairwise kernel on subsets that hold
+  no listed pair, and the rest (subset draws, the curve and best-tracing estimates, the table).
 
 The probes' analysis (``head: probes``) runs these same functions on a trajectory array of the same shape
 (N, T+1, C), so its rows are the definition's; fitting the probes scales with the training images, not N.
@@ -127,6 +130,34 @@ def _arrays(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarray, n
     return np.log(probs), probs, labels, "synthetic"
 
 
+SAMPLE_SIZE_PARTS = {
+    "orbits": ("distances", "scan_orbits"),
+    "epsilon": ("shadowing", "shadowing_errors"),
+    "pair_list": ("CandidatePairs", "build"),
+    "pairwise_kernel": ("distances", "pairwise_shard"),
+}
+"""The functions whose CPU time the sample-size row reports apart (owner, attribute)."""
+
+
+def _count_cpu(owners: dict, parts: dict) -> None:
+    """Replace each of :data:`SAMPLE_SIZE_PARTS`' functions by a wrapper that adds its CPU time (this
+    process, all threads) to ``parts``; ``owners`` maps the owner names to the module or class objects."""
+    for part, (owner_name, attribute) in SAMPLE_SIZE_PARTS.items():
+        owner = owners[owner_name]
+        raw = vars(owner)[attribute] if isinstance(owner, type) else getattr(owner, attribute)
+        inner = raw.__func__ if isinstance(raw, classmethod) else raw
+        parts[part] = 0.0
+
+        def timed(*args, _inner=inner, _part=part, **kwargs):
+            began = _cpu_seconds()
+            try:
+                return _inner(*args, **kwargs)
+            finally:
+                parts[_part] = parts.get(_part, 0.0) + _cpu_seconds() - began
+
+        setattr(owner, attribute, classmethod(timed) if isinstance(owner, type) else timed)
+
+
 def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out: mp.Queue) -> None:
     from resdyn import distances, shadowing
     from resdyn import sample_size as ss
@@ -148,6 +179,7 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
     if stage == "curve":  # its inputs, untimed
         orbits, hops = distances.scan_orbits(shadow, 0, n, distinct=reading.orbits == "distinct")
         eps, b_star = shadowing.shadowing_errors(shadow, orbits, 0, n, chunk=CHUNK)
+    parts: dict[str, float] = {}
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     began, cpu_began = time.perf_counter(), _cpu_seconds()
     if stage == "pairwise":
@@ -172,6 +204,8 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
         from resdyn.config import sample_size_settings
 
         grid = ss.size_grid(n, sample_size_settings(SAMPLE_SIZE))
+        owners = {"distances": distances, "shadowing": shadowing, "CandidatePairs": ss.CandidatePairs}
+        _count_cpu(owners, parts)
         ss.recheck_full_set(expansive, shadow, labels, reading, full_set, chunk=CHUNK)
         ss.sample_size_table(
             expansive,
@@ -189,15 +223,10 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
         )
     seconds, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.put(
-        {
-            "seconds": seconds,
-            "cpu_seconds": cpu,
-            "peak_rss_mb": peak,
-            "added_rss_mb": peak - base,
-            "source": source,
-        }
-    )
+    row = {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "added_rss_mb": peak - base}
+    if parts:
+        row["parts"] = {**parts, "rest": cpu - sum(parts.values())}
+    out.put(row | {"source": source})
 
 
 def _cpu_seconds() -> float:
@@ -280,6 +309,9 @@ def main() -> None:
                     f"peak RSS {row['peak_rss_mb']:7.0f} MB (+{row['added_rss_mb']:.0f})",
                     flush=True,
                 )
+                if "parts" in row:
+                    split = ", ".join(f"{part} {cpu:.2f}" for part, cpu in row["parts"].items())
+                    print(f"{'':24s} CPU s by part: {split}", flush=True)
     exponents = {}
     print(
         f"\n{'stage':24s} {'N':>6s} {'time':>9s} {'× baseline':>10s} {'(N/N0)²':>8s}   baseline: smallest N"
