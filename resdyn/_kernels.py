@@ -422,13 +422,14 @@ NEAREST_TILE = 16
 # ------------------------------------------------------------------------------------ class windows
 #
 # The points of one depth are split by their largest coordinate (predicted class) c into groups, each sorted
-# by its own coordinate c and stored coordinate-major in that order (resdyn.distances._class_windows). A
-# point b of group c differs from a query q by g = |x_b,c − q_c| in that coordinate and so lies at distance
-# ≥ g: the kernels' sum holds the square of that very difference (the same rounded float) plus non-negative
-# terms, so its computed root is at least g·(1 − (C + 3)·2⁻⁵³). A search that walks a group outward from q_c
-# and stops once g exceeds its bound widened by _window_margin(C) therefore skips only points that are
-# strictly farther: they can neither win nor tie. Confident probability vectors are spread thinly along their
-# own class's coordinate, and a query's window in another class's group is empty or a few points.
+# by its own coordinate c and stored coordinate-major in that order (class_windows below; the arrays are
+# resdyn.distances.ClassWindows). A point b of group c differs from a query q by g = |x_b,c − q_c| in that
+# coordinate and so lies at distance ≥ g: the kernels' sum holds the square of that very difference (the
+# same rounded float) plus non-negative terms, so its computed root is at least g·(1 − (C + 3)·2⁻⁵³). A
+# search that walks a group outward from q_c and stops once g exceeds its bound widened by
+# _window_margin(C) therefore skips only points that are strictly farther: they can neither win nor tie.
+# Confident probability vectors are spread thinly along their own class's coordinate, and a query's window
+# in another class's group is empty or a few points.
 
 
 @njit(cache=True)
@@ -589,9 +590,9 @@ def nearest_window(X, depth, S, keys, points, bounds, queries, out_index, out_va
 
     ``X`` (N, D, C) holds the points; ``S``, ``keys``, ``points``, ``bounds`` the depth's class windows
     (:func:`class_windows`; group c at positions bounds[c]..bounds[c+1]−1, sorted by ``keys`` =
-    coordinate c).
-    Each query searches its own group outward from its coordinate, then every other group's window, and
-    visits only points that can still enter its list: the same list as a scan of all N.
+    coordinate c). Each query searches its own group outward from its coordinate, then every other
+    group's window, and visits only points that can still enter its list: the same list as a scan of all
+    N.
     """
     N = X.shape[0]
     C = X.shape[2]
