@@ -574,8 +574,8 @@ def test_scan_orbits_equal_the_bruteforce(distinct, ties):
 def window_cases():
     """Point sets that stress the class windows: generic, rounded with duplicates, confident (near the
     simplex's vertices, neighbours 1e-7 apart), uniform vectors (every coordinate ties for the largest),
-    points that differ only in their largest coordinate (the bound is attained: gap = distance), and absent
-    classes (empty groups)."""
+    points that differ only in their largest coordinate (the bound is attained: gap = distance), absent
+    classes (empty groups) and a single class (every distance 0: the tie rule alone decides)."""
     rng = np.random.default_rng(13)
     generic, _ = random_trajectories(rng, 30, depths=3, classes=4)
     ties = np.round(generic, 1)
@@ -597,6 +597,7 @@ def window_cases():
         "uniform": uniform,
         "on_axis": on_axis,
         "absent": absent,
+        "one_class": np.ones((30, 3, 1)),
     }
 
 
