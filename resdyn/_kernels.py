@@ -7,8 +7,10 @@ probability vectors u, v in R^C the squared distance is the sequential sum
 T+1. Every kernel evaluates exactly that expression for every pair it keeps, so its values are bitwise
 equal to the reference; pruning only ever skips a pair whose value provably exceeds the incumbent.
 
-Points are stored coordinate-major, ``(T+1, C, N)``, so every loop over partners is contiguous and
-vectorises (the coordinate sum is unrolled four at a time, keeping the sequential order).
+The all-pairs kernel reads the points coordinate-major, ``(T+1, C, N)``, and the windowed searches a
+coordinate-major copy of one depth in window order (section "class windows"), so every loop over partners
+is contiguous and vectorises (the coordinate sum is unrolled four at a time, keeping the sequential
+order); the few exact checks of single pairs read the point-major ``(N, T+1, C)`` array.
 
 Pruning thresholds: a candidate is skipped when its squared lower bound exceeds ``thr`` with
 ``thr = (best * (1 + 1e-12) + slack)^2``. For a depth's own distance (an exact sub-expression of the max)
@@ -95,10 +97,6 @@ def _max_sq_within(X, order, b, Q, m, s_first, thr):
         if s > smax:
             smax = s
     return smax
-
-
-NEAR_SEEDS = 8
-"""Points nearest to a query group at t0 whose exact values seed the incumbent in :func:`min_max_window`."""
 
 
 # Relative margins on squared distances: s < best·_LOW certainly gives sqrt(s) < sqrt(best) after rounding,
@@ -399,10 +397,15 @@ def pair_t_star(probs, pairs, out):
         out[k] = best_t
 
 
+REDUCE_MAX, REDUCE_MIN, REDUCE_MEAN = 0, 1, 2
+"""The reductions over depths :func:`pair_reduce` applies."""
+
+
 @njit(parallel=True, cache=True)
-def pair_reduce(probs, first, second, use_max, out):
-    """out[k] = max_t (or min_t, ``use_max`` false) sqrt(Σ_c (probs[i, t, c] − probs[j, t, c])²) for
-    (i, j) = (first[k], second[k]), the sum sequential over c (the module's arithmetic)."""
+def pair_reduce(probs, first, second, mode, out):
+    """out[k] = max_t, min_t or mean_t (``mode``: :data:`REDUCE_MAX`, ``REDUCE_MIN``, ``REDUCE_MEAN``) of
+    d_t = sqrt(Σ_c (probs[i, t, c] − probs[j, t, c])²) for (i, j) = (first[k], second[k]): the module's
+    arithmetic, the mean the sequential sum over t divided by D."""
     D = probs.shape[1]
     for k in prange(first.shape[0]):
         i = first[k]
@@ -410,13 +413,11 @@ def pair_reduce(probs, first, second, use_max, out):
         acc = 0.0
         for t in range(D):
             v = math.sqrt(_sq_dist(probs, t, i, probs, j))
-            if t == 0 or (v > acc if use_max else v < acc):
+            if mode == REDUCE_MEAN:
+                acc += v
+            elif t == 0 or (v > acc if mode == REDUCE_MAX else v < acc):
                 acc = v
-        out[k] = acc
-
-
-NEAREST_TILE = 16
-"""Query images handled by one task of :func:`nearest_window` (their scratch is allocated once per tile)."""
+        out[k] = acc / D if mode == REDUCE_MEAN else acc
 
 
 # ------------------------------------------------------------------------------------ class windows
@@ -581,6 +582,10 @@ def _nearest_over_groups(S, keys, points, bounds, own, q, skip, acc, idx, val, s
         kept = _nearest_in_group(S, keys, points, g0, g1, p, q, q[c], skip, acc, idx, val, sq, kept, margin)
 
 
+NEAREST_TILE = 16
+"""Query images handled by one task of :func:`nearest_window` (their scratch is allocated once per tile)."""
+
+
 @njit(parallel=True, cache=True)
 def nearest_window(X, depth, S, keys, points, bounds, queries, out_index, out_value):
     """The K = ``out_index.shape[1]`` nearest images of every query image at one depth: for query
@@ -608,6 +613,10 @@ def nearest_window(X, depth, S, keys, points, bounds, queries, out_index, out_va
             _nearest_over_groups(
                 S, keys, points, bounds, own, X[a, depth], a, acc, out_index[m], out_value[m], sq, margin
             )
+
+
+NEAR_SEEDS = 8
+"""Points nearest to a query group at t0 whose exact values seed the incumbent in :func:`min_max_window`."""
 
 
 @njit(parallel=True, cache=True)

@@ -169,6 +169,30 @@ def squared_distance(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return total
 
 
+_REDUCTIONS = {"max": _kernels.REDUCE_MAX, "min": _kernels.REDUCE_MIN, "mean": _kernels.REDUCE_MEAN}
+
+
+def reduced_distances(
+    probs: np.ndarray, first: np.ndarray, second: np.ndarray, over_depths: str
+) -> np.ndarray:
+    """S_t d_t(first[k], second[k]) for every k, S the reduction ``over_depths`` (max, min or mean over the
+    D depths of the (N, D, C) ``probs``), d_t in this module's arithmetic and the mean the sequential sum
+    over t divided by D: the values the pairwise kernel compares, for a given list of pairs (a numba kernel,
+    O(1) memory per pair)."""
+    if over_depths not in _REDUCTIONS:
+        raise InputError(f"over_depths must be one of {sorted(_REDUCTIONS)}, got {over_depths!r}")
+    out = np.empty(np.size(first))
+    if out.size:
+        _kernels.pair_reduce(
+            np.ascontiguousarray(probs, dtype=np.float64),
+            np.ascontiguousarray(first, dtype=np.int64),
+            np.ascontiguousarray(second, dtype=np.int64),
+            _REDUCTIONS[over_depths],
+            out,
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------------- min_max_distance
 
 
@@ -360,15 +384,16 @@ def scan_orbits(
     for t in range(depths - 1):
         windows = ClassWindows.build(points, t + 1)  # one depth at a time: O(N·C) memory at any C
         occupied, which = np.unique(orbits[:, t], return_inverse=True)
+        which = which.ravel().astype(np.int64)
         width = t + 1 if distinct else 1
         index = np.empty((occupied.size, width), dtype=np.int64)
         value = np.empty((occupied.size, width), dtype=np.float64)
         _kernels.nearest_window(points, t + 1, *windows.arrays(), occupied, index, value)
         if distinct:  # the first listed image not yet on the orbit (a_t itself is never listed)
-            _kernels.first_unvisited(index, value, which.ravel().astype(np.int64), orbits, t, hops)
+            _kernels.first_unvisited(index, value, which, orbits, t, hops)
         else:
-            orbits[:, t + 1] = index[which.ravel(), 0]
-            hops[:, t] = value[which.ravel(), 0]
+            orbits[:, t + 1] = index[which, 0]
+            hops[:, t] = value[which, 0]
     return orbits, hops
 
 

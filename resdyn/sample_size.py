@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from resdyn import _kernels, distances, shadowing
+from resdyn import distances, shadowing
 from resdyn.artifacts import SampleSizeTable
 from resdyn.io import InputError
 from resdyn.readings import Reading
@@ -176,14 +176,15 @@ class CandidatePairs:
         cKDTree`, ``query_pairs``) at every depth for ``min`` (min_t d_t < r needs d_t < r at some t), at
         one depth for ``max`` (max_t d_t < r needs d_t < r at every t): the one at which the fewest of the
         sampled different-class pairs below come within r. Their S_t d_t is computed with the kernels'
-        arithmetic (:func:`_reduce_over_depths`), and those below bound = r·(1 − :data:`LIST_MARGIN`) are
-        listed: a pair the tree left out has S_t d_t ≥ bound. r starts where the different-class pairs of
-        m ≤ 512 evenly spaced images predict twice :data:`PAIRS_AT_LEAST` listed pairs (about (N/m)² times
-        as many pairs of the whole set lie below a value as of the sample) and grows by a quarter until
-        :data:`PAIRS_AT_LEAST` pairs are listed or r exceeds twice the data's extent (then every pair is a
-        candidate and ``bound`` = inf); past :data:`MAX_CANDIDATES` candidates the last list that fitted is
-        kept (shorter, still exact) or, before any, r shrinks by a quarter. Neither the start nor the depth
-        changes the contract, only the rounds it takes.
+        arithmetic (:func:`resdyn.distances.reduced_distances`), and those below bound =
+        r·(1 − :data:`LIST_MARGIN`) are listed: a pair the tree left out has S_t d_t ≥ bound. r starts
+        where the different-class pairs of m ≤ 512 evenly spaced images predict twice
+        :data:`PAIRS_AT_LEAST` listed pairs (about (N/m)² times as many pairs of the whole set lie below a
+        value as of the sample) and grows by a quarter until :data:`PAIRS_AT_LEAST` pairs are listed or r
+        exceeds twice the data's extent (then every pair is a candidate and ``bound`` = inf); past
+        :data:`MAX_CANDIDATES` candidates the last list that fitted is kept (shorter, still exact) or,
+        before any, r shrinks by a quarter. Neither the start nor the depth changes the contract, only the
+        rounds it takes.
         """
         from scipy.spatial import cKDTree
 
@@ -193,15 +194,14 @@ class CandidatePairs:
         labels = np.asarray(labels, dtype=np.int64)
         n_images, depths, _ = probs.shape
         sample = np.unique(np.linspace(0, n_images - 1, min(n_images, 512)).astype(np.int64))
-        first, second = np.triu_indices(sample.size, 1)
-        first, second = sample[first], sample[second]
-        across = labels[first] != labels[second]
+        first, second = np.triu_indices(sample.size, 1)  # rows of the sample
+        across = labels[sample[first]] != labels[sample[second]]
         first, second = first[across], second[across]
         # The sample's own different-class pairs predict the radius that lists enough pairs: about
         # (N/m)² times as many pairs of the whole set fall below a value as of the m sampled images.
         at_depth = np.stack(
             [
-                _reduce_over_depths(np.ascontiguousarray(probs[:, t : t + 1]), first, second, "max")
+                distances.reduced_distances(probs[sample, t : t + 1], first, second, "max")
                 for t in range(depths)
             ],
             axis=1,
@@ -233,7 +233,7 @@ class CandidatePairs:
                     break
                 radius /= 1.25
                 continue
-            value = _reduce_over_depths(probs, pairs[:, 0], pairs[:, 1], over_depths)
+            value = distances.reduced_distances(probs, pairs[:, 0], pairs[:, 1], over_depths)
             bound = math.inf if complete else radius * (1.0 - LIST_MARGIN)
             listed = value < bound
             kept = (value[listed], pairs[listed], bound)
@@ -260,24 +260,6 @@ class CandidatePairs:
         if self.bound == math.inf:
             return math.nan, np.full(2, -1, np.int64)
         return None
-
-
-def _reduce_over_depths(
-    probs: np.ndarray, first: np.ndarray, second: np.ndarray, over_depths: str
-) -> np.ndarray:
-    """S_t d_t(first[k], second[k]) for S = max or min over the depths, d_t in the kernels' arithmetic
-    (sequential sum of squared differences over the classes, then sqrt; a numba kernel, O(1) memory per
-    pair)."""
-    out = np.empty(first.size)
-    if first.size:
-        _kernels.pair_reduce(
-            probs,
-            np.ascontiguousarray(first, dtype=np.int64),
-            np.ascontiguousarray(second, dtype=np.int64),
-            over_depths == "max",
-            out,
-        )
-    return out
 
 
 def subset_constants(
@@ -457,9 +439,9 @@ def recheck_full_set(
     """Recompute from the trajectories, in O(N·D·C), the parts of the whole test set's estimates ``found``
     (:func:`full_set_from_constants`) that one pair or one orbit decides, with the kernels' arithmetic:
 
-    - ``g_expansive``: S_t d_t(i, j) at the stated pair (S the reading's max, mean — the sequential sum
-      over t divided by D — or min; d_t from :func:`resdyn.distances.squared_distance` and a correctly
-      rounded sqrt), None when the pair is None and no two labels differ (else NaN, which equals nothing);
+    - ``g_expansive``: S_t d_t(i, j) at the stated pair (:func:`resdyn.distances.reduced_distances`, the
+      reading's max, mean or min), None when the pair is None and no two labels differ (else NaN, which
+      equals nothing);
     - ``sh_paper``: δ/ε of the pseudo-orbit from the stated orbit start, rescanned by
       :func:`resdyn.distances.scan_orbits` (the reading's revisit or distinct rule; the same orbits and hops
       as the nearest-neighbour tables give, bit for bit) and shadowed by
@@ -476,18 +458,11 @@ def recheck_full_set(
         result["g_expansive"] = None if np.unique(labels).size < 2 else math.nan
     else:
         i, j = (int(k) for k in pair)
-        per_depth = np.sqrt(distances.squared_distance(expansive_probs[i], expansive_probs[j]))
         if labels[i] == labels[j]:
             result["g_expansive"] = math.nan
-        elif reading.over_depths == "max":
-            result["g_expansive"] = float(per_depth.max())
-        elif reading.over_depths == "min":
-            result["g_expansive"] = float(per_depth.min())
         else:
-            total = 0.0
-            for value in per_depth:  # sequential, as the kernel sums (numpy's sum is pairwise)
-                total += float(value)
-            result["g_expansive"] = total / per_depth.size
+            value = distances.reduced_distances(expansive_probs, [i], [j], reading.over_depths)
+            result["g_expansive"] = float(value[0])
     start = found["orbit_start"]
     if start is None:
         result["sh_paper"] = None

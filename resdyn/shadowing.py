@@ -136,8 +136,8 @@ def shadowing_errors(
 
     ε(ξ) = min_b max_t ‖p_t(b) − q_t‖₂ with q_t = p_t(a_t), ties → smaller b (method §3.2). Each orbit's
     value is exact and its own (:func:`resdyn.distances.min_max_distance`, float64, from differences;
-    orbits that coincide at the pruning depth share its sweep, and each orbit's start image seeds its
-    search), so the result is identical for any split of 0..N into shards; ``chunk`` bounds its memory.
+    orbits that coincide at the pruning depth share its candidate search, and each orbit's start image
+    seeds it), so the result is identical for any split of 0..N into shards; ``chunk`` bounds its memory.
 
     Args:
         probs: (N, T+1, C) float64 probability trajectories.

@@ -678,3 +678,31 @@ def test_scan_orbits_rejects_bad_input_by_name():
         distances.scan_orbits(probs, 0, 4, distinct=True)
     with pytest.raises(InputError, match="outside 0..4"):
         distances.scan_orbits(probs, 0, 5)
+
+
+@pytest.mark.parametrize("case", list(window_cases()))
+def test_reduced_distances_equal_the_plain_loops(case):
+    """max, min and mean over depths of every listed pair's distances, bit for bit as plain float64 loops
+    (the mean a sequential sum over depths divided by D); an unknown reduction is named."""
+    probs = window_cases()[case]
+    first, second = np.triu_indices(len(probs), 1)
+    for over_depths in ("max", "min", "mean"):
+        found = distances.reduced_distances(probs, first, second, over_depths)
+        for k, (i, j) in enumerate(zip(first, second)):
+            per_depth = []
+            for t in range(probs.shape[1]):
+                total = 0.0
+                for c in range(probs.shape[2]):
+                    total += (float(probs[i, t, c]) - float(probs[j, t, c])) ** 2
+                per_depth.append(math.sqrt(total))
+            if over_depths == "mean":
+                expected = 0.0
+                for value in per_depth:
+                    expected += value
+                expected /= len(per_depth)
+            else:
+                expected = max(per_depth) if over_depths == "max" else min(per_depth)
+            assert found[k] == expected, (over_depths, i, j)
+    assert distances.reduced_distances(probs, [], [], "max").shape == (0,)
+    with pytest.raises(InputError, match="over_depths must be one of"):
+        distances.reduced_distances(probs, first, second, "median")
