@@ -153,7 +153,7 @@ def _count_cpu(owners: dict, parts: dict) -> None:
             try:
                 return _inner(*args, **kwargs)
             finally:
-                parts[_part] = parts.get(_part, 0.0) + _cpu_seconds() - began
+                parts[_part] += _cpu_seconds() - began
 
         setattr(owner, attribute, classmethod(timed) if isinstance(owner, type) else timed)
 
