@@ -50,6 +50,7 @@ import multiprocessing as mp
 import queue as queue_module
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -140,8 +141,12 @@ SAMPLE_SIZE_PARTS = {
 
 
 def _count_cpu(owners: dict, parts: dict) -> None:
-    """Replace each of :data:`SAMPLE_SIZE_PARTS`' functions by a wrapper that adds its CPU time (this
-    process, all threads) to ``parts``; ``owners`` maps the owner names to the module or class objects."""
+    """Replace each of :data:`SAMPLE_SIZE_PARTS`' functions by a wrapper that adds its CPU time to
+    ``parts``; ``owners`` maps the owner names to the module or class objects. In the main thread the
+    time is the whole process's (all threads: numba's threads work for the call); in another thread (the
+    sample-size stage's subset workers, one numba thread each, running side by side) that thread's own, so
+    that concurrent calls are not counted twice."""
+    lock = threading.Lock()
     for part, (owner_name, attribute) in SAMPLE_SIZE_PARTS.items():
         owner = owners[owner_name]
         raw = vars(owner)[attribute] if isinstance(owner, type) else getattr(owner, attribute)
@@ -149,11 +154,15 @@ def _count_cpu(owners: dict, parts: dict) -> None:
         parts[part] = 0.0
 
         def timed(*args, _inner=inner, _part=part, **kwargs):
-            began = _cpu_seconds()
+            in_main = threading.current_thread() is threading.main_thread()
+            clock = _cpu_seconds if in_main else time.thread_time
+            began = clock()
             try:
                 return _inner(*args, **kwargs)
             finally:
-                parts[_part] += _cpu_seconds() - began
+                spent = clock() - began
+                with lock:
+                    parts[_part] += spent
 
         setattr(owner, attribute, classmethod(timed) if isinstance(owner, type) else timed)
 

@@ -30,6 +30,26 @@ from numba import njit, prange
 REL_SLACK = 1e-12
 ABS_SLACK_MEAN = 1e-12
 
+THREAD_SAFE_LAYERS = ("tbb", "omp")
+"""numba threading layers that let several Python threads run parallel kernels at once (numba's
+documentation, "The Threading Layers"; its ``workqueue`` layer does not)."""
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _fill_range(out):
+    for k in prange(out.shape[0]):
+        out[k] = k
+
+
+def thread_safe() -> bool:
+    """Whether the kernels may be called from several Python threads at once: they release the GIL
+    (``nogil``) and numba's threading layer, started here by a trivial parallel kernel if no kernel has
+    run yet, is one of :data:`THREAD_SAFE_LAYERS`."""
+    import numba
+
+    _fill_range(np.empty(1, dtype=np.int64))
+    return numba.threading_layer() in THREAD_SAFE_LAYERS
+
 
 @njit(inline="always")
 def _threshold(best: float, slack: float) -> float:
@@ -85,18 +105,31 @@ def _sq_query(P, t, q, acc, b0, b1):
 
 
 @njit(inline="always")
-def _max_sq_within(X, order, b, Q, m, s_first, thr):
+def _max_sq_within(X, order, b, Q, m, s_first, thr, hot):
     """max over the depths of the squared distance between point b and query m, given its value
-    ``s_first`` at depth order[0] and visiting the others in ``order``; inf as soon as one exceeds ``thr``
-    (early abandoning: the max can then not be within it)."""
+    ``s_first`` at depth order[0]; inf as soon as one exceeds ``thr`` (early abandoning: the max can then
+    not be within it). The depth order[hot] is visited first, then the others in ``order``. Returns the
+    max (or inf) and the position in ``order`` of the depth that exceeded ``thr`` (``hot`` if none did).
+
+    The max is the same in any visiting order; the order only decides how soon a candidate is rejected.
+    A query's candidates are the points near it at order[0], and they tend to exceed its incumbent at the
+    same other depth, so the caller passes the position that rejected the previous candidate."""
     smax = s_first
-    for u in range(1, order.shape[0]):
-        s = _sq_dist(X, order[u], b, Q, m)
+    if hot > 0:
+        s = _sq_dist(X, order[hot], b, Q, m)
         if s > thr:
-            return np.inf
+            return np.inf, hot
         if s > smax:
             smax = s
-    return smax
+    for u in range(1, order.shape[0]):
+        if u == hot:
+            continue
+        s = _sq_dist(X, order[u], b, Q, m)
+        if s > thr:
+            return np.inf, u
+        if s > smax:
+            smax = s
+    return smax, hot
 
 
 # Relative margins on squared distances: s < best·_LOW certainly gives sqrt(s) < sqrt(best) after rounding,
@@ -159,7 +192,7 @@ def _pair_less(i, j, pi, pj):
     return pi < 0 or i < pi or (i == pi and j < pj)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound):
     """Every pair i < j with i in the row blocks, all depths at once, exact, vectorised over j.
 
@@ -376,7 +409,7 @@ def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound):
     return nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_max_t, e_mean, e_mean_p
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def pair_t_star(probs, pairs, out):
     """out[k] = argmax_t sqrt(Σ_c (probs[i, t, c] − probs[j, t, c])²) for (i, j) = pairs[k] (sequential sum
     over c, ties → smaller t, as ``np.argmax`` of the reference's distances); −1 where i < 0."""
@@ -401,7 +434,7 @@ REDUCE_MAX, REDUCE_MIN, REDUCE_MEAN = 0, 1, 2
 """The reductions over depths :func:`pair_reduce` applies."""
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def pair_reduce(probs, first, second, mode, out):
     """out[k] = max_t, min_t or mean_t (``mode``: :data:`REDUCE_MAX`, ``REDUCE_MIN``, ``REDUCE_MEAN``) of
     d_t = sqrt(Σ_c (probs[i, t, c] − probs[j, t, c])²) for (i, j) = (first[k], second[k]): the module's
@@ -433,7 +466,7 @@ def pair_reduce(probs, first, second, mode, out):
 # in another class's group is empty or a few points.
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def class_windows(X, depth, S, keys, points, bounds):
     """The class windows of the (N, D, C) points ``X`` at ``depth``: the points split by their largest
     coordinate c (the first on ties) into C groups, each sorted by its coordinate c (ties in any order).
@@ -468,24 +501,34 @@ def class_windows(X, depth, S, keys, points, bounds):
             S[0, c, j] = X[b, depth, c]
 
 
-@njit(cache=True)
-def first_unvisited(index, value, which, orbits, t, hops):
-    """Step t of distinct pseudo-orbits: orbit r takes the first image of its occupied image's list
-    ``index[which[r]]`` (nearest first) that is not among orbits[r, 0..t], into orbits[r, t+1], and its
-    distance into hops[r, t]. The list holds t + 1 images other than orbits[r, t], so one is free."""
-    for r in range(orbits.shape[0]):
-        row = which[r]
-        for k in range(index.shape[1]):
-            j = index[row, k]
+@njit(cache=True, nogil=True)
+def first_unvisited(index, value, which, rows, orbits, t, hops):
+    """Step t of distinct pseudo-orbits for the orbits ``rows``: orbit r = rows[k] takes the first image of
+    its occupied image's list ``index[which[k]]`` (nearest first) that is not among orbits[r, 0..t], into
+    orbits[r, t+1], and its distance into hops[r, t]. Returns the number of orbits whose list holds no such
+    image (their orbits[r, t+1] is set to −1): a list of t + 1 images other than orbits[r, t] always holds
+    one, a shorter list may not."""
+    missing = 0
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        row = which[k]
+        orbits[r, t + 1] = -1
+        for u in range(index.shape[1]):
+            j = index[row, u]
+            if j < 0:
+                break
             seen = False
-            for u in range(t + 1):
-                if orbits[r, u] == j:
+            for v in range(t + 1):
+                if orbits[r, v] == j:
                     seen = True
                     break
             if not seen:
                 orbits[r, t + 1] = j
-                hops[r, t] = value[row, k]
+                hops[r, t] = value[row, u]
                 break
+        if orbits[r, t + 1] < 0:
+            missing += 1
+    return missing
 
 
 GROUP_BLOCK = 16
@@ -586,7 +629,7 @@ NEAREST_TILE = 16
 """Query images handled by one task of :func:`nearest_window` (their scratch is allocated once per tile)."""
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def nearest_window(X, depth, S, keys, points, bounds, queries, out_index, out_value):
     """The K = ``out_index.shape[1]`` nearest images of every query image at one depth: for query
     a = ``queries[m]``, the images j ≠ a in increasing order of (sqrt(Σ_c (X[j, depth, c] −
@@ -619,7 +662,7 @@ NEAR_SEEDS = 8
 """Points nearest to a query group at t0 whose exact values seed the incumbent in :func:`min_max_window`."""
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def min_max_window(X, Q, order, S, keys, points, bounds, seeds, groups, out_value, out_index):
     """For every query m: min over points b of max_t sqrt(Σ_c (X[b, t, c] − Q[m, t, c])²), argmin b (ties:
     the smaller b).
@@ -654,7 +697,7 @@ def min_max_window(X, Q, order, S, keys, points, bounds, seeds, groups, out_valu
             best_b = N
             for k in range(seeds.shape[1] + near.shape[0]):
                 b = seeds[m, k] if k < seeds.shape[1] else near[k - seeds.shape[1]]
-                v = math.sqrt(_max_sq_within(X, order, b, Q, m, _sq_dist(X, t0, b, Q, m), np.inf))
+                v = math.sqrt(_max_sq_within(X, order, b, Q, m, _sq_dist(X, t0, b, Q, m), np.inf, 0)[0])
                 if v < best or (v == best and b < best_b):
                     best = v
                     best_b = b
@@ -687,11 +730,12 @@ def min_max_window(X, Q, order, S, keys, points, bounds, seeds, groups, out_valu
             best = out_value[m]
             best_b = out_index[m]
             thr = _threshold(best, 0.0)
+            hot = 0  # the position in order of the depth that rejected the query's last candidate
             for k in range(n_cand):
                 b = cand[k]
                 if cand_s[k] > thr:
                     continue
-                smax = _max_sq_within(X, order, b, Q, m, cand_s[k], thr)
+                smax, hot = _max_sq_within(X, order, b, Q, m, cand_s[k], thr, hot)
                 if smax == np.inf:
                     continue
                 v = math.sqrt(smax)

@@ -196,6 +196,17 @@ def reduced_distances(
 # ----------------------------------------------------------------------------------- min_max_distance
 
 
+def concurrent_callers(requested: int | None = None) -> int:
+    """How many Python threads may run this module's CPU kernels at once, one numba thread each:
+    ``requested`` (default numba's thread count: ``NUMBA_NUM_THREADS``, else the machine's cores) when
+    numba's threading layer allows concurrent callers (:func:`resdyn._kernels.thread_safe`), else 1. The
+    kernels' results do not depend on the threads that run them."""
+    import numba
+
+    wanted = numba.get_num_threads() if requested is None else int(requested)
+    return wanted if wanted > 1 and _kernels.thread_safe() else 1
+
+
 def _depth_order(points: np.ndarray) -> np.ndarray:
     """Depths of the (N, D, C) ``points`` sorted by decreasing total variance: the most spread depth prunes
     best as a lower bound. Estimated on at most 2,048 evenly spaced points (it only orders the pruning,
@@ -325,6 +336,12 @@ def min_max_distance_bruteforce(queries: np.ndarray, points: np.ndarray) -> tupl
     return best, index.astype(np.int64)
 
 
+DISTINCT_FIRST = 2
+"""Nearest images :func:`scan_orbits` lists first for a distinct orbit's hop; only the orbits that have
+visited all of them search again for their t + 1 nearest. (On 3,466 Fashion-MNIST images, resnet18 and
+resnet50, the authors' view: 96 % of the hops take the nearest image, 3.5 % the second, 0.1 % a later one.)"""
+
+
 def scan_orbits(
     probs: np.ndarray, start: int, stop: int, *, distinct: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -345,7 +362,8 @@ def scan_orbits(
     points of :class:`ClassWindows` whose difference in one coordinate is within its current bound, a
     fraction of the N for confident probability vectors and all N at worst. A revisiting orbit takes the
     searched image's nearest other image; a distinct one the first of its t + 1 nearest that the orbit has
-    not visited (it has visited t images besides a_t, so one of those t + 1 is free). Cost
+    not visited (it has visited t images besides a_t, so one of those t + 1 is free); the search lists
+    :data:`DISTINCT_FIRST` first and only the orbits that visited all of them search their t + 1. Cost
     O(D·N·(C + log N)) for the windows plus O(searches·window·C), memory O(N·C + threads·N +
     (stop−start)·D).
 
@@ -381,19 +399,30 @@ def scan_orbits(
     if stop == start:
         return orbits, hops
     points = np.ascontiguousarray(probs)
+
+    def nearest(images: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        index = np.empty((images.size, width), dtype=np.int64)
+        value = np.empty((images.size, width), dtype=np.float64)
+        _kernels.nearest_window(points, t + 1, *windows.arrays(), images, index, value)
+        return index, value
+
     for t in range(depths - 1):
         windows = ClassWindows.build(points, t + 1)  # one depth at a time: O(N·C) memory at any C
         occupied, which = np.unique(orbits[:, t], return_inverse=True)
         which = which.ravel().astype(np.int64)
-        width = t + 1 if distinct else 1
-        index = np.empty((occupied.size, width), dtype=np.int64)
-        value = np.empty((occupied.size, width), dtype=np.float64)
-        _kernels.nearest_window(points, t + 1, *windows.arrays(), occupied, index, value)
-        if distinct:  # the first listed image not yet on the orbit (a_t itself is never listed)
-            _kernels.first_unvisited(index, value, which, orbits, t, hops)
-        else:
+        if not distinct:
+            index, value = nearest(occupied, 1)
             orbits[:, t + 1] = index[which, 0]
             hops[:, t] = value[which, 0]
+            continue
+        # the first listed image not yet on the orbit (a_t itself is never listed)
+        rows = np.arange(orbits.shape[0], dtype=np.int64)
+        index, value = nearest(occupied, min(t + 1, DISTINCT_FIRST))
+        if _kernels.first_unvisited(index, value, which, rows, orbits, t, hops):
+            rows = np.flatnonzero(orbits[:, t + 1] < 0).astype(np.int64)
+            again, which = np.unique(orbits[rows, t], return_inverse=True)
+            index, value = nearest(again, t + 1)
+            _kernels.first_unvisited(index, value, which.ravel().astype(np.int64), rows, orbits, t, hops)
     return orbits, hops
 
 

@@ -48,7 +48,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -335,6 +336,7 @@ def sample_size_table(
     quantiles: Sequence[float],
     chunk: int,
     full_set: Mapping[str, Any] | None = None,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """One row per subset (columns :data:`COLUMNS`): for each size n of ``grid``, ``subsets`` stratified
     subsets (:func:`stratified_subset` of ``strata``; one for n = N) and their :func:`subset_constants`.
@@ -344,6 +346,9 @@ def sample_size_table(
     ``full_set``, when given, is the whole test set's :func:`subset_constants` result (rows, not test
     indices) already computed by the pairwise, shadowing and constants stages
     (:func:`full_set_from_constants`): the size-N row is taken from it instead of being recomputed.
+    ``workers`` subsets are computed side by side, one numba thread each (default
+    :func:`resdyn.distances.concurrent_callers`; 1 where numba's threading layer does not allow it): the
+    table is the same for any count.
     """
     n_images = expansive_probs.shape[0]
     test_index = np.arange(n_images) if test_index is None else np.asarray(test_index)
@@ -356,39 +361,41 @@ def sample_size_table(
     lists = None
     if len(jobs) > (full_set is not None):
         lists = CandidatePairs.build(expansive_probs, labels, reading.over_depths)
-    rows = []
-    for n, b in tqdm(jobs, desc="sample-size subsets", disable=None, leave=False):
+
+    def row(job: tuple[int, int]) -> dict[str, Any]:
+        n, b = job
         members = stratified_subset(strata, n, seed, b)
         if n == n_images and full_set is not None:
             found = dict(full_set)
         else:
-            with _threads_for(n):
-                found = subset_constants(
-                    expansive_probs[members],
-                    shadowing_probs[members],
-                    labels[members],
-                    n_classes,
-                    reading,
-                    quantiles=quantiles,
-                    chunk=chunk,
-                    expansive=None if lists is None else lists.expansive(members),
-                )
+            found = subset_constants(
+                expansive_probs[members],
+                shadowing_probs[members],
+                labels[members],
+                n_classes,
+                reading,
+                quantiles=quantiles,
+                chunk=chunk,
+                expansive=None if lists is None else lists.expansive(members),
+            )
         chosen = test_index[members]
-        as_test = lambda row: -1 if row is None else int(chosen[row])  # noqa: E731, B023 (used at once)
+        as_test = lambda row: -1 if row is None else int(chosen[row])  # noqa: E731
         pair = found["pair"] or [None, None]
-        rows.append(
-            {
-                "n": n,
-                "subset": b,
-                "g_expansive": found["g_expansive"],
-                "pair_i": as_test(pair[0]),
-                "pair_j": as_test(pair[1]),
-                "sh_paper": found["sh_paper"],
-                "orbit_start": as_test(found["orbit_start"]),
-                "sh_curve": found["sh_curve"],
-                "sh_independent": found["sh_independent"],
-            }
-        )
+        return {
+            "n": n,
+            "subset": b,
+            "g_expansive": found["g_expansive"],
+            "pair_i": as_test(pair[0]),
+            "pair_j": as_test(pair[1]),
+            "sh_paper": found["sh_paper"],
+            "orbit_start": as_test(found["orbit_start"]),
+            "sh_curve": found["sh_curve"],
+            "sh_independent": found["sh_independent"],
+        }
+
+    progress = dict(total=len(jobs), desc="sample-size subsets", disable=None, leave=False)
+    with _subset_runner(workers) as run:
+        rows = list(tqdm(run(row, jobs), **progress))
     table = pd.DataFrame(rows, columns=COLUMNS)
     for column in ESTIMATES:
         table[column] = table[column].astype(np.float64)  # None → NaN
@@ -476,25 +483,26 @@ def recheck_full_set(
     return result
 
 
-SERIAL_BELOW = 2000
-"""Subsets smaller than this run the numba kernels on one thread. Their kernels take milliseconds, and each
-parallel launch cost ~10 ms on the loaded 2-core machine (measured at N = 1,000, 121 subsets: 4.5-4.8 s
-with 2 threads, 0.9-1.2 s with 1). The results do not depend on the thread count (exact merges)."""
-
-
 @contextlib.contextmanager
-def _threads_for(n: int):
+def _subset_runner(
+    workers: int | None,
+) -> Iterator[Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Any]]]:
+    """A ``map`` over subsets that keeps their order: the subsets run side by side on ``workers`` Python
+    threads, one numba thread each (the kernels release the GIL); with one worker, or where numba's
+    threading layer does not allow concurrent callers (:func:`resdyn.distances.concurrent_callers`), one
+    after the other in this thread with numba's own threads.
+
+    Subsets rather than their kernels run in parallel: a subset's kernels take milliseconds, and launching
+    each on every thread cost more CPU time than it saved wall time (measured in docs/performance.md).
+    Every subset's result is exact, so it does not depend on the thread that computed it."""
     import numba
 
-    before = numba.get_num_threads()
-    if n >= SERIAL_BELOW or before == 1:
-        yield
+    workers = distances.concurrent_callers(workers)
+    if workers == 1:
+        yield map
         return
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
+    with ThreadPoolExecutor(workers, initializer=numba.set_num_threads, initargs=(1,)) as pool:
+        yield pool.map
 
 
 def band_summary(values: np.ndarray, band: Sequence[float] = BAND) -> dict[str, Any]:

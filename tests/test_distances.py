@@ -660,6 +660,33 @@ def test_scan_orbits_and_min_max_on_window_stress_cases(case, distinct):
         np.testing.assert_array_equal(index, ref_index)
 
 
+@pytest.mark.parametrize("first", [1, 2], ids=["first-1", "first-2"])
+def test_distinct_orbits_search_again_when_the_first_nearest_are_visited(first, monkeypatch):
+    """A distinct orbit's hop looks at its image's DISTINCT_FIRST nearest first; an orbit that visited all
+    of them searches again for the t + 1 nearest. Both searches run here (at DISTINCT_FIRST = 1 the
+    nearest of a_1 is often a_0) and the orbits equal the plain loops'."""
+    from resdyn import _kernels
+
+    widths = []
+    real = _kernels.nearest_window
+
+    def spy(*args):
+        widths.append(args[-1].shape[1])  # out_value: (queries, width)
+        return real(*args)
+
+    monkeypatch.setattr(distances, "DISTINCT_FIRST", first)
+    monkeypatch.setattr(distances._kernels, "nearest_window", spy)
+    rng = np.random.default_rng(11)
+    probs, _ = random_trajectories(rng, 60, depths=6, classes=4)
+    probs[30:40] = np.round(probs[0:10], 1)  # ties among the neighbours too
+    expected = scan_orbits_bruteforce(probs, 0, 60, True)
+    found = distances.scan_orbits(probs, 0, 60, distinct=True)
+    np.testing.assert_array_equal(found[0], expected[0])
+    np.testing.assert_array_equal(found[1], expected[1])
+    assert any(w > first for w in widths)  # some orbits searched again for their t + 1 nearest
+    assert widths.count(1) >= 1 and max(widths) <= 5
+
+
 def test_scan_orbits_and_min_max_of_two_images():
     probs = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.9, 0.1], [0.3, 0.7]]])
     orbits, hops = distances.scan_orbits(probs, 0, 2)

@@ -521,6 +521,38 @@ def test_candidate_pairs_give_each_subsets_e_exactly(case, over_depths, at_least
         assert lists.bound == math.inf and outcomes == {False}
 
 
+@pytest.mark.parametrize("reading", [Reading(), AUTHORS], ids=lambda r: r.name)
+def test_the_table_does_not_depend_on_the_workers(reading):
+    """Subsets computed side by side on three threads (one numba thread each) give the table of one
+    thread, bit for bit and in the same order."""
+    from resdyn import _kernels
+
+    if not _kernels.thread_safe():
+        pytest.skip("numba's threading layer here does not allow concurrent callers: one worker only")
+    logits, labels, n_classes = _clustered(90)
+    probs = softmax(logits, 1.0)
+    expansive, shadow = reading.expansive_probs(logits, probs), reading.shadowing_probs(logits, probs)
+    tables = [
+        ss.sample_size_table(
+            expansive,
+            shadow,
+            labels,
+            labels,
+            n_classes,
+            reading,
+            [9, 20, 45, 90],
+            subsets=7,
+            seed=4,
+            quantiles=QUANTILES,
+            chunk=7,
+            workers=workers,
+        )
+        for workers in (1, 3)
+    ]
+    assert len(tables[0]) == 3 * 7 + 1
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
+
+
 @pytest.mark.parametrize("limit", [3, 12, 40])
 @pytest.mark.parametrize("over_depths", ["max", "min"])
 def test_candidate_pairs_within_the_candidate_limit_keep_the_contract(over_depths, limit, monkeypatch):

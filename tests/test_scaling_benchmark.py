@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,32 @@ def test_parts_wrappers_keep_results_and_add_cpu_time(monkeypatch):
     before = dict(parts)
     Owner.build(1)
     assert parts["worked"] == before["worked"]  # each call counted in its own part only
+
+
+def test_parts_count_concurrent_calls_once(monkeypatch):
+    """Two threads in the same part at once (the sample-size stage's subset workers): each adds its own
+    thread's CPU time, not the process's, which holds both."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import scaling
+
+    class Module:
+        @staticmethod
+        def work():
+            deadline = time.thread_time() + 0.1
+            while time.thread_time() < deadline:
+                pass
+
+    module = Module()
+    parts: dict[str, float] = {}
+    monkeypatch.setattr(scaling, "SAMPLE_SIZE_PARTS", {"worked": ("module", "work")})
+    scaling._count_cpu({"module": module}, parts)
+    threads = [threading.Thread(target=module.work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # 0.1 s in each thread; the process spent ~0.2 s within each call, so 0.4 if counted that way
+    assert 0.2 <= parts["worked"] < 0.3
 
 
 @pytest.mark.timeout(600)
