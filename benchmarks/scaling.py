@@ -20,8 +20,8 @@ Stages, each timed in its own child process (so each has its own peak RSS, ``ru_
 by a warm-up call first), under the definition and the authors' reading (τ = 1000 for the expansive view,
 depths 1..T, min over depths, distinct orbits, independent pairing):
 
-- ``pairwise``: :func:`resdyn.distances.pairwise_shard` over all N rows of the reading's expansive view
-  (the pairwise shard jobs together);
+- ``pairwise``: :func:`resdyn.distances.pairwise_shard` over all N rows of the reading's expansive view,
+  with its close-pair list (the pairwise shard jobs together);
 - ``shadowing``: the reading's pseudo-orbits (read off the pairwise nearest-neighbour tables for the
   definition, whose pairwise cost is counted in ``pairwise``; :func:`resdyn.distances.scan_orbits` with
   distinct orbits for the authors') and their shadowing errors (:func:`resdyn.shadowing.shadowing_errors`):
@@ -29,12 +29,14 @@ depths 1..T, min over depths, distinct orbits, independent pairing):
 - ``curve``: the shadowing gather's estimates from the N orbits' ε and δ (best tracing, independent
   pairing, :func:`resdyn.shadowing.shadowing_curve`);
 - ``sample_size`` (only for N up to ``--sample-size-max``): :func:`resdyn.sample_size.sample_size_table`
-  with config.yaml's grid (count 6 from 50, 20 subsets, reference 400) and the whole test set's row given
-  (computed untimed: the stage reads it off constants.json), plus the stage's recheck of that row
-  (:func:`resdyn.sample_size.recheck_full_set`). Its row also splits the CPU time into ``parts``: the
-  pseudo-orbits (:func:`resdyn.distances.scan_orbits`), their ε (:func:`resdyn.shadowing.shadowing_errors`),
-  the pair list (:meth:`resdyn.sample_size.CandidatePairs.build`), the pairwise kernel on subsets that hold
-  no listed pair, and the rest (subset draws, the curve and best-tracing estimates, the table).
+  with config.yaml's grid (count 6 from 50, 20 subsets, reference 400), the whole test set's row and the
+  pass's close pairs given (computed untimed: the stage reads them off constants.json and pairs.h5), plus
+  the stage's rechecks of both (:func:`resdyn.sample_size.recheck_full_set`,
+  :meth:`resdyn.sample_size.CandidatePairs.from_pass`). Its row also splits the CPU time into ``parts``:
+  the pseudo-orbits (:func:`resdyn.distances.scan_orbits`), their ε
+  (:func:`resdyn.shadowing.shadowing_errors`), the pair list (the recheck of the pass's, or
+  :meth:`resdyn.sample_size.CandidatePairs.build` without one), the pairwise kernel on subsets that hold no
+  listed pair, and the rest (subset draws, the curve and best-tracing estimates, the table).
 
 The probes' analysis (``head: probes``) runs these same functions on a trajectory array of the same shape
 (N, T+1, C), so its rows are the definition's; fitting the probes scales with the training images, not N.
@@ -135,6 +137,7 @@ SAMPLE_SIZE_PARTS = {
     "orbits": ("distances", "scan_orbits"),
     "epsilon": ("shadowing", "shadowing_errors"),
     "pair_list": ("CandidatePairs", "build"),
+    "pair_list_check": ("CandidatePairs", "from_pass"),
     "pairwise_kernel": ("distances", "pairwise_shard"),
 }
 """The functions whose CPU time the sample-size row reports apart (owner, attribute)."""
@@ -175,15 +178,19 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
     reading = _reading(reading_name)
     expansive, shadow = reading.expansive_probs(logits, probs), reading.shadowing_probs(logits, probs)
     n_classes = int(probs.shape[2])
+    close = reading.over_depths if reading.over_depths in ("max", "min") else None
     warm = slice(0, 64)
     distances.pairwise_shard(
         expansive[warm], labels[warm], 0, 64, n_classes=n_classes, chunk=CHUNK, device="cpu"
     )
     warm_orbits, _ = distances.scan_orbits(shadow[warm], 0, 64, distinct=True)
     shadowing.shadowing_errors(shadow[warm], warm_orbits, 0, 64, chunk=CHUNK)
-    if stage == "sample_size":  # the whole test set's row, which the stage reads off constants.json: untimed
+    if stage == "sample_size":  # what the stage reads off constants.json and pairs.h5: untimed
         full_set = ss.subset_constants(
             expansive, shadow, labels, n_classes, reading, quantiles=QUANTILES, chunk=CHUNK
+        )
+        passed = distances.pairwise_shard(
+            expansive, labels, 0, n, n_classes=n_classes, chunk=CHUNK, device="cpu", close=close
         )
     if stage == "curve":  # its inputs, untimed
         orbits, hops = distances.scan_orbits(shadow, 0, n, distinct=reading.orbits == "distinct")
@@ -192,7 +199,9 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     began, cpu_began = time.perf_counter(), _cpu_seconds()
     if stage == "pairwise":
-        distances.pairwise_shard(expansive, labels, 0, n, n_classes=n_classes, chunk=CHUNK, device="cpu")
+        distances.pairwise_shard(
+            expansive, labels, 0, n, n_classes=n_classes, chunk=CHUNK, device="cpu", close=close
+        )
     elif stage == "shadowing":
         if reading.orbits == "revisit" and reading.same_view:
             result = distances.pairwise_shard(
@@ -216,6 +225,7 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
         owners = {"distances": distances, "shadowing": shadowing, "CandidatePairs": ss.CandidatePairs}
         _count_cpu(owners, parts)
         ss.recheck_full_set(expansive, shadow, labels, reading, full_set, chunk=CHUNK)
+        candidates = ss.CandidatePairs.from_pass(passed, expansive, labels, reading.over_depths, "the pass")
         ss.sample_size_table(
             expansive,
             shadow,
@@ -229,6 +239,7 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
             quantiles=QUANTILES,
             chunk=CHUNK,
             full_set=full_set,
+            candidates=candidates,
         )
     seconds, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

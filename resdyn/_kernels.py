@@ -30,6 +30,9 @@ from numba import njit, prange
 REL_SLACK = 1e-12
 ABS_SLACK_MEAN = 1e-12
 
+REDUCE_MAX, REDUCE_MIN, REDUCE_MEAN = 0, 1, 2
+"""The reductions over depths of :func:`pair_reduce` and the close pairs of :func:`fused_pairs`."""
+
 THREAD_SAFE_LAYERS = ("tbb", "omp")
 """numba threading layers that let several Python threads run parallel kernels at once (numba's
 documentation, "The Threading Layers"; its ``workqueue`` layer does not)."""
@@ -193,7 +196,7 @@ def _pair_less(i, j, pi, pj):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound):
+def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound, close_mode, close_sq, close_cap):
     """Every pair i < j with i in the row blocks, all depths at once, exact, vectorised over j.
 
     Block k covers rows ``bounds[k]..bounds[k+1]-1``, taken ``rtile`` consecutive rows at a time (a tile)
@@ -212,6 +215,10 @@ def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound):
       max_t d_t (with t* = the first depth attaining it) and of mean_t d_t. With ``mean_bound`` the mean is
       pruned by ‖mean_t p_t(i) − mean_t p_t(j)‖ ≤ mean_t d_t (worth it at small C, where the D square roots
       of a pair cost as much as its distances); without, every different-class pair's mean is computed.
+    - ``cl_i, cl_j, cl_s, cl_n``: the close pairs, every different-class pair whose squared max_t d_t
+      (``close_mode`` :data:`REDUCE_MAX`) or min_t d_t (:data:`REDUCE_MIN`) is at most ``close_sq``
+      (negative: none), in the block's visiting order, at most ``close_cap`` per block; ``cl_n`` counts
+      them all, so cl_n > close_cap means the block's list overflowed.
     Nearest-partner and different-class minima are first kept per lane (position k of a column block)
     so the inner loops vectorise, then reduced exactly per row / per block.
     """
@@ -226,12 +233,17 @@ def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound):
     e_max_t = np.full((n_blocks, n_cls, n_cls), -1, dtype=np.int64)
     e_mean = np.full((n_blocks, n_cls, n_cls), np.inf)
     e_mean_p = np.full((n_blocks, n_cls, n_cls, 2), -1, dtype=np.int64)
+    cl_i = np.empty((n_blocks, close_cap), dtype=np.int64)
+    cl_j = np.empty((n_blocks, close_cap), dtype=np.int64)
+    cl_s = np.empty((n_blocks, close_cap))
+    cl_n = np.zeros(n_blocks, dtype=np.int64)
     for blk in prange(n_blocks):
         bs = nn_s[blk]
         bi = nn_i[blk]
         S = np.empty((D, rtile, jblock))
         SM = np.empty((rtile, jblock))
         smax = np.empty(jblock)
+        smin = np.empty(jblock)
         tot = np.empty(jblock)
         other = np.empty((rtile, jblock))
         row_s = np.empty((rtile, D, jblock))  # lane minima of each tile row over its partners j > i
@@ -332,6 +344,17 @@ def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound):
                             x = st[k]
                             y = mx[k]
                             mx[k] = x if x > y else y
+                    close = mx
+                    if close_mode == REDUCE_MIN and close_sq >= 0.0:
+                        close = smin[:LL]
+                        for k in range(LL):
+                            close[k] = s0[k]
+                        for t in range(1, D):
+                            st = S[t, r, k0:L]
+                            for k in range(LL):
+                                x = st[k]
+                                y = close[k]
+                                close[k] = x if x < y else y
                     if not mean_bound:
                         tt = tot[:LL]
                         for k in range(LL):
@@ -345,6 +368,13 @@ def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound):
                         if b == a:
                             continue
                         j = jj + k
+                        if close[k] <= close_sq:
+                            n_close = cl_n[blk]
+                            if n_close < close_cap:
+                                cl_i[blk, n_close] = i
+                                cl_j[blk, n_close] = j
+                                cl_s[blk, n_close] = close[k]
+                            cl_n[blk] = n_close + 1
                         lo = min(a, b)
                         hi = max(a, b)
                         cur = e_max[blk, lo, hi]
@@ -406,7 +436,7 @@ def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound):
                     dm_s[blk, t] = dif_s[t, k]
                     dm_p[blk, t, 0] = pi
                     dm_p[blk, t, 1] = pj
-    return nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_max_t, e_mean, e_mean_p
+    return nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_max_t, e_mean, e_mean_p, cl_i, cl_j, cl_s, cl_n
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -428,10 +458,6 @@ def pair_t_star(probs, pairs, out):
                 best = v
                 best_t = t
         out[k] = best_t
-
-
-REDUCE_MAX, REDUCE_MIN, REDUCE_MEAN = 0, 1, 2
-"""The reductions over depths :func:`pair_reduce` applies."""
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -798,7 +799,10 @@ class TrajectoryWriter:
 class Pairs(_Artifact):
     """``pairs.h5`` or one shard of it (ARCHITECTURE "Pairwise"): ``/expansive`` (a group with attrs value,
     i, j, t_star), ``/E/value|pair|t_star``, ``/E_mean/value|pair``, ``/depth_min/value|pair``,
-    ``/nearest/index|distance``; attrs ``C``, ``N``, ``T`` (the number of depths minus one), ``n_shards``,
+    ``/nearest/index|distance``, optionally ``/close/value|pair`` (the close pairs, sorted, with attr
+    ``bound``: every different-class pair left off has its reduced distance ≥ bound; absent in files
+    written before the list existed, read as no list); attrs ``C``, ``N``, ``T`` (the number of depths
+    minus one), ``n_shards``,
     ``labels`` ("true" or "predicted"), ``first_depth`` (the model depth of depth index 0: 1 under a reading
     with ``depths: blocks``, method §3.4; 0 when absent), ``temperature`` (τ of p_t = softmax(z_t/τ); 1 when
     absent) and, for a shard file only, ``shard``, ``start``, ``stop`` (its rows of the pair matrix).
@@ -836,6 +840,11 @@ class Pairs(_Artifact):
             group.attrs["t_star"] = int(r.expansive_t_star)
             for key, name in self.DATASETS.items():
                 handle.create_dataset(key, data=np.asarray(getattr(r, name)))
+            if math.isfinite(r.close_bound):
+                close = handle.create_group("close")
+                close.create_dataset("value", data=np.asarray(r.close_value, np.float64))
+                close.create_dataset("pair", data=np.asarray(r.close_pair, np.int64).reshape(-1, 2))
+                close.attrs["bound"] = float(r.close_bound)
             handle.attrs["C"] = int(r.E.shape[0])
             handle.attrs["N"] = int(r.nn_index.shape[1])
             handle.attrs["T"] = int(r.nn_index.shape[0] - 1)
@@ -859,6 +868,13 @@ class Pairs(_Artifact):
             attrs = {key: _plain(value) for key, value in handle.attrs.items()}
             if shard:
                 _require_attrs(path, attrs, ("start", "stop"), "pairwise shard ")
+            if "close" in handle:
+                _require_attrs(path, handle["close"].attrs, ("bound",), "/close ")
+                arrays |= {
+                    "close_value": _read(path, handle, "close/value", np.float64),
+                    "close_pair": _read(path, handle, "close/pair", np.int64),
+                    "close_bound": float(handle["close"].attrs["bound"]),
+                }
             result = PairwiseResult(
                 expansive=float(group.attrs["value"]),
                 expansive_pair=np.array([group.attrs["i"], group.attrs["j"]], np.int64),
@@ -879,6 +895,18 @@ class Pairs(_Artifact):
         }
         for key, shape in expected.items():
             _check_shape(path, key, arrays[cls.DATASETS[key]], shape)
+        if "close_value" in arrays:
+            listed = result.close_value.shape[0]
+            _check_shape(path, "close/value", result.close_value, (listed,))
+            _check_shape(path, "close/pair", result.close_pair, (listed, 2))
+            pair = result.close_pair
+            if listed and not ((0 <= pair[:, 0]) & (pair[:, 0] < pair[:, 1]) & (pair[:, 1] < n_images)).all():
+                raise InputError(f"{path}: 'close/pair' holds pairs outside 0 <= i < j < N = {n_images}")
+            if not (math.isfinite(result.close_bound) and (result.close_value < result.close_bound).all()):
+                raise InputError(
+                    f"{path}: 'close' lists values at or above its bound {result.close_bound!r} "
+                    "(or the bound is not finite)"
+                )
         labels = str(attrs.get("labels", "true"))
         # Older files spelled the predicted-label source "pred".
         labels = "predicted" if labels == "pred" else labels

@@ -14,6 +14,10 @@ Quantities (one :class:`PairwiseResult`):
 - the g-expansive constant e = min_{a<b} E[a, b] (= the min over all different-class pairs), pair, t*.
 - m_t = min over different-class pairs of d_t, with its pair.
 - nearest neighbours: nn_index[t, i] = argmin_{j ≠ i} d_t(i, j), nn_distance[t, i] (all classes).
+- close pairs (optional, for a reading's ``max`` or ``min`` over depths S): every different-class pair
+  with S_t d_t < r, sorted by (value, i, j), and r itself; r = :func:`close_radius` aims at
+  :data:`CLOSE_PAIRS` of them. Every pair left off has S_t d_t ≥ r. The sample-size stage takes each
+  subset's e from this list (:class:`resdyn.sample_size.CandidatePairs`) instead of searching again.
 - Tie rule everywhere: equal values → the lexicographically smaller (i, j), i < j (smaller j for the
   nearest-neighbour tables).
 
@@ -57,7 +61,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,6 +94,9 @@ class PairwiseResult:
     nn_index: np.ndarray  # (T+1, N) int64
     nn_distance: np.ndarray  # (T+1, N) float64
     n_shards: int = 1
+    close_value: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K,) float64, ascending
+    close_pair: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))  # (K, 2), i < j
+    close_bound: float = math.nan  # r: every pair left off has S_t d_t >= r; NaN: no list
 
     @property
     def n_classes(self) -> int:
@@ -428,6 +435,59 @@ def scan_orbits(
 
 # ------------------------------------------------------------------------------------------ pairwise
 
+CLOSE_PAIRS = 4096
+"""Different-class pairs a pass's close-pair list aims at (:func:`close_radius`): twice the
+:data:`resdyn.sample_size.PAIRS_AT_LEAST` the sample-size stage needs, against the sample's error."""
+
+CLOSE_CAP = 8 * CLOSE_PAIRS
+"""Close pairs one row block of the kernel may record; a block past it leaves the pass without a list
+(the sample-size stage then builds its own), since the radius was far off."""
+
+CLOSE_SAMPLE = 512
+"""Evenly spaced images whose different-class pairs :func:`close_radius` ranks."""
+
+
+def close_radius(
+    probs: np.ndarray, labels: np.ndarray, over_depths: str, wanted: int = CLOSE_PAIRS
+) -> tuple[float, np.ndarray]:
+    """The radius r below which about ``wanted`` different-class pairs of the (N, D, C) ``probs`` have
+    S_t d_t (S = ``over_depths``, max or min), estimated from the m ≤ :data:`CLOSE_SAMPLE` evenly spaced
+    images: about (N/m)² times as many pairs of the whole set lie below a value as of the sample, so r is
+    1.01 × the sampled pairs' S_t d_t of rank ⌈wanted·(m/N)²⌉ (the largest when fewer); 0 without a sampled
+    different-class pair. A function of the whole arrays only, so every shard of a pass finds the same r.
+
+    Returns r and the sampled pairs' (pairs, D) distances d_t (to choose a depth by)."""
+    if over_depths not in ("max", "min"):
+        raise InputError(f"close pairs are listed for over_depths max or min, not {over_depths!r}")
+    n_images, depths, _ = probs.shape
+    sample = np.unique(np.linspace(0, n_images - 1, min(n_images, CLOSE_SAMPLE)).astype(np.int64))
+    first, second = np.triu_indices(sample.size, 1)  # rows of the sample
+    across = labels[sample[first]] != labels[sample[second]]
+    first, second = sample[first[across]], sample[second[across]]
+    at_depth = np.stack(
+        [reduced_distances(probs[:, t : t + 1], first, second, "max") for t in range(depths)], axis=1
+    ).reshape(-1, depths)
+    sampled = np.sort(at_depth.max(axis=1) if over_depths == "max" else at_depth.min(axis=1))
+    rank = math.ceil(wanted * (sample.size / n_images) ** 2)
+    radius = float(sampled[min(rank, sampled.size) - 1]) * 1.01 if sampled.size else 0.0
+    return radius, at_depth
+
+
+def _close_list(
+    value: np.ndarray, first: np.ndarray, second: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs with value < radius, sorted by (value, first, second)."""
+    keep = value < radius
+    value, first, second = value[keep], first[keep], second[keep]
+    order = np.lexsort((second, first, value))
+    return value[order], np.stack([first[order], second[order]], axis=1).astype(np.int64).reshape(-1, 2)
+
+
+def _record_threshold(radius: float) -> float:
+    """The squared value up to which a kernel records a pair for the list below ``radius``: widened, so
+    that every pair it skips has a root strictly above ``radius`` (negative, recording nothing, at 0)."""
+    return (radius * (1.0 + 1e-12)) ** 2 if radius > 0 else -1.0
+
 
 def _empty_result(n_images: int, depths: int, n_classes: int) -> PairwiseResult:
     return PairwiseResult(
@@ -564,6 +624,7 @@ def pairwise_shard(
     n_classes: int,
     chunk: int,
     device: str,
+    close: str | None = None,
 ) -> PairwiseResult:
     """Partial pairwise statistics of the rows ``start..stop-1`` (method §3.1, §6; ARCHITECTURE "Pairwise").
 
@@ -581,6 +642,10 @@ def pairwise_shard(
         chunk: columns j per block of the fused kernel (scratch memory O(threads·(T+1)·chunk)).
         device: "cpu" (numba kernel), a torch device such as "cuda" or "cuda:1" (chunked brute force),
             or "auto" (CUDA when torch sees one, else CPU). Both give the same bits.
+        close: "max" or "min": also list the shard's close pairs under that reduction over depths, below
+            the radius :func:`close_radius` finds on all N rows (``close_value``, ``close_pair``,
+            ``close_bound``; no list, bound NaN, if the shard recorded more than :data:`CLOSE_CAP` pairs
+            within the slightly widened radius :func:`_record_threshold`); None: no list.
 
     Raises:
         InputError: malformed arrays or labels out of range. ValueError: a single class.
@@ -594,9 +659,14 @@ def pairwise_shard(
     from resdyn.device import device_name
 
     device = device_name(device)
+    radius = math.nan if close is None else close_radius(probs, labels, close)[0]
     if device != "cpu":
-        return _pairwise_torch(probs, labels, start, stop, n_classes=n_classes, chunk=chunk, device=device)
+        return _pairwise_torch(
+            probs, labels, start, stop, n_classes=n_classes, chunk=chunk, device=device, close=(close, radius)
+        )
     result = _empty_result(n_images, depths, n_classes)
+    if close is not None:
+        result.close_bound = radius
     if start == stop:
         return result
     cmajor = np.ascontiguousarray(probs.transpose(1, 2, 0))
@@ -607,9 +677,29 @@ def pairwise_shard(
     n_blocks = max(1, min(stop - start, 4 * get_num_threads()))
     bounds = _row_blocks(start, stop, n_images, n_blocks)
     rtile, jblock, mean_bound = kernel_blocking(n_feat, chunk, n_images)
-    nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_max_t, e_mean, e_mean_p = _kernels.fused_pairs(
-        cmajor, mean_traj, labels, int(n_classes), bounds, jblock, rtile, mean_bound
+    close_mode = _REDUCTIONS["min" if close == "min" else "max"]
+    record = -1.0 if close is None else _record_threshold(radius)
+    kernel = _kernels.fused_pairs(
+        cmajor,
+        mean_traj,
+        labels,
+        int(n_classes),
+        bounds,
+        jblock,
+        rtile,
+        mean_bound,
+        close_mode,
+        record,
+        CLOSE_CAP,
     )
+    nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_max_t, e_mean, e_mean_p, cl_i, cl_j, cl_s, cl_n = kernel
+    if close is not None and cl_n.sum() > CLOSE_CAP:
+        result.close_bound = math.nan  # the radius was far off: no list
+    elif close is not None:
+        kept = np.concatenate([np.arange(n) + b * CLOSE_CAP for b, n in enumerate(cl_n)]).astype(np.int64)
+        result.close_value, result.close_pair = _close_list(
+            np.sqrt(cl_s.ravel()[kept]), cl_i.ravel()[kept], cl_j.ravel()[kept], radius
+        )
     # merge the blocks: every candidate is a genuine pair with its exact value, only ties remain
     nn_d = np.sqrt(nn_s)
     k = _pick(np.where(nn_i < 0, np.inf, nn_d), np.stack([nn_i, nn_i], axis=-1), axis=0)
@@ -653,6 +743,7 @@ def _pairwise_torch(
     chunk: int,
     device: Any,
     fused: bool | None = None,
+    close: tuple[str | None, float] = (None, math.nan),
 ) -> PairwiseResult:
     """Chunked brute force in torch (for a GPU): the same sequential float64 arithmetic, so the same bits.
 
@@ -664,7 +755,8 @@ def _pairwise_torch(
     statistic is a masked minimum whose ties are broken by the first occurrence in row-major (i, j) order
     (``argmax`` of the equality mask, documented to return the first maximal index); E and Ē reduce all
     class pairs of a chunk at once with ``scatter_reduce`` (:func:`_fold_class_pairs`), so the cost does not
-    grow with C² (a loop over class pairs was ~10⁶ reductions at C = 1000).
+    grow with C² (a loop over class pairs was ~10⁶ reductions at C = 1000). ``close`` = (the reduction,
+    its radius) lists the close pairs as :func:`pairwise_shard` does, from the same squared values.
     """
     import torch
 
@@ -674,6 +766,9 @@ def _pairwise_torch(
     dev = torch.device(device)
     n_images, depths, n_feat = probs.shape
     result = _empty_result(n_images, depths, n_classes)
+    close_name, radius = close
+    record = -1.0 if close_name is None else _record_threshold(radius)
+    recorded: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     X = torch.from_numpy(probs).to(dev)
     y = torch.from_numpy(labels).to(dev)
     cols = torch.arange(n_images, device=dev)
@@ -701,6 +796,8 @@ def _pairwise_torch(
         diff = y[r0:r1, None] != y[None, :]
         dmax = torch.zeros((r1 - r0, n_images), dtype=torch.float64, device=dev)
         dsum = torch.zeros_like(dmax)
+        # the squared max or min over depths, compared with the kernel's recording threshold as it does
+        reduced_sq = torch.full_like(dmax, torch.inf if close_name == "min" else 0.0)
         sq = torch.empty_like(dmax)
         tmp = None if fused else torch.empty_like(dmax)
         for t in range(depths):
@@ -714,6 +811,8 @@ def _pairwise_torch(
                     sq.add_(tmp)
             dist = _ieee_sqrt(sq)
             dmax = torch.maximum(dmax, dist)
+            if close_name is not None:
+                reduced_sq = (torch.minimum if close_name == "min" else torch.maximum)(reduced_sq, sq)
             dsum = dsum + dist
             own = dist.clone()
             own[torch.arange(r1 - r0, device=dev), rows] = torch.inf
@@ -729,6 +828,17 @@ def _pairwise_torch(
         mean = dsum / depths
         for name, values in (("max", dmax), ("mean", mean)):
             _fold_class_pairs(values, y, r0, upper, n_classes, *best[name])
+        if close_name is not None:
+            hit = upper & diff & (reduced_sq <= record)
+            rows_hit, cols_hit = hit.nonzero(as_tuple=True)
+            recorded.append(
+                (reduced_sq[hit].cpu().numpy(), (rows_hit + r0).cpu().numpy(), cols_hit.cpu().numpy())
+            )
+    if close_name is not None and sum(len(part[0]) for part in recorded) <= CLOSE_CAP:
+        if recorded:
+            squared, first, second = (np.concatenate([part[k] for part in recorded]) for k in range(3))
+            result.close_value, result.close_pair = _close_list(np.sqrt(squared), first, second, radius)
+        result.close_bound = radius
     result.depth_min = np.where(np.isfinite(dm_v), dm_v, np.nan)
     result.depth_min_pair = dm_p
     for name, out_v, out_p in (("max", "E", "E_pair"), ("mean", "E_mean", "E_mean_pair")):
@@ -837,6 +947,13 @@ def merge_pairwise(results: Sequence[PairwiseResult]) -> PairwiseResult:
     out.expansive = float(values[k])
     out.expansive_pair = pairs[k].copy()
     out.expansive_t_star = int(results[k].expansive_t_star)
+    # close pairs: each shard lists those of its own rows below the same radius (else no list)
+    bounds = {float(r.close_bound) for r in results}
+    if len(bounds) == 1 and math.isfinite(next(iter(bounds))):
+        pair = np.concatenate([np.asarray(r.close_pair, np.int64).reshape(-1, 2) for r in results])
+        value = np.concatenate([np.asarray(r.close_value, np.float64) for r in results])
+        out.close_value, out.close_pair = _close_list(value, pair[:, 0], pair[:, 1], math.inf)
+        out.close_bound = next(iter(bounds))
     return out
 
 
@@ -880,11 +997,15 @@ def expansive_constant(
     return float(values[k]), np.asarray(pairs[k], np.int64), (k if over_depths == "min" else None)
 
 
-def pairwise_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> PairwiseResult:
+def pairwise_bruteforce(
+    probs: np.ndarray, labels: np.ndarray, n_classes: int, close: str | None = None
+) -> PairwiseResult:
     """Reference for the pairwise stage: every d_t(i, j) in plain float64 (memory N²·(T+1); small N only).
 
     Same arithmetic as the module docstring; every minimum is the first occurrence in row-major order over
-    i < j (= the lexicographically smallest pair), every argmax over t the first (= the smaller t).
+    i < j (= the lexicographically smallest pair), every argmax over t the first (= the smaller t). With
+    ``close``, the close pairs: every different-class pair whose max_t or min_t d_t is below
+    :func:`close_radius`, sorted.
     """
     probs, labels = _check_inputs(probs, labels, n_classes)
     n_images, depths, _ = probs.shape
@@ -934,4 +1055,11 @@ def pairwise_bruteforce(probs: np.ndarray, labels: np.ndarray, n_classes: int) -
             np.full(2, -1, np.int64),
             -1,
         )
+    if close is not None:
+        radius = close_radius(probs, labels, close)[0]
+        reduced = (worst if close == "max" else dist.min(axis=2))[iu, ju]
+        result.close_value, result.close_pair = _close_list(
+            reduced[different], iu[different], ju[different], radius
+        )
+        result.close_bound = radius
     return result

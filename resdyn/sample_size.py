@@ -179,9 +179,9 @@ class CandidatePairs:
         sampled different-class pairs below come within r. Their S_t d_t is computed with the kernels'
         arithmetic (:func:`resdyn.distances.reduced_distances`), and those below bound =
         r·(1 − :data:`LIST_MARGIN`) are listed: a pair the tree left out has S_t d_t ≥ bound. r starts
-        where the different-class pairs of m ≤ 512 evenly spaced images predict twice
-        :data:`PAIRS_AT_LEAST` listed pairs (about (N/m)² times as many pairs of the whole set lie below a
-        value as of the sample) and grows by a quarter until :data:`PAIRS_AT_LEAST` pairs are listed or r
+        where a sample predicts twice :data:`PAIRS_AT_LEAST` listed pairs
+        (:func:`resdyn.distances.close_radius`, as the pairwise pass's list) and grows by a quarter until
+        :data:`PAIRS_AT_LEAST` pairs are listed or r
         exceeds twice the data's extent (then every pair is a candidate and ``bound`` = inf); past
         :data:`MAX_CANDIDATES` candidates the last list that fitted is kept (shorter, still exact) or,
         before any, r shrinks by a quarter. Neither the start nor the depth changes the contract, only the
@@ -194,22 +194,7 @@ class CandidatePairs:
         probs = np.ascontiguousarray(probs, dtype=np.float64)
         labels = np.asarray(labels, dtype=np.int64)
         n_images, depths, _ = probs.shape
-        sample = np.unique(np.linspace(0, n_images - 1, min(n_images, 512)).astype(np.int64))
-        first, second = np.triu_indices(sample.size, 1)  # rows of the sample
-        across = labels[sample[first]] != labels[sample[second]]
-        first, second = first[across], second[across]
-        # The sample's own different-class pairs predict the radius that lists enough pairs: about
-        # (N/m)² times as many pairs of the whole set fall below a value as of the m sampled images.
-        at_depth = np.stack(
-            [
-                distances.reduced_distances(probs[sample, t : t + 1], first, second, "max")
-                for t in range(depths)
-            ],
-            axis=1,
-        )  # (pairs, D): d_t of each sampled pair
-        sampled = np.sort(at_depth.max(axis=1) if over_depths == "max" else at_depth.min(axis=1))
-        wanted = math.ceil(2 * PAIRS_AT_LEAST * (sample.size / n_images) ** 2)
-        radius = float(sampled[min(wanted, sampled.size) - 1]) * 1.01 if sampled.size else 0.0
+        radius, at_depth = distances.close_radius(probs, labels, over_depths, 2 * PAIRS_AT_LEAST)
         if over_depths == "max":  # the depth that lets the fewest sampled pairs through at that radius
             used = [int(np.argmin(np.count_nonzero(at_depth < radius, axis=0)))]
         else:
@@ -246,6 +231,52 @@ class CandidatePairs:
         value, pairs, bound = kept
         order = np.lexsort((pairs[:, 1], pairs[:, 0], value))
         return cls(n_images, value[order], pairs[order, 0].copy(), pairs[order, 1].copy(), bound)
+
+    @classmethod
+    def from_pass(
+        cls,
+        result: distances.PairwiseResult,
+        probs: np.ndarray,
+        labels: np.ndarray,
+        over_depths: str,
+        where: str,
+    ) -> CandidatePairs | None:
+        """The list the pairwise pass already made (its close pairs, :func:`resdyn.distances.pairwise_shard`
+        with ``close``, gathered in pairs.h5 ``where``) for the view ``probs`` and ``labels``; None when the
+        pass made none (an older pairs.h5, the mean reading, or a radius so far off that a shard gave up)
+        or it holds fewer than :data:`PAIRS_AT_LEAST` / 4 pairs (too few to spare the kernel on the larger
+        subsets): then :meth:`build` makes one.
+
+        Its contract is the class's: every different-class pair left off has S_t d_t ≥ the pass's radius.
+        The listed pairs are rechecked: different labels and S_t d_t recomputed
+        (:func:`resdyn.distances.reduced_distances`) equal to the listed values bit for bit.
+
+        Raises:
+            InputError: the list does not fit ``probs`` and ``labels`` (``where`` comes from other inputs).
+        """
+        if not math.isfinite(result.close_bound) or len(result.close_value) < PAIRS_AT_LEAST // 4:
+            return None
+        n_images = probs.shape[0]
+        first, second = result.close_pair[:, 0], result.close_pair[:, 1]
+        if result.nn_index.shape[1] != n_images:
+            raise InputError(
+                f"{where}: pairs of N = {result.nn_index.shape[1]} images, but the trajectories hold "
+                f"{n_images}: the two files come from different inputs"
+            )
+        labels = np.asarray(labels)
+        value = distances.reduced_distances(probs, first, second, over_depths)
+        wrong = np.flatnonzero((value != result.close_value) | (labels[first] == labels[second]))
+        if wrong.size:
+            k = int(wrong[0])
+            listed, recomputed = float(result.close_value[k]), float(value[k])
+            raise InputError(
+                f"{where}: close pair ({first[k]}, {second[k]}) is listed at {listed!r}, but the "
+                f"trajectories give {recomputed!r} under over_depths {over_depths!r} with labels "
+                f"{labels[first[k]]}, {labels[second[k]]}: the two files come from different inputs"
+            )
+        return cls(
+            n_images, result.close_value.copy(), first.copy(), second.copy(), float(result.close_bound)
+        )
 
     def expansive(self, members: np.ndarray) -> tuple[float, np.ndarray] | None:
         """e of the subset ``members`` (sorted rows) and its pair as subset rows: the first listed pair
@@ -336,6 +367,7 @@ def sample_size_table(
     quantiles: Sequence[float],
     chunk: int,
     full_set: Mapping[str, Any] | None = None,
+    candidates: CandidatePairs | None = None,
     workers: int | None = None,
 ) -> pd.DataFrame:
     """One row per subset (columns :data:`COLUMNS`): for each size n of ``grid``, ``subsets`` stratified
@@ -346,9 +378,10 @@ def sample_size_table(
     ``full_set``, when given, is the whole test set's :func:`subset_constants` result (rows, not test
     indices) already computed by the pairwise, shadowing and constants stages
     (:func:`full_set_from_constants`): the size-N row is taken from it instead of being recomputed.
-    ``workers`` subsets are computed side by side, one numba thread each (default
-    :func:`resdyn.distances.concurrent_callers`; 1 where numba's threading layer does not allow it): the
-    table is the same for any count.
+    ``candidates`` is the pair list (:class:`CandidatePairs`) when the pairwise pass made one
+    (:meth:`CandidatePairs.from_pass`); else it is built here. ``workers`` subsets are computed side by
+    side, one numba thread each (default :func:`resdyn.distances.concurrent_callers`; 1 where numba's
+    threading layer does not allow it): the table is the same for any count.
     """
     n_images = expansive_probs.shape[0]
     test_index = np.arange(n_images) if test_index is None else np.asarray(test_index)
@@ -358,8 +391,8 @@ def sample_size_table(
             f"grid's smallest subset has n = {min(grid)} (raise sample_size.min_size or list larger sizes)"
         )
     jobs = [(int(n), b) for n in grid for b in range(1 if n == n_images else subsets)]
-    lists = None
-    if len(jobs) > (full_set is not None):
+    lists = candidates
+    if lists is None and len(jobs) > (full_set is not None):
         lists = CandidatePairs.build(expansive_probs, labels, reading.over_depths)
 
     def row(job: tuple[int, int]) -> dict[str, Any]:

@@ -359,7 +359,8 @@ def pairwise_shard(
     trajectories_path: PathLike, out_path: PathLike, scatteritem: str, *, run: Run, chunk: int, device: str
 ) -> None:
     """Rule ``pairwise_shard``: rows ``shard_rows(N, S, k)`` of the pair matrix (method §3.1) of the
-    expansive view of ``run``'s reading, with its label source."""
+    expansive view of ``run``'s reading, with its label source, and their close pairs under the reading's
+    reduction over depths (max or min; none under mean), which the sample-size stage reads."""
     reading = run.reading
     shard, n_shards = parse_scatteritem(scatteritem)
     traj = Trajectories.load(trajectories_path)
@@ -376,7 +377,14 @@ def pairwise_shard(
         probs.shape[0],
     )
     result = distances.pairwise_shard(
-        probs, y, start, stop, n_classes=len(traj.class_names), chunk=chunk, device=device_name(device)
+        probs,
+        y,
+        start,
+        stop,
+        n_classes=len(traj.class_names),
+        chunk=chunk,
+        device=device_name(device),
+        close=reading.over_depths if reading.over_depths in ("max", "min") else None,
     )
     Pairs(
         result,
@@ -598,6 +606,7 @@ def sample_size(
     quantiles: Sequence[float],
     chunk: int,
     constants_path: PathLike | None = None,
+    pairs_path: PathLike | None = None,
 ) -> dict[str, Any]:
     """Rule ``sample_size``: e and every Sh estimate of ``run``'s reading on B class-stratified random
     subsets per size of the grid (:mod:`resdyn.sample_size`, method §3.6) →
@@ -611,7 +620,9 @@ def sample_size(
     them with the same kernels), not a recomputation, and the pair's e and the best-traced orbit's Sh,
     recomputed from the trajectories (:func:`resdyn.sample_size.recheck_full_set`), must equal it exactly,
     else InputError (the files come from different inputs) and nothing is written. Without it the whole
-    test set is computed like every subset. Returns the summary."""
+    test set is computed like every subset. The subsets' e come from the close pairs that the pairwise
+    pass listed in ``pairs_path`` (:meth:`resdyn.sample_size.CandidatePairs.from_pass`, rechecked against
+    the trajectories), or, without them, from a list built here. Returns the summary."""
     from resdyn import sample_size as ss
     from resdyn.figures import plot_sample_size
 
@@ -650,6 +661,17 @@ def sample_size(
                     f"{trajectories_path} gives {value!r} under reading '{reading.name}': the two "
                     "files come from different inputs (rerun the constants)"
                 )
+    candidates = None
+    if pairs_path is not None:
+        candidates = ss.CandidatePairs.from_pass(
+            Pairs.load(pairs_path).result, expansive, labels, reading.over_depths, str(pairs_path)
+        )
+        log.info(
+            "sample size: %s",
+            "no close pairs from the pairwise pass: building the list"
+            if candidates is None
+            else f"{len(candidates.value)} close pairs from the pairwise pass (bound {candidates.bound:.6g})",
+        )
     started = time.perf_counter()
     table = ss.sample_size_table(
         expansive,
@@ -665,6 +687,7 @@ def sample_size(
         quantiles=quantiles,
         chunk=chunk,
         full_set=full_set,
+        candidates=candidates,
     )
     log.info("sample size: %d subsets in %.2f s", len(table), time.perf_counter() - started)
     summary = ss.summarize(table, n_images, settings["reference"])

@@ -9,6 +9,8 @@ rule sample_size:
         trajectories=source_of("trajectories.h5"),
         # The whole test set's row (the largest size) is read from it; the stage rechecks its pair and orbit.
         constants=run_file("constants.json"),
+        # The pairwise pass's close pairs: each subset's e is the first of them inside it.
+        pairs=run_file("pairs.h5"),
         code=package_sources("sample_size", "distances", "shadowing", "readings", "figures"),
     output:
         csv=run_file("sample_size.csv"),

@@ -405,6 +405,174 @@ def test_load_names_a_missing_key(tmp_path):
         Pairs.load(path)
 
 
+# -------------------------------------------------------------------------------------------- close pairs
+
+
+def close_cases():
+    """Inputs for the close-pair list: generic, near-duplicates of different classes 1e-7 apart, exact
+    ties (duplicated rows and rounded values), a larger set whose radius comes from a sample (N > 512),
+    and N = 2."""
+    rng = np.random.default_rng(21)
+    generic, generic_labels = random_trajectories(rng, 70, depths=5, classes=4)
+    near = generic.copy()
+    near[1] = near[0]
+    near[1, :, 0] += 1e-7
+    near[1, :, 1] -= 1e-7
+    near_labels = generic_labels.copy()
+    near_labels[[0, 1]] = [0, 1]
+    ties, ties_labels = random_trajectories(rng, 40, depths=4, classes=3)
+    ties = np.round(ties, 1)
+    ties[[5, 9, 17]] = ties[2]
+    ties_labels[[2, 5, 9, 17]] = [0, 1, 2, 1]
+    large, large_labels = random_trajectories(rng, 700, depths=3, classes=5, concentration=0.5)
+    two = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.8, 0.2], [0.3, 0.7]]])
+    return {
+        "generic": (generic, generic_labels),
+        "near_duplicates": (near, near_labels),
+        "ties": (ties, ties_labels),
+        "sampled_radius": (large, large_labels),
+        "two_images": (two, np.array([0, 1])),
+    }
+
+
+def close_pairs_by_loops(probs, labels, over_depths, radius):
+    """Every different-class pair i < j whose max or min over depths of d_t (sums over classes in order,
+    then rooted, in plain Python) is below ``radius``, sorted by (value, i, j)."""
+    n, depths, classes = probs.shape
+    found = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            if labels[i] == labels[j]:
+                continue
+            per_depth = []
+            for t in range(depths):
+                total = 0.0
+                for c in range(classes):
+                    d = float(probs[i, t, c]) - float(probs[j, t, c])
+                    total += d * d  # a product, rounded once (x ** 2 goes through pow)
+                per_depth.append(math.sqrt(total))
+            value = max(per_depth) if over_depths == "max" else min(per_depth)
+            if value < radius:
+                found.append((value, i, j))
+    found.sort()
+    return np.array([v for v, _, _ in found]), np.array([[i, j] for _, i, j in found], np.int64).reshape(
+        -1, 2
+    )
+
+
+@pytest.mark.parametrize("case", list(close_cases()))
+@pytest.mark.parametrize("over_depths", ["max", "min"])
+def test_close_pairs_equal_the_plain_loops(case, over_depths):
+    """The pass's close pairs (numba kernel, 1 and 3 shards merged; the torch path on CPU tensors; the
+    brute-force reference) are every different-class pair below the radius, in (value, i, j) order, bit
+    for bit; the radius is the sampled estimate, the same in every shard."""
+    probs, labels = close_cases()[case]
+    n, classes = len(labels), int(labels.max()) + 1
+    radius, _ = distances.close_radius(probs, labels, over_depths)
+    assert radius > 0
+    if case != "sampled_radius":
+        value, pair = close_pairs_by_loops(probs, labels, over_depths, radius)
+    else:  # 245,000 pairs: the vectorised reference, itself checked against the loops on the cases above
+        ref = pairwise_bruteforce(probs, labels, classes, close=over_depths)
+        value, pair = ref.close_value, ref.close_pair
+        assert 0 < len(value) < n * (n - 1) // 4  # a radius from the sample, not every pair
+    found = {"bruteforce": pairwise_bruteforce(probs, labels, classes, close=over_depths)}
+    for shards in (1, 3):
+        found[f"numba/{shards}"] = merge_pairwise(
+            [
+                pairwise_shard(
+                    probs,
+                    labels,
+                    *shard_rows(n, shards, k),
+                    n_classes=classes,
+                    chunk=8,
+                    device="cpu",
+                    close=over_depths,
+                )
+                for k in range(shards)
+            ]
+        )
+        found[f"torch/{shards}"] = merge_pairwise(
+            [
+                _pairwise_torch(
+                    probs,
+                    labels,
+                    *shard_rows(n, shards, k),
+                    n_classes=classes,
+                    chunk=6,
+                    device="cpu",
+                    close=(over_depths, radius),
+                )
+                for k in range(shards)
+            ]
+        )
+    assert len(value) >= 1
+    for route, result in found.items():
+        assert result.close_bound == radius, route
+        np.testing.assert_array_equal(result.close_value, value, err_msg=route)
+        np.testing.assert_array_equal(result.close_pair, pair, err_msg=route)
+    plain = pairwise_shard(probs, labels, 0, n, n_classes=classes, chunk=8, device="cpu")
+    assert math.isnan(plain.close_bound) and len(plain.close_value) == 0  # no list unless asked
+    assert_same(found["numba/3"], plain, bitwise=True)  # the list changes nothing else
+
+
+def test_close_pairs_past_the_cap_leave_no_list(monkeypatch):
+    """A shard that records more than CLOSE_CAP pairs (the radius far off) gives no list, on either path,
+    and a merge with such a shard has none."""
+    probs, labels = close_cases()["generic"]
+    radius, _ = distances.close_radius(probs, labels, "max")
+    full = pairwise_bruteforce(probs, labels, 4, close="max")
+    monkeypatch.setattr(distances, "CLOSE_CAP", len(full.close_value) - 1)
+    over = pairwise_shard(probs, labels, 0, 70, n_classes=4, chunk=8, device="cpu", close="max")
+    over_torch = _pairwise_torch(
+        probs, labels, 0, 70, n_classes=4, chunk=8, device="cpu", close=("max", radius)
+    )
+    for result in (over, over_torch):
+        assert math.isnan(result.close_bound) and len(result.close_value) == 0
+    halves = [
+        pairwise_shard(probs, labels, *shard_rows(70, 2, k), n_classes=4, chunk=8, device="cpu", close="max")
+        for k in range(2)
+    ]
+    assert all(math.isfinite(h.close_bound) for h in halves)  # each half is within the cap
+    merged = merge_pairwise([halves[0], over])
+    assert math.isnan(merged.close_bound) and len(merged.close_value) == 0
+    with pytest.raises(InputError, match="max or min"):
+        distances.close_radius(probs, labels, "mean")
+
+
+def test_pairs_h5_round_trips_the_close_pairs(tmp_path):
+    probs, labels = close_cases()["ties"]
+    result = sharded(probs, labels, 3, 2)
+    with_list = merge_pairwise(
+        [
+            pairwise_shard(
+                probs, labels, *shard_rows(40, 2, k), n_classes=3, chunk=8, device="cpu", close="min"
+            )
+            for k in range(2)
+        ]
+    )
+    for found, name in ((with_list, "with.h5"), (result, "without.h5")):
+        Pairs(found, "true").save(tmp_path / name)
+        loaded = Pairs.load(tmp_path / name).result
+        assert_same(loaded, found, bitwise=True)
+        np.testing.assert_array_equal(loaded.close_value, found.close_value)
+        np.testing.assert_array_equal(loaded.close_pair, found.close_pair)
+        assert loaded.close_bound == found.close_bound or math.isnan(loaded.close_bound) == math.isnan(
+            found.close_bound
+        )
+    with h5py.File(tmp_path / "without.h5") as handle:
+        assert "close" not in handle  # older files look like this: read as no list
+    with h5py.File(tmp_path / "with.h5", "r+") as handle:
+        handle["close/value"][0] = handle["close"].attrs["bound"]
+    with pytest.raises(InputError, match="with.h5: 'close' lists values at or above its bound"):
+        Pairs.load(tmp_path / "with.h5")
+    Pairs(with_list, "true").save(tmp_path / "swapped.h5")
+    with h5py.File(tmp_path / "swapped.h5", "r+") as handle:
+        handle["close/pair"][0] = handle["close/pair"][0][::-1]
+    with pytest.raises(InputError, match="swapped.h5: 'close/pair' holds pairs outside 0 <= i < j < N = 40"):
+        Pairs.load(tmp_path / "swapped.h5")
+
+
 # ----------------------------------------------------------------------------------- min_max_distance
 
 

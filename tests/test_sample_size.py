@@ -147,7 +147,8 @@ def test_distinct_orbits_need_subsets_of_at_least_the_depths():
 # ----------------------------------------------------------------------------------------------- the stage
 
 
-def _stage(path, folder, reading, settings=SMALL, constants=True, run=None):
+def _stage(path, folder, reading, settings=SMALL, constants=True, run=None, pairs=None):
+    pairs = constants if pairs is None else pairs  # both come from the run's earlier stages
     return stages.sample_size(
         path,
         folder / "sample_size.csv",
@@ -158,6 +159,7 @@ def _stage(path, folder, reading, settings=SMALL, constants=True, run=None):
         quantiles=QUANTILES,
         chunk=5,
         constants_path=folder / "constants.json" if constants else None,
+        pairs_path=folder / "pairs.h5" if pairs else None,
     )
 
 
@@ -169,17 +171,29 @@ WHOLE_SET_CASES = [
 
 
 @pytest.mark.parametrize("case, reading", WHOLE_SET_CASES, ids=lambda x: getattr(x, "name", x))
-def test_the_whole_test_set_is_constants_json_exactly(case, reading, tmp_path):
+def test_the_whole_test_set_is_constants_json_exactly(case, reading, tmp_path, monkeypatch):
     """The size-N row taken from constants.json is the row the kernels recompute on all N rows, bit for
-    bit: the stage's outputs with and without constants.json are the same bytes."""
+    bit, and the subsets' e taken from the pairwise pass's close pairs (pairs.h5) are those of a list built
+    here: the stage's outputs with and without constants.json and pairs.h5 are the same bytes."""
+    monkeypatch.setattr(ss, "PAIRS_AT_LEAST", 4)  # these small lists are taken, not rebuilt
+    taken = []
+    from_pass = ss.CandidatePairs.from_pass.__func__
+
+    def spy(cls, *args):
+        found = from_pass(cls, *args)
+        taken.append(found is not None)
+        return found
+
+    monkeypatch.setattr(ss.CandidatePairs, "from_pass", classmethod(spy))
     logits, labels, n_classes = logits_case(case)
     path = write_trajectories(tmp_path / "trajectories.h5", logits, labels, n_classes)
     constants = run_reading(path, tmp_path / reading.name, reading, shards=3)
     settings = SMALL | ({"min_size": 8} if reading.orbits == "distinct" else {})
     summary = _stage(path, tmp_path / reading.name, reading, settings=settings)
+    assert taken == [len(set(labels.tolist())) > 1]  # the pass listed the different-class pairs
     recomputed = tmp_path / "recomputed"
     recomputed.mkdir()
-    _stage(path, recomputed, reading, settings=settings, constants=False)
+    _stage(path, recomputed, reading, settings=settings, constants=False, pairs=False)
     for name in ("sample_size.csv", "sample_size.json"):
         assert (tmp_path / reading.name / name).read_bytes() == (recomputed / name).read_bytes()
     table = SampleSizeTable.load(tmp_path / reading.name / "sample_size.csv").table
@@ -257,6 +271,54 @@ def test_a_constants_json_of_other_inputs_is_refused(edit, message, tmp_path):
     with pytest.raises(InputError, match=r"constants\.json: " + message):
         _stage(path, tmp_path / "definition", Reading())
     assert not list((tmp_path / "definition").glob("sample_size*"))
+
+
+def _other_value(handle) -> None:
+    handle["close/value"][0] = np.nextafter(handle["close/value"][0], 0.0)
+
+
+def _same_class_pair(handle) -> None:
+    handle["close/pair"][0] = [0, 3]  # both of class 0 in the "random" case
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_other_value, r"close pair \(\d+, \d+\) is listed at .* but the trajectories give"),
+        (_same_class_pair, r"close pair \(0, 3\) is listed at .* with labels 0, 0"),
+    ],
+    ids=["value", "same_class"],
+)
+def test_close_pairs_of_other_inputs_are_refused(edit, message, tmp_path, monkeypatch):
+    """The pass's list is rechecked pair by pair against the trajectories before any subset uses it;
+    a pairs.h5 of another trajectories file is named and nothing is written."""
+    import h5py
+
+    monkeypatch.setattr(ss, "PAIRS_AT_LEAST", 4)
+    logits, labels, n_classes = logits_case("random")
+    path = write_trajectories(tmp_path / "trajectories.h5", logits, labels, n_classes)
+    run_reading(path, tmp_path / "definition", Reading())
+    with h5py.File(tmp_path / "definition" / "pairs.h5", "r+") as handle:
+        edit(handle)
+    with pytest.raises(InputError, match=r"pairs\.h5: " + message + ".*different inputs"):
+        _stage(path, tmp_path / "definition", Reading())
+    assert not list((tmp_path / "definition").glob("sample_size*"))
+
+
+def test_a_short_or_missing_pass_list_is_rebuilt():
+    """Too few close pairs for the larger subsets (fewer than PAIRS_AT_LEAST / 4), or none (an older
+    pairs.h5, whose bound reads NaN): the stage builds its own list."""
+    from resdyn import distances
+
+    logits, labels, n_classes = logits_case("random")
+    probs = softmax(logits, 1.0)
+    result = distances.pairwise_shard(
+        probs, labels, 0, 14, n_classes=n_classes, chunk=4, device="cpu", close="max"
+    )
+    assert 0 < len(result.close_value) < ss.PAIRS_AT_LEAST // 4
+    assert ss.CandidatePairs.from_pass(result, probs, labels, "max", "pairs.h5") is None
+    older = distances.pairwise_shard(probs, labels, 0, 14, n_classes=n_classes, chunk=4, device="cpu")
+    assert ss.CandidatePairs.from_pass(older, probs, labels, "max", "pairs.h5") is None
 
 
 @pytest.mark.parametrize(

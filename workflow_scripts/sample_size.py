@@ -16,4 +16,5 @@ with log_to(snakemake.log[0]):
         quantiles=snakemake.params.quantiles,
         chunk=snakemake.params.chunk,
         constants_path=snakemake.input.constants,
+        pairs_path=snakemake.input.pairs,
     )
