@@ -31,12 +31,12 @@ depths 1..T, min over depths, distinct orbits, independent pairing):
 - ``sample_size`` (only for N up to ``--sample-size-max``): :func:`resdyn.sample_size.sample_size_table`
   with config.yaml's grid (count 6 from 50, 20 subsets, reference 400), the whole test set's row and the
   pass's close pairs given (computed untimed: the stage reads them off constants.json and pairs.h5), plus
-  the stage's rechecks of both (:func:`resdyn.sample_size.recheck_full_set`,
-  :meth:`resdyn.sample_size.CandidatePairs.from_pass`). Its row also splits the CPU time into ``parts``:
-  the pseudo-orbits (:func:`resdyn.distances.scan_orbits`), their ε
-  (:func:`resdyn.shadowing.shadowing_errors`), the pair list (the recheck of the pass's, or
-  :meth:`resdyn.sample_size.CandidatePairs.build` without one), the pairwise kernel on subsets that hold no
-  listed pair, and the rest (subset draws, the curve and best-tracing estimates, the table).
+  the stage's rechecks (:func:`resdyn.sample_size.recheck_full_set`,
+  :meth:`resdyn.sample_size.CandidatePairs.from_pass`, :func:`resdyn.sample_size.nearest_from_pass`). Its
+  row also splits the CPU time into ``parts``: the pseudo-orbits (:func:`resdyn.distances.scan_orbits`),
+  their ε (:func:`resdyn.shadowing.shadowing_errors`), the pair list (built only without the pass's), the
+  rechecks of the pass's close pairs and nearest-neighbour tables, the pairwise kernel on subsets that hold
+  no listed pair, and the rest (subset draws, the curve and best-tracing estimates, the table).
 
 The probes' analysis (``head: probes``) runs these same functions on a trajectory array of the same shape
 (N, T+1, C), so its rows are the definition's; fitting the probes scales with the training images, not N.
@@ -138,6 +138,7 @@ SAMPLE_SIZE_PARTS = {
     "epsilon": ("shadowing", "shadowing_errors"),
     "pair_list": ("CandidatePairs", "build"),
     "pair_list_check": ("CandidatePairs", "from_pass"),
+    "nearest_check": ("sample_size", "nearest_from_pass"),
     "pairwise_kernel": ("distances", "pairwise_shard"),
 }
 """The functions whose CPU time the sample-size row reports apart (owner, attribute)."""
@@ -222,10 +223,16 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
         from resdyn.config import sample_size_settings
 
         grid = ss.size_grid(n, sample_size_settings(SAMPLE_SIZE))
-        owners = {"distances": distances, "shadowing": shadowing, "CandidatePairs": ss.CandidatePairs}
+        owners = {
+            "distances": distances,
+            "shadowing": shadowing,
+            "sample_size": ss,
+            "CandidatePairs": ss.CandidatePairs,
+        }
         _count_cpu(owners, parts)
         ss.recheck_full_set(expansive, shadow, labels, reading, full_set, chunk=CHUNK)
         candidates = ss.CandidatePairs.from_pass(passed, expansive, labels, reading.over_depths, "the pass")
+        nearest = ss.nearest_from_pass(passed, shadow, reading, "the pass")
         ss.sample_size_table(
             expansive,
             shadow,
@@ -240,6 +247,7 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
             chunk=CHUNK,
             full_set=full_set,
             candidates=candidates,
+            nearest=nearest,
         )
     seconds, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -350,7 +350,12 @@ resnet50, the authors' view: 96 % of the hops take the nearest image, 3.5 % the 
 
 
 def scan_orbits(
-    probs: np.ndarray, start: int, stop: int, *, distinct: bool = False
+    probs: np.ndarray,
+    start: int,
+    stop: int,
+    *,
+    distinct: bool = False,
+    known: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy pseudo-orbits from images ``start..stop-1``, each hop found by an exact nearest-neighbour search
     over all N images (the shadowing stage's orbits when they may not revisit or see their own temperature,
@@ -378,6 +383,10 @@ def scan_orbits(
         probs: (N, D, C) float64 probability trajectories (a reading's view), D ≥ 2.
         start, stop: the orbits' start images, 0 ≤ start ≤ stop ≤ N.
         distinct: forbid revisits.
+        known: revisiting orbits only: (index, distance), each (D, N), an image's nearest other image at
+            each depth and its distance where the caller already knows them (index −1 where not; e.g. a
+            subset image whose nearest neighbour in the whole test set lies in the subset: it is then its
+            nearest in the subset too, ties included). Only the other occupied images are searched.
 
     Returns:
         orbits (stop−start, D) int64 with orbits[k, 0] = start + k, and hops (stop−start, D−1) float64.
@@ -393,6 +402,8 @@ def scan_orbits(
         raise InputError(f"probs have {depths} depth(s); a pseudo-orbit needs at least 2")
     if n_images < 2:
         raise InputError(f"pseudo-orbits need N >= 2 images, got N = {n_images}")
+    if known is not None and (distinct or np.shape(known[0]) != (depths, n_images)):
+        raise InputError(f"known nearest images need revisiting orbits and ({depths}, {n_images}) tables")
     if distinct and n_images < depths:
         raise InputError(
             f"distinct pseudo-orbits visit {depths} different images, but there are only N = {n_images}: "
@@ -418,9 +429,17 @@ def scan_orbits(
         occupied, which = np.unique(orbits[:, t], return_inverse=True)
         which = which.ravel().astype(np.int64)
         if not distinct:
-            index, value = nearest(occupied, 1)
-            orbits[:, t + 1] = index[which, 0]
-            hops[:, t] = value[which, 0]
+            if known is None:
+                index, value = (column[:, 0] for column in nearest(occupied, 1))
+            else:  # search only the images whose nearest is not known
+                index, value = known[0][t + 1, occupied].copy(), known[1][t + 1, occupied].copy()
+                unknown = np.flatnonzero(index < 0)
+                if unknown.size:
+                    index[unknown], value[unknown] = (
+                        column[:, 0] for column in nearest(occupied[unknown], 1)
+                    )
+            orbits[:, t + 1] = index[which]
+            hops[:, t] = value[which]
             continue
         # the first listed image not yet on the orbit (a_t itself is never listed)
         rows = np.arange(orbits.shape[0], dtype=np.int64)

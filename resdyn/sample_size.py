@@ -304,6 +304,7 @@ def subset_constants(
     quantiles: Sequence[float],
     chunk: int,
     expansive: tuple[float, np.ndarray] | None = None,
+    known_nearest: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Every estimate of method §3.6 on one sample: the reading's views of its images, exactly as the
     pairwise, shadowing and constants stages compute them on the whole test set.
@@ -318,6 +319,9 @@ def subset_constants(
         expansive: the sample's e and its pair (2 sample rows; NaN and [−1, −1] without a
             different-class pair) when already known (:meth:`CandidatePairs.expansive`); else the
             pairwise kernel runs over the sample.
+        known_nearest: revisiting orbits: the sample images' nearest other sample image at each depth of
+            the shadowing view where already known, (D, n) index (sample rows, −1 where not) and distance
+            (:func:`resdyn.distances.scan_orbits`' ``known``); only the others are searched.
 
     Returns:
         {g_expansive, pair (2 sample rows or None), sh_paper, orbit_start (a sample row), sh_curve,
@@ -335,7 +339,9 @@ def subset_constants(
     if result is not None and reading.orbits == "revisit" and reading.same_view:
         orbits, hops = shadowing.greedy_pseudo_orbits(result.nn_index, result.nn_distance)  # already paid
     else:
-        orbits, hops = distances.scan_orbits(shadowing_probs, 0, n, distinct=reading.orbits == "distinct")
+        distinct = reading.orbits == "distinct"
+        known = None if distinct else known_nearest
+        orbits, hops = distances.scan_orbits(shadowing_probs, 0, n, distinct=distinct, known=known)
     eps, b_star = shadowing.shadowing_errors(shadowing_probs, orbits, 0, n, chunk=chunk)
     delta = hops.max(axis=1)
     best = shadowing.best_tracing(eps, delta, orbits, b_star)
@@ -368,6 +374,7 @@ def sample_size_table(
     chunk: int,
     full_set: Mapping[str, Any] | None = None,
     candidates: CandidatePairs | None = None,
+    nearest: tuple[np.ndarray, np.ndarray] | None = None,
     workers: int | None = None,
 ) -> pd.DataFrame:
     """One row per subset (columns :data:`COLUMNS`): for each size n of ``grid``, ``subsets`` stratified
@@ -379,7 +386,11 @@ def sample_size_table(
     indices) already computed by the pairwise, shadowing and constants stages
     (:func:`full_set_from_constants`): the size-N row is taken from it instead of being recomputed.
     ``candidates`` is the pair list (:class:`CandidatePairs`) when the pairwise pass made one
-    (:meth:`CandidatePairs.from_pass`); else it is built here. ``workers`` subsets are computed side by
+    (:meth:`CandidatePairs.from_pass`); else it is built here. ``nearest`` are the whole test set's
+    nearest-neighbour tables of the shadowing view ((D, N) index and distance, :func:`nearest_from_pass`),
+    used by revisiting orbits: a subset image whose nearest neighbour in the whole set lies in the subset
+    takes it, since it is its nearest there too (ties included: rows keep their order), and only the others
+    are searched. ``workers`` subsets are computed side by
     side, one numba thread each (default :func:`resdyn.distances.concurrent_callers`; 1 where numba's
     threading layer does not allow it): the table is the same for any count.
     """
@@ -401,6 +412,11 @@ def sample_size_table(
         if n == n_images and full_set is not None:
             found = dict(full_set)
         else:
+            known = None
+            if nearest is not None:  # the whole set's nearest neighbours that lie in the subset
+                row_of = np.full(n_images, -1, np.int64)
+                row_of[members] = np.arange(n)
+                known = (row_of[nearest[0][:, members]], nearest[1][:, members])
             found = subset_constants(
                 expansive_probs[members],
                 shadowing_probs[members],
@@ -410,6 +426,7 @@ def sample_size_table(
                 quantiles=quantiles,
                 chunk=chunk,
                 expansive=None if lists is None else lists.expansive(members),
+                known_nearest=known,
             )
         chosen = test_index[members]
         as_test = lambda row: -1 if row is None else int(chosen[row])  # noqa: E731
@@ -433,6 +450,44 @@ def sample_size_table(
     for column in ESTIMATES:
         table[column] = table[column].astype(np.float64)  # None → NaN
     return table
+
+
+def nearest_from_pass(
+    result: distances.PairwiseResult, shadowing_probs: np.ndarray, reading: Reading, where: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pairwise pass's nearest-neighbour tables (pairs.h5 ``where``, /nearest) as the whole test set's
+    nearest neighbours of the shadowing view, for :func:`sample_size_table`'s ``nearest``; None when the
+    reading's orbits do not revisit or its two views differ (the pass saw other probabilities).
+
+    Every entry is rechecked: an index other than its own row, within 0..N−1, and its distance recomputed
+    with the kernels' arithmetic equal bit for bit (O(N·D·C)).
+
+    Raises:
+        InputError: the tables do not fit ``shadowing_probs`` (``where`` comes from other inputs).
+    """
+    if reading.orbits != "revisit" or not reading.same_view:
+        return None
+    index, distance = np.asarray(result.nn_index, np.int64), np.asarray(result.nn_distance, np.float64)
+    n_images, depths = shadowing_probs.shape[:2]
+    if index.shape != (depths, n_images):
+        raise InputError(
+            f"{where}: nearest-neighbour tables of shape {index.shape}, but the trajectories' view is "
+            f"({depths}, {n_images}): the two files come from different inputs"
+        )
+    rows = np.arange(n_images)
+    for t in range(depths):
+        valid = (index[t] >= 0) & (index[t] < n_images) & (index[t] != rows)
+        partner = np.where(valid, index[t], 0)
+        recomputed = np.sqrt(distances.squared_distance(shadowing_probs[:, t], shadowing_probs[partner, t]))
+        wrong = np.flatnonzero(~valid | (recomputed != distance[t]))
+        if wrong.size:
+            i = int(wrong[0])
+            raise InputError(
+                f"{where}: image {i}'s nearest neighbour at depth {t} is listed as {int(index[t, i])} at "
+                f"{float(distance[t, i])!r}, but the trajectories give {float(recomputed[i])!r}: the two "
+                "files come from different inputs"
+            )
+    return index, distance
 
 
 def full_set_from_constants(constants: Mapping[str, Any], test_index: np.ndarray) -> dict[str, Any]:

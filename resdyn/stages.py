@@ -622,7 +622,9 @@ def sample_size(
     else InputError (the files come from different inputs) and nothing is written. Without it the whole
     test set is computed like every subset. The subsets' e come from the close pairs that the pairwise
     pass listed in ``pairs_path`` (:meth:`resdyn.sample_size.CandidatePairs.from_pass`, rechecked against
-    the trajectories), or, without them, from a list built here. Returns the summary."""
+    the trajectories), or, without them, from a list built here; revisiting orbits take the pass's
+    nearest neighbours where they lie in a subset (:func:`resdyn.sample_size.nearest_from_pass`, rechecked
+    too). Returns the summary."""
     from resdyn import sample_size as ss
     from resdyn.figures import plot_sample_size
 
@@ -661,11 +663,13 @@ def sample_size(
                     f"{trajectories_path} gives {value!r} under reading '{reading.name}': the two "
                     "files come from different inputs (rerun the constants)"
                 )
-    candidates = None
+    candidates = nearest = None
     if pairs_path is not None:
+        passed = Pairs.load(pairs_path).result
         candidates = ss.CandidatePairs.from_pass(
-            Pairs.load(pairs_path).result, expansive, labels, reading.over_depths, str(pairs_path)
+            passed, expansive, labels, reading.over_depths, str(pairs_path)
         )
+        nearest = ss.nearest_from_pass(passed, shadow, reading, str(pairs_path))
         log.info(
             "sample size: %s",
             "no close pairs from the pairwise pass: building the list"
@@ -688,6 +692,7 @@ def sample_size(
         chunk=chunk,
         full_set=full_set,
         candidates=candidates,
+        nearest=nearest,
     )
     log.info("sample size: %d subsets in %.2f s", len(table), time.perf_counter() - started)
     summary = ss.summarize(table, n_images, settings["reference"])

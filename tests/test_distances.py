@@ -855,6 +855,29 @@ def test_distinct_orbits_search_again_when_the_first_nearest_are_visited(first, 
     assert widths.count(1) >= 1 and max(widths) <= 5
 
 
+def test_revisiting_orbits_take_known_nearest_images():
+    """Where a caller knows an image's nearest other image (the whole set's, when it lies in a subset),
+    scan_orbits takes it and searches only the others; the orbits equal the plain loops' on the subset."""
+    rng = np.random.default_rng(17)
+    probs, _ = random_trajectories(rng, 90, depths=5, classes=4)
+    probs[40:50] = np.round(probs[0:10], 2)  # ties among the neighbours
+    whole = pairwise_bruteforce(probs, np.arange(90) % 4, 4)
+    members = np.sort(rng.choice(90, size=50, replace=False))
+    row_of = np.full(90, -1)
+    row_of[members] = np.arange(50)
+    known = (row_of[whole.nn_index[:, members]], whole.nn_distance[:, members])
+    assert (known[0] >= 0).any() and (known[0] < 0).any()  # both routes
+    sub = probs[members]
+    expected = scan_orbits_bruteforce(sub, 0, 50, False)
+    found = distances.scan_orbits(sub, 0, 50, known=known)
+    np.testing.assert_array_equal(found[0], expected[0])
+    np.testing.assert_array_equal(found[1], expected[1])
+    with pytest.raises(InputError, match="revisiting orbits and \\(5, 50\\) tables"):
+        distances.scan_orbits(sub, 0, 50, distinct=True, known=known)
+    with pytest.raises(InputError, match="revisiting orbits and \\(5, 50\\) tables"):
+        distances.scan_orbits(sub, 0, 50, known=(known[0][:, :10], known[1][:, :10]))
+
+
 def test_scan_orbits_and_min_max_of_two_images():
     probs = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.9, 0.1], [0.3, 0.7]]])
     orbits, hops = distances.scan_orbits(probs, 0, 2)

@@ -14,7 +14,7 @@ from test_readings import AUTHORS, brute_force, logits_case, run_reading, softma
 
 from resdyn import sample_size as ss
 from resdyn import shadowing, stages
-from resdyn.artifacts import SampleSizeSummary, SampleSizeTable
+from resdyn.artifacts import Pairs, SampleSizeSummary, SampleSizeTable
 from resdyn.config import sample_size_settings, schema_defaults, training_settings
 from resdyn.io import InputError
 from resdyn.readings import Reading
@@ -301,6 +301,29 @@ def test_close_pairs_of_other_inputs_are_refused(edit, message, tmp_path, monkey
     with h5py.File(tmp_path / "definition" / "pairs.h5", "r+") as handle:
         edit(handle)
     with pytest.raises(InputError, match=r"pairs\.h5: " + message + ".*different inputs"):
+        _stage(path, tmp_path / "definition", Reading())
+    assert not list((tmp_path / "definition").glob("sample_size*"))
+
+
+def test_nearest_tables_of_other_inputs_are_refused(tmp_path):
+    """Revisiting orbits take the pass's nearest neighbours: each entry is rechecked first, and readings
+    whose pass saw other probabilities (another temperature) or whose orbits are distinct take none."""
+    import h5py
+
+    logits, labels, n_classes = logits_case("random")
+    path = write_trajectories(tmp_path / "trajectories.h5", logits, labels, n_classes)
+    run_reading(path, tmp_path / "definition", Reading())
+    probs = softmax(logits, 1.0)
+    passed = Pairs.load(tmp_path / "definition" / "pairs.h5").result
+    index, distance = ss.nearest_from_pass(passed, probs, Reading(), "pairs.h5")
+    np.testing.assert_array_equal(index, passed.nn_index)
+    for other in (AUTHORS, Reading("tau", temperature_expansive=1000.0)):
+        assert ss.nearest_from_pass(passed, other.shadowing_probs(logits, probs), other, "pairs.h5") is None
+    with h5py.File(tmp_path / "definition" / "pairs.h5", "r+") as handle:
+        handle["nearest/distance"][2, 5] = np.nextafter(handle["nearest/distance"][2, 5], 1.0)
+    with pytest.raises(
+        InputError, match=r"pairs\.h5: image 5's nearest neighbour at depth 2 .*different inputs"
+    ):
         _stage(path, tmp_path / "definition", Reading())
     assert not list((tmp_path / "definition").glob("sample_size*"))
 

@@ -90,6 +90,14 @@ def test_sample_size_row_reports_its_parts(tmp_path):
     assert [row["stage"] for row in rows] == ["sample_size/definition", "sample_size/authors"]
     for row in rows:
         parts = row["parts"]
-        assert set(parts) == {"orbits", "epsilon", "pair_list", "pair_list_check", "pairwise_kernel", "rest"}
+        assert set(parts) == {
+            "orbits",
+            "epsilon",
+            "pair_list",
+            "pair_list_check",
+            "nearest_check",
+            "pairwise_kernel",
+            "rest",
+        }
         assert parts["orbits"] > 0 and parts["epsilon"] > 0
         assert np.isclose(sum(parts.values()), row["cpu_seconds"])
