@@ -631,6 +631,21 @@ def _nearest_in_group(S, keys, points, g0, g1, p, q, qv, skip, acc, idx, val, sq
     return kept
 
 
+GROUP_GAP = 0.7071
+"""A factor just below 1/√2 (0.70710678…) for :func:`_group_out_of_reach`."""
+
+
+@njit(inline="always")
+def _group_out_of_reach(q, own, c, reach):
+    """Whether every point of group c is farther than ``reach`` from q, whose largest coordinate is
+    ``own`` ≠ c. A point x of group c has x_c ≥ x_own, and q_own ≥ q_c, so
+    (x_c − q_c) − (x_own − q_own) ≥ q_own − q_c ≥ 0 and ‖x − q‖ ≥ (q_own − q_c)/√2 (Cauchy–Schwarz on the
+    two coordinates). The rounded gap times :data:`GROUP_GAP` stays below that, and ``reach`` is already
+    widened by the window margin, so a skipped group holds no point within it in the kernels' arithmetic
+    either. For a confident query every other group is skipped without a search."""
+    return (q[own] - q[c]) * GROUP_GAP > reach
+
+
 @njit(inline="always")
 def _nearest_over_groups(S, keys, points, bounds, own, q, skip, acc, idx, val, sq, margin):
     """The K nearest points to q (coordinates ``q``) over every group, its own group ``own`` first."""
@@ -645,7 +660,7 @@ def _nearest_over_groups(S, keys, points, bounds, own, q, skip, acc, idx, val, s
         c = (own + step) % C
         g0 = bounds[c]
         g1 = bounds[c + 1]
-        if g0 == g1:
+        if g0 == g1 or (step > 0 and _group_out_of_reach(q, own, c, val[K - 1] * margin)):
             continue
         p = g0 + np.searchsorted(keys[g0:g1], q[c])
         kept = _nearest_in_group(S, keys, points, g0, g1, p, q, q[c], skip, acc, idx, val, sq, kept, margin)
@@ -738,6 +753,8 @@ def min_max_window(X, Q, order, S, keys, points, bounds, seeds, groups, out_valu
         for c in range(C):
             g0 = bounds[c]
             g1 = bounds[c + 1]
+            if g0 == g1 or (c != own and _group_out_of_reach(q, own, c, limit)):
+                continue
             p = g0 + np.searchsorted(keys[g0:g1], q[c])
             lo = p
             while lo > g0 and q[c] - keys[lo - 1] <= limit:

@@ -18,15 +18,16 @@ stage computes them again, exactly and with the same kernels, on subsets:
   in the full set. Size N is the whole test set, one subset.
 - **Estimates on a subset** (:func:`subset_constants`): e and its pair under the reading's (method §3.4)
   reduction over depths. For max and min (every shipped reading) they are the first pair of
-  :class:`CandidatePairs` (the whole set's closest different-class pairs, built once per table with a
-  kd-tree and certified with the kernels' arithmetic) that lies in the subset: exact, since every pair
-  left off the list is ≥ its bound > every listed value. A subset holding no listed pair, and every
-  subset under the mean, runs :func:`resdyn.distances.pairwise_shard` over its rows and
-  :func:`resdyn.distances.expansive_constant` (how many do is measured in docs/performance.md). The
-  pseudo-orbits of the subset's own images by :func:`resdyn.distances.scan_orbits` (the nearest images
-  found by an exact windowed search of the subset, each image an orbit occupies searched once: the same
-  orbits and hops as the nearest-neighbour tables of a pairwise pass, bit for bit, at a fraction of its
-  cost), their ε by
+  :class:`CandidatePairs` (the whole set's closest different-class pairs: the close pairs the pairwise
+  pass listed in pairs.h5, rechecked, or else built once per table with a kd-tree; certified with the
+  kernels' arithmetic) that lies in the subset: exact, since every pair left off the list is ≥ its bound
+  > every listed value. A subset holding no listed pair, and every subset under the mean, runs
+  :func:`resdyn.distances.pairwise_shard` over its rows and :func:`resdyn.distances.expansive_constant`
+  (how many do is measured in docs/performance.md). The pseudo-orbits of the subset's own images by
+  :func:`resdyn.distances.scan_orbits` (the nearest images found by an exact windowed search of the
+  subset, each image an orbit occupies searched once: the same orbits and hops as the nearest-neighbour
+  tables of a pairwise pass, bit for bit, at a fraction of its cost; a revisiting orbit first takes the
+  whole set's nearest neighbour from pairs.h5 when it lies in the subset), their ε by
   :func:`resdyn.shadowing.shadowing_errors`, then Sh best tracing (``sh_paper``), the curve estimate
   (``sh_curve``, with the analysis quantiles) and the independent pairing (``sh_independent``).
   The subset of size N therefore reproduces ``constants.json`` bit for bit. The stage does not recompute

@@ -743,7 +743,8 @@ def window_cases():
     """Point sets that stress the class windows: generic, rounded with duplicates, confident (near the
     simplex's vertices, neighbours 1e-7 apart), uniform vectors (every coordinate ties for the largest),
     points that differ only in their largest coordinate (the bound is attained: gap = distance), absent
-    classes (empty groups) and a single class (every distance 0: the tie rule alone decides)."""
+    classes (empty groups), points straddling two groups (the bound between groups is attained) and a
+    single class (every distance 0: the tie rule alone decides)."""
     rng = np.random.default_rng(13)
     generic, _ = random_trajectories(rng, 30, depths=3, classes=4)
     ties = np.round(generic, 1)
@@ -758,6 +759,12 @@ def window_cases():
     on_axis[:, :, 1] = 0.1
     absent = generic.copy()
     absent[:, :, 2:] = 0.0  # classes 2 and 3 never the largest: empty groups
+    # on the boundary of two groups: (0.5 + d, 0.5 − d); ties go to the first coordinate's group, and a
+    # point of the other group is exactly (q_own − q_other)/√2 away (the bound that skips whole groups)
+    straddling = np.zeros((30, 3, 4))
+    offset = rng.choice([-0.02, -0.01, -0.005, 0.0, 0.005, 0.01, 0.02], size=(30, 3))
+    straddling[:, :, 0] = 0.5 + offset
+    straddling[:, :, 1] = 0.5 - offset
     return {
         "generic": generic,
         "ties": ties,
@@ -765,6 +772,7 @@ def window_cases():
         "uniform": uniform,
         "on_axis": on_axis,
         "absent": absent,
+        "straddling": straddling,
         "one_class": np.ones((30, 3, 1)),
     }
 
