@@ -184,7 +184,7 @@ def trajectories(data, models, device: str, checks: dict) -> dict:
 
 def _same_pairs(a, b) -> bool:
     fields = ("E", "E_mean", "depth_min", "nn_distance", "E_pair", "E_mean_pair", "E_t_star")
-    fields += ("depth_min_pair", "nn_index", "expansive_pair")
+    fields += ("depth_min_pair", "nn_index", "expansive_pair", "close_value", "close_pair", "close_bound")
     same = all(np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True) for f in fields)
     return (
         same
@@ -205,8 +205,9 @@ def pairwise_identity(probs, device: str, quick: bool, checks: dict) -> dict:
     cases[f"synthetic N={n_syn}, C=1000"] = (*synthetic_trajectories(n_syn, 17, 1000), 1000)
     report = {}
     for label, (p, y, n_classes) in cases.items():
-        cpu = pairwise_shard(p, y, 0, len(y), n_classes=n_classes, chunk=CHUNK, device="cpu")
-        gpu = pairwise_shard(p, y, 0, len(y), n_classes=n_classes, chunk=CHUNK, device=device)
+        # with the close pairs the sample-size stage reads (under max, the definition's reduction)
+        cpu = pairwise_shard(p, y, 0, len(y), n_classes=n_classes, chunk=CHUNK, device="cpu", close="max")
+        gpu = pairwise_shard(p, y, 0, len(y), n_classes=n_classes, chunk=CHUNK, device=device, close="max")
         ok = _same_pairs(cpu, gpu)
         checks[f"pairwise {label}: CPU vs {device} identical"] = ok
         pair = tuple(int(i) for i in cpu.expansive_pair)

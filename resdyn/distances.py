@@ -459,8 +459,8 @@ CLOSE_PAIRS = 4096
 :data:`resdyn.sample_size.PAIRS_AT_LEAST` the sample-size stage needs, against the sample's error."""
 
 CLOSE_CAP = 8 * CLOSE_PAIRS
-"""Close pairs one row block of the kernel may record; a block past it leaves the pass without a list
-(the sample-size stage then builds its own), since the radius was far off."""
+"""Close pairs a shard may record (each row block of the kernel has room for this many): a shard past it
+gives no list (the sample-size stage then builds its own), since the radius was far off."""
 
 CLOSE_SAMPLE = 512
 """Evenly spaced images whose different-class pairs :func:`close_radius` ranks."""
