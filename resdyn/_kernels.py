@@ -184,6 +184,22 @@ def _sq_tile(A, i0, R, j0, L, acc):
 
 
 @njit(inline="always")
+def _fold_depths(S, r, k0, L, out, larger):
+    """out[k] = max (``larger``) or min over the depths t of S[t, r, k0 + k], for the lanes k < L − k0 of a
+    tile row; returns ``out``."""
+    s0 = S[0, r, k0:L]
+    for k in range(out.shape[0]):
+        out[k] = s0[k]
+    for t in range(1, S.shape[0]):
+        st = S[t, r, k0:L]
+        for k in range(out.shape[0]):
+            x = st[k]
+            y = out[k]
+            out[k] = x if (x > y if larger else x < y) else y
+    return out
+
+
+@njit(inline="always")
 def _exact_better(s, old):
     # sqrt(s) < sqrt(old), decided on the rounded square roots (the values the reference compares)
     return math.sqrt(s) < math.sqrt(old)
@@ -334,27 +350,10 @@ def fused_pairs(P, Mbar, labels, n_cls, bounds, jblock, rtile, mean_bound, close
                     LL = L - k0
                     a = labels[i]
                     lab = labels[jj : j0 + L]
-                    mx = smax[:LL]
-                    s0 = S[0, r, k0:L]
-                    for k in range(LL):
-                        mx[k] = s0[k]
-                    for t in range(1, D):
-                        st = S[t, r, k0:L]
-                        for k in range(LL):
-                            x = st[k]
-                            y = mx[k]
-                            mx[k] = x if x > y else y
+                    mx = _fold_depths(S, r, k0, L, smax[:LL], True)
                     close = mx
                     if close_mode == REDUCE_MIN and close_sq >= 0.0:
-                        close = smin[:LL]
-                        for k in range(LL):
-                            close[k] = s0[k]
-                        for t in range(1, D):
-                            st = S[t, r, k0:L]
-                            for k in range(LL):
-                                x = st[k]
-                                y = close[k]
-                                close[k] = x if x < y else y
+                        close = _fold_depths(S, r, k0, L, smin[:LL], False)
                     if not mean_bound:
                         tt = tot[:LL]
                         for k in range(LL):
