@@ -179,19 +179,27 @@ def _stage(stage: str, reading_name: str, args: argparse.Namespace, n: int, out:
     reading = _reading(reading_name)
     expansive, shadow = reading.expansive_probs(logits, probs), reading.shadowing_probs(logits, probs)
     n_classes = int(probs.shape[2])
-    close = reading.over_depths if reading.over_depths in ("max", "min") else None
+    close = reading.over_depths  # the pass lists the close pairs under it, as the pipeline's does
     warm = slice(0, 64)
     distances.pairwise_shard(
-        expansive[warm], labels[warm], 0, 64, n_classes=n_classes, chunk=CHUNK, device="cpu"
+        expansive[warm], labels[warm], 0, 64, n_classes=n_classes, chunk=CHUNK, device="cpu", close=close
     )
     warm_orbits, _ = distances.scan_orbits(shadow[warm], 0, 64, distinct=True)
     shadowing.shadowing_errors(shadow[warm], warm_orbits, 0, 64, chunk=CHUNK)
-    if stage == "sample_size":  # what the stage reads off constants.json and pairs.h5: untimed
-        full_set = ss.subset_constants(
-            expansive, shadow, labels, n_classes, reading, quantiles=QUANTILES, chunk=CHUNK
-        )
+    if stage == "sample_size":  # what the stage reads off pairs.h5 and constants.json: untimed
         passed = distances.pairwise_shard(
             expansive, labels, 0, n, n_classes=n_classes, chunk=CHUNK, device="cpu", close=close
+        )
+        full_set = ss.subset_constants(  # the whole set from that pass, as the pipeline's stages do
+            expansive,
+            shadow,
+            labels,
+            n_classes,
+            reading,
+            quantiles=QUANTILES,
+            chunk=CHUNK,
+            expansive=distances.expansive_constant(passed, reading.over_depths)[:2],
+            known_nearest=ss.nearest_from_pass(passed, shadow, reading, "the pass"),
         )
     if stage == "curve":  # its inputs, untimed
         orbits, hops = distances.scan_orbits(shadow, 0, n, distinct=reading.orbits == "distinct")

@@ -238,6 +238,7 @@ class ClassWindows:
     keys: np.ndarray
     points: np.ndarray
     bounds: np.ndarray
+    depth: int
 
     @classmethod
     def build(cls, points: np.ndarray, depth: int) -> ClassWindows:
@@ -248,13 +249,24 @@ class ClassWindows:
             np.empty(n_points),
             np.empty(n_points, dtype=np.int64),
             np.empty(n_coords + 1, dtype=np.int64),
+            int(depth),
         )
-        _kernels.class_windows(points, int(depth), *windows.arrays())
+        _kernels.class_windows(points, windows.depth, *windows.arrays())
         return windows
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(sorted_points, keys, points, bounds): the kernels' arguments."""
         return self.sorted_points, self.keys, self.points, self.bounds
+
+    def nearest(self, points: np.ndarray, images: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``width`` nearest other images of each of ``images`` at this depth, nearest first (ties:
+        the smaller index), and their distances: (len(images), width) int64 and float64, −1 / inf past
+        the N − 1 others (:func:`resdyn._kernels.nearest_window`). ``points`` are the (N, D, C) points the
+        windows were built from."""
+        index = np.empty((images.size, width), dtype=np.int64)
+        value = np.empty((images.size, width), dtype=np.float64)
+        _kernels.nearest_window(points, self.depth, *self.arrays(), images, index, value)
+        return index, value
 
 
 def min_max_distance(
@@ -417,37 +429,29 @@ def scan_orbits(
     if stop == start:
         return orbits, hops
     points = np.ascontiguousarray(probs)
-
-    def nearest(images: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-        index = np.empty((images.size, width), dtype=np.int64)
-        value = np.empty((images.size, width), dtype=np.float64)
-        _kernels.nearest_window(points, t + 1, *windows.arrays(), images, index, value)
-        return index, value
-
     for t in range(depths - 1):
         windows = ClassWindows.build(points, t + 1)  # one depth at a time: O(N·C) memory at any C
         occupied, which = np.unique(orbits[:, t], return_inverse=True)
         which = which.ravel().astype(np.int64)
         if not distinct:
             if known is None:
-                index, value = (column[:, 0] for column in nearest(occupied, 1))
+                index, value = (column[:, 0] for column in windows.nearest(points, occupied, 1))
             else:  # search only the images whose nearest is not known
                 index, value = known[0][t + 1, occupied].copy(), known[1][t + 1, occupied].copy()
                 unknown = np.flatnonzero(index < 0)
                 if unknown.size:
-                    index[unknown], value[unknown] = (
-                        column[:, 0] for column in nearest(occupied[unknown], 1)
-                    )
+                    searched = windows.nearest(points, occupied[unknown], 1)
+                    index[unknown], value[unknown] = (column[:, 0] for column in searched)
             orbits[:, t + 1] = index[which]
             hops[:, t] = value[which]
             continue
         # the first listed image not yet on the orbit (a_t itself is never listed)
         rows = np.arange(orbits.shape[0], dtype=np.int64)
-        index, value = nearest(occupied, min(t + 1, DISTINCT_FIRST))
+        index, value = windows.nearest(points, occupied, min(t + 1, DISTINCT_FIRST))
         if _kernels.first_unvisited(index, value, which, rows, orbits, t, hops):
             rows = np.flatnonzero(orbits[:, t + 1] < 0).astype(np.int64)
             again, which = np.unique(orbits[rows, t], return_inverse=True)
-            index, value = nearest(again, t + 1)
+            index, value = windows.nearest(points, again, t + 1)
             _kernels.first_unvisited(index, value, which.ravel().astype(np.int64), rows, orbits, t, hops)
     return orbits, hops
 
@@ -465,6 +469,10 @@ gives no list (the sample-size stage then builds its own), since the radius was 
 CLOSE_SAMPLE = 512
 """Evenly spaced images whose different-class pairs :func:`close_radius` ranks."""
 
+CLOSE_REDUCTIONS = ("max", "min")
+"""The reductions over depths whose close pairs a pass lists. Under the mean a pair's bound at one depth
+is D·r, which would list far too many pairs; a pass under it lists none."""
+
 
 def close_radius(
     probs: np.ndarray, labels: np.ndarray, over_depths: str, wanted: int = CLOSE_PAIRS
@@ -476,7 +484,7 @@ def close_radius(
     different-class pair. A function of the whole arrays only, so every shard of a pass finds the same r.
 
     Returns r and the sampled pairs' (pairs, D) distances d_t (to choose a depth by)."""
-    if over_depths not in ("max", "min"):
+    if over_depths not in CLOSE_REDUCTIONS:
         raise InputError(f"close pairs are listed for over_depths max or min, not {over_depths!r}")
     n_images, depths, _ = probs.shape
     sample = np.unique(np.linspace(0, n_images - 1, min(n_images, CLOSE_SAMPLE)).astype(np.int64))
@@ -492,10 +500,11 @@ def close_radius(
     return radius, at_depth
 
 
-def _close_list(
+def close_list(
     value: np.ndarray, first: np.ndarray, second: np.ndarray, radius: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs with value < radius, sorted by (value, first, second)."""
+    """The pairs (first[k], second[k]) with value[k] < radius, sorted by (value, first, second): their values
+    (K,) and pairs (K, 2) int64."""
     keep = value < radius
     value, first, second = value[keep], first[keep], second[keep]
     order = np.lexsort((second, first, value))
@@ -506,6 +515,30 @@ def _record_threshold(radius: float) -> float:
     """The squared value up to which a kernel records a pair for the list below ``radius``: widened, so
     that every pair it skips has a root strictly above ``radius`` (negative, recording nothing, at 0)."""
     return (radius * (1.0 + 1e-12)) ** 2 if radius > 0 else -1.0
+
+
+def _close_radius_of(probs: np.ndarray, labels: np.ndarray, close: str | None) -> float:
+    """The radius a pass lists close pairs below under the reduction ``close``; NaN for no list."""
+    return close_radius(probs, labels, close)[0] if close in CLOSE_REDUCTIONS else math.nan
+
+
+def _attach_close(
+    result: PairwiseResult,
+    radius: float,
+    recorded: int,
+    squared: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+) -> None:
+    """Give ``result`` the close pairs below ``radius`` among the pairs a path recorded within
+    :func:`_record_threshold` (``recorded`` of them; their squared reduced distances and pairs): no list
+    (bound NaN) when it recorded more than :data:`CLOSE_CAP` (the radius was far off) or none was asked
+    for (``radius`` NaN)."""
+    if math.isnan(radius) or recorded > CLOSE_CAP:
+        result.close_bound = math.nan
+        return
+    result.close_value, result.close_pair = close_list(np.sqrt(squared), first, second, radius)
+    result.close_bound = radius
 
 
 def _empty_result(n_images: int, depths: int, n_classes: int) -> PairwiseResult:
@@ -661,10 +694,11 @@ def pairwise_shard(
         chunk: columns j per block of the fused kernel (scratch memory O(threads·(T+1)·chunk)).
         device: "cpu" (numba kernel), a torch device such as "cuda" or "cuda:1" (chunked brute force),
             or "auto" (CUDA when torch sees one, else CPU). Both give the same bits.
-        close: "max" or "min": also list the shard's close pairs under that reduction over depths, below
-            the radius :func:`close_radius` finds on all N rows (``close_value``, ``close_pair``,
-            ``close_bound``; no list, bound NaN, if the shard recorded more than :data:`CLOSE_CAP` pairs
-            within the slightly widened radius :func:`_record_threshold`); None: no list.
+        close: the reading's reduction over depths: under "max" or "min" (:data:`CLOSE_REDUCTIONS`)
+            also list the shard's close pairs, below the radius :func:`close_radius` finds on all N rows
+            (``close_value``, ``close_pair``, ``close_bound``; no list, bound NaN, if the shard recorded
+            more than :data:`CLOSE_CAP` pairs within the slightly widened radius
+            :func:`_record_threshold`); "mean" or None: no list.
 
     Raises:
         InputError: malformed arrays or labels out of range. ValueError: a single class.
@@ -678,14 +712,13 @@ def pairwise_shard(
     from resdyn.device import device_name
 
     device = device_name(device)
-    radius = math.nan if close is None else close_radius(probs, labels, close)[0]
+    radius = _close_radius_of(probs, labels, close)
     if device != "cpu":
         return _pairwise_torch(
             probs, labels, start, stop, n_classes=n_classes, chunk=chunk, device=device, close=(close, radius)
         )
     result = _empty_result(n_images, depths, n_classes)
-    if close is not None:
-        result.close_bound = radius
+    result.close_bound = radius
     if start == stop:
         return result
     cmajor = np.ascontiguousarray(probs.transpose(1, 2, 0))
@@ -697,7 +730,7 @@ def pairwise_shard(
     bounds = _row_blocks(start, stop, n_images, n_blocks)
     rtile, jblock, mean_bound = kernel_blocking(n_feat, chunk, n_images)
     close_mode = _REDUCTIONS["min" if close == "min" else "max"]
-    record = -1.0 if close is None else _record_threshold(radius)
+    record = -1.0 if math.isnan(radius) else _record_threshold(radius)
     kernel = _kernels.fused_pairs(
         cmajor,
         mean_traj,
@@ -712,13 +745,10 @@ def pairwise_shard(
         CLOSE_CAP,
     )
     nn_s, nn_i, dm_s, dm_p, e_max, e_max_p, e_max_t, e_mean, e_mean_p, cl_i, cl_j, cl_s, cl_n = kernel
-    if close is not None and cl_n.sum() > CLOSE_CAP:
-        result.close_bound = math.nan  # the radius was far off: no list
-    elif close is not None:
-        kept = np.concatenate([np.arange(n) + b * CLOSE_CAP for b, n in enumerate(cl_n)]).astype(np.int64)
-        result.close_value, result.close_pair = _close_list(
-            np.sqrt(cl_s.ravel()[kept]), cl_i.ravel()[kept], cl_j.ravel()[kept], radius
-        )
+    # each block's counter goes on past its room, so an overflow shows in the sum
+    kept = np.concatenate([np.arange(min(n, CLOSE_CAP)) + b * CLOSE_CAP for b, n in enumerate(cl_n)])
+    kept = kept.astype(np.int64)
+    _attach_close(result, radius, int(cl_n.sum()), *(a.ravel()[kept] for a in (cl_s, cl_i, cl_j)))
     # merge the blocks: every candidate is a genuine pair with its exact value, only ties remain
     nn_d = np.sqrt(nn_s)
     k = _pick(np.where(nn_i < 0, np.inf, nn_d), np.stack([nn_i, nn_i], axis=-1), axis=0)
@@ -786,7 +816,8 @@ def _pairwise_torch(
     n_images, depths, n_feat = probs.shape
     result = _empty_result(n_images, depths, n_classes)
     close_name, radius = close
-    record = -1.0 if close_name is None else _record_threshold(radius)
+    listing = not math.isnan(radius)
+    record = _record_threshold(radius) if listing else -1.0
     recorded: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     X = torch.from_numpy(probs).to(dev)
     y = torch.from_numpy(labels).to(dev)
@@ -816,7 +847,7 @@ def _pairwise_torch(
         dmax = torch.zeros((r1 - r0, n_images), dtype=torch.float64, device=dev)
         dsum = torch.zeros_like(dmax)
         # the squared max or min over depths, compared with the kernel's recording threshold as it does
-        reduced_sq = torch.full_like(dmax, torch.inf if close_name == "min" else 0.0)
+        reduced_sq = torch.full_like(dmax, torch.inf if close_name == "min" else 0.0) if listing else None
         sq = torch.empty_like(dmax)
         tmp = None if fused else torch.empty_like(dmax)
         for t in range(depths):
@@ -830,7 +861,7 @@ def _pairwise_torch(
                     sq.add_(tmp)
             dist = _ieee_sqrt(sq)
             dmax = torch.maximum(dmax, dist)
-            if close_name is not None:
+            if listing:
                 reduced_sq = (torch.minimum if close_name == "min" else torch.maximum)(reduced_sq, sq)
             dsum = dsum + dist
             own = dist.clone()
@@ -847,17 +878,17 @@ def _pairwise_torch(
         mean = dsum / depths
         for name, values in (("max", dmax), ("mean", mean)):
             _fold_class_pairs(values, y, r0, upper, n_classes, *best[name])
-        if close_name is not None:
+        if listing:
             hit = upper & diff & (reduced_sq <= record)
             rows_hit, cols_hit = hit.nonzero(as_tuple=True)
             recorded.append(
                 (reduced_sq[hit].cpu().numpy(), (rows_hit + r0).cpu().numpy(), cols_hit.cpu().numpy())
             )
-    if close_name is not None and sum(len(part[0]) for part in recorded) <= CLOSE_CAP:
-        if recorded:
-            squared, first, second = (np.concatenate([part[k] for part in recorded]) for k in range(3))
-            result.close_value, result.close_pair = _close_list(np.sqrt(squared), first, second, radius)
-        result.close_bound = radius
+    squared, first, second = (
+        np.concatenate([part[k] for part in recorded]) if recorded else np.zeros(0, dtype)
+        for k, dtype in enumerate((np.float64, np.int64, np.int64))
+    )
+    _attach_close(result, radius, squared.size, squared, first, second)
     result.depth_min = np.where(np.isfinite(dm_v), dm_v, np.nan)
     result.depth_min_pair = dm_p
     for name, out_v, out_p in (("max", "E", "E_pair"), ("mean", "E_mean", "E_mean_pair")):
@@ -971,12 +1002,12 @@ def merge_pairwise(results: Sequence[PairwiseResult]) -> PairwiseResult:
     if len(bounds) == 1 and math.isfinite(next(iter(bounds))):
         pair = np.concatenate([np.asarray(r.close_pair, np.int64).reshape(-1, 2) for r in results])
         value = np.concatenate([np.asarray(r.close_value, np.float64) for r in results])
-        out.close_value, out.close_pair = _close_list(value, pair[:, 0], pair[:, 1], math.inf)
+        out.close_value, out.close_pair = close_list(value, pair[:, 0], pair[:, 1], math.inf)
         out.close_bound = next(iter(bounds))
     return out
 
 
-OVER_DEPTHS = ("max", "mean", "min")
+OVER_DEPTHS = tuple(sorted(_REDUCTIONS))  # max, mean, min
 
 
 def expansive_constant(
@@ -1023,8 +1054,8 @@ def pairwise_bruteforce(
 
     Same arithmetic as the module docstring; every minimum is the first occurrence in row-major order over
     i < j (= the lexicographically smallest pair), every argmax over t the first (= the smaller t). With
-    ``close``, the close pairs: every different-class pair whose max_t or min_t d_t is below
-    :func:`close_radius`, sorted.
+    ``close`` "max" or "min", the close pairs: every different-class pair whose max_t or min_t d_t is
+    below :func:`close_radius`, sorted (the pass's list without its cap).
     """
     probs, labels = _check_inputs(probs, labels, n_classes)
     n_images, depths, _ = probs.shape
@@ -1074,10 +1105,10 @@ def pairwise_bruteforce(
             np.full(2, -1, np.int64),
             -1,
         )
-    if close is not None:
-        radius = close_radius(probs, labels, close)[0]
+    radius = _close_radius_of(probs, labels, close)
+    if not math.isnan(radius):
         reduced = (worst if close == "max" else dist.min(axis=2))[iu, ju]
-        result.close_value, result.close_pair = _close_list(
+        result.close_value, result.close_pair = close_list(
             reduced[different], iu[different], ju[different], radius
         )
         result.close_bound = radius

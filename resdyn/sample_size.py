@@ -182,15 +182,14 @@ class CandidatePairs:
         r·(1 − :data:`LIST_MARGIN`) are listed: a pair the tree left out has S_t d_t ≥ bound. r starts
         where a sample predicts twice :data:`PAIRS_AT_LEAST` listed pairs
         (:func:`resdyn.distances.close_radius`, as the pairwise pass's list) and grows by a quarter until
-        :data:`PAIRS_AT_LEAST` pairs are listed or r
-        exceeds twice the data's extent (then every pair is a candidate and ``bound`` = inf); past
-        :data:`MAX_CANDIDATES` candidates the last list that fitted is kept (shorter, still exact) or,
-        before any, r shrinks by a quarter. Neither the start nor the depth changes the contract, only the
-        rounds it takes.
+        :data:`PAIRS_AT_LEAST` pairs are listed or r exceeds twice the data's extent (then every pair is a
+        candidate and ``bound`` = inf); past :data:`MAX_CANDIDATES` candidates the last list that fitted is
+        kept (shorter, still exact) or, before any, r shrinks by a quarter. Neither the start nor the depth
+        changes the contract, only the rounds it takes.
         """
         from scipy.spatial import cKDTree
 
-        if over_depths not in ("max", "min"):
+        if over_depths not in distances.CLOSE_REDUCTIONS:
             return None
         probs = np.ascontiguousarray(probs, dtype=np.float64)
         labels = np.asarray(labels, dtype=np.int64)
@@ -222,16 +221,15 @@ class CandidatePairs:
                 continue
             value = distances.reduced_distances(probs, pairs[:, 0], pairs[:, 1], over_depths)
             bound = math.inf if complete else radius * (1.0 - LIST_MARGIN)
-            listed = value < bound
-            kept = (value[listed], pairs[listed], bound)
-            if complete or int(listed.sum()) >= PAIRS_AT_LEAST:
+            kept = (value, pairs, bound)
+            if complete or np.count_nonzero(value < bound) >= PAIRS_AT_LEAST:
                 break
             radius *= 1.25  # small steps: the candidates grow like r^(intrinsic dimension)
         if kept is None:
             return None
         value, pairs, bound = kept
-        order = np.lexsort((pairs[:, 1], pairs[:, 0], value))
-        return cls(n_images, value[order], pairs[order, 0].copy(), pairs[order, 1].copy(), bound)
+        value, pairs = distances.close_list(value, pairs[:, 0], pairs[:, 1], bound)
+        return cls(n_images, value, pairs[:, 0].copy(), pairs[:, 1].copy(), bound)
 
     @classmethod
     def from_pass(

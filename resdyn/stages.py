@@ -384,7 +384,7 @@ def pairwise_shard(
         n_classes=len(traj.class_names),
         chunk=chunk,
         device=device_name(device),
-        close=reading.over_depths if reading.over_depths in ("max", "min") else None,
+        close=reading.over_depths,
     )
     Pairs(
         result,

@@ -561,6 +561,27 @@ def _clustered(n_images: int = 60, seed: int = 5) -> tuple[np.ndarray, np.ndarra
     return logits, np.arange(n_images) % 3, 3
 
 
+def _clustered_table(reading: Reading, grid: list[int], *, subsets: int, seed: int, **kwargs) -> pd.DataFrame:
+    """sample_size_table on _clustered(90) under ``reading``'s views (true labels, chunk 7)."""
+    logits, labels, n_classes = _clustered(90)
+    probs = softmax(logits, 1.0)
+    expansive, shadow = reading.expansive_probs(logits, probs), reading.shadowing_probs(logits, probs)
+    return ss.sample_size_table(
+        expansive,
+        shadow,
+        labels,
+        labels,
+        n_classes,
+        reading,
+        grid,
+        subsets=subsets,
+        seed=seed,
+        quantiles=QUANTILES,
+        chunk=7,
+        **kwargs,
+    )
+
+
 CANDIDATE_CASES = ["random", "near_duplicates", "ties", "single_class", "two_images", "clustered"]
 
 
@@ -614,26 +635,7 @@ def test_the_table_does_not_depend_on_the_workers(reading):
 
     if not _kernels.thread_safe():
         pytest.skip("numba's threading layer here does not allow concurrent callers: one worker only")
-    logits, labels, n_classes = _clustered(90)
-    probs = softmax(logits, 1.0)
-    expansive, shadow = reading.expansive_probs(logits, probs), reading.shadowing_probs(logits, probs)
-    tables = [
-        ss.sample_size_table(
-            expansive,
-            shadow,
-            labels,
-            labels,
-            n_classes,
-            reading,
-            [9, 20, 45, 90],
-            subsets=7,
-            seed=4,
-            quantiles=QUANTILES,
-            chunk=7,
-            workers=workers,
-        )
-        for workers in (1, 3)
-    ]
+    tables = [_clustered_table(reading, [9, 20, 45, 90], subsets=7, seed=4, workers=w) for w in (1, 3)]
     assert len(tables[0]) == 3 * 7 + 1
     pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
 
@@ -674,25 +676,12 @@ def test_candidate_pairs_leave_the_mean_reading_to_the_kernel():
 def test_tables_with_and_without_candidate_lists_are_identical(reading, monkeypatch):
     """Subsets that hold a listed pair take e from the list, the others (forced here by a short list) run
     the kernel: the table is the one the kernel alone gives, bit for bit."""
-    logits, labels, n_classes = _clustered(90)
-    probs = softmax(logits, 1.0)
-    expansive, shadow = reading.expansive_probs(logits, probs), reading.shadowing_probs(logits, probs)
+    logits, labels, _ = _clustered(90)
+    expansive = reading.expansive_probs(logits, softmax(logits, 1.0))
     grid = [8, 20, 45, 90]
 
     def table() -> pd.DataFrame:
-        return ss.sample_size_table(
-            expansive,
-            shadow,
-            labels,
-            labels,
-            n_classes,
-            reading,
-            grid,
-            subsets=6,
-            seed=2,
-            quantiles=QUANTILES,
-            chunk=7,
-        )
+        return _clustered_table(reading, grid, subsets=6, seed=2)
 
     monkeypatch.setattr(ss, "PAIRS_AT_LEAST", 6)
     lists = ss.CandidatePairs.build(expansive, labels, reading.over_depths)
