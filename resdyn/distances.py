@@ -59,8 +59,10 @@ queries added nothing beyond that.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +71,8 @@ from tqdm import tqdm
 
 from resdyn import _kernels
 from resdyn.io import InputError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch is imported where the CUDA path runs, not at module import
     import torch
@@ -201,6 +205,39 @@ def reduced_distances(
 
 
 # ----------------------------------------------------------------------------------- min_max_distance
+
+
+@contextlib.contextmanager
+def kernel_threads(threads: int) -> Iterator[int]:
+    """Run this module's CPU kernels on ``threads`` numba threads inside the block (yields the count used),
+    then restore the count before it.
+
+    A job's kernels must use the CPUs it was given (its Snakemake ``threads``, which SLURM allocates as
+    ``--cpus-per-task``): numba ignores the ``OMP_NUM_THREADS`` that Snakemake exports and starts one thread
+    per CPU the process may run on, so without this every job would run on all of them at once. The count
+    is capped at numba's pool (``NUMBA_NUM_THREADS``, default those CPUs): numba cannot start more. The
+    kernels' results do not depend on it (exact merges).
+
+    Raises:
+        ValueError: ``threads`` < 1.
+    """
+    import numba
+
+    if int(threads) < 1:
+        raise ValueError(f"kernel threads: {threads!r}, need at least 1")
+    used = min(int(threads), numba.config.NUMBA_NUM_THREADS)
+    before = numba.get_num_threads()
+    numba.set_num_threads(used)
+    log.info(
+        "CPU kernels on %d numba thread(s) (%d requested, pool %d)",
+        used,
+        threads,
+        numba.config.NUMBA_NUM_THREADS,
+    )
+    try:
+        yield used
+    finally:
+        numba.set_num_threads(before)
 
 
 def concurrent_callers(requested: int | None = None) -> int:

@@ -15,6 +15,9 @@ rule pairwise_shard:
         benchmark_file("pairwise_{scatteritem}")
     conda:
         ENV
+    # The CPU kernel's numba threads (workflow_scripts/pairwise_shard.py holds it to them); on a GPU they
+    # only read the file. Other counts: --set-threads pairwise_shard=N (the results do not change).
+    threads: 2
     resources:
         gpu=gpu_request(analysis("device")),
     params:

@@ -22,6 +22,9 @@ rule sample_size:
         benchmark_file("sample_size")
     conda:
         ENV
+    # The subsets run side by side, one numba thread each, on the job's threads
+    # (workflow_scripts/sample_size.py); the table does not depend on their count.
+    threads: 2
     params:
         run=run_params,
         settings=sample_size_params(),

@@ -15,7 +15,8 @@ rule shadowing_shard:
         benchmark_file("shadowing_{scatteritem}")
     conda:
         ENV
-    # No GPU: the exact min-max kernel runs on the CPU (numba, early abandoning).
+    # No GPU: the exact min-max kernel runs on the CPU (numba, early abandoning), on the job's threads
+    # (workflow_scripts/shadowing_shard.py).
     threads: 2
     params:
         run=run_params,

@@ -660,6 +660,44 @@ def test_auto_device_gives_the_same_bits():
     assert_same(result, pairwise_bruteforce(probs, labels, 3), bitwise=True)
 
 
+def test_kernel_threads_hold_the_kernels_to_a_count_and_change_no_bit():
+    """A job's kernels run on its threads (capped at numba's pool) and the count before comes back after
+    the block; one thread and the whole pool give the same pass (its close pairs included), the same
+    distinct orbits and the same ε and shadows, bit for bit."""
+    import numba
+
+    from resdyn import shadowing
+
+    rng = np.random.default_rng(12)
+    probs, labels = random_trajectories(rng, 240, depths=6, classes=5)
+    probs[7] = probs[3] + 1e-7  # a near-duplicate: the tie rule must not depend on the threads either
+    pool, before = numba.config.NUMBA_NUM_THREADS, numba.get_num_threads()
+    found = []
+    for threads in (1, pool):
+        with distances.kernel_threads(threads) as used:
+            assert used == threads == numba.get_num_threads()
+            result = pairwise_shard(
+                probs, labels, 0, 240, n_classes=5, chunk=CHUNK, device="cpu", close="max"
+            )
+            orbits, hops = distances.scan_orbits(probs, 0, 240, distinct=True)
+            eps, shadow = shadowing.shadowing_errors(probs, orbits, 0, 240, chunk=CHUNK)
+        assert numba.get_num_threads() == before
+        found.append((result, orbits, hops, eps, shadow))
+    (one, *arrays_one), (many, *arrays_many) = found
+    assert_same(many, one, bitwise=True)
+    assert many.close_bound == one.close_bound and len(one.close_value) > 0
+    np.testing.assert_array_equal(many.close_value, one.close_value)
+    np.testing.assert_array_equal(many.close_pair, one.close_pair)
+    for a, b in zip(arrays_many, arrays_one):
+        np.testing.assert_array_equal(a, b)
+    with distances.kernel_threads(pool + 5) as used:  # more than numba can start: its whole pool
+        assert used == pool == numba.get_num_threads()
+    with pytest.raises(ValueError, match="kernel threads: 0"):
+        with distances.kernel_threads(0):
+            pass
+    assert numba.get_num_threads() == before
+
+
 @pytest.mark.skipif(
     not __import__("torch").cuda.is_available(), reason="needs a CUDA device (the GPU path of issue 3)"
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 
 import h5py
@@ -286,6 +287,25 @@ def test_tiny_run_produces_every_output(tiny_run):
     assert top <= {"data", "digits", "tables", "figures", "logs", "benchmarks", ".gitkeep"}, top
     # Temporary shard files are gone once gathered.
     assert not list(tiny_run.path("results").rglob("shards/*.h5"))
+
+
+def test_numba_jobs_run_their_kernels_on_the_declared_threads(tiny_run):
+    """The rules that run the CPU kernels declare 2 threads (--cores 2 here) and their jobs hold numba to
+    them, which each job's log states: every pairwise, shadowing and sample-size job of every run."""
+    import numba
+
+    expected = min(2, numba.config.NUMBA_NUM_THREADS)  # numba cannot start more than its pool
+    logs = tiny_run.path("results", "logs")
+    seen = {}
+    for pattern in ("pairwise_*-of-*.log", "shadowing_*-of-*.log", "sample_size.log"):
+        for log in logs.rglob(pattern):
+            stated = re.search(r"CPU kernels on (\d+) numba thread\(s\) \((\d+) requested", log.read_text())
+            assert stated, log
+            assert (int(stated[1]), int(stated[2])) == (expected, 2), log
+            seen[pattern] = seen.get(pattern, 0) + 1
+    # both models under the definition and the authors reading (and the probes' reading for the pass)
+    assert all(seen.get(p, 0) >= 4 for p in ("pairwise_*-of-*.log", "shadowing_*-of-*.log")), seen
+    assert seen.get("sample_size.log", 0) >= 4, seen
 
 
 def test_finished_run_schedules_nothing(tiny_run):

@@ -2,10 +2,12 @@
 their shadowing errors."""
 
 from resdyn import stages
+from resdyn.distances import kernel_threads
 from resdyn.io import log_to
 from resdyn.runs import Run
 
-with log_to(snakemake.log[0]):
+# The kernels run on the job's threads, which the rule declares and SLURM allocates.
+with log_to(snakemake.log[0]), kernel_threads(snakemake.threads):
     stages.shadowing_shard(
         snakemake.input.trajectories,
         snakemake.input.pairs,
