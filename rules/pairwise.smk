@@ -15,9 +15,10 @@ rule pairwise_shard:
         benchmark_file("pairwise_{scatteritem}")
     conda:
         ENV
-    # The CPU kernel's numba threads (workflow_scripts/pairwise_shard.py holds it to them); on a GPU they
-    # only read the file. Other counts: --set-threads pairwise_shard=N (the results do not change).
-    threads: 2
+    # The CPU kernel's numba threads (workflow_scripts/pairwise_shard.py holds it to them): one, the shards
+    # being the parallelism (docs/performance.md, "Threads per job"); --set-threads pairwise_shard=N gives
+    # more, with the same results. On a GPU the thread only feeds it.
+    threads: 1
     resources:
         gpu=gpu_request(analysis("device")),
     params:

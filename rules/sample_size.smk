@@ -23,8 +23,8 @@ rule sample_size:
     conda:
         ENV
     # The subsets run side by side, one numba thread each, on the job's threads
-    # (workflow_scripts/sample_size.py); the table does not depend on their count.
-    threads: 2
+    # (workflow_scripts/sample_size.py; --set-threads sample_size=N); the table does not depend on them.
+    threads: 1
     params:
         run=run_params,
         settings=sample_size_params(),

@@ -16,8 +16,8 @@ rule shadowing_shard:
     conda:
         ENV
     # No GPU: the exact min-max kernel runs on the CPU (numba, early abandoning), on the job's threads
-    # (workflow_scripts/shadowing_shard.py).
-    threads: 2
+    # (workflow_scripts/shadowing_shard.py; one, the shards being the parallelism; --set-threads raises it).
+    threads: 1
     params:
         run=run_params,
         chunk=analysis("chunk"),
