@@ -209,8 +209,8 @@ def reduced_distances(
 
 @contextlib.contextmanager
 def kernel_threads(threads: int) -> Iterator[int]:
-    """Run this module's CPU kernels on ``threads`` numba threads inside the block (yields the count used),
-    then restore the count before it.
+    """Run the CPU kernels (:mod:`resdyn._kernels`: this module's and :mod:`resdyn.shadowing`'s) on
+    ``threads`` numba threads inside the block (yields the count used), then restore the count before it.
 
     A job's kernels must use the CPUs it was given (its Snakemake ``threads``, which SLURM allocates as
     ``--cpus-per-task``): numba ignores the ``OMP_NUM_THREADS`` that Snakemake exports and starts one thread
