@@ -301,7 +301,7 @@ def test_numba_jobs_run_their_kernels_on_the_declared_threads(tiny_run):
             assert stated, log
             assert (int(stated[1]), int(stated[2])) == (1, 1), log
             seen[pattern] = seen.get(pattern, 0) + 1
-    # both models under the definition and the authors reading (and the probes' reading for the pass)
+    # both models, each under the definition and the authors' reading at least
     assert all(seen.get(p, 0) >= 4 for p in ("pairwise_*-of-*.log", "shadowing_*-of-*.log")), seen
     assert seen.get("sample_size.log", 0) >= 4, seen
 
