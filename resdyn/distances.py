@@ -208,9 +208,10 @@ def reduced_distances(
 
 
 @contextlib.contextmanager
-def kernel_threads(threads: int) -> Iterator[int]:
+def kernel_threads(threads: int, *, announce: bool = True) -> Iterator[int]:
     """Run the CPU kernels (:mod:`resdyn._kernels`: this module's and :mod:`resdyn.shadowing`'s) on
-    ``threads`` numba threads inside the block (yields the count used), then restore the count before it.
+    ``threads`` numba threads inside the block (yields the count used), then restore the count before it;
+    ``announce`` states the count in the log (a job's count; off for the short switches inside a stage).
 
     A job's kernels must use the CPUs it was given (its Snakemake ``threads``, which SLURM allocates as
     ``--cpus-per-task``): numba ignores the ``OMP_NUM_THREADS`` that Snakemake exports and starts one thread
@@ -223,17 +224,13 @@ def kernel_threads(threads: int) -> Iterator[int]:
     """
     import numba
 
-    if int(threads) < 1:
+    requested, pool = int(threads), numba.config.NUMBA_NUM_THREADS
+    if requested < 1:
         raise ValueError(f"kernel threads: {threads!r}, need at least 1")
-    used = min(int(threads), numba.config.NUMBA_NUM_THREADS)
-    before = numba.get_num_threads()
+    used, before = min(requested, pool), numba.get_num_threads()
     numba.set_num_threads(used)
-    log.info(
-        "CPU kernels on %d numba thread(s) (%d requested, pool %d)",
-        used,
-        threads,
-        numba.config.NUMBA_NUM_THREADS,
-    )
+    if announce:
+        log.info("CPU kernels on %d numba thread(s) (%d requested, pool %d)", used, requested, pool)
     try:
         yield used
     finally:

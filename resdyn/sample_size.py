@@ -577,19 +577,11 @@ milliseconds, and each parallel launch cost ~10 ms on the loaded 2-core machine 
 (exact merges)."""
 
 
-@contextlib.contextmanager
-def _threads_for(n: int):
-    import numba
-
-    before = numba.get_num_threads()
-    if n >= SERIAL_BELOW or before == 1:
-        yield
-        return
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
+def _threads_for(n: int) -> contextlib.AbstractContextManager:
+    """One numba thread for a subset of n < :data:`SERIAL_BELOW` images, else numba's count (the job's)."""
+    if n >= SERIAL_BELOW:
+        return contextlib.nullcontext()
+    return distances.kernel_threads(1, announce=False)
 
 
 def _one_after_another(

@@ -660,10 +660,12 @@ def test_auto_device_gives_the_same_bits():
     assert_same(result, pairwise_bruteforce(probs, labels, 3), bitwise=True)
 
 
-def test_kernel_threads_hold_the_kernels_to_a_count_and_change_no_bit():
+def test_kernel_threads_hold_the_kernels_to_a_count_and_change_no_bit(caplog):
     """A job's kernels run on its threads (capped at numba's pool) and the count before comes back after
     the block; one thread and the whole pool give the same pass (its close pairs included), the same
-    distinct orbits and the same ε and shadows, bit for bit."""
+    distinct orbits and the same ε and shadows, bit for bit. Only an announced count reaches the log."""
+    import logging
+
     import numba
 
     from resdyn import shadowing
@@ -696,6 +698,15 @@ def test_kernel_threads_hold_the_kernels_to_a_count_and_change_no_bit():
         with distances.kernel_threads(0):
             pass
     assert numba.get_num_threads() == before
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="resdyn.distances"):
+        with distances.kernel_threads(1, announce=False):
+            pass
+        with distances.kernel_threads(1):
+            pass
+    assert [r.getMessage() for r in caplog.records] == [
+        f"CPU kernels on 1 numba thread(s) (1 requested, pool {pool})"
+    ]
 
 
 @pytest.mark.skipif(
